@@ -1,0 +1,45 @@
+// swift-tools-version: 6.0
+// pmq — mixed-precision compression of Mixture-of-Experts models (MC-MoE / MC# recipe).
+// Module direction is one-way: pmq (CLI) → engines (PMQSolver, ExpertProfiler, QuantEngine) → core.
+import PackageDescription
+
+let package = Package(
+    name: "pmq",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "pmq", targets: ["pmq"]),
+        .library(name: "PMQSolver", targets: ["PMQSolver"]),
+        .library(name: "QuantEngine", targets: ["QuantEngine"]),
+        .library(name: "ExpertProfiler", targets: ["ExpertProfiler"]),
+        .library(name: "ModelFormat", targets: ["ModelFormat"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // COIN-OR CBC's C API (Cbc_C_Interface.h), found through pkg-config.
+        .systemLibrary(
+            name: "CCbc",
+            pkgConfig: "cbc",
+            providers: [.apt(["coinor-libcbc-dev"]), .brew(["cbc"])]
+        ),
+        // Core file handling: atomic writes today; safetensors and config.json next.
+        .target(name: "ModelFormat"),
+        // Packed-layout arithmetic today; quantizers and GPTQ kernels later.
+        .target(name: "QuantEngine"),
+        // Profile producers (synthetic today, calibration runs later).
+        .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat"]),
+        // Profile → integer program → CBC → allocation report; Pareto sweeps.
+        .target(name: "PMQSolver", dependencies: ["CCbc", "ModelFormat"]),
+        .executableTarget(
+            name: "pmq",
+            dependencies: [
+                "PMQSolver", "ExpertProfiler", "QuantEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver"]),
+        .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler"]),
+        .testTarget(name: "pmqTests", dependencies: ["pmq"]),
+    ]
+)

@@ -1,0 +1,63 @@
+import Foundation
+import ModelFormat
+
+/// The profile file (`pmq-profile`, version 1) as the profiler writes it. The allocator reads the
+/// JSON with its own validating reader; the two sides share the format, not the types.
+public struct ProfileDocument: Encodable, Sendable {
+    public struct Model: Encodable, Sendable {
+        public var name: String
+        public var architecture: String
+    }
+
+    public struct Calibration: Encodable, Sendable {
+        public var tokens: Int
+        public var description: String
+    }
+
+    public struct Expert: Encodable, Sendable {
+        public var index: Int
+        public var params: Int64
+        public var freq: Double
+        public var mass: Double
+        public var error: WidthMap<Double>
+        public var bytes: WidthMap<Int64>
+    }
+
+    public struct Layer: Encodable, Sendable {
+        public var index: Int
+        public var experts: [Expert]
+    }
+
+    public var format = "pmq-profile"
+    public var version = 1
+    public var model: Model
+    public var calibration: Calibration
+    public var widths: [Int]
+    public var groupSize: Int
+    public var layers: [Layer]
+
+    public func write(to path: String) throws {
+        try AtomicFile.writeJSON(self, to: path)
+    }
+}
+
+/// A width → value map encoded as a JSON object with keys in ascending width order (`{"1": …, "2": …}`).
+public struct WidthMap<Value: Encodable & Sendable>: Encodable, Sendable {
+    public var entries: [(width: Int, value: Value)]
+
+    public init(_ entries: [(width: Int, value: Value)]) {
+        self.entries = entries.sorted { $0.width < $1.width }
+    }
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { return nil }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        for entry in entries { try container.encode(entry.value, forKey: Key(stringValue: String(entry.width))) }
+    }
+}

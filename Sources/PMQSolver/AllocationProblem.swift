@@ -1,0 +1,153 @@
+/// The PMQ integer program in solver-neutral form: a multiple-choice knapsack with one or more
+/// budget rows and optional "at least one item at width w" rows.
+///
+///     minimise    Σ_i Σ_o cost[i][o] · x[i][o]
+///     subject to  Σ_o x[i][o] = 1                          for every item (expert)
+///                 Σ_{i∈row} Σ_o weight[i][o] · x[i][o] ≤ capacity(row)   for every budget row
+///                 Σ_{i∈row} x[i][o(w)] ≥ 1                 for every diversity row
+///                 x binary
+///
+/// Weights are exact integers (bit-parameters or bytes) and capacities exact rationals, so a
+/// solution can be checked without floating-point doubt.
+public struct AllocationProblem: Sendable {
+    public struct Option: Sendable, Equatable {
+        public var width: Int
+        /// Exact budget weight: params·width (nominal bits) or packed bytes (effective size).
+        public var weight: Int64
+        /// Packed bytes at this width (reported, also when the budget is in bits).
+        public var bytes: Int64
+        /// Importance-weighted error, the objective coefficient.
+        public var cost: Double
+        public init(width: Int, weight: Int64, bytes: Int64, cost: Double) {
+            self.width = width
+            self.weight = weight
+            self.bytes = bytes
+            self.cost = cost
+        }
+    }
+
+    public struct Item: Sendable {
+        /// Position of the item's layer in the profile's layer list.
+        public var layer: Int
+        /// Expert index (as in the profile).
+        public var expert: Int
+        public var params: Int64
+        /// Options in ascending width order.
+        public var options: [Option]
+        public init(layer: Int, expert: Int, params: Int64, options: [Option]) {
+            self.layer = layer
+            self.expert = expert
+            self.params = params
+            self.options = options
+        }
+    }
+
+    /// `Σ weight · denominator ≤ numerator` in exact arithmetic.
+    public struct Capacity: Sendable, Equatable {
+        public var numerator: Int128
+        public var denominator: Int128
+        public init(numerator: Int128, denominator: Int128) {
+            precondition(denominator > 0)
+            self.numerator = numerator
+            self.denominator = denominator
+        }
+        public var value: Double { Double(numerator) / Double(denominator) }
+        public func admits(_ weight: Int128) -> Bool { weight * denominator <= numerator }
+    }
+
+    public struct BudgetRow: Sendable {
+        public var items: [Int]
+        public var capacity: Capacity
+        public var label: String
+        public init(items: [Int], capacity: Capacity, label: String) {
+            self.items = items
+            self.capacity = capacity
+            self.label = label
+        }
+    }
+
+    public struct DiversityRow: Sendable {
+        public var items: [Int]
+        public var width: Int
+        public var label: String
+        public init(items: [Int], width: Int, label: String) {
+            self.items = items
+            self.width = width
+            self.label = label
+        }
+    }
+
+    public var items: [Item]
+    public var budgetRows: [BudgetRow]
+    public var diversityRows: [DiversityRow]
+
+    public init(items: [Item], budgetRows: [BudgetRow], diversityRows: [DiversityRow] = []) {
+        self.items = items
+        self.budgetRows = budgetRows
+        self.diversityRows = diversityRows
+    }
+
+    /// Option index per item.
+    public typealias Choice = [Int]
+
+    public func objective(_ choice: Choice) -> Double {
+        var total = 0.0
+        for (item, option) in zip(items, choice) { total += item.options[option].cost }
+        return total
+    }
+
+    public func rowWeight(_ row: BudgetRow, _ choice: Choice) -> Int128 {
+        var total: Int128 = 0
+        for index in row.items { total += Int128(items[index].options[choice[index]].weight) }
+        return total
+    }
+
+    /// Every expert has exactly one option in range, every budget row holds exactly, every
+    /// diversity row is met.
+    public func isFeasible(_ choice: Choice) -> Bool {
+        guard choice.count == items.count else { return false }
+        for (item, option) in zip(items, choice) where !item.options.indices.contains(option) { return false }
+        for row in budgetRows where !row.capacity.admits(rowWeight(row, choice)) { return false }
+        for row in diversityRows where !row.items.contains(where: { items[$0].options[choice[$0]].width == row.width }) {
+            return false
+        }
+        return true
+    }
+
+    /// The lightest assignment per budget row; if it does not fit, no assignment does.
+    public func minimumWeightViolations() -> [BudgetRow] {
+        budgetRows.filter { row in
+            let lightest = row.items.reduce(Int128(0)) { sum, index in
+                sum + Int128(items[index].options.map(\.weight).min()!)
+            }
+            return !row.capacity.admits(lightest)
+        }
+    }
+
+    /// Replace each item's option by a lighter one of no higher cost where that keeps every
+    /// diversity row met. Never worsens the objective or breaks a budget; makes ties deterministic.
+    public func preferLighterOnTies(_ choice: Choice) -> Choice {
+        var result = choice
+        var rowsOfItem = [[Int]](repeating: [], count: items.count)
+        for (rowIndex, row) in diversityRows.enumerated() {
+            for index in row.items { rowsOfItem[index].append(rowIndex) }
+        }
+        for index in items.indices {
+            let item = items[index]
+            let current = item.options[result[index]]
+            // Leaving `current.width` must not empty a diversity row that needs it.
+            let pinned = rowsOfItem[index].contains { rowIndex in
+                let row = diversityRows[rowIndex]
+                return row.width == current.width && !row.items.contains {
+                    $0 != index && items[$0].options[result[$0]].width == row.width
+                }
+            }
+            if pinned { continue }
+            let lighter = item.options.indices
+                .filter { item.options[$0].weight < current.weight && item.options[$0].cost <= current.cost }
+                .min { item.options[$0].weight < item.options[$1].weight }
+            if let lighter { result[index] = lighter }
+        }
+        return result
+    }
+}

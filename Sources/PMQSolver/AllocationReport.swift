@@ -1,0 +1,126 @@
+import Foundation
+
+/// The allocation report (format `pmq-allocation`, version 1): the contract between the
+/// allocator and the packer. See README "Allocation report".
+public struct AllocationReport: Codable, Sendable {
+    public struct Parameters: Codable, Sendable {
+        public var profile: String
+        public var model: String
+        public var architecture: String
+        public var groupSize: Int
+        /// "bits" (nominal average bits) or "bytes" (real packed size).
+        public var budgetKind: String
+        /// Average bits, or bytes.
+        public var budget: Double
+        public var scope: String
+        public var widths: [Int]
+        public var alpha: Double
+        public var beta: Double
+        public var diversity: Bool
+        public var timeLimit: Double?
+        public var gapTolerance: Double
+    }
+
+    public struct Expert: Codable, Sendable {
+        public var index: Int
+        public var bits: Int
+        public var bytes: Int64
+        public var cost: Double
+    }
+
+    public struct Layer: Codable, Sendable {
+        public var index: Int
+        public var averageBits: Double
+        public var bytes: Int64
+        public var experts: [Expert]
+    }
+
+    public static let formatName = "pmq-allocation"
+    public static let currentVersion = 1
+
+    public var format = AllocationReport.formatName
+    public var version = AllocationReport.currentVersion
+    public var status: Allocation.Status
+    public var objective: Double
+    public var bound: Double
+    public var gap: Double
+    /// Nominal average bits per expert parameter: Σ params·bits / Σ params.
+    public var averageBits: Double
+    /// Real bits per expert parameter, scales and zeros included: 8 · Σ bytes / Σ params.
+    public var effectiveBits: Double
+    public var bytes: Int64
+    public var params: Int64
+    public var seconds: Double
+    public var nodes: Int
+    public var start: String
+    public var incumbent: String
+    public var solver: String
+    /// Number of experts at each width.
+    public var widthCounts: [String: Int]
+    public var parameters: Parameters
+    public var layers: [Layer]
+
+    public init(profile: Profile, profilePath: String, problem: AllocationProblem, allocation: Allocation,
+                budget: Budget, model costModel: CostModel, options: SolveOptions) {
+        var layers = profile.layers.map { Layer(index: $0.index, averageBits: 0, bytes: 0, experts: []) }
+        var layerBitParams = [Int64](repeating: 0, count: layers.count)
+        var layerParams = [Int64](repeating: 0, count: layers.count)
+        var totalBitParams: Int64 = 0, totalBytes: Int64 = 0, totalParams: Int64 = 0
+        var counts: [String: Int] = [:]
+        for (item, option) in zip(problem.items, allocation.choice) {
+            let chosen = item.options[option]
+            layers[item.layer].experts.append(Expert(index: item.expert, bits: chosen.width, bytes: chosen.bytes, cost: chosen.cost))
+            layers[item.layer].bytes += chosen.bytes
+            layerBitParams[item.layer] += item.params * Int64(chosen.width)
+            layerParams[item.layer] += item.params
+            totalBitParams += item.params * Int64(chosen.width)
+            totalBytes += chosen.bytes
+            totalParams += item.params
+            counts[String(chosen.width), default: 0] += 1
+        }
+        for index in layers.indices where layerParams[index] > 0 {
+            layers[index].averageBits = Double(layerBitParams[index]) / Double(layerParams[index])
+        }
+        self.status = allocation.status
+        self.objective = allocation.objective
+        self.bound = allocation.bound
+        self.gap = allocation.gap
+        self.averageBits = Double(totalBitParams) / Double(max(totalParams, 1))
+        self.effectiveBits = 8 * Double(totalBytes) / Double(max(totalParams, 1))
+        self.bytes = totalBytes
+        self.params = totalParams
+        self.seconds = allocation.seconds
+        self.nodes = allocation.nodes
+        self.start = allocation.start
+        self.incumbent = allocation.incumbent
+        self.solver = "CBC \(Allocator.cbcVersion)"
+        self.widthCounts = counts
+        self.parameters = Parameters(
+            profile: profilePath, model: profile.model.name, architecture: profile.model.architecture,
+            groupSize: profile.groupSize, budgetKind: budget.kind, budget: budget.value,
+            scope: costModel.scope.rawValue, widths: problem.items.first?.options.map(\.width) ?? [],
+            alpha: costModel.alpha, beta: costModel.beta, diversity: costModel.diversity,
+            timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
+        self.layers = layers
+    }
+
+    /// A readable per-layer summary for the terminal.
+    public func summary() -> String {
+        let widths = parameters.widths
+        var lines: [String] = []
+        let header = ["layer", "avg bits"] + widths.map { "\($0)-bit" } + ["size"]
+        let columnWidths = header.map { $0 == "size" ? 12 : max($0.count, 8) }
+        lines.append(zip(header, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: " "))
+        for layer in layers {
+            var cells = [String(layer.index), String(format: "%.3f", layer.averageBits)]
+            for width in widths { cells.append(String(layer.experts.filter { $0.bits == width }.count)) }
+            cells.append(formatGB(layer.bytes))
+            lines.append(zip(cells, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: " "))
+        }
+        let counts = widths.map { "\(widthCounts[String($0)] ?? 0)×\($0)-bit" }.joined(separator: ", ")
+        lines.append("")
+        lines.append("status \(status.rawValue)  objective \(String(format: "%.6g", objective))  bound \(String(format: "%.6g", bound))  gap \(String(format: "%.2e", gap))  \(String(format: "%.2f", seconds)) s")
+        lines.append("average \(String(format: "%.4f", averageBits)) bits (effective \(String(format: "%.4f", effectiveBits)))  \(formatGB(bytes))  experts: \(counts)")
+        return lines.joined(separator: "\n")
+    }
+}

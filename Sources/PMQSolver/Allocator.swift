@@ -1,0 +1,129 @@
+import Foundation
+
+/// One solved allocation: a width per expert, with the solver's evidence of how good it is.
+public struct Allocation: Sendable {
+    public enum Status: String, Sendable, Codable {
+        /// Proven optimal within the relative gap tolerance.
+        case optimal
+        /// Stopped on the time limit; `gap` and `bound` say how far from optimal it may be.
+        case timeLimit = "time-limit"
+        case nodeLimit = "node-limit"
+        /// Stopped for another reason with a feasible solution.
+        case stopped
+    }
+
+    /// Option index per item of the problem.
+    public var choice: AllocationProblem.Choice
+    public var status: Status
+    public var objective: Double
+    /// Best proven lower bound on the optimum.
+    public var bound: Double
+    /// `(objective − bound) / |objective|` (0 when the objective is 0).
+    public var gap: Double
+    public var seconds: Double
+    public var nodes: Int
+    /// Which MIP start CBC was given: "greedy", "previous" or "none".
+    public var start: String
+    /// Which solution was kept: "cbc" or the start, when CBC returned nothing better.
+    public var incumbent: String
+}
+
+public struct SolveOptions: Sendable {
+    public var timeLimit: Double?
+    /// CBC may stop once the relative gap between incumbent and bound is at most this.
+    public var relativeGap: Double
+    public var verbose: Bool
+    public var threads: Int
+    public init(timeLimit: Double? = nil, relativeGap: Double = 1e-6, verbose: Bool = false, threads: Int = 1) {
+        self.timeLimit = timeLimit
+        self.relativeGap = relativeGap
+        self.verbose = verbose
+        self.threads = threads
+    }
+}
+
+/// Orchestrates one solve: feasibility check, greedy LP bound and start, CBC, exact verification.
+public enum Allocator {
+    public static var cbcVersion: String { CbcBackend.version }
+
+    public static func solve(_ problem: AllocationProblem, options: SolveOptions = .init(),
+                             warmStart: AllocationProblem.Choice? = nil) throws -> Allocation {
+        let clock = ContinuousClock.now
+        guard options.relativeGap >= 0, options.relativeGap.isFinite else {
+            throw SolverError.badOption("the relative gap must be a finite number ≥ 0")
+        }
+        if let limit = options.timeLimit, !(limit > 0 && limit.isFinite) {
+            throw SolverError.badOption("--time-limit must be a positive number of seconds")
+        }
+        if let row = problem.minimumWeightViolations().first {
+            let lightest = row.items.reduce(Int128(0)) { $0 + Int128(problem.items[$1].options.map(\.weight).min()!) }
+            throw SolverError.infeasibleBudget("\(row.label) needs at least \(lightest) (every expert at its smallest width) but the budget allows \(String(format: "%.6g", row.capacity.value))")
+        }
+        guard let greedy = GreedyRelaxation.solve(problem) else {
+            throw SolverError.infeasibleBudget("no assignment fits")
+        }
+
+        var start: (choice: AllocationProblem.Choice, name: String)? = nil
+        if problem.isFeasible(greedy.choice) { start = (greedy.choice, "greedy") }
+        if let warmStart, problem.isFeasible(warmStart),
+           start == nil || problem.objective(warmStart) <= problem.objective(start!.choice) {
+            start = (warmStart, "previous")
+        }
+
+        let backendOptions = CbcBackend.Options(timeLimit: options.timeLimit, relativeGap: options.relativeGap,
+                                                verbose: options.verbose, threads: options.threads)
+        var outcome: CbcBackend.Outcome = .noSolution(stop: .other, bound: -.infinity)
+        // CBC accepts rows within its feasibility tolerance; the exact check may disagree. Then
+        // tighten the budget rows a little and solve again.
+        for tightening in [0, 1e-7, 1e-6, 1e-5] {
+            outcome = CbcBackend.solve(problem, start: start?.choice, options: backendOptions, tightening: tightening)
+            if case let .solved(choice, _, _, _) = outcome, !problem.isFeasible(choice) { continue }
+            break
+        }
+
+        var choice: AllocationProblem.Choice
+        var bound = greedy.bound
+        var status: Allocation.Status
+        var nodes = 0
+        var incumbent = "cbc"
+        switch outcome {
+        case .infeasible:
+            throw SolverError.infeasibleBudget(problem.diversityRows.isEmpty
+                ? "CBC proved the program infeasible"
+                : "no allocation meets the budget and the diversity rule (one expert at the top width and one at the next in every layer)")
+        case let .noSolution(stop, cbcBound):
+            guard let start else { throw SolverError.solverFailure("CBC stopped (\(stop.rawValue)) without a feasible solution") }
+            choice = start.choice
+            incumbent = start.name
+            bound = max(bound, cbcBound.isFinite ? cbcBound : bound)
+            status = stop == .time ? .timeLimit : .stopped
+        case let .solved(cbcChoice, cbcBound, stop, nodeCount):
+            choice = cbcChoice
+            nodes = nodeCount
+            if cbcBound.isFinite { bound = max(bound, cbcBound) }
+            switch stop {
+            case .completed, .gap: status = .optimal
+            case .time: status = .timeLimit
+            case .nodes: status = .nodeLimit
+            case .other: status = .stopped
+            }
+            if !problem.isFeasible(choice) {
+                guard let start else { throw SolverError.solverFailure("CBC's solution exceeds the budget in exact arithmetic") }
+                choice = start.choice
+                incumbent = start.name
+                status = .stopped
+            } else if let start, problem.objective(start.choice) < problem.objective(choice) {
+                choice = start.choice
+                incumbent = start.name
+            }
+        }
+        choice = problem.preferLighterOnTies(choice)
+        let objective = problem.objective(choice)
+        bound = min(bound, objective)
+        let gap = objective > 0 ? max(0, (objective - bound) / objective) : 0
+        let elapsed = ContinuousClock.now - clock
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        return Allocation(choice: choice, status: status, objective: objective, bound: bound, gap: gap,
+                          seconds: seconds, nodes: nodes, start: start?.name ?? "none", incumbent: incumbent)
+    }
+}

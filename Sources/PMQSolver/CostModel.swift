@@ -1,0 +1,126 @@
+import Foundation
+
+/// How experts are scored and how the budget is applied; turns a profile into the integer program.
+public struct CostModel: Sendable, Equatable {
+    public enum Scope: String, Sendable, CaseIterable {
+        /// One budget for the whole model.
+        case global
+        /// The same budget applied to every layer separately (MC-MoE's formulation).
+        case layer
+    }
+
+    /// Exponent on the frequency in the significance and on the error in the cost.
+    public var alpha: Double = 1
+    /// Exponent on the routing mass in the significance.
+    public var beta: Double = 1.5
+    public var scope: Scope = .global
+    /// MC-MoE's rule: in every layer, at least one expert at the top width and one at the next.
+    public var diversity = false
+    /// Candidate widths to allocate from (a subset of the profile's); nil means all of them.
+    public var widths: [Int]? = nil
+
+    public init(alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil) {
+        self.alpha = alpha
+        self.beta = beta
+        self.scope = scope
+        self.diversity = diversity
+        self.widths = widths
+    }
+
+    /// `s_e = freq_e^α · mass_e^β`, with freq and mass normalised to sum 1 within the layer.
+    /// A layer that no calibration token reached gets significance 0 for every expert.
+    public func significance(of layer: Profile.Layer) -> [Double] {
+        let freqTotal = layer.experts.reduce(0) { $0 + $1.freq }
+        let massTotal = layer.experts.reduce(0) { $0 + $1.mass }
+        return layer.experts.map { expert in
+            let freq = freqTotal > 0 ? expert.freq / freqTotal : 0
+            let mass = massTotal > 0 ? expert.mass / massTotal : 0
+            return power(freq, alpha) * power(mass, beta)
+        }
+    }
+
+    /// `cost(e, b) = s_e · error(e, b)^α`.
+    public func cost(significance: Double, error: Double) -> Double {
+        significance * power(error, alpha)
+    }
+
+    /// The widths in use for this profile, checked against it.
+    public func candidateWidths(for profile: Profile, file: String) throws -> [Int] {
+        guard let requested = widths else { return profile.widths }
+        guard !requested.isEmpty else { throw SolverError.badOption("--widths must name at least one width") }
+        for width in requested where !profile.widths.contains(width) {
+            throw SolverError.unknownWidth(file: file, width: width, reason: "was requested but the profile only has widths \(profile.widths.map(String.init).joined(separator: ","))")
+        }
+        return Array(Set(requested)).sorted()
+    }
+
+    public func validate() throws {
+        guard alpha.isFinite, alpha > 0 else { throw SolverError.badOption("--alpha must be a finite number > 0") }
+        guard beta.isFinite, beta >= 0 else { throw SolverError.badOption("--beta must be a finite number ≥ 0") }
+    }
+
+    public func makeProblem(_ profile: Profile, budget: Budget, file: String = "profile") throws -> AllocationProblem {
+        try validate()
+        let widths = try candidateWidths(for: profile, file: file)
+        var items: [AllocationProblem.Item] = []
+        var layerItems: [[Int]] = []
+        for (layerPosition, layer) in profile.layers.enumerated() {
+            let significance = significance(of: layer)
+            var indices: [Int] = []
+            for (expert, s) in zip(layer.experts, significance) {
+                let options = widths.map { width -> AllocationProblem.Option in
+                    let bytes = expert.bytes[width]!
+                    let weight: Int64
+                    switch budget {
+                    case .bits: weight = expert.params * Int64(width)
+                    case .bytes: weight = bytes
+                    }
+                    return .init(width: width, weight: weight, bytes: bytes, cost: cost(significance: s, error: expert.error[width]!))
+                }
+                indices.append(items.count)
+                items.append(.init(layer: layerPosition, expert: expert.index, params: expert.params, options: options))
+            }
+            layerItems.append(indices)
+        }
+
+        let totalParams = Int128(profile.totalParams)
+        func capacity(params: Int128) -> AllocationProblem.Capacity {
+            switch budget {
+            case let .bits(numerator, denominator):
+                return .init(numerator: numerator * params, denominator: denominator)
+            case let .bytes(bytes):
+                // A layer's share of the size is proportional to its parameters.
+                return .init(numerator: Int128(bytes) * params, denominator: totalParams)
+            }
+        }
+        var rows: [AllocationProblem.BudgetRow] = []
+        switch scope {
+        case .global:
+            rows.append(.init(items: Array(items.indices), capacity: capacity(params: totalParams), label: "model"))
+        case .layer:
+            for (position, indices) in layerItems.enumerated() {
+                let params = indices.reduce(Int128(0)) { $0 + Int128(items[$1].params) }
+                rows.append(.init(items: indices, capacity: capacity(params: params), label: "layer \(profile.layers[position].index)"))
+            }
+        }
+        var diversityRows: [AllocationProblem.DiversityRow] = []
+        if diversity, widths.count >= 2 {
+            let top = widths[widths.count - 1], next = widths[widths.count - 2]
+            for (position, indices) in layerItems.enumerated() where indices.count >= 2 {
+                let label = "layer \(profile.layers[position].index)"
+                diversityRows.append(.init(items: indices, width: top, label: label))
+                diversityRows.append(.init(items: indices, width: next, label: label))
+            }
+        }
+        return AllocationProblem(items: items, budgetRows: rows, diversityRows: diversityRows)
+    }
+}
+
+/// `x^p` with `x^0 = 1`, `0^p = 0` for p > 0, and exact shortcuts for the common exponents.
+func power(_ x: Double, _ p: Double) -> Double {
+    if p == 0 { return 1 }
+    if p == 1 { return x }
+    if x == 0 { return 0 }
+    if p == 2 { return x * x }
+    return pow(x, p)
+}

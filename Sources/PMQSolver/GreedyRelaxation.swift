@@ -1,0 +1,107 @@
+/// The LP relaxation of a multiple-choice knapsack, solved exactly by a greedy walk over each
+/// item's lower convex hull of (weight, cost) points (Sinha & Zoltners 1979), and a rounded
+/// integer solution from the same walk.
+///
+/// For one budget row the LP optimum is a lower bound on the integer optimum; the rounded
+/// solution is feasible for the budget and at most one hull step from the LP optimum. With
+/// several disjoint rows (per-layer scope) each row is walked on its own and bounds add up.
+/// Diversity rows are ignored here: the bound stays valid (it relaxes more), the start may not be.
+public enum GreedyRelaxation {
+    public struct Result: Sendable {
+        /// Lower bound on the integer optimum (LP relaxation value).
+        public var bound: Double
+        /// Rounded integer solution, feasible for every budget row.
+        public var choice: AllocationProblem.Choice
+        public var objective: Double
+    }
+
+    private struct Step {
+        var item: Int
+        var from: Int
+        var to: Int
+        var weight: Int128
+        var cost: Double
+        var slope: Double
+    }
+
+    /// Returns nil when some budget row cannot be met even at minimum weight.
+    public static func solve(_ problem: AllocationProblem) -> Result? {
+        var choice = [Int](repeating: 0, count: problem.items.count)
+        var bound = 0.0
+        var covered = [Bool](repeating: false, count: problem.items.count)
+        for row in problem.budgetRows {
+            guard let rowBound = walk(problem, row: row, choice: &choice) else { return nil }
+            bound += rowBound
+            for index in row.items { covered[index] = true }
+        }
+        // Items in no budget row take their cheapest option.
+        for index in problem.items.indices where !covered[index] {
+            let options = problem.items[index].options
+            choice[index] = options.indices.min { (options[$0].cost, options[$0].weight) < (options[$1].cost, options[$1].weight) }!
+            bound += options[choice[index]].cost
+        }
+        return Result(bound: bound, choice: choice, objective: problem.objective(choice))
+    }
+
+    private static func walk(_ problem: AllocationProblem, row: AllocationProblem.BudgetRow, choice: inout AllocationProblem.Choice) -> Double? {
+        var steps: [Step] = []
+        var used: Int128 = 0
+        var cost = 0.0
+        for index in row.items {
+            let hull = lowerHull(problem.items[index].options)
+            choice[index] = hull[0]
+            used += Int128(problem.items[index].options[hull[0]].weight)
+            cost += problem.items[index].options[hull[0]].cost
+            for (from, to) in zip(hull, hull.dropFirst()) {
+                let a = problem.items[index].options[from], b = problem.items[index].options[to]
+                let dw = Int128(b.weight - a.weight), dc = b.cost - a.cost
+                steps.append(Step(item: index, from: from, to: to, weight: dw, cost: dc, slope: dc / Double(dw)))
+            }
+        }
+        let capacity = row.capacity
+        guard capacity.admits(used) else { return nil }
+        // Steepest cost decrease per unit weight first; ties by item for determinism.
+        steps.sort { ($0.slope, $0.item, $0.from) < ($1.slope, $1.item, $1.from) }
+        var lpBound: Double? = nil
+        var blocked = Set<Int>()
+        for step in steps {
+            if blocked.contains(step.item) || choice[step.item] != step.from { continue }
+            if capacity.admits(used + step.weight) {
+                used += step.weight
+                choice[step.item] = step.to
+                if lpBound == nil { cost += step.cost }
+            } else {
+                if lpBound == nil {
+                    // The LP takes this step fractionally and stops.
+                    let room = Double(capacity.numerator - used * capacity.denominator) / Double(capacity.denominator)
+                    lpBound = cost + step.cost * max(0, room) / Double(step.weight)
+                }
+                blocked.insert(step.item)
+            }
+        }
+        return lpBound ?? cost
+    }
+
+    /// Indices of the options on the lower convex hull of (weight, cost), by ascending weight,
+    /// starting at the lightest option (cheapest among equally light ones) and keeping only
+    /// points that lower the cost.
+    static func lowerHull(_ options: [AllocationProblem.Option]) -> [Int] {
+        let order = options.indices.sorted { (options[$0].weight, options[$0].cost) < (options[$1].weight, options[$1].cost) }
+        var hull: [Int] = []
+        for index in order {
+            let point = options[index]
+            if let last = hull.last {
+                if options[last].weight == point.weight { continue }   // same weight, not cheaper
+                if point.cost >= options[last].cost { continue }       // dominated
+            }
+            while hull.count >= 2 {
+                let a = options[hull[hull.count - 2]], b = options[hull[hull.count - 1]]
+                // Drop b when it lies on or above the segment a→point.
+                let cross = (Double(b.weight - a.weight)) * (point.cost - a.cost) - (b.cost - a.cost) * Double(point.weight - a.weight)
+                if cross <= 0 { hull.removeLast() } else { break }
+            }
+            hull.append(index)
+        }
+        return hull
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+
+/// A parsed JSON document, kept generic so that validation can name the exact field that is
+/// wrong (`layers[3].experts[5].error.2`) instead of surfacing a decoder's internal path.
+/// JSON5 number literals (`NaN`, `Infinity`) are accepted so that they can be rejected by name.
+enum JSONValue: Decodable {
+    case integer(Int64)
+    case number(Double)
+    case string(String)
+    case bool(Bool)
+    case array([JSONValue])
+    case object([String: JSONValue])
+    case null
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null; return }
+        if let value = try? container.decode(Bool.self) { self = .bool(value); return }
+        if let value = try? container.decode(Int64.self) { self = .integer(value); return }
+        if let value = try? container.decode(Double.self) { self = .number(value); return }
+        if let value = try? container.decode(String.self) { self = .string(value); return }
+        if let value = try? container.decode([JSONValue].self) { self = .array(value); return }
+        self = .object(try container.decode([String: JSONValue].self))
+    }
+
+    static func parse(_ data: Data, file: String) throws -> JSONValue {
+        let decoder = JSONDecoder()
+        decoder.allowsJSON5 = true
+        do {
+            return try decoder.decode(JSONValue.self, from: data)
+        } catch let DecodingError.dataCorrupted(context) {
+            let detail = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            throw SolverError.malformedJSON(file: file, reason: detail ?? context.debugDescription)
+        } catch {
+            throw SolverError.malformedJSON(file: file, reason: "\(error)")
+        }
+    }
+
+    var typeName: String {
+        switch self {
+        case .integer, .number: return "number"
+        case .string: return "string"
+        case .bool: return "boolean"
+        case .array: return "array"
+        case .object: return "object"
+        case .null: return "null"
+        }
+    }
+}
+
+/// A position in a JSON document together with the file it came from, for error messages.
+struct JSONField {
+    let value: JSONValue
+    let path: String
+    let file: String
+
+    func fail(_ reason: String) -> SolverError {
+        .invalidField(file: file, field: path.isEmpty ? "(document)" : path, reason: reason)
+    }
+
+    func child(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    /// A required member of an object.
+    func member(_ key: String) throws -> JSONField {
+        guard case let .object(members) = value else { throw fail("expected an object, got \(value.typeName)") }
+        guard let found = members[key] else {
+            throw SolverError.invalidField(file: file, field: child(key), reason: "missing")
+        }
+        return JSONField(value: found, path: child(key), file: file)
+    }
+
+    /// An optional member of an object (absent or null gives nil).
+    func optionalMember(_ key: String) throws -> JSONField? {
+        guard case let .object(members) = value else { throw fail("expected an object, got \(value.typeName)") }
+        guard let found = members[key] else { return nil }
+        if case .null = found { return nil }
+        return JSONField(value: found, path: child(key), file: file)
+    }
+
+    func objectMembers() throws -> [(key: String, field: JSONField)] {
+        guard case let .object(members) = value else { throw fail("expected an object, got \(value.typeName)") }
+        return members.keys.sorted().map { ($0, JSONField(value: members[$0]!, path: child($0), file: file)) }
+    }
+
+    func elements() throws -> [JSONField] {
+        guard case let .array(items) = value else { throw fail("expected an array, got \(value.typeName)") }
+        return items.enumerated().map { JSONField(value: $1, path: "\(path)[\($0)]", file: file) }
+    }
+
+    func string() throws -> String {
+        guard case let .string(text) = value else { throw fail("expected a string, got \(value.typeName)") }
+        return text
+    }
+
+    func integer() throws -> Int64 {
+        switch value {
+        case let .integer(number): return number
+        case let .number(number) where number.isFinite && number == number.rounded() && abs(number) < 9.0e15:
+            return Int64(number)
+        case let .number(number): throw fail("expected an integer, got \(number)")
+        default: throw fail("expected an integer, got \(value.typeName)")
+        }
+    }
+
+    func double() throws -> Double {
+        switch value {
+        case let .integer(number): return Double(number)
+        case let .number(number): return number
+        default: throw fail("expected a number, got \(value.typeName)")
+        }
+    }
+
+    /// A finite number ≥ 0.
+    func nonNegative() throws -> Double {
+        let number = try double()
+        guard number.isFinite, number >= 0 else { throw fail("must be a finite number ≥ 0, got \(number)") }
+        return number
+    }
+}

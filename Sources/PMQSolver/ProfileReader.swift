@@ -1,0 +1,139 @@
+import Foundation
+
+/// Reads and validates a `pmq-profile` v1 file. Every problem is reported as one line naming the
+/// file and the field; soft problems (errors that grow with width) come back as warnings.
+public enum ProfileReader {
+    public struct Result: Sendable {
+        public var profile: Profile
+        public var warnings: [String]
+    }
+
+    public static func read(path: String) throws -> Result {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw SolverError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+        }
+        return try parse(data, file: path)
+    }
+
+    public static func parse(_ data: Data, file: String) throws -> Result {
+        let root = JSONField(value: try JSONValue.parse(data, file: file), path: "", file: file)
+        guard case .object = root.value else { throw root.fail("expected a JSON object at the top level") }
+
+        let format = try root.member("format")
+        guard try format.string() == Profile.formatName else {
+            throw format.fail("expected \"\(Profile.formatName)\", got \"\(try format.string())\"")
+        }
+        let versionField = try root.member("version")
+        let version = try versionField.integer()
+        guard version == Int64(Profile.currentVersion) else {
+            throw versionField.fail("unsupported version \(version) (this pmq reads version \(Profile.currentVersion))")
+        }
+
+        let modelField = try root.member("model")
+        let model = Profile.Model(name: try modelField.member("name").string(),
+                                  architecture: try modelField.member("architecture").string())
+        let calibrationField = try root.member("calibration")
+        let tokensField = try calibrationField.member("tokens")
+        let tokens = try tokensField.integer()
+        guard tokens >= 0 else { throw tokensField.fail("must be ≥ 0, got \(tokens)") }
+        let calibration = Profile.Calibration(
+            tokens: Int(tokens),
+            description: try calibrationField.optionalMember("description")?.string() ?? "")
+
+        let widthsField = try root.member("widths")
+        var widths: [Int] = []
+        for element in try widthsField.elements() {
+            let width = Int(try element.integer())
+            guard Profile.supportedWidths.contains(width) else {
+                throw SolverError.unknownWidth(file: file, width: width,
+                    reason: "at \(element.path) is not supported (pmq packs \(Profile.supportedWidths.sorted().map(String.init).joined(separator: ", ")))")
+            }
+            guard !widths.contains(width) else { throw element.fail("width \(width) is listed twice") }
+            widths.append(width)
+        }
+        guard !widths.isEmpty else { throw widthsField.fail("must list at least one width") }
+        widths.sort()
+
+        let groupField = try root.member("groupSize")
+        let groupSize = try groupField.integer()
+        guard groupSize > 0 else { throw groupField.fail("must be > 0, got \(groupSize)") }
+
+        let layersField = try root.member("layers")
+        let layerFields = try layersField.elements()
+        guard !layerFields.isEmpty else { throw layersField.fail("must contain at least one layer") }
+        var layers: [Profile.Layer] = []
+        var seenLayers = Set<Int>()
+        var warnings: [String] = []
+        for layerField in layerFields {
+            let indexField = try layerField.member("index")
+            let layerIndex = Int(try indexField.integer())
+            guard layerIndex >= 0 else { throw indexField.fail("must be ≥ 0, got \(layerIndex)") }
+            guard seenLayers.insert(layerIndex).inserted else { throw indexField.fail("layer \(layerIndex) appears twice") }
+            let expertsField = try layerField.member("experts")
+            let expertFields = try expertsField.elements()
+            guard !expertFields.isEmpty else { throw expertsField.fail("layer \(layerIndex) has no experts") }
+            var experts: [Profile.Expert] = []
+            var seenExperts = Set<Int>()
+            for expertField in expertFields {
+                let expert = try readExpert(expertField, widths: widths)
+                guard seenExperts.insert(expert.index).inserted else {
+                    throw try expertField.member("index").fail("expert \(expert.index) appears twice in layer \(layerIndex)")
+                }
+                for (lower, higher) in zip(widths, widths.dropFirst()) where expert.error[higher]! > expert.error[lower]! {
+                    warnings.append("\(file): layer \(layerIndex) expert \(expert.index): error grows from \(lower) to \(higher) bits (\(expert.error[lower]!) → \(expert.error[higher]!))")
+                }
+                experts.append(expert)
+            }
+            layers.append(Profile.Layer(index: layerIndex, experts: experts))
+        }
+        let profile = Profile(model: model, calibration: calibration, widths: widths,
+                              groupSize: Int(groupSize), layers: layers)
+        return Result(profile: profile, warnings: warnings)
+    }
+
+    private static func readExpert(_ field: JSONField, widths: [Int]) throws -> Profile.Expert {
+        let indexField = try field.member("index")
+        let index = Int(try indexField.integer())
+        guard index >= 0 else { throw indexField.fail("must be ≥ 0, got \(index)") }
+        let paramsField = try field.member("params")
+        let params = try paramsField.integer()
+        guard params > 0 else { throw paramsField.fail("must be > 0, got \(params)") }
+        let freq = try field.member("freq").nonNegative()
+        let mass = try field.member("mass").nonNegative()
+
+        let errorField = try field.member("error")
+        let bytesField = try field.member("bytes")
+        var error: [Int: Double] = [:]
+        var bytes: [Int: Int64] = [:]
+        for (key, value) in try errorField.objectMembers() {
+            let width = try widthKey(key, value, widths: widths)
+            error[width] = try value.nonNegative()
+        }
+        for (key, value) in try bytesField.objectMembers() {
+            let width = try widthKey(key, value, widths: widths)
+            let size = try value.integer()
+            guard size > 0 else { throw value.fail("must be > 0, got \(size)") }
+            bytes[width] = size
+        }
+        for width in widths {
+            guard error[width] != nil else {
+                throw SolverError.invalidField(file: field.file, field: errorField.child(String(width)), reason: "missing (the profile lists width \(width))")
+            }
+            guard bytes[width] != nil else {
+                throw SolverError.invalidField(file: field.file, field: bytesField.child(String(width)), reason: "missing (the profile lists width \(width))")
+            }
+        }
+        return Profile.Expert(index: index, params: params, freq: freq, mass: mass, error: error, bytes: bytes)
+    }
+
+    private static func widthKey(_ key: String, _ field: JSONField, widths: [Int]) throws -> Int {
+        guard let width = Int(key) else { throw field.fail("key is not a bit width") }
+        guard widths.contains(width) else {
+            throw SolverError.unknownWidth(file: field.file, width: width, reason: "at \(field.path) is not in the profile's widths \(widths)")
+        }
+        return width
+    }
+}

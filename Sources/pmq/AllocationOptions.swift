@@ -1,0 +1,72 @@
+import ArgumentParser
+import PMQSolver
+
+extension CostModel.Scope: ExpressibleByArgument {}
+
+/// Flags shared by `solve` and `sweep`: how experts are scored and how CBC is run.
+struct AllocationOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Profile JSON (format pmq-profile v1).", valueName: "file"))
+    var profile: String
+
+    @Option(help: ArgumentHelp("Candidate widths, a subset of the profile's (default: all of them).", valueName: "w,w,…"),
+            transform: parseWidths)
+    var widths: [Int]?
+
+    @Option(help: "global: one budget for the whole model; layer: the budget applies to every layer (MC-MoE).")
+    var scope: CostModel.Scope = .global
+
+    @Option(help: "Exponent on frequency in the significance and on the error in the cost.")
+    var alpha: Double = 1
+
+    @Option(help: "Exponent on routing mass in the significance s = freq^α · mass^β.")
+    var beta: Double = 1.5
+
+    @Flag(name: .customLong("mc-diversity"), help: "In every layer keep at least one expert at the top width and one at the next (MC-MoE's rule).")
+    var diversity = false
+
+    @Option(name: .customLong("time-limit"), help: ArgumentHelp("CBC time limit per solve.", valueName: "seconds"))
+    var timeLimit: Double?
+
+    @Option(help: "Relative optimality gap at which CBC may stop.")
+    var gap: Double = 1e-6
+
+    @Option(help: "Threads for CBC's branch and bound.")
+    var threads: Int = 1
+
+    @Flag(help: "Show CBC's log (on stdout) and per-layer detail.")
+    var verbose = false
+
+    var costModel: CostModel {
+        CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths)
+    }
+
+    var solveOptions: SolveOptions {
+        SolveOptions(timeLimit: timeLimit, relativeGap: gap, verbose: verbose, threads: threads)
+    }
+
+    func validate() throws {
+        if let timeLimit, !(timeLimit > 0 && timeLimit.isFinite) { throw ValidationError("--time-limit must be a positive number of seconds") }
+        guard gap >= 0, gap.isFinite else { throw ValidationError("--gap must be a finite number ≥ 0") }
+        guard alpha > 0, alpha.isFinite else { throw ValidationError("--alpha must be a finite number > 0") }
+        guard beta >= 0, beta.isFinite else { throw ValidationError("--beta must be a finite number ≥ 0") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+    }
+
+    /// Reads the profile and prints its warnings on stderr.
+    func loadProfile() throws -> Profile {
+        let result = try ProfileReader.read(path: profile)
+        for warning in result.warnings.prefix(10) { printError("warning: \(warning)") }
+        if result.warnings.count > 10 { printError("warning: … and \(result.warnings.count - 10) more experts whose error grows with width") }
+        return result.profile
+    }
+}
+
+func parseWidths(_ text: String) throws -> [Int] {
+    let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let widths = try parts.map { part -> Int in
+        guard let width = Int(part), width > 0 else { throw ValidationError("--widths: '\(part)' is not a bit width") }
+        return width
+    }
+    guard !widths.isEmpty else { throw ValidationError("--widths must name at least one width") }
+    return widths
+}

@@ -1,0 +1,37 @@
+import Foundation
+
+/// Diagnostics and progress go to stderr so stdout stays clean for results.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Progress on stderr that stays silent for short jobs (the first second).
+final class Progress {
+    private let start = ContinuousClock.now
+    private let label: String
+    private let quiet: Bool
+    private var shown = false
+    private let interactive = isatty(STDERR_FILENO) != 0
+
+    init(_ label: String, quiet: Bool = false) {
+        self.label = label
+        self.quiet = quiet
+    }
+
+    var elapsed: Double {
+        let duration = ContinuousClock.now - start
+        return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+    }
+
+    func update(done: Int, total: Int, detail: String) {
+        guard !quiet, elapsed > 1 else { return }
+        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
+        let line = "\(label) \(done)/\(total)  \(detail)  \(String(format: "%.1f", elapsed)) s, ETA \(String(format: "%.0f", eta)) s"
+        FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line : line + "\n").utf8))
+        shown = true
+    }
+
+    func finish() {
+        if shown && interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}

@@ -59,11 +59,19 @@ public struct AllocationProblem: Sendable {
         public var items: [Int]
         public var capacity: Capacity
         public var label: String
-        public init(items: [Int], capacity: Capacity, label: String) {
+        /// Parameters of the row's experts (to state a weight as average bits).
+        public var params: Int64
+        public init(items: [Int], capacity: Capacity, label: String, params: Int64) {
             self.items = items
             self.capacity = capacity
             self.label = label
+            self.params = params
         }
+    }
+
+    /// What the weights count: `bits` (params·width) or `bytes` (packed size).
+    public enum WeightUnit: String, Sendable {
+        case bits, bytes
     }
 
     public struct DiversityRow: Sendable {
@@ -80,8 +88,10 @@ public struct AllocationProblem: Sendable {
     public var items: [Item]
     public var budgetRows: [BudgetRow]
     public var diversityRows: [DiversityRow]
+    public var weightUnit: WeightUnit
 
-    public init(items: [Item], budgetRows: [BudgetRow], diversityRows: [DiversityRow] = []) {
+    public init(items: [Item], budgetRows: [BudgetRow], diversityRows: [DiversityRow] = [], weightUnit: WeightUnit = .bits) {
+        self.weightUnit = weightUnit
         self.items = items
         self.budgetRows = budgetRows
         self.diversityRows = diversityRows
@@ -114,13 +124,20 @@ public struct AllocationProblem: Sendable {
         return true
     }
 
-    /// The lightest assignment per budget row; if it does not fit, no assignment does.
+    public func lightestWeight(_ row: BudgetRow) -> Int128 {
+        row.items.reduce(Int128(0)) { $0 + Int128(items[$1].options.map(\.weight).min()!) }
+    }
+
+    /// Budget rows that even the lightest assignment overfills: then no assignment fits.
     public func minimumWeightViolations() -> [BudgetRow] {
-        budgetRows.filter { row in
-            let lightest = row.items.reduce(Int128(0)) { sum, index in
-                sum + Int128(items[index].options.map(\.weight).min()!)
-            }
-            return !row.capacity.admits(lightest)
+        budgetRows.filter { !$0.capacity.admits(lightestWeight($0)) }
+    }
+
+    /// A weight of `row` in the row's own terms: average bits, or bytes.
+    public func describe(weight: Double, of row: BudgetRow) -> String {
+        switch weightUnit {
+        case .bits: return String(format: "%.4f average bits", weight / Double(row.params))
+        case .bytes: return "\(Int64(weight)) bytes (\(formatGB(Int64(weight))))"
         }
     }
 

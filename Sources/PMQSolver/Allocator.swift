@@ -56,8 +56,8 @@ public enum Allocator {
             throw SolverError.badOption("--time-limit must be a positive number of seconds")
         }
         if let row = problem.minimumWeightViolations().first {
-            let lightest = row.items.reduce(Int128(0)) { $0 + Int128(problem.items[$1].options.map(\.weight).min()!) }
-            throw SolverError.infeasibleBudget("\(row.label) needs at least \(lightest) (every expert at its smallest width) but the budget allows \(String(format: "%.6g", row.capacity.value))")
+            let lightest = problem.describe(weight: Double(problem.lightestWeight(row)), of: row)
+            throw SolverError.infeasibleBudget("\(row.label) needs at least \(lightest) with every expert at its smallest width; the budget allows \(problem.describe(weight: row.capacity.value, of: row))")
         }
         guard let greedy = GreedyRelaxation.solve(problem) else {
             throw SolverError.infeasibleBudget("no assignment fits")

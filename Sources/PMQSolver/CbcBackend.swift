@@ -7,6 +7,8 @@ import Foundation
 /// Measured facts this relies on (shared/DESIGN.md §7): loadProblem is ~1000× faster than
 /// addCol/addRow; Cgl preprocessing dominates on this structure and is switched off;
 /// `Cbc_isProvenOptimal` is 1 even after stopping on a gap, so the secondary status is read.
+private let cbcLock = NSLock()
+
 enum CbcBackend {
     struct Options {
         var timeLimit: Double?
@@ -30,6 +32,9 @@ enum CbcBackend {
     /// `tightening` (in row units, see `rowScale`) when an earlier attempt overshot by CBC's tolerance.
     static func solve(_ problem: AllocationProblem, start: AllocationProblem.Choice?, options: Options,
                       tightening: Double = 0) -> Outcome {
+        // CbcMain1, behind Cbc_solve, keeps parameters in static storage: one solve at a time.
+        cbcLock.lock()
+        defer { cbcLock.unlock() }
         let items = problem.items
         var columnOf: [Int] = []   // first column of each item
         var columns = 0
@@ -122,8 +127,12 @@ enum CbcBackend {
         default: stop = .other
         }
         let bound = Cbc_getBestPossibleObjValue(model) * costScale
-        guard status >= 0, let solution = Cbc_bestSolution(model) else {
+        let solution = Cbc_bestSolution(model)
+        guard let solution else {
             if Cbc_isProvenInfeasible(model) != 0 || secondary == 1 { return .infeasible }
+            if options.verbose {
+                FileHandle.standardError.write(Data("CBC: status \(status), secondary status \(secondary), no solution\n".utf8))
+            }
             return .noSolution(stop: stop, bound: bound)
         }
         var choice = [Int](repeating: 0, count: items.count)

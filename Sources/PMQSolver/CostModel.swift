@@ -96,11 +96,13 @@ public struct CostModel: Sendable, Equatable {
         var rows: [AllocationProblem.BudgetRow] = []
         switch scope {
         case .global:
-            rows.append(.init(items: Array(items.indices), capacity: capacity(params: totalParams), label: "model"))
+            rows.append(.init(items: Array(items.indices), capacity: capacity(params: totalParams), label: "the model",
+                              params: profile.totalParams))
         case .layer:
             for (position, indices) in layerItems.enumerated() {
                 let params = indices.reduce(Int128(0)) { $0 + Int128(items[$1].params) }
-                rows.append(.init(items: indices, capacity: capacity(params: params), label: "layer \(profile.layers[position].index)"))
+                rows.append(.init(items: indices, capacity: capacity(params: params), label: "layer \(profile.layers[position].index)",
+                                  params: Int64(params)))
             }
         }
         var diversityRows: [AllocationProblem.DiversityRow] = []
@@ -112,7 +114,12 @@ public struct CostModel: Sendable, Equatable {
                 diversityRows.append(.init(items: indices, width: next, label: label))
             }
         }
-        return AllocationProblem(items: items, budgetRows: rows, diversityRows: diversityRows)
+        let unit: AllocationProblem.WeightUnit
+        switch budget {
+        case .bits: unit = .bits
+        case .bytes: unit = .bytes
+        }
+        return AllocationProblem(items: items, budgetRows: rows, diversityRows: diversityRows, weightUnit: unit)
     }
 }
 

@@ -28,11 +28,29 @@ enum JSONValue: Decodable {
         decoder.allowsJSON5 = true
         do {
             return try decoder.decode(JSONValue.self, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            let detail = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            throw SolverError.malformedJSON(file: file, reason: detail ?? context.debugDescription)
         } catch {
-            throw SolverError.malformedJSON(file: file, reason: "\(error)")
+            throw SolverError.malformedJSON(file: file, reason: syntaxErrorDetail(data))
+        }
+    }
+
+    /// JSONDecoder says only "not valid JSON"; JSONSerialization says where. Offsets become line:column.
+    private static func syntaxErrorDetail(_ data: Data) -> String {
+        if data.isEmpty { return "the file is empty" }
+        do {
+            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            return "unsupported JSON"
+        } catch {
+            guard var detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String else {
+                return "syntax error"
+            }
+            if let range = detail.range(of: #"character (\d+)"#, options: .regularExpression),
+               let offset = Int(detail[range].dropFirst("character ".count)) {
+                let prefix = data.prefix(offset)
+                let line = prefix.filter { $0 == 0x0A }.count + 1
+                let column = offset - (prefix.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
+                detail.replaceSubrange(range, with: "line \(line), column \(column)")
+            }
+            return detail.hasSuffix(".") ? String(detail.dropLast()) : detail
         }
     }
 

@@ -124,6 +124,36 @@ public struct AllocationProblem: Sendable {
         return true
     }
 
+    /// The same program with every budget capacity rounded down to a multiple of the greatest
+    /// common divisor of its row's weights: `Σ w ≤ C` ⇔ `Σ w ≤ g·⌊C/g⌋` when g divides every w.
+    /// Exact, and it closes the LP gap that a fractional capacity leaves (equal-sized experts
+    /// under a bit budget would otherwise leave CBC a gap it cannot prove closed).
+    public func strengthened() -> AllocationProblem {
+        var copy = self
+        for (index, row) in budgetRows.enumerated() {
+            let divisor = Int128(rowWeightDivisor(row))
+            let units = row.capacity.numerator >= 0
+                ? row.capacity.numerator / (row.capacity.denominator * divisor)
+                : -((-row.capacity.numerator + row.capacity.denominator * divisor - 1) / (row.capacity.denominator * divisor))
+            copy.budgetRows[index].capacity = Capacity(numerator: units * divisor, denominator: 1)
+        }
+        return copy
+    }
+
+    /// Greatest common divisor of every option weight in the row (1 if there are none).
+    public func rowWeightDivisor(_ row: BudgetRow) -> Int64 {
+        var divisor: Int64 = 0
+        for index in row.items {
+            for option in items[index].options {
+                var (a, b) = (divisor, option.weight)
+                while b != 0 { (a, b) = (b, a % b) }
+                divisor = a
+                if divisor == 1 { return 1 }
+            }
+        }
+        return max(divisor, 1)
+    }
+
     public func lightestWeight(_ row: BudgetRow) -> Int128 {
         row.items.reduce(Int128(0)) { $0 + Int128(items[$1].options.map(\.weight).min()!) }
     }

@@ -54,6 +54,10 @@ public struct AllocationReport: Codable, Sendable {
     public var nodes: Int
     public var start: String
     public var incumbent: String
+    /// Experts whose width reduced-cost fixing settled before CBC ran.
+    public var fixedExperts: Int
+    /// Binary columns in the program CBC solved.
+    public var cbcColumns: Int
     public var solver: String
     /// Number of experts at each width.
     public var widthCounts: [String: Int]
@@ -93,6 +97,8 @@ public struct AllocationReport: Codable, Sendable {
         self.nodes = allocation.nodes
         self.start = allocation.start
         self.incumbent = allocation.incumbent
+        self.fixedExperts = allocation.fixedExperts
+        self.cbcColumns = allocation.cbcColumns
         self.solver = "CBC \(Allocator.cbcVersion)"
         self.widthCounts = counts
         self.parameters = Parameters(
@@ -119,7 +125,7 @@ public struct AllocationReport: Codable, Sendable {
         }
         let counts = widths.map { "\(widthCounts[String($0)] ?? 0)×\($0)-bit" }.joined(separator: ", ")
         lines.append("")
-        lines.append("status \(status.rawValue)  objective \(String(format: "%.6g", objective))  bound \(String(format: "%.6g", bound))  gap \(String(format: "%.2e", gap))  \(String(format: "%.2f", seconds)) s")
+        lines.append("status \(status.rawValue)  objective \(String(format: "%.6g", objective))  bound \(String(format: "%.6g", bound))  gap \(String(format: "%.2e", gap))  \(String(format: "%.2f", seconds)) s  (CBC: \(cbcColumns) columns, \(fixedExperts) experts fixed by reduced costs, \(nodes) nodes)")
         lines.append("average \(String(format: "%.4f", averageBits)) bits (effective \(String(format: "%.4f", effectiveBits)))  \(formatGB(bytes))  experts: \(counts)")
         return lines.joined(separator: "\n")
     }

@@ -26,6 +26,10 @@ public struct Allocation: Sendable {
     public var start: String
     /// Which solution was kept: "cbc" or the start, when CBC returned nothing better.
     public var incumbent: String
+    /// Experts whose width reduced-cost fixing decided before CBC ran.
+    public var fixedExperts: Int
+    /// Binary columns in the program CBC solved (0 when fixing decided every expert).
+    public var cbcColumns: Int
 }
 
 public struct SolveOptions: Sendable {
@@ -34,7 +38,11 @@ public struct SolveOptions: Sendable {
     public var relativeGap: Double
     public var verbose: Bool
     public var threads: Int
-    public init(timeLimit: Double? = nil, relativeGap: Double = 1e-6, verbose: Bool = false, threads: Int = 1) {
+    /// Drop options that the Lagrangian bound proves worse than the start before calling CBC.
+    public var reducedCostFixing: Bool
+    public init(timeLimit: Double? = nil, relativeGap: Double = 1e-6, verbose: Bool = false, threads: Int = 1,
+                reducedCostFixing: Bool = true) {
+        self.reducedCostFixing = reducedCostFixing
         self.timeLimit = timeLimit
         self.relativeGap = relativeGap
         self.verbose = verbose
@@ -46,9 +54,10 @@ public struct SolveOptions: Sendable {
 public enum Allocator {
     public static var cbcVersion: String { CbcBackend.version }
 
-    public static func solve(_ problem: AllocationProblem, options: SolveOptions = .init(),
+    public static func solve(_ original: AllocationProblem, options: SolveOptions = .init(),
                              warmStart: AllocationProblem.Choice? = nil) throws -> Allocation {
         let clock = ContinuousClock.now
+        let problem = original.strengthened()
         guard options.relativeGap >= 0, options.relativeGap.isFinite else {
             throw SolverError.badOption("the relative gap must be a finite number ≥ 0")
         }
@@ -63,6 +72,7 @@ public enum Allocator {
             throw SolverError.infeasibleBudget("no assignment fits")
         }
 
+        var bound = greedy.bound
         var start: (choice: AllocationProblem.Choice, name: String)? = nil
         if problem.isFeasible(greedy.choice) { start = (greedy.choice, "greedy") }
         if let warmStart, problem.isFeasible(warmStart),
@@ -72,17 +82,51 @@ public enum Allocator {
 
         let backendOptions = CbcBackend.Options(timeLimit: options.timeLimit, relativeGap: options.relativeGap,
                                                 verbose: options.verbose, threads: options.threads)
+        // CBC solves either the whole program or, given a feasible start, the core that
+        // reduced-cost fixing leaves (every option it drops is provably worse than the start).
+        var fixing: ReducedCostFixing? = nil
+        if options.reducedCostFixing, let start {
+            fixing = ReducedCostFixing(problem, multipliers: greedy.multipliers, incumbent: start.choice)
+        }
+        let cbcProblem = fixing?.reduced ?? problem
+        let cbcStart = start.map { fixing?.reduce($0.choice) ?? $0.choice }
+        let fixedExperts = problem.items.count - cbcProblem.items.count
+        let cbcColumns = cbcProblem.items.reduce(0) { $0 + $1.options.count }
+
         var outcome: CbcBackend.Outcome = .noSolution(stop: .other, bound: -.infinity)
-        // CBC accepts rows within its feasibility tolerance; the exact check may disagree. Then
-        // tighten the budget rows a little and solve again.
-        for tightening in [0, 1e-7, 1e-6, 1e-5] {
-            outcome = CbcBackend.solve(problem, start: start?.choice, options: backendOptions, tightening: tightening)
-            if case let .solved(choice, _, _, _) = outcome, !problem.isFeasible(choice) { continue }
-            break
+        if cbcProblem.items.isEmpty {
+            // Fixing decided every expert: the start is optimal (no option survives that could beat it).
+            outcome = .solved(choice: [], bound: problem.objective(start!.choice), stop: .completed, nodes: 0)
+        } else {
+            // CBC accepts rows within its feasibility tolerance; the exact check may disagree. Then
+            // tighten the budget rows a little and solve again.
+            for tightening in [0, 1e-7, 1e-6, 1e-5] {
+                outcome = CbcBackend.solve(cbcProblem, start: cbcStart, options: backendOptions, tightening: tightening)
+                if case let .solved(choice, _, _, _) = outcome, !cbcProblem.isFeasible(choice) { continue }
+                break
+            }
+        }
+        if let fixing {
+            // Lift the core's answer back to the whole program. The core's bound plus the fixed
+            // experts' costs bounds only allocations within the core; anything outside costs more
+            // than the start, so min(that, start) bounds the whole program.
+            let fixedCost = fixing.fixed.enumerated().reduce(0.0) { sum, entry in
+                entry.element.map { sum + problem.items[entry.offset].options[$0].cost } ?? sum
+            }
+            let startObjective = problem.objective(start!.choice)
+            switch outcome {
+            case let .solved(choice, bound, stop, nodes):
+                outcome = .solved(choice: fixing.expand(choice), bound: min(bound + fixedCost, startObjective), stop: stop, nodes: nodes)
+            case let .noSolution(stop, bound):
+                outcome = .noSolution(stop: stop, bound: min(bound + fixedCost, startObjective))
+            case .infeasible:
+                // Nothing in the core beats the start, and nothing outside it can.
+                outcome = .solved(choice: start!.choice, bound: startObjective, stop: .completed, nodes: 0)
+            }
+            bound = max(bound, fixing.lagrangianBound)
         }
 
         var choice: AllocationProblem.Choice
-        var bound = greedy.bound
         var status: Allocation.Status
         var nodes = 0
         var incumbent = "cbc"
@@ -95,7 +139,7 @@ public enum Allocator {
             guard let start else { throw SolverError.solverFailure("CBC stopped (\(stop.rawValue)) without a feasible solution") }
             choice = start.choice
             incumbent = start.name
-            bound = max(bound, cbcBound.isFinite ? cbcBound : bound)
+            if cbcBound.isFinite { bound = max(bound, cbcBound) }
             status = stop == .time ? .timeLimit : .stopped
         case let .solved(cbcChoice, cbcBound, stop, nodeCount):
             choice = cbcChoice
@@ -124,6 +168,7 @@ public enum Allocator {
         let elapsed = ContinuousClock.now - clock
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         return Allocation(choice: choice, status: status, objective: objective, bound: bound, gap: gap,
-                          seconds: seconds, nodes: nodes, start: start?.name ?? "none", incumbent: incumbent)
+                          seconds: seconds, nodes: nodes, start: start?.name ?? "none", incumbent: incumbent,
+                          fixedExperts: fixedExperts, cbcColumns: cbcColumns)
     }
 }

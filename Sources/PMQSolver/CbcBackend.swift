@@ -56,8 +56,13 @@ enum CbcBackend {
             for index in diversity.items { diversityRowsOf[index].append((Int32(diversityBase + row), diversity.width)) }
         }
 
-        // Scale each budget row to "units of the mean lightest option", so coefficients are O(1).
+        // Budget rows in small units: the weights' common divisor when that leaves integers of
+        // moderate size (CBC's knapsack cuts then see an integer row), otherwise "mean lightest
+        // option" units so that coefficients are O(1) (raw parameter counts mislead CBC).
         let rowScale = problem.budgetRows.map { row -> Double in
+            let divisor = Double(problem.rowWeightDivisor(row))
+            let heaviest = row.items.reduce(0.0) { max($0, Double(items[$1].options.map(\.weight).max()!)) }
+            if heaviest / divisor <= 1e6 { return divisor }
             let lightest = row.items.reduce(0.0) { $0 + Double(items[$1].options.map(\.weight).min()!) }
             return max(lightest / Double(max(row.items.count, 1)), 1)
         }

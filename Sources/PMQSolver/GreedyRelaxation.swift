@@ -13,6 +13,9 @@ public enum GreedyRelaxation {
         /// Rounded integer solution, feasible for every budget row.
         public var choice: AllocationProblem.Choice
         public var objective: Double
+        /// The LP's budget multiplier per budget row (cost per unit of weight at the critical step;
+        /// 0 where the budget does not bind). Any λ ≥ 0 gives a valid Lagrangian bound.
+        public var multipliers: [Double]
     }
 
     private struct Step {
@@ -29,9 +32,11 @@ public enum GreedyRelaxation {
         var choice = [Int](repeating: 0, count: problem.items.count)
         var bound = 0.0
         var covered = [Bool](repeating: false, count: problem.items.count)
+        var multipliers: [Double] = []
         for row in problem.budgetRows {
-            guard let rowBound = walk(problem, row: row, choice: &choice) else { return nil }
+            guard let (rowBound, multiplier) = walk(problem, row: row, choice: &choice) else { return nil }
             bound += rowBound
+            multipliers.append(multiplier)
             for index in row.items { covered[index] = true }
         }
         // Items in no budget row take their cheapest option.
@@ -40,10 +45,11 @@ public enum GreedyRelaxation {
             choice[index] = options.indices.min { (options[$0].cost, options[$0].weight) < (options[$1].cost, options[$1].weight) }!
             bound += options[choice[index]].cost
         }
-        return Result(bound: bound, choice: choice, objective: problem.objective(choice))
+        return Result(bound: bound, choice: choice, objective: problem.objective(choice), multipliers: multipliers)
     }
 
-    private static func walk(_ problem: AllocationProblem, row: AllocationProblem.BudgetRow, choice: inout AllocationProblem.Choice) -> Double? {
+    private static func walk(_ problem: AllocationProblem, row: AllocationProblem.BudgetRow,
+                             choice: inout AllocationProblem.Choice) -> (bound: Double, multiplier: Double)? {
         var steps: [Step] = []
         var used: Int128 = 0
         var cost = 0.0
@@ -63,6 +69,7 @@ public enum GreedyRelaxation {
         // Steepest cost decrease per unit weight first; ties by item for determinism.
         steps.sort { ($0.slope, $0.item, $0.from) < ($1.slope, $1.item, $1.from) }
         var lpBound: Double? = nil
+        var multiplier = 0.0
         var blocked = Set<Int>()
         for step in steps {
             if blocked.contains(step.item) || choice[step.item] != step.from { continue }
@@ -75,11 +82,12 @@ public enum GreedyRelaxation {
                     // The LP takes this step fractionally and stops.
                     let room = Double(capacity.numerator - used * capacity.denominator) / Double(capacity.denominator)
                     lpBound = cost + step.cost * max(0, room) / Double(step.weight)
+                    multiplier = -step.slope
                 }
                 blocked.insert(step.item)
             }
         }
-        return lpBound ?? cost
+        return (lpBound ?? cost, multiplier)
     }
 
     /// Indices of the options on the lower convex hull of (weight, cost), by ascending weight,

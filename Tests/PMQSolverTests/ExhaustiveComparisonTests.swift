@@ -36,7 +36,7 @@ import Testing
     @Test(arguments: 0..<8)
     func cbcMatchesEnumeration(batch: Int) throws {
         var generator = InstanceGenerator(state: UInt64(1000 + batch))
-        var solved = 0, infeasible = 0
+        var solved = 0, infeasible = 0, partlyFixed = 0
         for _ in 0..<40 {
             let profile = generator.profile()
             let scope: CostModel.Scope = generator.int(0...1) == 0 ? .global : .layer
@@ -49,14 +49,16 @@ import Testing
             let budget = generator.budget(for: profile, bytes: byBytes)
             let problem = try model.makeProblem(profile, budget: budget)
             let reference = ExhaustiveSolver.solve(problem)
+            for fixing in [true, false] {
             do {
-                let allocation = try Allocator.solve(problem, options: SolveOptions(relativeGap: 0))
+                let allocation = try Allocator.solve(problem, options: SolveOptions(relativeGap: 0, reducedCostFixing: fixing))
                 let expected = try #require(reference, "CBC found an allocation where enumeration found none")
                 solved += 1
+                if fixing, allocation.fixedExperts > 0, allocation.cbcColumns > 0 { partlyFixed += 1 }
                 #expect(allocation.status == .optimal)
                 let scale = max(abs(expected.objective), 1e-12)
                 #expect(abs(allocation.objective - expected.objective) <= Self.objectiveTolerance * scale,
-                        "CBC \(allocation.objective) vs enumeration \(expected.objective), scope \(scope), diversity \(diversity), budget \(budget)")
+                        "CBC \(allocation.objective) vs enumeration \(expected.objective), scope \(scope), diversity \(diversity), budget \(budget), fixing \(fixing)")
                 #expect(problem.isFeasible(allocation.choice))
                 #expect(allocation.choice.count == profile.expertCount)
                 let widths = Self.widthsPerLayer(problem, allocation.choice, layers: profile.layers.count)
@@ -75,9 +77,11 @@ import Testing
                 #expect(reference == nil, "the solver said infeasible but enumeration found \(String(describing: reference))")
                 infeasible += 1
             }
+            }
         }
-        #expect(solved > 20, "too few feasible instances to mean anything")
+        #expect(solved > 40, "too few feasible instances to mean anything")
         _ = infeasible
+        #expect(partlyFixed > 0, "no instance exercised CBC on a reduced core")
     }
 
     @Test func greedyBracketsTheOptimum() throws {

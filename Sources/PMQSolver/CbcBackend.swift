@@ -131,7 +131,9 @@ enum CbcBackend {
         case 4: stop = .time
         default: stop = .other
         }
-        let bound = Cbc_getBestPossibleObjValue(model) * costScale
+        // After a completed search CBC has proven its incumbent optimal, but the best-possible
+        // value it reports can still be the root LP's (seen when the cutoff prunes the root).
+        let bound = (stop == .completed && Cbc_bestSolution(model) != nil ? Cbc_getObjValue(model) : Cbc_getBestPossibleObjValue(model)) * costScale
         let solution = Cbc_bestSolution(model)
         guard let solution else {
             if Cbc_isProvenInfeasible(model) != 0 || secondary == 1 { return .infeasible }

@@ -117,8 +117,8 @@ public enum FrontWriters {
                 svg += "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"4\" fill=\"#1f77b4\"><title>\(escape(tip))</title></circle>\n"
             }
         }
-        let legendX = left + plotWidth - 170, legendY = top + 14
-        svg += "<rect x=\"\(legendX - 10)\" y=\"\(legendY - 12)\" width=\"175\" height=\"44\" fill=\"white\" stroke=\"#ccc\"/>"
+        let legendX = left + plotWidth - 200, legendY = top + 14
+        svg += "<rect x=\"\(legendX - 10)\" y=\"\(legendY - 12)\" width=\"205\" height=\"44\" fill=\"white\" stroke=\"#ccc\"/>"
         svg += "<circle cx=\"\(legendX)\" cy=\"\(legendY)\" r=\"4\" fill=\"#1f77b4\"/><text x=\"\(legendX + 10)\" y=\"\(legendY + 4)\">Pareto front (solved points)</text>"
         svg += "<circle cx=\"\(legendX)\" cy=\"\(legendY + 18)\" r=\"4.5\" fill=\"white\" stroke=\"#d62728\" stroke-width=\"1.5\"/><text x=\"\(legendX + 10)\" y=\"\(legendY + 22)\">dominated point</text>\n"
         let infeasible = points.filter { $0.status == "infeasible" }.count

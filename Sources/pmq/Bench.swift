@@ -15,7 +15,12 @@ extension PMQ {
     struct SolverBench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "solver",
-            abstract: "Time solve and sweep on Mixtral-8x7B- and DeepSeek-V3-shaped synthetic profiles (medians)."
+            abstract: "Time solve and sweep on Mixtral-8x7B- and DeepSeek-V3-shaped synthetic profiles (medians).",
+            discussion: """
+            Each task runs with pmq's full pipeline (exact capacity strengthening, greedy LP start, \
+            reduced-cost fixing, CBC) and, as the baseline side by side, with CBC on the whole program \
+            (strengthening and the greedy MIP start kept, fixing off).
+            """
         )
 
         @Option(help: "Runs per single solve (the median is reported).")
@@ -30,6 +35,9 @@ extension PMQ {
         @Option(help: "Shapes to run, comma separated.")
         var shapes: String = "mixtral-8x7b,deepseek-v3"
 
+        @Option(name: .customLong("baseline-time-limit"), help: "CBC time limit per solve for the whole-program baseline.")
+        var baselineTimeLimit: Double = 60
+
         @Option(name: .customLong("write-profiles"), help: ArgumentHelp("Also write the profiles used here (for tools/pulp_bench.py).", valueName: "dir"))
         var writeProfiles: String?
 
@@ -42,65 +50,84 @@ extension PMQ {
             var widths: [Int]
             var task: String
             var medianSeconds: Double
+            var baselineMedianSeconds: Double
             var runs: [Double]
+            var baselineRuns: [Double]
             var status: String
+            var baselineStatus: String
             var maxGap: Double
+        }
+
+        /// One timed task: returns (status, worst gap).
+        typealias Task = (_ options: SolveOptions) throws -> (String, Double)
+
+        func measure(_ runs: Int, _ task: Task, _ options: SolveOptions) throws -> (median: Double, runs: [Double], status: String, gap: Double) {
+            var times: [Double] = []
+            var status = "", gap = 0.0
+            for _ in 0..<max(runs, 1) {
+                let start = ContinuousClock.now
+                (status, gap) = try task(options)
+                let elapsed = ContinuousClock.now - start
+                times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            }
+            return (times.sorted()[times.count / 2], times, status, gap)
         }
 
         func run() throws {
             var figures: [Figure] = []
-            print("CBC \(Allocator.cbcVersion); medians of \(repeats) solves / \(sweepRepeats) sweeps")
-            print("shape          experts  widths   task                                    median s   status     max gap")
+            emit("CBC \(Allocator.cbcVersion); medians of \(repeats) solves / \(sweepRepeats) sweeps; baseline = CBC on the whole program (no reduced-cost fixing)")
+            emit("shape         experts widths  task                                  pmq s      status     gap      baseline s  status     ratio")
             for name in shapes.split(separator: ",").map(String.init) {
                 guard let shape = SyntheticProfile.shapes[name] else { throw ValidationError("unknown shape \(name)") }
-                let document = SyntheticProfile(shape: shape, seed: 1).document()
-                let path = (writeProfiles ?? FileManager.default.temporaryDirectory.path) + "/synthetic-\(name).json"
-                if let writeProfiles { try FileManager.default.createDirectory(atPath: writeProfiles, withIntermediateDirectories: true) }
-                try document.write(to: path)
+                let directory = writeProfiles ?? FileManager.default.temporaryDirectory.path
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let path = directory + "/synthetic-\(name).json"
+                try SyntheticProfile(shape: shape, seed: 1).document().write(to: path)
                 let profile = try ProfileReader.read(path: path).profile
                 if writeProfiles == nil { try? FileManager.default.removeItem(atPath: path) }
 
-                let top = Double(shape.widths.max()!)
-                let sweepTo = min(top, 3.5)
-                let cases: [(String, CostModel, () throws -> (String, Double))] = [
-                    ("solve global 2.5 bits", CostModel(), {
-                        let result = try Allocator.solve(try CostModel().makeProblem(profile, budget: try Budget.parseBits("2.5")))
+                // A byte budget equal to the all-2.5-bit average size: the realistic "fit in N GB" case.
+                let bytesAtTwoAndHalf = profile.layers.flatMap(\.experts).reduce(Int64(0)) { $0 + ($1.bytes[2]! + $1.bytes[3]!) / 2 }
+                let sweepTo = String(min(Double(shape.widths.max()!), 3.5))
+                func single(_ model: CostModel, _ budget: Budget) -> Task {
+                    { options in
+                        let result = try Allocator.solve(try model.makeProblem(profile, budget: budget), options: options)
                         return (result.status.rawValue, result.gap)
-                    }),
-                    ("solve layer 2.5 bits", CostModel(scope: .layer), {
-                        let result = try Allocator.solve(try CostModel(scope: .layer).makeProblem(profile, budget: try Budget.parseBits("2.5")))
-                        return (result.status.rawValue, result.gap)
-                    }),
-                    ("sweep global 1.5→\(String(format: "%g", sweepTo)) bits, \(points) points", CostModel(), {
-                        let budgets = try ParetoSweep.budgets(from: try Budget.parseBits("1.5"), to: try Budget.parseBits(String(sweepTo)), count: points)
-                        let result = try ParetoSweep.run(profile: profile, profilePath: path, model: CostModel(), budgets: budgets, options: .init())
-                        let statuses = Set(result.points.map(\.status))
-                        return (statuses.count == 1 ? statuses.first! : statuses.sorted().joined(separator: "/"),
-                                result.points.compactMap(\.gap).max() ?? 0)
-                    }),
-                ]
-                for (task, _, body) in cases {
-                    let runs = task.hasPrefix("sweep") ? sweepRepeats : repeats
-                    var times: [Double] = []
-                    var status = ""
-                    var maxGap = 0.0
-                    for _ in 0..<max(runs, 1) {
-                        let start = ContinuousClock.now
-                        let (runStatus, gap) = try body()
-                        let elapsed = ContinuousClock.now - start
-                        times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
-                        status = runStatus
-                        maxGap = max(maxGap, gap)
                     }
-                    let median = times.sorted()[times.count / 2]
-                    figures.append(Figure(shape: name, experts: profile.expertCount, widths: profile.widths, task: task,
-                                          medianSeconds: median, runs: times, status: status, maxGap: maxGap))
-                    print([name.padding(toLength: 14, withPad: " ", startingAt: 0),
-                           String(profile.expertCount).padding(toLength: 8, withPad: " ", startingAt: 0),
-                           profile.widths.map(String.init).joined(separator: ",").padding(toLength: 8, withPad: " ", startingAt: 0),
-                           task.padding(toLength: 39, withPad: " ", startingAt: 0),
-                           String(format: "%-10.3f", median), status.padding(toLength: 10, withPad: " ", startingAt: 0),
-                           String(format: "%.1e", maxGap)].joined(separator: " "))
+                }
+                func sweep(_ from: Budget, _ to: Budget) -> Task {
+                    { options in
+                        let budgets = try ParetoSweep.budgets(from: from, to: to, count: points)
+                        let result = try ParetoSweep.run(profile: profile, profilePath: path, model: CostModel(), budgets: budgets, options: options)
+                        let statuses = Set(result.points.map(\.status))
+                        return (statuses.sorted().joined(separator: "/"), result.points.compactMap(\.gap).max() ?? 0)
+                    }
+                }
+                let tasks: [(String, Bool, Task)] = [
+                    ("solve global 2.5 bits", false, single(CostModel(), try Budget.parseBits("2.5"))),
+                    ("solve layer 2.5 bits", false, single(CostModel(scope: .layer), try Budget.parseBits("2.5"))),
+                    ("solve global \(formatGB(bytesAtTwoAndHalf))", false, single(CostModel(), .bytes(bytesAtTwoAndHalf))),
+                    ("sweep global 1.5→\(sweepTo) bits, \(points) pts", true, sweep(try Budget.parseBits("1.5"), try Budget.parseBits(sweepTo))),
+                    ("sweep global bytes, \(points) pts", true,
+                     sweep(.bytes(bytesAtTwoAndHalf * 6 / 10), .bytes(bytesAtTwoAndHalf * 13 / 10))),
+                ]
+                for (label, isSweep, task) in tasks {
+                    let runs = isSweep ? sweepRepeats : repeats
+                    let ours = try measure(runs, task, SolveOptions())
+                    let baseline = try measure(isSweep ? 1 : min(runs, 3), task,
+                                               SolveOptions(timeLimit: baselineTimeLimit, reducedCostFixing: false))
+                    figures.append(Figure(shape: name, experts: profile.expertCount, widths: profile.widths, task: label,
+                                          medianSeconds: ours.median, baselineMedianSeconds: baseline.median,
+                                          runs: ours.runs, baselineRuns: baseline.runs, status: ours.status,
+                                          baselineStatus: baseline.status, maxGap: ours.gap))
+                    emit([name.padding(toLength: 13, withPad: " ", startingAt: 0),
+                           String(profile.expertCount).padding(toLength: 7, withPad: " ", startingAt: 0),
+                           profile.widths.map(String.init).joined(separator: ",").padding(toLength: 7, withPad: " ", startingAt: 0),
+                           label.padding(toLength: 37, withPad: " ", startingAt: 0),
+                           String(format: "%-10.3f", ours.median), ours.status.padding(toLength: 10, withPad: " ", startingAt: 0),
+                           String(format: "%-8.1e", ours.gap),
+                           String(format: "%-11.3f", baseline.median), baseline.status.padding(toLength: 10, withPad: " ", startingAt: 0),
+                           String(format: "%.1f×", baseline.median / max(ours.median, 1e-9))].joined(separator: " "))
                 }
             }
             if let json { try AtomicFile.writeJSON(figures, to: json) }

@@ -5,6 +5,11 @@ func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
+/// A line on stdout, unbuffered (benchmarks report as they go, also into a pipe).
+func emit(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
 /// Progress on stderr that stays silent for short jobs (the first second).
 final class Progress {
     private let start = ContinuousClock.now

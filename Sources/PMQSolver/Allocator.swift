@@ -80,8 +80,8 @@ public enum Allocator {
             start = (warmStart, "previous")
         }
 
-        let backendOptions = CbcBackend.Options(timeLimit: options.timeLimit, relativeGap: options.relativeGap,
-                                                verbose: options.verbose, threads: options.threads)
+        var backendOptions = CbcBackend.Options(timeLimit: options.timeLimit, relativeGap: options.relativeGap,
+                                                verbose: options.verbose, threads: options.threads, preprocess: false)
         // CBC solves either the whole program or, given a feasible start, the core that
         // reduced-cost fixing leaves (every option it drops is provably worse than the start).
         var fixing: ReducedCostFixing? = nil
@@ -89,6 +89,7 @@ public enum Allocator {
             fixing = ReducedCostFixing(problem, multipliers: greedy.multipliers, incumbent: start.choice)
         }
         let cbcProblem = fixing?.reduced ?? problem
+        backendOptions.preprocess = fixing != nil
         let cbcStart = start.map { fixing?.reduce($0.choice) ?? $0.choice }
         let fixedExperts = problem.items.count - cbcProblem.items.count
         let cbcColumns = cbcProblem.items.reduce(0) { $0 + $1.options.count }

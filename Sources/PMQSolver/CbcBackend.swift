@@ -16,6 +16,10 @@ enum CbcBackend {
         var relativeGap: Double
         var verbose: Bool
         var threads: Int
+        /// Cgl preprocessing: off for the whole program (measured: it dominated a 14,848-expert
+        /// solve, 32 s against 2.9 s), on for the core left by reduced-cost fixing (measured: it
+        /// proved a byte-budget core optimal in 0.2 s that stalled at a 3e-5 gap for 30 s without).
+        var preprocess: Bool
     }
 
     enum Outcome {
@@ -108,11 +112,16 @@ enum CbcBackend {
         for column in 0..<columns { Cbc_setInteger(model, Int32(column)) }
         Cbc_setObjSense(model, 1)
         Cbc_setLogLevel(model, options.verbose ? 1 : 0)
-        Cbc_setParameter(model, "preprocess", "off")
+        Cbc_setParameter(model, "preprocess", options.preprocess ? "sos" : "off")
         if options.threads > 1 { Cbc_setParameter(model, "threads", String(options.threads)) }
         Cbc_setAllowableFractionGap(model, options.relativeGap)
         Cbc_setAllowableGap(model, 1e-12)
         if let limit = options.timeLimit { Cbc_setMaximumSeconds(model, limit) }
+        // Expert hook: PMQ_CBC_PARAMETERS="cuts=on,strong=10" passes extra CBC options through.
+        for pair in (ProcessInfo.processInfo.environment["PMQ_CBC_PARAMETERS"] ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { Cbc_setParameter(model, parts[0], parts[1]) }
+        }
         if let start {
             let startColumns = start.enumerated().map { Int32(columnOf[$0] + $1) }
             let ones = [Double](repeating: 1, count: startColumns.count)

@@ -33,7 +33,11 @@ struct AllocationOptions: ParsableArguments {
     @Option(help: "Threads for CBC's branch and bound.")
     var threads: Int = 1
 
-    @Flag(help: "Show CBC's log (on stdout) and per-layer detail.")
+    @Flag(name: .customLong("no-reduced-cost-fixing"),
+          help: "Hand CBC the whole program instead of the core left by reduced-cost fixing (for comparison).")
+    var noReducedCostFixing = false
+
+    @Flag(help: "Show CBC's log (on stdout).")
     var verbose = false
 
     var costModel: CostModel {
@@ -41,7 +45,8 @@ struct AllocationOptions: ParsableArguments {
     }
 
     var solveOptions: SolveOptions {
-        SolveOptions(timeLimit: timeLimit, relativeGap: gap, verbose: verbose, threads: threads)
+        SolveOptions(timeLimit: timeLimit, relativeGap: gap, verbose: verbose, threads: threads,
+                     reducedCostFixing: !noReducedCostFixing)
     }
 
     func validate() throws {

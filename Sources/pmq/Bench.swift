@@ -35,8 +35,8 @@ extension PMQ {
         @Option(help: "Shapes to run, comma separated.")
         var shapes: String = "mixtral-8x7b,deepseek-v3"
 
-        @Option(name: .customLong("baseline-time-limit"), help: "CBC time limit per solve for the whole-program baseline.")
-        var baselineTimeLimit: Double = 60
+        @Option(name: .customLong("time-limit"), help: "CBC time limit per solve, for pmq and the baseline alike.")
+        var timeLimit: Double = 10
 
         @Option(name: .customLong("write-profiles"), help: ArgumentHelp("Also write the profiles used here (for tools/pulp_bench.py).", valueName: "dir"))
         var writeProfiles: String?
@@ -75,7 +75,7 @@ extension PMQ {
 
         func run() throws {
             var figures: [Figure] = []
-            emit("CBC \(Allocator.cbcVersion); medians of \(repeats) solves / \(sweepRepeats) sweeps; baseline = CBC on the whole program (no reduced-cost fixing)")
+            emit("CBC \(Allocator.cbcVersion); medians of \(repeats) solves / \(sweepRepeats) sweeps; time limit \(timeLimit) s per solve; baseline = CBC on the whole program (no reduced-cost fixing), 1 sweep")
             emit("shape         experts widths  task                                  pmq s      status     gap      baseline s  status     ratio")
             for name in shapes.split(separator: ",").map(String.init) {
                 guard let shape = SyntheticProfile.shapes[name] else { throw ValidationError("unknown shape \(name)") }
@@ -99,8 +99,9 @@ extension PMQ {
                     { options in
                         let budgets = try ParetoSweep.budgets(from: from, to: to, count: points)
                         let result = try ParetoSweep.run(profile: profile, profilePath: path, model: CostModel(), budgets: budgets, options: options)
-                        let statuses = Set(result.points.map(\.status))
-                        return (statuses.sorted().joined(separator: "/"), result.points.compactMap(\.gap).max() ?? 0)
+                        let counts = Dictionary(grouping: result.points, by: \.status).mapValues(\.count)
+                        let status = counts.count == 1 ? counts.keys.first! : counts.keys.sorted().map { "\(counts[$0]!) \($0)" }.joined(separator: ", ")
+                        return (status, result.points.compactMap(\.gap).max() ?? 0)
                     }
                 }
                 let tasks: [(String, Bool, Task)] = [
@@ -113,9 +114,9 @@ extension PMQ {
                 ]
                 for (label, isSweep, task) in tasks {
                     let runs = isSweep ? sweepRepeats : repeats
-                    let ours = try measure(runs, task, SolveOptions())
+                    let ours = try measure(runs, task, SolveOptions(timeLimit: timeLimit))
                     let baseline = try measure(isSweep ? 1 : min(runs, 3), task,
-                                               SolveOptions(timeLimit: baselineTimeLimit, reducedCostFixing: false))
+                                               SolveOptions(timeLimit: timeLimit, reducedCostFixing: false))
                     figures.append(Figure(shape: name, experts: profile.expertCount, widths: profile.widths, task: label,
                                           medianSeconds: ours.median, baselineMedianSeconds: baseline.median,
                                           runs: ours.runs, baselineRuns: baseline.runs, status: ours.status,
@@ -124,9 +125,9 @@ extension PMQ {
                            String(profile.expertCount).padding(toLength: 7, withPad: " ", startingAt: 0),
                            profile.widths.map(String.init).joined(separator: ",").padding(toLength: 7, withPad: " ", startingAt: 0),
                            label.padding(toLength: 37, withPad: " ", startingAt: 0),
-                           String(format: "%-10.3f", ours.median), ours.status.padding(toLength: 10, withPad: " ", startingAt: 0),
+                           String(format: "%-10.3f", ours.median), ours.status.padding(toLength: max(10, ours.status.count), withPad: " ", startingAt: 0),
                            String(format: "%-8.1e", ours.gap),
-                           String(format: "%-11.3f", baseline.median), baseline.status.padding(toLength: 10, withPad: " ", startingAt: 0),
+                           String(format: "%-11.3f", baseline.median), baseline.status.padding(toLength: max(10, baseline.status.count), withPad: " ", startingAt: 0),
                            String(format: "%.1f×", baseline.median / max(ours.median, 1e-9))].joined(separator: " "))
                 }
             }

@@ -166,10 +166,8 @@ public enum Allocator {
         let objective = problem.objective(choice)
         bound = min(bound, objective)
         let gap = objective > 0 ? max(0, (objective - bound) / objective) : 0
-        let elapsed = ContinuousClock.now - clock
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         return Allocation(choice: choice, status: status, objective: objective, bound: bound, gap: gap,
-                          seconds: seconds, nodes: nodes, start: start?.name ?? "none", incumbent: incumbent,
+                          seconds: seconds(since: clock), nodes: nodes, start: start?.name ?? "none", incumbent: incumbent,
                           fixedExperts: fixedExperts, cbcColumns: cbcColumns)
     }
 }

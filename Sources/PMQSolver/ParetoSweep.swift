@@ -100,7 +100,8 @@ public enum ParetoSweep {
     }
 }
 
-func seconds(since start: ContinuousClock.Instant) -> Double {
+/// Wall-clock seconds since `start`.
+public func seconds(since start: ContinuousClock.Instant) -> Double {
     let elapsed = ContinuousClock.now - start
     return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
 }

@@ -67,8 +67,7 @@ extension PMQ {
             for _ in 0..<max(runs, 1) {
                 let start = ContinuousClock.now
                 (status, gap) = try task(options)
-                let elapsed = ContinuousClock.now - start
-                times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+                times.append(seconds(since: start))
             }
             return (times.sorted()[times.count / 2], times, status, gap)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import PMQSolver
 
 /// Diagnostics and progress go to stderr so stdout stays clean for results.
 func printError(_ message: String) {
@@ -23,10 +24,7 @@ final class Progress {
         self.quiet = quiet
     }
 
-    var elapsed: Double {
-        let duration = ContinuousClock.now - start
-        return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
-    }
+    var elapsed: Double { seconds(since: start) }
 
     func update(done: Int, total: Int, detail: String) {
         guard !quiet, elapsed > 1 else { return }

@@ -1,0 +1,44 @@
+/// bf16/f16/f32 → f32 conversion of raw little-endian tensor bytes. bf16 is the top half of an
+/// f32; f16 goes through Swift's Float16 (hardware conversion where the CPU has it).
+public enum FloatConversion {
+    public static func toFloat32(_ raw: UnsafeRawBufferPointer, dtype: TensorDType, into output: UnsafeMutableBufferPointer<Float>) {
+        switch dtype {
+        case .f32:
+            let count = min(raw.count / 4, output.count)
+            for index in 0..<count { output[index] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self).littleEndian) }
+        case .bf16:
+            let count = min(raw.count / 2, output.count)
+            for index in 0..<count {
+                let bits = raw.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self).littleEndian
+                output[index] = Float(bitPattern: UInt32(bits) << 16)
+            }
+        case .f16:
+            let count = min(raw.count / 2, output.count)
+            for index in 0..<count {
+                output[index] = Float(float16Bits: raw.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self).littleEndian)
+            }
+        default:
+            preconditionFailure("not a floating-point dtype: \(dtype)")
+        }
+    }
+}
+
+extension Float {
+    /// IEEE half → single, written out so it needs no Float16 support from the platform.
+    init(float16Bits bits: UInt16) {
+        let sign = UInt32(bits & 0x8000) << 16
+        let exponent = Int((bits >> 10) & 0x1F)
+        var mantissa = UInt32(bits & 0x3FF)
+        if exponent == 0x1F {
+            self = Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))   // inf / nan
+        } else if exponent == 0 {
+            if mantissa == 0 { self = Float(bitPattern: sign); return }    // ±0
+            var shift: UInt32 = 0                                           // subnormal: normalise
+            while mantissa & 0x400 == 0 { mantissa <<= 1; shift += 1 }
+            mantissa &= 0x3FF
+            self = Float(bitPattern: sign | ((113 - shift) << 23) | (mantissa << 13))
+        } else {
+            self = Float(bitPattern: sign | (UInt32(exponent + 112) << 23) | (mantissa << 13))
+        }
+    }
+}

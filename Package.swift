@@ -41,5 +41,6 @@ let package = Package(
         .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver"]),
         .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler"]),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
+        .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),
     ]
 )

@@ -204,8 +204,9 @@ public enum SafeTensorsHeader {
 
     /// An integral JSON number as Int (rejects 1.5, strings and out-of-range values).
     static func exactInt(_ value: Any) -> Int? {
-        if let integer = value as? Int { return integer }
-        guard let number = value as? NSNumber else { return nil }
+        guard !isJSONBoolean(value), let number = value as? NSNumber else { return nil }
+        let type = String(cString: number.objCType)
+        if type != "d" && type != "f" { return number.intValue }   // integer literal, full range
         let double = number.doubleValue
         guard double.isFinite, double == double.rounded(), abs(double) < 9.0e15 else { return nil }
         return Int(double)

@@ -1,0 +1,100 @@
+/// What a checkpoint tensor is, independent of how an architecture names it.
+public enum TensorRole: Hashable, Sendable {
+    case embeddings
+    case finalNorm
+    case lmHead
+    case attentionNorm(layer: Int)
+    case mlpNorm(layer: Int)
+    case query(layer: Int), key(layer: Int), value(layer: Int), output(layer: Int)
+    case queryBias(layer: Int), keyBias(layer: Int), valueBias(layer: Int)
+    case queryNorm(layer: Int), keyNorm(layer: Int)
+    /// The router: `[experts, hidden]`.
+    case router(layer: Int)
+    case expertGate(layer: Int, expert: Int), expertUp(layer: Int, expert: Int), expertDown(layer: Int, expert: Int)
+    case sharedExpertGate(layer: Int), sharedExpertUp(layer: Int), sharedExpertDown(layer: Int)
+    /// Qwen2-MoE's sigmoid gate on the shared expert: `[1, hidden]`.
+    case sharedExpertScale(layer: Int)
+    /// A dense MLP in a non-MoE layer.
+    case denseGate(layer: Int), denseUp(layer: Int), denseDown(layer: Int)
+}
+
+/// Tensor names on disk per architecture (as `save_pretrained` writes them; DESIGN §4).
+public struct ArchitectureMap: Sendable {
+    public let architecture: MoEArchitecture
+
+    public init(_ architecture: MoEArchitecture) { self.architecture = architecture }
+
+    public func name(_ role: TensorRole) -> String {
+        let moe = architecture == .mixtral ? "block_sparse_moe" : "mlp"
+        func layer(_ index: Int) -> String { "model.layers.\(index)" }
+        func expert(_ l: Int, _ e: Int, _ mixtralName: String, _ name: String) -> String {
+            architecture == .mixtral ? "\(layer(l)).\(moe).experts.\(e).\(mixtralName).weight" : "\(layer(l)).mlp.experts.\(e).\(name).weight"
+        }
+        switch role {
+        case .embeddings: return "model.embed_tokens.weight"
+        case .finalNorm: return "model.norm.weight"
+        case .lmHead: return "lm_head.weight"
+        case let .attentionNorm(l): return "\(layer(l)).input_layernorm.weight"
+        case let .mlpNorm(l): return "\(layer(l)).post_attention_layernorm.weight"
+        case let .query(l): return "\(layer(l)).self_attn.q_proj.weight"
+        case let .key(l): return "\(layer(l)).self_attn.k_proj.weight"
+        case let .value(l): return "\(layer(l)).self_attn.v_proj.weight"
+        case let .output(l): return "\(layer(l)).self_attn.o_proj.weight"
+        case let .queryBias(l): return "\(layer(l)).self_attn.q_proj.bias"
+        case let .keyBias(l): return "\(layer(l)).self_attn.k_proj.bias"
+        case let .valueBias(l): return "\(layer(l)).self_attn.v_proj.bias"
+        case let .queryNorm(l): return "\(layer(l)).self_attn.q_norm.weight"
+        case let .keyNorm(l): return "\(layer(l)).self_attn.k_norm.weight"
+        case let .router(l): return "\(layer(l)).\(moe).gate.weight"
+        case let .expertGate(l, e): return expert(l, e, "w1", "gate_proj")
+        case let .expertUp(l, e): return expert(l, e, "w3", "up_proj")
+        case let .expertDown(l, e): return expert(l, e, "w2", "down_proj")
+        case let .sharedExpertGate(l): return "\(layer(l)).mlp.shared_expert.gate_proj.weight"
+        case let .sharedExpertUp(l): return "\(layer(l)).mlp.shared_expert.up_proj.weight"
+        case let .sharedExpertDown(l): return "\(layer(l)).mlp.shared_expert.down_proj.weight"
+        case let .sharedExpertScale(l): return "\(layer(l)).mlp.shared_expert_gate.weight"
+        case let .denseGate(l): return "\(layer(l)).mlp.gate_proj.weight"
+        case let .denseUp(l): return "\(layer(l)).mlp.up_proj.weight"
+        case let .denseDown(l): return "\(layer(l)).mlp.down_proj.weight"
+        }
+    }
+
+    /// Every tensor the model needs, with its expected shape.
+    public func expectedTensors(_ config: MoEModelConfig) -> [(role: TensorRole, shape: [Int])] {
+        let hidden = config.hiddenSize
+        let qWidth = config.attentionHeads * config.headDim
+        let kvWidth = config.keyValueHeads * config.headDim
+        var result: [(TensorRole, [Int])] = [(.embeddings, [config.vocabSize, hidden]), (.finalNorm, [hidden])]
+        if !config.tieWordEmbeddings { result.append((.lmHead, [config.vocabSize, hidden])) }
+        for l in 0..<config.layerCount {
+            result += [(.attentionNorm(layer: l), [hidden]), (.mlpNorm(layer: l), [hidden]),
+                       (.query(layer: l), [qWidth, hidden]), (.key(layer: l), [kvWidth, hidden]),
+                       (.value(layer: l), [kvWidth, hidden]), (.output(layer: l), [hidden, qWidth])]
+            if config.attentionBias {
+                result += [(.queryBias(layer: l), [qWidth]), (.keyBias(layer: l), [kvWidth]), (.valueBias(layer: l), [kvWidth])]
+            }
+            switch config.qkNorm {
+            case .none: break
+            case .perHead: result += [(.queryNorm(layer: l), [config.headDim]), (.keyNorm(layer: l), [config.headDim])]
+            case .fullProjection: result += [(.queryNorm(layer: l), [qWidth]), (.keyNorm(layer: l), [kvWidth])]
+            }
+            if config.moeLayers[l] {
+                let width = config.expertIntermediateSize
+                result.append((.router(layer: l), [config.expertCount, hidden]))
+                for e in 0..<config.expertCount {
+                    result += [(.expertGate(layer: l, expert: e), [width, hidden]), (.expertUp(layer: l, expert: e), [width, hidden]),
+                               (.expertDown(layer: l, expert: e), [hidden, width])]
+                }
+                if config.sharedExpertIntermediateSize > 0 {
+                    let shared = config.sharedExpertIntermediateSize
+                    result += [(.sharedExpertGate(layer: l), [shared, hidden]), (.sharedExpertUp(layer: l), [shared, hidden]),
+                               (.sharedExpertDown(layer: l), [hidden, shared]), (.sharedExpertScale(layer: l), [1, hidden])]
+                }
+            } else {
+                let width = config.denseIntermediateSize
+                result += [(.denseGate(layer: l), [width, hidden]), (.denseUp(layer: l), [width, hidden]), (.denseDown(layer: l), [hidden, width])]
+            }
+        }
+        return result
+    }
+}

@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "QuantEngine", targets: ["QuantEngine"]),
         .library(name: "ExpertProfiler", targets: ["ExpertProfiler"]),
         .library(name: "ModelFormat", targets: ["ModelFormat"]),
+        .library(name: "MoERuntime", targets: ["MoERuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,6 +30,8 @@ let package = Package(
         .target(name: "QuantEngine"),
         // Profile producers (synthetic today, calibration runs later).
         .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat"]),
+        // Model definition and forward pass (float today; packed weights and OTP later).
+        .target(name: "MoERuntime", dependencies: ["ModelFormat"]),
         // Profile → integer program → CBC → allocation report; Pareto sweeps.
         .target(name: "PMQSolver", dependencies: ["CCbc", "ModelFormat"]),
         .executableTarget(
@@ -42,5 +45,6 @@ let package = Package(
         .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler"]),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),
+        .testTarget(name: "MoERuntimeTests", dependencies: ["MoERuntime", "ModelFormat"]),
     ]
 )

@@ -1,0 +1,168 @@
+import Foundation
+import ModelFormat
+
+/// The float forward pass over a whole sequence (causal prefill), following transformers'
+/// modeling_mixtral / modeling_qwen2_moe / modeling_qwen3_moe / modeling_olmoe. Straightforward
+/// scalar code: the reference for the fast paths.
+public struct FloatForward {
+    public let model: FloatModel
+    public weak var observer: RouterObserver?
+
+    public init(model: FloatModel, observer: RouterObserver? = nil) {
+        self.model = model
+        self.observer = observer
+    }
+
+    /// Logits `[tokens.count, vocab]`, row-major.
+    public func logits(_ tokens: [Int]) throws -> [Float] {
+        let config = model.config
+        let hidden = config.hiddenSize
+        let count = tokens.count
+        for token in tokens where !(0..<config.vocabSize).contains(token) {
+            throw ModelFormatError(file: model.directory, "token id \(token) is outside the vocabulary (size \(config.vocabSize))")
+        }
+        let embeddings = model.weight(.embeddings)
+        var x = [Float](repeating: 0, count: count * hidden)
+        for (t, token) in tokens.enumerated() {
+            for i in 0..<hidden { x[t * hidden + i] = embeddings[token * hidden + i] }
+        }
+        let eps = Float(config.rmsNormEps)
+        for layer in 0..<config.layerCount {
+            let normed = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.attentionNorm(layer: layer)), eps: eps)
+            let attention = attend(normed, count: count, layer: layer)
+            for i in x.indices { x[i] += attention[i] }
+            let normed2 = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.mlpNorm(layer: layer)), eps: eps)
+            let mlp = config.moeLayers[layer] ? moe(normed2, count: count, layer: layer)
+                : swiglu(normed2, count: count, gate: .denseGate(layer: layer), up: .denseUp(layer: layer),
+                         down: .denseDown(layer: layer), width: config.denseIntermediateSize)
+            for i in x.indices { x[i] += mlp[i] }
+        }
+        let final = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.finalNorm), eps: eps)
+        let head = config.tieWordEmbeddings ? model.weight(.embeddings) : model.weight(.lmHead)
+        return Kernels.linear(final, tokens: count, weight: head, outFeatures: config.vocabSize, inFeatures: hidden)
+    }
+
+    /// Causal self-attention with RoPE and grouped-query heads.
+    func attend(_ x: [Float], count: Int, layer: Int) -> [Float] {
+        let config = model.config
+        let hidden = config.hiddenSize, heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
+        let eps = Float(config.rmsNormEps)
+        var q = Kernels.linear(x, tokens: count, weight: model.weight(.query(layer: layer)), outFeatures: heads * dim,
+                               inFeatures: hidden, bias: model.optionalWeight(.queryBias(layer: layer)))
+        var k = Kernels.linear(x, tokens: count, weight: model.weight(.key(layer: layer)), outFeatures: kvHeads * dim,
+                               inFeatures: hidden, bias: model.optionalWeight(.keyBias(layer: layer)))
+        var v = Kernels.linear(x, tokens: count, weight: model.weight(.value(layer: layer)), outFeatures: kvHeads * dim,
+                               inFeatures: hidden, bias: model.optionalWeight(.valueBias(layer: layer)))
+        switch config.qkNorm {
+        case .none: break
+        case .perHead:
+            q = Kernels.rmsNorm(q, width: dim, weight: model.weight(.queryNorm(layer: layer)), eps: eps)
+            k = Kernels.rmsNorm(k, width: dim, weight: model.weight(.keyNorm(layer: layer)), eps: eps)
+        case .fullProjection:
+            q = Kernels.rmsNorm(q, width: heads * dim, weight: model.weight(.queryNorm(layer: layer)), eps: eps)
+            k = Kernels.rmsNorm(k, width: kvHeads * dim, weight: model.weight(.keyNorm(layer: layer)), eps: eps)
+        }
+        if let clip = config.clipQKV.map(Float.init) {
+            for i in q.indices { q[i] = min(max(q[i], -clip), clip) }
+            for i in k.indices { k[i] = min(max(k[i], -clip), clip) }
+            for i in v.indices { v[i] = min(max(v[i], -clip), clip) }
+        }
+        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta)
+        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta)
+
+        let group = heads / kvHeads
+        let scale = 1 / Float(dim).squareRoot()
+        var context = [Float](repeating: 0, count: count * heads * dim)
+        var scores = [Float]()
+        for h in 0..<heads {
+            let kv = h / group
+            for t in 0..<count {
+                scores.removeAll(keepingCapacity: true)
+                for s in 0...t {
+                    var dot: Float = 0
+                    for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * k[(s * kvHeads + kv) * dim + i] }
+                    scores.append(dot * scale)
+                }
+                Kernels.softmax(&scores)
+                for s in 0...t {
+                    let p = scores[s]
+                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * v[(s * kvHeads + kv) * dim + i] }
+                }
+            }
+        }
+        return Kernels.linear(context, tokens: count, weight: model.weight(.output(layer: layer)), outFeatures: hidden,
+                              inFeatures: heads * dim)
+    }
+
+    /// The MoE block: softmax router → top-k → optional renormalisation → weighted SwiGLU experts,
+    /// plus Qwen2-MoE's sigmoid-gated shared expert.
+    func moe(_ x: [Float], count: Int, layer: Int) -> [Float] {
+        let config = model.config
+        let hidden = config.hiddenSize, experts = config.expertCount
+        let logits = Kernels.linear(x, tokens: count, weight: model.weight(.router(layer: layer)), outFeatures: experts, inFeatures: hidden)
+        var output = [Float](repeating: 0, count: count * hidden)
+        for t in 0..<count {
+            var probabilities = Array(logits[(t * experts)..<((t + 1) * experts)])
+            Kernels.softmax(&probabilities)
+            let chosen = Routing.topK(probabilities, k: config.routing.topK)
+            var weights = chosen.map { probabilities[$0] }
+            if config.routing.normalizeTopK {
+                let sum = weights.reduce(0, +)
+                weights = weights.map { $0 / sum }
+            }
+            observer?.routed(layer: layer, token: t, probabilities: probabilities, experts: chosen, weights: weights)
+            let row = Array(x[(t * hidden)..<((t + 1) * hidden)])
+            for (expert, weight) in zip(chosen, weights) {
+                let y = swiglu(row, count: 1, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
+                               down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
+                for i in 0..<hidden { output[t * hidden + i] += weight * y[i] }
+            }
+            if config.sharedExpertIntermediateSize > 0 {
+                let shared = swiglu(row, count: 1, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
+                                    down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
+                let gateLogit = Kernels.linear(row, tokens: 1, weight: model.weight(.sharedExpertScale(layer: layer)), outFeatures: 1, inFeatures: hidden)[0]
+                let gate = Kernels.sigmoid(gateLogit)
+                for i in 0..<hidden { output[t * hidden + i] += gate * shared[i] }
+            }
+        }
+        return output
+    }
+
+    /// `down(silu(gate(x)) ⊙ up(x))`.
+    func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int) -> [Float] {
+        let hidden = model.config.hiddenSize
+        let g = Kernels.linear(x, tokens: count, weight: model.weight(gate), outFeatures: width, inFeatures: hidden)
+        let u = Kernels.linear(x, tokens: count, weight: model.weight(up), outFeatures: width, inFeatures: hidden)
+        var h = [Float](repeating: 0, count: g.count)
+        for i in h.indices { h[i] = Kernels.silu(g[i]) * u[i] }
+        return Kernels.linear(h, tokens: count, weight: model.weight(down), outFeatures: hidden, inFeatures: width)
+    }
+}
+
+/// Rotary position embedding, HF convention: pairs (i, i + d/2), `x·cos + rotate_half(x)·sin`.
+enum Rope {
+    static func apply(_ x: inout [Float], count: Int, heads: Int, dim: Int, theta: Double, offset: Int = 0) {
+        let half = dim / 2
+        for t in 0..<count {
+            let position = Double(t + offset)
+            for i in 0..<half {
+                let frequency = 1 / pow(theta, Double(2 * i) / Double(dim))
+                let angle = position * frequency
+                let c = Float(cos(angle)), s = Float(sin(angle))
+                for h in 0..<heads {
+                    let base = (t * heads + h) * dim
+                    let a = x[base + i], b = x[base + i + half]
+                    x[base + i] = a * c - b * s
+                    x[base + i + half] = b * c + a * s
+                }
+            }
+        }
+    }
+}
+
+public enum Routing {
+    /// Indices of the k largest values, largest first (ties: lower index first, as torch.topk).
+    public static func topK(_ values: [Float], k: Int) -> [Int] {
+        Array(values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }.prefix(k))
+    }
+}

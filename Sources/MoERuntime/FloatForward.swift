@@ -1,23 +1,43 @@
 import Foundation
 import ModelFormat
 
-/// The float forward pass over a whole sequence (causal prefill), following transformers'
-/// modeling_mixtral / modeling_qwen2_moe / modeling_qwen3_moe / modeling_olmoe. Straightforward
-/// scalar code: the reference for the fast paths.
-public struct FloatForward {
+/// The float forward pass, following transformers' modeling_mixtral / modeling_qwen2_moe /
+/// modeling_qwen3_moe / modeling_olmoe. Stateful: keys and values of earlier positions stay in a
+/// cache, so a sequence can be fed whole (prefill) or a token at a time (decode) with the same
+/// result. Straightforward scalar code: the reference for the fast paths.
+public final class FloatForward {
     public let model: FloatModel
     public weak var observer: RouterObserver?
+    /// Position of the next token.
+    public private(set) var position = 0
+    /// Per layer: keys and values after RoPE, `[position, kvHeads · headDim]`.
+    private var keyCache: [[Float]]
+    private var valueCache: [[Float]]
 
     public init(model: FloatModel, observer: RouterObserver? = nil) {
         self.model = model
         self.observer = observer
+        keyCache = Array(repeating: [], count: model.config.layerCount)
+        valueCache = Array(repeating: [], count: model.config.layerCount)
     }
 
-    /// Logits `[tokens.count, vocab]`, row-major.
+    /// Forget the sequence (keeps the model).
+    public func reset() {
+        position = 0
+        for layer in keyCache.indices {
+            keyCache[layer].removeAll(keepingCapacity: true)
+            valueCache[layer].removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Feeds `tokens` after what came before; returns their logits `[tokens.count, vocab]`, row-major.
     public func logits(_ tokens: [Int]) throws -> [Float] {
         let config = model.config
         let hidden = config.hiddenSize
         let count = tokens.count
+        guard position + count <= config.maxPositions else {
+            throw ModelFormatError(file: model.directory, "sequence of \(position + count) tokens exceeds max_position_embeddings \(config.maxPositions)")
+        }
         for token in tokens where !(0..<config.vocabSize).contains(token) {
             throw ModelFormatError(file: model.directory, "token id \(token) is outside the vocabulary (size \(config.vocabSize))")
         }
@@ -37,6 +57,7 @@ public struct FloatForward {
                          down: .denseDown(layer: layer), width: config.denseIntermediateSize)
             for i in x.indices { x[i] += mlp[i] }
         }
+        position += count
         let final = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.finalNorm), eps: eps)
         let head = config.tieWordEmbeddings ? model.weight(.embeddings) : model.weight(.lmHead)
         return Kernels.linear(final, tokens: count, weight: head, outFeatures: config.vocabSize, inFeatures: hidden)
@@ -67,8 +88,11 @@ public struct FloatForward {
             for i in k.indices { k[i] = min(max(k[i], -clip), clip) }
             for i in v.indices { v[i] = min(max(v[i], -clip), clip) }
         }
-        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta)
-        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta)
+        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta, offset: position)
+        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta, offset: position)
+        keyCache[layer] += k
+        valueCache[layer] += v
+        let keys = keyCache[layer], values = valueCache[layer]
 
         let group = heads / kvHeads
         let scale = 1 / Float(dim).squareRoot()
@@ -78,15 +102,16 @@ public struct FloatForward {
             let kv = h / group
             for t in 0..<count {
                 scores.removeAll(keepingCapacity: true)
-                for s in 0...t {
+                let last = position + t   // causal: attend to every cached position up to this one
+                for s in 0...last {
                     var dot: Float = 0
-                    for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * k[(s * kvHeads + kv) * dim + i] }
+                    for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * keys[(s * kvHeads + kv) * dim + i] }
                     scores.append(dot * scale)
                 }
                 Kernels.softmax(&scores)
-                for s in 0...t {
+                for s in 0...last {
                     let p = scores[s]
-                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * v[(s * kvHeads + kv) * dim + i] }
+                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * values[(s * kvHeads + kv) * dim + i] }
                 }
             }
         }

@@ -41,6 +41,26 @@ import ModelFormat
         }
     }
 
+    @Test(arguments: MoEArchitecture.allCases)
+    func decodeWithKVCacheMatchesTransformers(architecture: MoEArchitecture) throws {
+        let directory = Self.fixtures.appendingPathComponent(architecture.rawValue).path
+        let model = try FloatModel(directory: directory)
+        let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
+        let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
+        let expected = try reference.floats("logits")
+        let vocab = model.config.vocabSize
+        let session = FloatForward(model: model)
+        // A 5-token prefill, then one token at a time.
+        var logits = try session.logits(Array(ids.prefix(5)))
+        for token in ids.dropFirst(5) { logits += try session.logits([token]) }
+        #expect(session.position == ids.count)
+        let worst = zip(logits, expected).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(logits.count == ids.count * vocab)
+        #expect(worst <= Self.logitTolerance, "max |Δlogit| = \(worst)")
+        session.reset()
+        #expect(try session.logits(ids) == (try FloatForward(model: model).logits(ids)))
+    }
+
     @Test func rejectsTokensOutsideTheVocabulary() throws {
         let model = try FloatModel(directory: Self.fixtures.appendingPathComponent("mixtral").path)
         #expect(throws: ModelFormatError.self) { try FloatForward(model: model).logits([1, 96]) }

@@ -37,7 +37,7 @@ let package = Package(
         .executableTarget(
             name: "pmq",
             dependencies: [
-                "PMQSolver", "ExpertProfiler", "QuantEngine",
+                "PMQSolver", "ExpertProfiler", "QuantEngine", "MoERuntime", "ModelFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

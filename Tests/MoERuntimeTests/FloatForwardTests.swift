@@ -66,3 +66,40 @@ import ModelFormat
         #expect(throws: ModelFormatError.self) { try FloatForward(model: model).logits([1, 96]) }
     }
 }
+
+@Suite struct EvaluationTests {
+    /// Perplexity equals the one computed from transformers' own logits (same label shift).
+    @Test func perplexityMatchesReferenceLogits() throws {
+        let directory = FloatForwardTests.fixtures.appendingPathComponent("qwen2_moe").path
+        let model = try FloatModel(directory: directory)
+        let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
+        let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
+        let logits = try reference.floats("logits")
+        let vocab = model.config.vocabSize
+        var nll = 0.0
+        for t in 0..<(ids.count - 1) {
+            let row = logits[(t * vocab)..<((t + 1) * vocab)].map(Double.init)
+            let peak = row.max()!
+            nll += log(row.map { exp($0 - peak) }.reduce(0, +)) + peak - row[ids[t + 1]]
+        }
+        let expected = exp(nll / Double(ids.count - 1))
+        let result = try Evaluation.run(model: model, tokens: ids, sequenceLength: ids.count)
+        #expect(result.predicted == ids.count - 1 && result.windows == 1)
+        #expect(abs(result.perplexity - expected) <= 1e-4 * expected)
+        #expect(result.expertTokens.allSatisfy { $0.reduce(0, +) == ids.count * model.config.routing.topK })
+        // Two windows of 8: 7 predictions each (no prediction across the window boundary).
+        let split = try Evaluation.run(model: model, tokens: ids, sequenceLength: 8)
+        #expect(split.windows == 2 && split.predicted == 14)
+    }
+
+    @Test func tokenFilesAreValidated() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-tokens-\(UUID().uuidString).u32").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try TokenFile.write([1, 2, 70000], to: path)
+        let file = try TokenFile(path: path)
+        #expect(file.tokens == [1, 2, 70000])
+        #expect(throws: ModelFormatError.self) { try file.validate(vocabSize: 96) }
+        try Data([1, 0, 0]).write(to: URL(fileURLWithPath: path))
+        #expect(throws: ModelFormatError.self) { try TokenFile(path: path) }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+
+/// `pmq eval`, `pmq tokenize` and `pmq generate` as a user runs them, on the tiny fixtures.
+@Suite struct RuntimeCLITests {
+    static let fixtures = CLITests.packageRoot.appendingPathComponent("Tests/Fixtures")
+
+    @Test func evalReportsPerplexityAndRouting() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var data = Data()
+        for token in [1, 17, 42, 5, 88, 23, 64, 9, 31, 77, 2, 50] as [UInt32] { withUnsafeBytes(of: token.littleEndian) { data.append(contentsOf: $0) } }
+        try data.write(to: URL(fileURLWithPath: directory + "/t.u32"))
+        let run = try CLITests.pmq(["eval", "--model", Self.fixtures.appendingPathComponent("tiny/olmoe").path, "--tokens", directory + "/t.u32",
+                                    "--seq-len", "6", "--json", directory + "/e.json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("perplexity"))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/e.json"))) as? [String: Any])
+        #expect(json["windows"] as? Int == 2)
+        #expect(json["predicted"] as? Int == 10)
+
+        // An id outside the vocabulary (96) is a one-line error naming the token file.
+        var bad = Data()
+        for token in [1, 500] as [UInt32] { withUnsafeBytes(of: token.littleEndian) { bad.append(contentsOf: $0) } }
+        try bad.write(to: URL(fileURLWithPath: directory + "/bad.u32"))
+        let rejected = try CLITests.pmq(["eval", "--model", Self.fixtures.appendingPathComponent("tiny/olmoe").path, "--tokens", directory + "/bad.u32"])
+        #expect(rejected.status != 0)
+        #expect(rejected.stderr.contains("bad.u32: token 1 is id 500, outside the model's vocabulary of 96"))
+    }
+
+    @Test func tokenizeWritesU32Ids() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent("tokenizers/bytelevel.json").path, toPath: directory + "/tokenizer.json")
+        try "Hello world! This is pmq's tokenizer test.".write(toFile: directory + "/in.txt", atomically: true, encoding: .utf8)
+        let run = try CLITests.pmq(["tokenize", "--model", directory, "--text", directory + "/in.txt", "--out", directory + "/out.u32"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let cases = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixtures.appendingPathComponent("tokenizers/cases.json"))) as! [[String: Any]]
+        let expected = cases.first { $0["tokenizer"] as? String == "bytelevel.json" }!["ids"] as! [Int]
+        let written = try Data(contentsOf: URL(fileURLWithPath: directory + "/out.u32"))
+        let ids = written.withUnsafeBytes { raw in (0..<(raw.count / 4)).map { Int(raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+        #expect(ids == expected)
+    }
+
+    @Test func generateIsDeterministicWhenGreedy() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for file in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent("tiny/mixtral/" + file).path, toPath: directory + "/" + file)
+        }
+        // The fixture tokenizer cut down to the tiny model's 96 ids (single characters, no merges).
+        var tokenizer = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixtures.appendingPathComponent("tokenizers/bytelevel.json"))) as! [String: Any]
+        var model = tokenizer["model"] as! [String: Any]
+        model["vocab"] = (model["vocab"] as! [String: Int]).filter { $0.value < 96 }
+        model["merges"] = [String]()
+        tokenizer["model"] = model
+        try JSONSerialization.data(withJSONObject: tokenizer).write(to: URL(fileURLWithPath: directory + "/tokenizer.json"))
+        let first = try CLITests.pmq(["generate", "--model", directory, "--prompt", "abc", "--max-new-tokens", "6"])
+        let second = try CLITests.pmq(["generate", "--model", directory, "--prompt", "abc", "--max-new-tokens", "6"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout == second.stdout && first.stdout.hasPrefix("abc"))
+        #expect(first.stderr.contains("decode 6 tokens"))
+    }
+}

@@ -3,6 +3,13 @@
 // Module direction is one-way: pmq (CLI) → engines (PMQSolver, ExpertProfiler, QuantEngine) → core.
 import PackageDescription
 
+/// Kernels are compiled for Haswell (AVX2 + FMA, x86-64-v3): without a target CPU, SIMD `addProduct`
+/// becomes a libm `fmaf` call per lane (shared/DESIGN.md §6). The binary needs such a CPU
+/// (Intel Haswell / AMD Zen or newer) on x86-64; other architectures use their defaults.
+let kernelSettings: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
+]
+
 let package = Package(
     name: "pmq",
     platforms: [.macOS(.v13)],
@@ -31,7 +38,7 @@ let package = Package(
         // Profile producers (synthetic today, calibration runs later).
         .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat"]),
         // Model definition and forward pass (float today; packed weights and OTP later).
-        .target(name: "MoERuntime", dependencies: ["ModelFormat"]),
+        .target(name: "MoERuntime", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
         // Profile → integer program → CBC → allocation report; Pareto sweeps.
         .target(name: "PMQSolver", dependencies: ["CCbc", "ModelFormat"]),
         .executableTarget(

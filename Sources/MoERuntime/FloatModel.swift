@@ -35,6 +35,8 @@ public final class FloatModel: @unchecked Sendable {
     }
 
     public func optionalWeight(_ role: TensorRole) -> [Float]? { weights[role] }
+
+    public var parameterCount: Int { weights.values.reduce(0) { $0 + $1.count } }
 }
 
 /// The safetensors files of a checkpoint: `model.safetensors`, or the shards listed by

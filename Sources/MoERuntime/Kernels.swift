@@ -3,12 +3,18 @@ import Foundation
 /// The dense float kernels every path reuses. Scalar for now: the reference the SIMD,
 /// multi-threaded versions will be tested against.
 public enum Kernels {
+    /// Benchmarks only: route `linear` through the scalar reference to measure the baseline.
+    nonisolated(unsafe) public static var useReferenceKernels = false
+
     /// `y[t, o] = Σ_i x[t, i] · w[o, i]` (+ bias[o]): a linear layer over `tokens` rows, with `w`
     /// in PyTorch's `[out, in]` layout. By far the most time is spent here. SIMD dot products
     /// with four accumulators; output rows split across cores when the work is large enough.
     public static func linear(_ x: [Float], tokens: Int, weight w: [Float], outFeatures: Int, inFeatures: Int,
                               bias: [Float]? = nil) -> [Float] {
         precondition(x.count == tokens * inFeatures && w.count == outFeatures * inFeatures)
+        if useReferenceKernels {
+            return referenceLinear(x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
+        }
         var y = [Float](repeating: 0, count: tokens * outFeatures)
         x.withUnsafeBufferPointer { x in
             w.withUnsafeBufferPointer { w in

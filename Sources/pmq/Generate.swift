@@ -1,4 +1,5 @@
 import ArgumentParser
+import ExpertProfiler
 import Foundation
 import ModelFormat
 import MoERuntime
@@ -66,16 +67,8 @@ extension PMQ {
 
 /// Temperature and nucleus sampling with a seeded generator.
 struct Sampler {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-
-    mutating func uniform() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Double((z ^ (z >> 31)) >> 11) / 9_007_199_254_740_992
-    }
+    var random: SplitMix64
+    init(seed: UInt64) { random = SplitMix64(seed: seed) }
 
     mutating func sample(_ logits: [Float], temperature: Double, topP: Double) -> Int {
         let peak = Double(logits.max()!)
@@ -90,7 +83,7 @@ struct Sampler {
             mass += probabilities[index]
             if mass >= topP { break }
         }
-        var target = uniform() * mass
+        var target = random.uniform() * mass
         for index in kept {
             target -= probabilities[index]
             if target <= 0 { return index }

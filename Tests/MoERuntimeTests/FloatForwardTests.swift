@@ -18,13 +18,17 @@ import ModelFormat
         }
     }
 
-    @Test(arguments: MoEArchitecture.allCases)
-    func prefillMatchesTransformers(architecture: MoEArchitecture) throws {
-        let directory = Self.fixtures.appendingPathComponent(architecture.rawValue).path
-        let model = try FloatModel(directory: directory)
+    /// A tiny checkpoint with transformers' input ids and logits for it.
+    static func fixture(_ architecture: MoEArchitecture) throws -> (model: FloatModel, reference: SafeTensorsFile, ids: [Int], logits: [Float]) {
+        let directory = fixtures.appendingPathComponent(architecture.rawValue).path
         let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
         let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
-        let expected = try reference.floats("logits")
+        return (try FloatModel(directory: directory), reference, ids, try reference.floats("logits"))
+    }
+
+    @Test(arguments: MoEArchitecture.allCases)
+    func prefillMatchesTransformers(architecture: MoEArchitecture) throws {
+        let (model, reference, ids, expected) = try Self.fixture(architecture)
         let recorder = Recorder()
         let logits = try FloatForward(model: model, observer: recorder).logits(ids)
         #expect(logits.count == expected.count)
@@ -43,11 +47,7 @@ import ModelFormat
 
     @Test(arguments: MoEArchitecture.allCases)
     func decodeWithKVCacheMatchesTransformers(architecture: MoEArchitecture) throws {
-        let directory = Self.fixtures.appendingPathComponent(architecture.rawValue).path
-        let model = try FloatModel(directory: directory)
-        let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
-        let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
-        let expected = try reference.floats("logits")
+        let (model, _, ids, expected) = try Self.fixture(architecture)
         let vocab = model.config.vocabSize
         let session = FloatForward(model: model)
         // A 5-token prefill, then one token at a time.
@@ -70,11 +70,7 @@ import ModelFormat
 @Suite struct EvaluationTests {
     /// Perplexity equals the one computed from transformers' own logits (same label shift).
     @Test func perplexityMatchesReferenceLogits() throws {
-        let directory = FloatForwardTests.fixtures.appendingPathComponent("qwen2_moe").path
-        let model = try FloatModel(directory: directory)
-        let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
-        let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
-        let logits = try reference.floats("logits")
+        let (model, _, ids, logits) = try FloatForwardTests.fixture(.qwen2MoE)
         let vocab = model.config.vocabSize
         var nll = 0.0
         for t in 0..<(ids.count - 1) {

@@ -120,12 +120,13 @@ public final class FloatForward {
     }
 
     /// The MoE block: softmax router → top-k → optional renormalisation → weighted SwiGLU experts,
-    /// plus Qwen2-MoE's sigmoid-gated shared expert.
+    /// plus Qwen2-MoE's sigmoid-gated shared expert. Tokens are grouped by expert so that each
+    /// expert runs once over all of its tokens (a matrix product in prefill, not a matvec each).
     func moe(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
         let hidden = config.hiddenSize, experts = config.expertCount
         let logits = Kernels.linear(x, tokens: count, weight: model.weight(.router(layer: layer)), outFeatures: experts, inFeatures: hidden)
-        var output = [Float](repeating: 0, count: count * hidden)
+        var assigned = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for t in 0..<count {
             var probabilities = Array(logits[(t * experts)..<((t + 1) * experts)])
             Kernels.softmax(&probabilities)
@@ -136,18 +137,28 @@ public final class FloatForward {
                 weights = weights.map { $0 / sum }
             }
             observer?.routed(layer: layer, token: t, probabilities: probabilities, experts: chosen, weights: weights)
-            let row = Array(x[(t * hidden)..<((t + 1) * hidden)])
-            for (expert, weight) in zip(chosen, weights) {
-                let y = swiglu(row, count: 1, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
-                               down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
-                for i in 0..<hidden { output[t * hidden + i] += weight * y[i] }
+            for (expert, weight) in zip(chosen, weights) { assigned[expert].append((t, weight)) }
+        }
+        var output = [Float](repeating: 0, count: count * hidden)
+        for expert in 0..<experts where !assigned[expert].isEmpty {
+            let tokens = assigned[expert]
+            var rows = [Float](repeating: 0, count: tokens.count * hidden)
+            for (row, entry) in tokens.enumerated() {
+                for i in 0..<hidden { rows[row * hidden + i] = x[entry.token * hidden + i] }
             }
-            if config.sharedExpertIntermediateSize > 0 {
-                let shared = swiglu(row, count: 1, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
-                                    down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
-                let gateLogit = Kernels.linear(row, tokens: 1, weight: model.weight(.sharedExpertScale(layer: layer)), outFeatures: 1, inFeatures: hidden)[0]
-                let gate = Kernels.sigmoid(gateLogit)
-                for i in 0..<hidden { output[t * hidden + i] += gate * shared[i] }
+            let y = swiglu(rows, count: tokens.count, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
+                           down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
+            for (row, entry) in tokens.enumerated() {
+                for i in 0..<hidden { output[entry.token * hidden + i] += entry.weight * y[row * hidden + i] }
+            }
+        }
+        if config.sharedExpertIntermediateSize > 0 {
+            let shared = swiglu(x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
+                                down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
+            let gates = Kernels.linear(x, tokens: count, weight: model.weight(.sharedExpertScale(layer: layer)), outFeatures: 1, inFeatures: hidden)
+            for t in 0..<count {
+                let gate = Kernels.sigmoid(gates[t])
+                for i in 0..<hidden { output[t * hidden + i] += gate * shared[t * hidden + i] }
             }
         }
         return output

@@ -26,11 +26,23 @@ public enum Kernels {
                     let work = tokens * outFeatures * inFeatures
                     let body: @Sendable (Int) -> Void = { c in
                         let first = c * chunk, last = min(first + chunk, outFeatures)
-                        for t in 0..<tokens {
+                        var t = 0
+                        // Four tokens per pass: each weight vector is loaded once for four rows of x.
+                        while t + 4 <= tokens {
+                            let x0 = buffers.x + t * inFeatures
+                            for o in first..<last {
+                                let sums = dot4(x0, inFeatures, buffers.w + o * inFeatures, inFeatures)
+                                let b = bias?[o] ?? 0
+                                for r in 0..<4 { buffers.y[(t + r) * outFeatures + o] = sums[r] + b }
+                            }
+                            t += 4
+                        }
+                        while t < tokens {
                             let row = buffers.x + t * inFeatures
                             for o in first..<last {
                                 buffers.y[t * outFeatures + o] = dot(row, buffers.w + o * inFeatures, inFeatures) + (bias?[o] ?? 0)
                             }
+                            t += 1
                         }
                     }
                     if work >= 1 << 18 && chunks > 1 {
@@ -74,6 +86,39 @@ public enum Kernels {
             i += 1
         }
         return sum
+    }
+
+    /// Dot products of one weight row with four consecutive rows of x (`stride` apart).
+    @inline(__always)
+    static func dot4(_ x: UnsafePointer<Float>, _ stride: Int, _ w: UnsafePointer<Float>, _ count: Int) -> SIMD4<Float> {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+        var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+        let rw = UnsafeRawPointer(w)
+        let r0 = UnsafeRawPointer(x), r1 = UnsafeRawPointer(x + stride), r2 = UnsafeRawPointer(x + 2 * stride), r3 = UnsafeRawPointer(x + 3 * stride)
+        var i = 0
+        while i + 16 <= count {
+            let w0 = rw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            let w1 = rw.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self)
+            a0.addProduct(w0, r0.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            a1.addProduct(w0, r1.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            a2.addProduct(w0, r2.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            a3.addProduct(w0, r3.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            b0.addProduct(w1, r0.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
+            b1.addProduct(w1, r1.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
+            b2.addProduct(w1, r2.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
+            b3.addProduct(w1, r3.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
+            i += 16
+        }
+        var result = SIMD4<Float>((a0 + b0).sum(), (a1 + b1).sum(), (a2 + b2).sum(), (a3 + b3).sum())
+        while i < count {
+            let weight = w[i]
+            result[0] += x[i] * weight
+            result[1] += x[stride + i] * weight
+            result[2] += x[2 * stride + i] * weight
+            result[3] += x[3 * stride + i] * weight
+            i += 1
+        }
+        return result
     }
 
     /// The plain scalar linear layer: the reference the fast one is tested against.

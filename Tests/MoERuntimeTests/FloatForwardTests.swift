@@ -103,7 +103,7 @@ import ModelFormat
 @Suite struct KernelTests {
     /// The SIMD, multi-threaded linear layer against the scalar reference, on odd sizes (tails)
     /// and on sizes large enough to take the threaded path.
-    @Test(arguments: [(1, 7, 5), (3, 33, 17), (2, 130, 257), (5, 1024, 300)])
+    @Test(arguments: [(1, 7, 5), (3, 33, 17), (2, 130, 257), (5, 1024, 300), (8, 40, 9), (9, 517, 130)])
     func linearMatchesReference(tokens: Int, inFeatures: Int, outFeatures: Int) {
         var state: UInt32 = 7
         func next() -> Float {

@@ -120,3 +120,58 @@ import ModelFormat
         #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= tolerance * max(1, abs($1)) })
     }
 }
+
+@Suite struct CheckpointLoadingTests {
+    static func copyFixture(_ architecture: MoEArchitecture) throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-ckpt-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: FloatForwardTests.fixtures.appendingPathComponent("\(architecture.rawValue)/config.json").path,
+                                         toPath: directory + "/config.json")
+        return directory
+    }
+
+    /// Rewrites the fixture's tensors, filtered, into `shards` files with an index.
+    static func rewrite(_ architecture: MoEArchitecture, into directory: String, shards: Int, keep: (String) -> Bool = { _ in true },
+                        extra: [String: [Float]] = [:]) throws {
+        let source = try SafeTensorsFile(path: FloatForwardTests.fixtures.appendingPathComponent("\(architecture.rawValue)/model.safetensors").path)
+        var writers = [SafeTensorsWriter](repeating: SafeTensorsWriter(), count: shards)
+        var weightMap: [String: String] = [:]
+        for (position, name) in source.names.filter(keep).enumerated() {
+            let info = try source.info(name)
+            let shard = position % shards
+            try writers[shard].add(name, dtype: info.dtype, shape: info.shape, data: Data(try source.bytes(name)))
+            weightMap[name] = "model-\(shard + 1)-of-\(shards).safetensors"
+        }
+        for (name, values) in extra {
+            try writers[0].add(name, shape: [values.count], floats: values)
+            weightMap[name] = "model-1-of-\(shards).safetensors"
+        }
+        for (shard, writer) in writers.enumerated() { try writer.write(to: directory + "/model-\(shard + 1)-of-\(shards).safetensors") }
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": weightMap])
+        try index.write(to: URL(fileURLWithPath: directory + "/model.safetensors.index.json"))
+    }
+
+    @Test func shardedCheckpointGivesTheSameLogits() throws {
+        let directory = try Self.copyFixture(.qwen3MoE)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Self.rewrite(.qwen3MoE, into: directory, shards: 3)
+        let (single, _, ids, _) = try FloatForwardTests.fixture(.qwen3MoE)
+        let sharded = try FloatModel(directory: directory)
+        #expect(try FloatForward(model: sharded).logits(ids) == (try FloatForward(model: single).logits(ids)))
+    }
+
+    @Test func missingAndLeftoverTensorsAreNamed() throws {
+        let directory = try Self.copyFixture(.mixtral)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Self.rewrite(.mixtral, into: directory, shards: 2, keep: { $0 != "model.layers.1.block_sparse_moe.experts.3.w2.weight" })
+        do {
+            _ = try FloatModel(directory: directory)
+            Issue.record("a checkpoint without a tensor loaded")
+        } catch let error as ModelFormatError {
+            #expect(error.problem == "missing tensor model.layers.1.block_sparse_moe.experts.3.w2.weight")
+            #expect(error.file.hasSuffix("model.safetensors.index.json"))
+        }
+        try Self.rewrite(.mixtral, into: directory, shards: 2, extra: ["model.layers.0.block_sparse_moe.experts.9.w1.weight": [1, 2]])
+        #expect(throws: ModelFormatError.self) { try FloatModel(directory: directory) }
+    }
+}

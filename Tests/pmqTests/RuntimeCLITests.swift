@@ -62,3 +62,24 @@ import Testing
         #expect(first.stderr.contains("decode 6 tokens"))
     }
 }
+
+extension RuntimeCLITests {
+    @Test func corruptCheckpointIsOneLineAndNoCrash() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent("tiny/mixtral/config.json").path, toPath: directory + "/config.json")
+        let original = try Data(contentsOf: Self.fixtures.appendingPathComponent("tiny/mixtral/model.safetensors"))
+        var tokens = Data()
+        withUnsafeBytes(of: UInt32(1).littleEndian) { tokens.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt32(2).littleEndian) { tokens.append(contentsOf: $0) }
+        try tokens.write(to: URL(fileURLWithPath: directory + "/t.u32"))
+        for (label, corrupt) in [("truncated", original.prefix(original.count - 100)), ("header cut", original.prefix(200)),
+                                 ("empty", Data())] {
+            try corrupt.write(to: URL(fileURLWithPath: directory + "/model.safetensors"))
+            let run = try CLITests.pmq(["eval", "--model", directory, "--tokens", directory + "/t.u32"])
+            #expect(run.status == 1, "\(label)")
+            #expect(run.stderr.contains("model.safetensors: "), "\(label): \(run.stderr)")
+            #expect(run.stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1, "\(label)")
+        }
+    }
+}

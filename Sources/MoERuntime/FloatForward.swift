@@ -41,11 +41,10 @@ public final class FloatForward {
         for token in tokens where !(0..<config.vocabSize).contains(token) {
             throw ModelFormatError(file: model.directory, "token id \(token) is outside the vocabulary (size \(config.vocabSize))")
         }
-        let embeddings = model.weight(.embeddings)
-        var x = [Float](repeating: 0, count: count * hidden)
-        for (t, token) in tokens.enumerated() {
-            for i in 0..<hidden { x[t * hidden + i] = embeddings[token * hidden + i] }
-        }
+        let embeddings = model.matrix(.embeddings)
+        var x = [Float]()
+        x.reserveCapacity(count * hidden)
+        for token in tokens { x += embeddings.row(token) }
         let eps = Float(config.rmsNormEps)
         for layer in 0..<config.layerCount {
             let normed = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.attentionNorm(layer: layer)), eps: eps)
@@ -59,8 +58,8 @@ public final class FloatForward {
         }
         position += count
         let final = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.finalNorm), eps: eps)
-        let head = config.tieWordEmbeddings ? model.weight(.embeddings) : model.weight(.lmHead)
-        return Kernels.linear(final, tokens: count, weight: head, outFeatures: config.vocabSize, inFeatures: hidden)
+        let head = config.tieWordEmbeddings ? model.matrix(.embeddings) : model.matrix(.lmHead)
+        return Kernels.linear(final, tokens: count, matrix: head)
     }
 
     /// Causal self-attention with RoPE and grouped-query heads.
@@ -68,12 +67,9 @@ public final class FloatForward {
         let config = model.config
         let hidden = config.hiddenSize, heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
         let eps = Float(config.rmsNormEps)
-        var q = Kernels.linear(x, tokens: count, weight: model.weight(.query(layer: layer)), outFeatures: heads * dim,
-                               inFeatures: hidden, bias: model.optionalWeight(.queryBias(layer: layer)))
-        var k = Kernels.linear(x, tokens: count, weight: model.weight(.key(layer: layer)), outFeatures: kvHeads * dim,
-                               inFeatures: hidden, bias: model.optionalWeight(.keyBias(layer: layer)))
-        var v = Kernels.linear(x, tokens: count, weight: model.weight(.value(layer: layer)), outFeatures: kvHeads * dim,
-                               inFeatures: hidden, bias: model.optionalWeight(.valueBias(layer: layer)))
+        var q = Kernels.linear(x, tokens: count, matrix: model.matrix(.query(layer: layer)), bias: model.optionalWeight(.queryBias(layer: layer)))
+        var k = Kernels.linear(x, tokens: count, matrix: model.matrix(.key(layer: layer)), bias: model.optionalWeight(.keyBias(layer: layer)))
+        var v = Kernels.linear(x, tokens: count, matrix: model.matrix(.value(layer: layer)), bias: model.optionalWeight(.valueBias(layer: layer)))
         switch config.qkNorm {
         case .none: break
         case .perHead:
@@ -115,8 +111,7 @@ public final class FloatForward {
                 }
             }
         }
-        return Kernels.linear(context, tokens: count, weight: model.weight(.output(layer: layer)), outFeatures: hidden,
-                              inFeatures: heads * dim)
+        return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
     }
 
     /// The MoE block: softmax router → top-k → optional renormalisation → weighted SwiGLU experts,
@@ -125,7 +120,7 @@ public final class FloatForward {
     func moe(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
         let hidden = config.hiddenSize, experts = config.expertCount
-        let logits = Kernels.linear(x, tokens: count, weight: model.weight(.router(layer: layer)), outFeatures: experts, inFeatures: hidden)
+        let logits = Kernels.linear(x, tokens: count, matrix: model.matrix(.router(layer: layer)))
         var assigned = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for t in 0..<count {
             var probabilities = Array(logits[(t * experts)..<((t + 1) * experts)])
@@ -155,7 +150,7 @@ public final class FloatForward {
         if config.sharedExpertIntermediateSize > 0 {
             let shared = swiglu(x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
                                 down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
-            let gates = Kernels.linear(x, tokens: count, weight: model.weight(.sharedExpertScale(layer: layer)), outFeatures: 1, inFeatures: hidden)
+            let gates = Kernels.linear(x, tokens: count, matrix: model.matrix(.sharedExpertScale(layer: layer)))
             for t in 0..<count {
                 let gate = Kernels.sigmoid(gates[t])
                 for i in 0..<hidden { output[t * hidden + i] += gate * shared[t * hidden + i] }
@@ -167,11 +162,11 @@ public final class FloatForward {
     /// `down(silu(gate(x)) ⊙ up(x))`.
     func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int) -> [Float] {
         let hidden = model.config.hiddenSize
-        let g = Kernels.linear(x, tokens: count, weight: model.weight(gate), outFeatures: width, inFeatures: hidden)
-        let u = Kernels.linear(x, tokens: count, weight: model.weight(up), outFeatures: width, inFeatures: hidden)
+        let g = Kernels.linear(x, tokens: count, matrix: model.matrix(gate))
+        let u = Kernels.linear(x, tokens: count, matrix: model.matrix(up))
         var h = [Float](repeating: 0, count: g.count)
         for i in h.indices { h[i] = Kernels.silu(g[i]) * u[i] }
-        return Kernels.linear(h, tokens: count, weight: model.weight(down), outFeatures: hidden, inFeatures: width)
+        return Kernels.linear(h, tokens: count, matrix: model.matrix(down))
     }
 }
 

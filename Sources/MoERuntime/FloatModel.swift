@@ -1,13 +1,15 @@
 import Foundation
 import ModelFormat
 
-/// An MoE model's weights in Float32, read from a Hugging Face directory through the
-/// architecture's tensor map. Every tensor the map expects must be present with its shape, and
-/// none may be left over.
+/// An MoE model's unquantized weights, read from a Hugging Face directory through the
+/// architecture's tensor map: matrices in the checkpoint's precision (bf16 stays bf16, f16 and
+/// f32 become f32), vectors (norms, biases) in f32. Every tensor the map expects must be present
+/// with its shape, and none may be left over.
 public final class FloatModel: @unchecked Sendable {
     public let config: MoEModelConfig
     public let directory: String
-    private var weights: [TensorRole: [Float]] = [:]
+    private var vectors: [TensorRole: [Float]] = [:]
+    private var matrices: [TensorRole: Matrix] = [:]
 
     public init(directory: String) throws {
         self.directory = directory
@@ -20,7 +22,18 @@ public final class FloatModel: @unchecked Sendable {
             guard let file = files.file(containing: name) else {
                 throw ModelFormatError(file: files.description, "missing tensor \(name)")
             }
-            weights[role] = try file.floats(name, shape: shape)
+            if shape.count == 2 {
+                let info = try file.info(name)
+                if info.dtype == .bf16, info.shape == shape {
+                    let raw = try file.bytes(name)
+                    let bits = (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+                    matrices[role] = Matrix(rows: shape[0], columns: shape[1], storage: .bf16(bits))
+                } else {
+                    matrices[role] = Matrix(rows: shape[0], columns: shape[1], floats: try file.floats(name, shape: shape))
+                }
+            } else {
+                vectors[role] = try file.floats(name, shape: shape)
+            }
             used.insert(name)
         }
         let leftover = files.allNames.subtracting(used)
@@ -29,14 +42,21 @@ public final class FloatModel: @unchecked Sendable {
         }
     }
 
+    /// A vector (norm weight, bias).
     public func weight(_ role: TensorRole) -> [Float] {
-        guard let value = weights[role] else { preconditionFailure("no tensor for \(role)") }
+        guard let value = vectors[role] else { preconditionFailure("no vector for \(role)") }
         return value
     }
 
-    public func optionalWeight(_ role: TensorRole) -> [Float]? { weights[role] }
+    public func optionalWeight(_ role: TensorRole) -> [Float]? { vectors[role] }
 
-    public var parameterCount: Int { weights.values.reduce(0) { $0 + $1.count } }
+    public func matrix(_ role: TensorRole) -> Matrix {
+        guard let value = matrices[role] else { preconditionFailure("no matrix for \(role)") }
+        return value
+    }
+
+    public var parameterCount: Int { vectors.values.reduce(0) { $0 + $1.count } + matrices.values.reduce(0) { $0 + $1.rows * $1.columns } }
+    public var weightBytes: Int { vectors.values.reduce(0) { $0 + 4 * $1.count } + matrices.values.reduce(0) { $0 + $1.byteCount } }
 }
 
 /// The safetensors files of a checkpoint: `model.safetensors`, or the shards listed by

@@ -56,6 +56,122 @@ public enum Kernels {
         return y
     }
 
+    /// `x · Wᵀ (+ bias)` for a weight matrix in f32 or bf16.
+    public static func linear(_ x: [Float], tokens: Int, matrix: Matrix, bias: [Float]? = nil) -> [Float] {
+        switch matrix.storage {
+        case let .f32(w):
+            return linear(x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+        case let .bf16(w):
+            if useReferenceKernels || matrix.columns % 2 != 0 {
+                return referenceLinear(x, tokens: tokens, weight: matrix.floats, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+            }
+            return linearBF16(x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+        }
+    }
+
+    /// The bf16 linear layer. Decode (fewer than 4 tokens): dot products straight from bf16, two
+    /// values per 32-bit word widened by shifts and masks (no per-lane conversion calls), against x
+    /// split into even and odd elements once per token. Prefill: each chunk of weight rows is
+    /// widened to f32 once and reused for every token.
+    static func linearBF16(_ x: [Float], tokens: Int, weight w: [UInt16], outFeatures: Int, inFeatures: Int,
+                           bias: [Float]?) -> [Float] {
+        precondition(x.count == tokens * inFeatures && w.count == outFeatures * inFeatures && inFeatures % 2 == 0)
+        var y = [Float](repeating: 0, count: tokens * outFeatures)
+        let half = inFeatures / 2
+        // x deinterleaved per token: [even half | odd half].
+        var split = [Float](repeating: 0, count: tokens * inFeatures)
+        for t in 0..<tokens {
+            for i in 0..<half {
+                split[t * inFeatures + i] = x[t * inFeatures + 2 * i]
+                split[t * inFeatures + half + i] = x[t * inFeatures + 2 * i + 1]
+            }
+        }
+        split.withUnsafeBufferPointer { xs in
+            x.withUnsafeBufferPointer { x in
+                w.withUnsafeBufferPointer { w in
+                    y.withUnsafeMutableBufferPointer { y in
+                        let buffers = BuffersBF16(xSplit: xs.baseAddress!, x: x.baseAddress!, w: w.baseAddress!, y: y.baseAddress!)
+                        let chunk = 16
+                        let chunks = (outFeatures + chunk - 1) / chunk
+                        let body: @Sendable (Int) -> Void = { c in
+                            let first = c * chunk, last = min(first + chunk, outFeatures)
+                            if tokens >= 4 {
+                                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (last - first) * inFeatures)
+                                defer { scratch.deallocate() }
+                                for o in first..<last {
+                                    widenBF16(buffers.w + o * inFeatures, into: scratch + (o - first) * inFeatures, count: inFeatures)
+                                }
+                                var t = 0
+                                while t + 4 <= tokens {
+                                    for o in first..<last {
+                                        let sums = dot4(buffers.x + t * inFeatures, inFeatures, scratch + (o - first) * inFeatures, inFeatures)
+                                        for r in 0..<4 { buffers.y[(t + r) * outFeatures + o] = sums[r] + (bias?[o] ?? 0) }
+                                    }
+                                    t += 4
+                                }
+                                while t < tokens {
+                                    for o in first..<last {
+                                        buffers.y[t * outFeatures + o] = dot(buffers.x + t * inFeatures, scratch + (o - first) * inFeatures, inFeatures) + (bias?[o] ?? 0)
+                                    }
+                                    t += 1
+                                }
+                            } else {
+                                for t in 0..<tokens {
+                                    let even = buffers.xSplit + t * inFeatures
+                                    for o in first..<last {
+                                        buffers.y[t * outFeatures + o] = dotBF16(even, even + half, buffers.w + o * inFeatures, pairs: half) + (bias?[o] ?? 0)
+                                    }
+                                }
+                            }
+                        }
+                        if tokens * outFeatures * inFeatures >= 1 << 18 && chunks > 1 {
+                            DispatchQueue.concurrentPerform(iterations: chunks, execute: body)
+                        } else {
+                            for c in 0..<chunks { body(c) }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// `Σ_j even[j]·w[2j] + odd[j]·w[2j+1]` over `pairs` bf16 pairs.
+    @inline(__always)
+    static func dotBF16(_ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, _ w: UnsafePointer<UInt16>, pairs: Int) -> Float {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
+        let raw = UnsafeRawPointer(w), re = UnsafeRawPointer(even), ro = UnsafeRawPointer(odd)
+        let low = SIMD8<UInt32>(repeating: 0xFFFF_0000)
+        var j = 0
+        while j + 16 <= pairs {
+            let w0 = raw.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<UInt32>.self)
+            let w1 = raw.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<UInt32>.self)
+            a0.addProduct(unsafeBitCast(w0 &<< 16, to: SIMD8<Float>.self), re.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self))
+            b0.addProduct(unsafeBitCast(w0 & low, to: SIMD8<Float>.self), ro.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self))
+            a1.addProduct(unsafeBitCast(w1 &<< 16, to: SIMD8<Float>.self), re.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<Float>.self))
+            b1.addProduct(unsafeBitCast(w1 & low, to: SIMD8<Float>.self), ro.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<Float>.self))
+            j += 16
+        }
+        var sum = ((a0 + a1) + (b0 + b1)).sum()
+        while j < pairs {
+            sum += even[j] * Float(bitPattern: UInt32(w[2 * j]) << 16) + odd[j] * Float(bitPattern: UInt32(w[2 * j + 1]) << 16)
+            j += 1
+        }
+        return sum
+    }
+
+    @inline(__always)
+    static func widenBF16(_ source: UnsafePointer<UInt16>, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { destination[i] = Float(bitPattern: UInt32(source[i]) << 16) }
+    }
+
+    struct BuffersBF16: @unchecked Sendable {
+        let xSplit: UnsafePointer<Float>
+        let x: UnsafePointer<Float>
+        let w: UnsafePointer<UInt16>
+        let y: UnsafeMutablePointer<Float>
+    }
+
     /// Raw buffers handed to worker threads; each thread writes disjoint rows of `y`.
     struct Buffers: @unchecked Sendable {
         let x: UnsafePointer<Float>

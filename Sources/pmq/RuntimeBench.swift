@@ -33,7 +33,8 @@ extension PMQ {
             let attention = config.hiddenSize * (2 * config.attentionHeads + 2 * config.keyValueHeads) * config.headDim
             let experts = config.routing.topK * 3 * config.hiddenSize * config.expertIntermediateSize
             let router = config.expertCount * config.hiddenSize
-            let bytesPerToken = Double(4 * (config.layerCount * (attention + experts + router) + config.vocabSize * config.hiddenSize))
+            let bytesPerWeight = Double(loaded.matrix(.embeddings).byteCount) / Double(config.vocabSize * config.hiddenSize)
+            let bytesPerToken = bytesPerWeight * Double(config.layerCount * (attention + experts + router) + config.vocabSize * config.hiddenSize)
 
             func measure() throws -> (prefill: Double, decode: Double) {
                 var prefillRates: [Double] = [], decodeRates: [Double] = []
@@ -62,8 +63,8 @@ extension PMQ {
                 emit(String(format: "scalar kernels: prefill %8.1f tokens/s   decode %7.2f tokens/s   (SIMD speed-up: prefill %.1f×, decode %.1f×)",
                             reference.prefill, reference.decode, fast.prefill / reference.prefill, fast.decode / reference.decode))
             }
-            emit(String(format: "peak RSS %.1f MB (weights held as f32: %.1f MB)", Double(peakRSS) / 1e6,
-                        Double(4 * loaded.parameterCount) / 1e6))
+            emit(String(format: "peak RSS %.1f MB (weights in memory: %.1f MB, %.0f bytes per matrix weight)", Double(peakRSS) / 1e6,
+                        Double(loaded.weightBytes) / 1e6, bytesPerWeight))
         }
     }
 }

@@ -175,3 +175,57 @@ import ModelFormat
         #expect(throws: ModelFormatError.self) { try FloatModel(directory: directory) }
     }
 }
+
+@Suite struct BF16Tests {
+    static func bf16(_ value: Float) -> UInt16 { UInt16(value.bitPattern >> 16) }   // truncation: any bf16 value will do
+
+    @Test(arguments: [(1, 64, 33), (2, 130, 70), (3, 34, 5), (4, 96, 17), (9, 512, 300)])
+    func bf16LinearMatchesReference(tokens: Int, inFeatures: Int, outFeatures: Int) {
+        var state: UInt32 = 99
+        func next() -> Float {
+            state = state &* 1_664_525 &+ 1_013_904_223
+            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 23)
+        }
+        let x = (0..<(tokens * inFeatures)).map { _ in next() }
+        let bits = (0..<(outFeatures * inFeatures)).map { _ in Self.bf16(next()) }
+        let matrix = Matrix(rows: outFeatures, columns: inFeatures, storage: .bf16(bits))
+        let bias = (0..<outFeatures).map { _ in next() }
+        let fast = Kernels.linear(x, tokens: tokens, matrix: matrix, bias: bias)
+        let reference = Kernels.referenceLinear(x, tokens: tokens, weight: matrix.floats, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
+        let tolerance = Float(inFeatures) * 4e-6
+        #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= tolerance * max(1, abs($1)) })
+    }
+
+    /// A bf16 checkpoint runs in bf16 and gives the logits of the same weights held as f32.
+    @Test func bf16CheckpointMatchesItsF32Twin() throws {
+        let source = try SafeTensorsFile(path: FloatForwardTests.fixtures.appendingPathComponent("mixtral/model.safetensors").path)
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-bf16-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var halves = SafeTensorsWriter(), singles = SafeTensorsWriter()
+        for name in source.names {
+            let values = try source.floats(name)
+            let info = try source.info(name)
+            let bits = values.map(Self.bf16)
+            var data = Data()
+            for value in bits { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
+            try halves.add(name, dtype: .bf16, shape: info.shape, data: data)
+            try singles.add(name, shape: info.shape, floats: bits.map { Float(bitPattern: UInt32($0) << 16) })
+        }
+        for (directory, writer) in [("bf16", halves), ("f32", singles)] {
+            try FileManager.default.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: FloatForwardTests.fixtures.appendingPathComponent("mixtral/config.json").path, toPath: "\(root)/\(directory)/config.json")
+            try writer.write(to: "\(root)/\(directory)/model.safetensors")
+        }
+        let half = try FloatModel(directory: root + "/bf16"), single = try FloatModel(directory: root + "/f32")
+        if case .bf16 = half.matrix(.expertGate(layer: 0, expert: 0)).storage {} else { Issue.record("bf16 weights were widened on load") }
+        #expect(half.weightBytes < single.weightBytes)
+        let ids = [1, 17, 42, 5, 88, 23, 64, 9, 31, 77]
+        let a = try FloatForward(model: half).logits(ids), b = try FloatForward(model: single).logits(ids)
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! <= 1e-4)
+        // Decode path too.
+        let session = FloatForward(model: half)
+        var stepped: [Float] = []
+        for id in ids { stepped += try session.logits([id]) }
+        #expect(zip(stepped, b).map { abs($0 - $1) }.max()! <= 1e-4)
+    }
+}

@@ -1,0 +1,49 @@
+import ModelFormat
+
+/// A weight matrix `[rows, columns]` (PyTorch's `[out, in]`) kept in the checkpoint's precision:
+/// bf16 checkpoints stay bf16 in memory (half the bytes to hold and to stream per token).
+public struct Matrix: Sendable {
+    public enum Storage: Sendable {
+        case f32([Float])
+        /// Raw bfloat16 bit patterns (the top 16 bits of an f32).
+        case bf16([UInt16])
+    }
+
+    public let rows: Int
+    public let columns: Int
+    public let storage: Storage
+
+    public init(rows: Int, columns: Int, storage: Storage) {
+        self.rows = rows
+        self.columns = columns
+        self.storage = storage
+    }
+
+    public init(rows: Int, columns: Int, floats: [Float]) {
+        precondition(floats.count == rows * columns)
+        self.init(rows: rows, columns: columns, storage: .f32(floats))
+    }
+
+    public var byteCount: Int {
+        switch storage {
+        case let .f32(values): return values.count * 4
+        case let .bf16(values): return values.count * 2
+        }
+    }
+
+    /// Row `index` as f32.
+    public func row(_ index: Int) -> [Float] {
+        switch storage {
+        case let .f32(values): return Array(values[(index * columns)..<((index + 1) * columns)])
+        case let .bf16(values): return values[(index * columns)..<((index + 1) * columns)].map { Float(bitPattern: UInt32($0) << 16) }
+        }
+    }
+
+    /// All values as f32 (tests and reference paths).
+    public var floats: [Float] {
+        switch storage {
+        case let .f32(values): return values
+        case let .bf16(values): return values.map { Float(bitPattern: UInt32($0) << 16) }
+        }
+    }
+}

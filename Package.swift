@@ -49,7 +49,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver"]),
-        .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler"]),
+        .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler", "ModelFormat"]),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),
         .testTarget(name: "MoERuntimeTests", dependencies: ["MoERuntime", "ModelFormat"]),

@@ -1,0 +1,218 @@
+import Foundation
+
+/// GPTQ (Frantar et al. 2022), as in IST-DASLab/gptq `fasterquant`: dead columns zeroed, damping
+/// (`dampening` × mean diagonal), upper Cholesky factor of H⁻¹, column-by-column quantization with
+/// error feedback, lazy updates of the columns after each block. Group parameters come from the
+/// weights as they stand when the group's first column is reached. The Hessian is not changed:
+/// one expert can be quantized at several widths from the same H.
+///
+/// This is the plain reference implementation (Double accumulation, no SIMD).
+public struct GPTQ: Sendable {
+    public struct Options: Sendable {
+        public var groupSize: Int
+        public var blockSize: Int
+        public var dampening: Double
+        public init(groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01) {
+            self.groupSize = groupSize
+            self.blockSize = blockSize
+            self.dampening = dampening
+        }
+    }
+
+    public struct Result: Sendable {
+        /// Integer codes `[rows, columns]`, row-major.
+        public var codes: [Int]
+        /// Per row and group: `[rows, groups]`.
+        public var scales: [Float]
+        public var zeros: [Float]
+        /// Dequantized weights `[rows, columns]`.
+        public var dequantized: [Float]
+        /// `tr((W − Q) H (W − Q)ᵀ)` with the undamped H.
+        public var error: Double
+    }
+
+    public enum Failure: Error, Equatable {
+        /// H + damping is not positive definite.
+        case notPositiveDefinite
+    }
+
+    public var options: Options
+
+    public init(options: Options = .init()) { self.options = options }
+
+    /// Quantizes `weight` (`[rows, columns]`, PyTorch `[out, in]`) with Hessian `hessian`
+    /// (`[columns, columns]`, `Σ xᵀx` over the inputs) at `bits`.
+    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws -> Result {
+        precondition(weight.count == rows * columns && hessian.count == columns * columns)
+        let quantizer = GroupQuantizer(bits: bits)
+        let groupSize = options.groupSize > 0 ? options.groupSize : columns
+        let groups = (columns + groupSize - 1) / groupSize
+        var w = weight.map(Double.init)
+        var h = hessian
+        // Dead inputs (never seen): weight irrelevant, make H invertible.
+        for j in 0..<columns where h[j * columns + j] == 0 {
+            h[j * columns + j] = 1
+            for r in 0..<rows { w[r * columns + j] = 0 }
+        }
+        var meanDiagonal = 0.0
+        for j in 0..<columns { meanDiagonal += h[j * columns + j] }
+        meanDiagonal /= Double(columns)
+        for j in 0..<columns { h[j * columns + j] += options.dampening * meanDiagonal }
+        let hinv = try Self.upperCholeskyOfInverse(h, n: columns)
+
+        var codes = [Int](repeating: 0, count: rows * columns)
+        var scales = [Float](repeating: 0, count: rows * groups)
+        var zeros = [Float](repeating: 0, count: rows * groups)
+        var dequantized = [Float](repeating: 0, count: rows * columns)
+        var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
+        var group = [Float](repeating: 0, count: groupSize)
+        var errors = [Double](repeating: 0, count: rows * options.blockSize)
+        var snapshot = [Double](repeating: 0, count: rows * options.blockSize)
+
+        var blockStart = 0
+        while blockStart < columns {
+            let blockEnd = min(blockStart + options.blockSize, columns)
+            // The reference takes group parameters from W as it stood at the block's start
+            // (earlier blocks' lazy updates applied, this block's error feedback not).
+            for r in 0..<rows {
+                for c in blockStart..<blockEnd { snapshot[r * options.blockSize + (c - blockStart)] = w[r * columns + c] }
+            }
+            for j in blockStart..<blockEnd {
+                if j % groupSize == 0 {
+                    let end = min(j + groupSize, columns)
+                    for r in 0..<rows {
+                        for c in j..<end {
+                            group[c - j] = Float(c < blockEnd ? snapshot[r * options.blockSize + (c - blockStart)] : w[r * columns + c])
+                        }
+                        parameters[r] = group.withUnsafeBufferPointer { quantizer.parameters(UnsafeBufferPointer(rebasing: $0[0..<(end - j)])) }
+                        scales[r * groups + j / groupSize] = parameters[r].scale
+                        zeros[r * groups + j / groupSize] = parameters[r].zero
+                    }
+                }
+                let d = hinv[j * columns + j]
+                for r in 0..<rows {
+                    let value = w[r * columns + j]
+                    let code = quantizer.code(Float(value), parameters[r])
+                    let q = Double(quantizer.dequantize(code, parameters[r]))
+                    codes[r * columns + j] = code
+                    dequantized[r * columns + j] = Float(q)
+                    let err = (value - q) / d
+                    errors[r * options.blockSize + (j - blockStart)] = err
+                    // Error feedback inside the block.
+                    for c in (j + 1)..<blockEnd { w[r * columns + c] -= err * hinv[j * columns + c] }
+                }
+            }
+            // Lazy update of every later column: W[:, end:] -= Err · Hinv[block, end:].
+            if blockEnd < columns {
+                for r in 0..<rows {
+                    for k in blockStart..<blockEnd {
+                        let err = errors[r * options.blockSize + (k - blockStart)]
+                        if err == 0 { continue }
+                        for c in blockEnd..<columns { w[r * columns + c] -= err * hinv[k * columns + c] }
+                    }
+                }
+            }
+            blockStart = blockEnd
+        }
+        let error = Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian)
+        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error)
+    }
+
+    /// Round-to-nearest with the same grid (GPTQ without error feedback).
+    public func roundToNearest(weight: [Float], rows: Int, columns: Int, hessian: [Double]?, bits: Int) -> Result {
+        let quantizer = GroupQuantizer(bits: bits)
+        let groupSize = options.groupSize > 0 ? options.groupSize : columns
+        let groups = (columns + groupSize - 1) / groupSize
+        var codes = [Int](repeating: 0, count: rows * columns)
+        var scales = [Float](repeating: 0, count: rows * groups), zeros = scales
+        var dequantized = [Float](repeating: 0, count: rows * columns)
+        weight.withUnsafeBufferPointer { w in
+            for r in 0..<rows {
+                for g in 0..<groups {
+                    let start = g * groupSize, end = min(start + groupSize, columns)
+                    let p = quantizer.parameters(UnsafeBufferPointer(rebasing: w[(r * columns + start)..<(r * columns + end)]))
+                    scales[r * groups + g] = p.scale
+                    zeros[r * groups + g] = p.zero
+                    for c in start..<end {
+                        let code = quantizer.code(w[r * columns + c], p)
+                        codes[r * columns + c] = code
+                        dequantized[r * columns + c] = quantizer.dequantize(code, p)
+                    }
+                }
+            }
+        }
+        let error = hessian.map { Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: $0) } ?? 0
+        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error)
+    }
+
+    /// `tr((W − Q) H (W − Q)ᵀ) = Σ_r e_r H e_rᵀ`.
+    public static func outputError(_ weight: [Float], _ quantized: [Float], rows: Int, columns: Int, hessian: [Double]) -> Double {
+        var total = 0.0
+        var e = [Double](repeating: 0, count: columns)
+        for r in 0..<rows {
+            for c in 0..<columns { e[c] = Double(weight[r * columns + c]) - Double(quantized[r * columns + c]) }
+            for i in 0..<columns where e[i] != 0 {
+                var row = 0.0
+                for j in 0..<columns { row += hessian[i * columns + j] * e[j] }
+                total += e[i] * row
+            }
+        }
+        return total
+    }
+
+    /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), as torch's
+    /// `cholesky(cholesky_inverse(cholesky(H)), upper=True)`.
+    static func upperCholeskyOfInverse(_ h: [Double], n: Int) throws -> [Double] {
+        // H = L Lᵀ.
+        var l = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for j in 0...i {
+                var sum = h[i * n + j]
+                for k in 0..<j { sum -= l[i * n + k] * l[j * n + k] }
+                if i == j {
+                    guard sum > 0 else { throw Failure.notPositiveDefinite }
+                    l[i * n + i] = sum.squareRoot()
+                } else {
+                    l[i * n + j] = sum / l[j * n + j]
+                }
+            }
+        }
+        // L⁻¹ (lower triangular).
+        var li = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            li[i * n + i] = 1 / l[i * n + i]
+            for j in 0..<i {
+                var sum = 0.0
+                for k in j..<i { sum -= l[i * n + k] * li[k * n + j] }
+                li[i * n + j] = sum / l[i * n + i]
+            }
+        }
+        // H⁻¹ = L⁻ᵀ L⁻¹.
+        var inverse = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for j in 0...i {
+                var sum = 0.0
+                for k in i..<n { sum += li[k * n + i] * li[k * n + j] }
+                inverse[i * n + j] = sum
+                inverse[j * n + i] = sum
+            }
+        }
+        // H⁻¹ = Uᵀ U with U upper: U = (chol(H⁻¹) lower)ᵀ.
+        var c = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for j in 0...i {
+                var sum = inverse[i * n + j]
+                for k in 0..<j { sum -= c[i * n + k] * c[j * n + k] }
+                if i == j {
+                    guard sum > 0 else { throw Failure.notPositiveDefinite }
+                    c[i * n + i] = sum.squareRoot()
+                } else {
+                    c[i * n + j] = sum / c[j * n + j]
+                }
+            }
+        }
+        var u = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in i..<n { u[i * n + j] = c[j * n + i] } }
+        return u
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import ModelFormat
+import Testing
+@testable import QuantEngine
+
+/// GPTQ against the published algorithm (tools/fixtures/make_gptq_fixtures.py), and against
+/// round-to-nearest and its own error definition.
+@Suite struct GPTQTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/gptq")
+    /// Relative tolerance on the output error (float64 reference, float64 accumulation here).
+    static let errorTolerance = 1e-4
+
+    struct Case: Decodable, CustomTestStringConvertible {
+        var name: String, rows: Int, columns: Int, bits: Int, groupSize: Int, blockSize: Int, error: Double
+        var testDescription: String { "\(name): \(rows)×\(columns), \(bits) bits, group \(groupSize), block \(blockSize)" }
+    }
+
+    static let cases: [Case] = {
+        (try? JSONDecoder().decode([Case].self, from: Data(contentsOf: fixtures.appendingPathComponent("cases.json")))) ?? []
+    }()
+
+    @Test func fixturesArePresent() { #expect(Self.cases.count == 5) }
+
+    static func doubles(_ file: SafeTensorsFile, _ name: String) throws -> [Double] {
+        let raw = try file.bytes(name)
+        return (0..<(raw.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+    }
+
+    @Test(arguments: cases)
+    func matchesThePublishedAlgorithm(_ example: Case) throws {
+        let file = try SafeTensorsFile(path: Self.fixtures.appendingPathComponent("\(example.name).safetensors").path)
+        let weight = try file.floats("weight")
+        let hessian = try Self.doubles(file, "hessian")
+        let expectedCodes = try file.bytes("codes").bindMemory(to: Int32.self).map { Int($0) }
+        let expectedScales = try Self.doubles(file, "scales")
+        let gptq = GPTQ(options: .init(groupSize: example.groupSize, blockSize: example.blockSize))
+        let result = try gptq.quantize(weight: weight, rows: example.rows, columns: example.columns, hessian: hessian, bits: example.bits)
+        let mismatches = zip(result.codes, expectedCodes).filter { $0 != $1 }.count
+        // Identical codes except rounding ties (float32 grid here, float64 in the reference).
+        #expect(mismatches <= max(1, result.codes.count / 200), "\(mismatches) of \(result.codes.count) codes differ")
+        #expect(zip(result.scales, expectedScales).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(abs($1), 1e-6) })
+        #expect(abs(result.error - example.error) <= Self.errorTolerance * example.error, "error \(result.error) vs \(example.error)")
+        // The reported error is tr((W−Q)H(W−Q)ᵀ) of the returned codes.
+        let recomputed = GPTQ.outputError(weight, result.dequantized, rows: example.rows, columns: example.columns, hessian: hessian)
+        #expect(abs(recomputed - result.error) <= 1e-9 * result.error)
+    }
+
+    @Test(arguments: [2, 3, 4, 8])
+    func identityHessianIsRoundToNearest(bits: Int) throws {
+        let rows = 8, columns = 64
+        var state: UInt32 = 3
+        let weight = (0..<(rows * columns)).map { _ -> Float in
+            state = state &* 1_664_525 &+ 1_013_904_223
+            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 23)
+        }
+        var identity = [Double](repeating: 0, count: columns * columns)
+        for j in 0..<columns { identity[j * columns + j] = 1 }
+        let gptq = GPTQ(options: .init(groupSize: 32, blockSize: 32, dampening: 0))
+        let full = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: identity, bits: bits)
+        let rtn = gptq.roundToNearest(weight: weight, rows: rows, columns: columns, hessian: identity, bits: bits)
+        #expect(full.codes == rtn.codes)
+        #expect(full.scales == rtn.scales)
+        #expect(abs(full.error - rtn.error) <= 1e-12 * max(rtn.error, 1))
+    }
+
+    @Test func errorFallsWithWidthAndSignBinarisationIsMeanAbs() throws {
+        let rows = 4, columns = 32
+        let weight = (0..<(rows * columns)).map { Float(sin(Double($0) * 0.37)) }
+        var hessian = [Double](repeating: 0, count: columns * columns)
+        for i in 0..<columns { for j in 0..<columns { hessian[i * columns + j] = i == j ? 2 : 0.3 } }
+        let gptq = GPTQ(options: .init(groupSize: 16, blockSize: 16))
+        let errors = try [1, 2, 3, 4, 8].map { try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: $0).error }
+        #expect(zip(errors, errors.dropFirst()).allSatisfy { $0 > $1 }, "\(errors)")
+        let sign = gptq.roundToNearest(weight: weight, rows: rows, columns: columns, hessian: nil, bits: 1)
+        let mean = weight[0..<16].map { abs($0) }.reduce(0, +) / 16
+        #expect(abs(sign.dequantized[0] - (weight[0] >= 0 ? mean : -mean)) < 1e-6)
+        #expect(Set(sign.codes).isSubset(of: [0, 1]))
+    }
+}

@@ -34,9 +34,9 @@ let package = Package(
         // Core file handling: atomic writes today; safetensors and config.json next.
         .target(name: "ModelFormat"),
         // Packed-layout arithmetic today; quantizers and GPTQ kernels later.
-        .target(name: "QuantEngine"),
+        .target(name: "QuantEngine", swiftSettings: kernelSettings),
         // Profile producers (synthetic today, calibration runs later).
-        .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat"]),
+        .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat", "MoERuntime"], swiftSettings: kernelSettings),
         // Model definition and forward pass (float today; packed weights and OTP later).
         .target(name: "MoERuntime", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
         // Profile → integer program → CBC → allocation report; Pareto sweeps.
@@ -52,6 +52,8 @@ let package = Package(
         .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler", "ModelFormat"]),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),
+        .testTarget(name: "ExpertProfilerTests", dependencies: ["ExpertProfiler", "MoERuntime", "ModelFormat", "QuantEngine"],
+                    path: "Tests/ExpertProfilerTests"),
         .testTarget(name: "MoERuntimeTests", dependencies: ["MoERuntime", "ModelFormat"]),
     ]
 )

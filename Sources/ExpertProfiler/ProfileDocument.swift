@@ -21,6 +21,10 @@ public struct ProfileDocument: Encodable, Sendable {
         public var mass: Double
         public var error: WidthMap<Double>
         public var bytes: WidthMap<Int64>
+        /// Calibration tokens routed to the expert (absent in synthetic profiles).
+        public var tokens: Int? = nil
+        /// How the error was measured when the usual way was impossible.
+        public var note: String? = nil
     }
 
     public struct Layer: Encodable, Sendable {

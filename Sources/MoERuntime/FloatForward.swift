@@ -120,6 +120,7 @@ public final class FloatForward {
     func moe(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
         let hidden = config.hiddenSize, experts = config.expertCount
+        observer?.moeInput(layer: layer, hidden: x, count: count)
         let logits = Kernels.linear(x, tokens: count, matrix: model.matrix(.router(layer: layer)))
         var assigned = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for t in 0..<count {
@@ -142,7 +143,9 @@ public final class FloatForward {
                 for i in 0..<hidden { rows[row * hidden + i] = x[entry.token * hidden + i] }
             }
             let y = swiglu(rows, count: tokens.count, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
-                           down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
+                           down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize) { activations in
+                observer?.expertActivations(layer: layer, expert: expert, tokens: tokens.map(\.token), activations: activations)
+            }
             for (row, entry) in tokens.enumerated() {
                 for i in 0..<hidden { output[entry.token * hidden + i] += entry.weight * y[row * hidden + i] }
             }
@@ -160,12 +163,14 @@ public final class FloatForward {
     }
 
     /// `down(silu(gate(x)) ⊙ up(x))`.
-    func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int) -> [Float] {
+    func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int,
+                activations: ([Float]) -> Void = { _ in }) -> [Float] {
         let hidden = model.config.hiddenSize
         let g = Kernels.linear(x, tokens: count, matrix: model.matrix(gate))
         let u = Kernels.linear(x, tokens: count, matrix: model.matrix(up))
         var h = [Float](repeating: 0, count: g.count)
         for i in h.indices { h[i] = Kernels.silu(g[i]) * u[i] }
+        activations(h)
         return Kernels.linear(h, tokens: count, matrix: model.matrix(down))
     }
 }

@@ -10,6 +10,6 @@ struct PMQ: ParsableCommand {
         program solved by COIN-OR CBC (solve, sweep), synthetic profiles, and solver benchmarks.
         """,
         version: "0.1.0",
-        subcommands: [Solve.self, Sweep.self, Eval.self, Generate.self, Tokenize.self, SynthProfile.self, Bench.self]
+        subcommands: [Profile.self, Solve.self, Sweep.self, Eval.self, Generate.self, Tokenize.self, SynthProfile.self, Bench.self]
     )
 }

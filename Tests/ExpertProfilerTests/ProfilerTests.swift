@@ -1,0 +1,62 @@
+import Foundation
+import ModelFormat
+import MoERuntime
+import QuantEngine
+import Testing
+@testable import ExpertProfiler
+
+@Suite struct ProfilerTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/tiny")
+
+    /// freq and mass equal those computed from transformers' own router on the same tokens.
+    @Test(arguments: MoEArchitecture.allCases)
+    func routingStatisticsMatchTransformers(architecture: MoEArchitecture) throws {
+        let directory = Self.fixtures.appendingPathComponent(architecture.rawValue).path
+        let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
+        let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
+        let routing = try reference.bytes("routing").bindMemory(to: Int32.self).map { Int($0) }
+        let probabilities = try reference.floats("router_probs")
+        let model = try FloatModel(directory: directory)
+        let config = model.config
+        let document = try Profiler(model: model, options: .init(widths: [2, 4], groupSize: 16, sequenceLength: ids.count, samples: 1))
+            .run(tokens: ids, description: "fixture")
+        let k = config.routing.topK, experts = config.expertCount
+        #expect(document.layers.count == config.moeLayers.filter { $0 }.count)
+        for layer in document.layers {
+            for expert in layer.experts {
+                var freq = 0
+                var mass = 0.0
+                for token in ids.indices {
+                    let start = (layer.index * ids.count + token) * k
+                    if routing[start..<(start + k)].contains(expert.index) {
+                        freq += 1
+                        mass += Double(probabilities[(layer.index * ids.count + token) * experts + expert.index])
+                    }
+                }
+                #expect(Int(expert.freq) == freq, "layer \(layer.index) expert \(expert.index)")
+                #expect(abs(expert.mass - mass) <= 1e-5, "layer \(layer.index) expert \(expert.index)")
+                let errors = expert.error.entries.map(\.value)
+                #expect(errors.count == 2 && errors[0] >= errors[1], "error must not rise with width: \(errors)")
+                #expect(expert.bytes.entries.map(\.value) == [2, 4].map {
+                    PackedLayout.expertBytes(hidden: config.hiddenSize, intermediate: config.expertIntermediateSize, bits: $0, groupSize: 16)
+                })
+            }
+        }
+    }
+
+    @Test func hessianAccumulatorMatchesNaiveSum() {
+        var accumulator = HessianAccumulator(dimension: 11)
+        let rows = (0..<7).map { r in (0..<11).map { Float(sin(Double(r * 11 + $0))) } }
+        accumulator.add(rows.flatMap { $0 }, rows: [0, 2, 3, 6])
+        accumulator.add(rows[1])
+        let h = accumulator.matrix
+        for i in 0..<11 {
+            for j in 0..<11 {
+                let expected = [0, 2, 3, 6, 1].reduce(0.0) { $0 + Double(rows[$1][i]) * Double(rows[$1][j]) }
+                #expect(abs(h[i * 11 + j] - expected) <= 1e-5)
+            }
+        }
+        #expect(accumulator.samples == 5)
+    }
+}

@@ -17,6 +17,7 @@ final class Progress {
     private let label: String
     private let quiet: Bool
     private var shown = false
+    private var lastPrinted = -Double.infinity
     private let interactive = isatty(STDERR_FILENO) != 0
 
     init(_ label: String, quiet: Bool = false) {
@@ -28,6 +29,9 @@ final class Progress {
 
     func update(done: Int, total: Int, detail: String) {
         guard !quiet, elapsed > 1 else { return }
+        // Into a pipe or a log: a line every few seconds, and the last one.
+        if !interactive && done < total && elapsed - lastPrinted < 5 { return }
+        lastPrinted = elapsed
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
         let line = "\(label) \(done)/\(total)  \(detail)  \(String(format: "%.1f", elapsed)) s, ETA \(String(format: "%.0f", eta)) s"
         FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line : line + "\n").utf8))

@@ -83,3 +83,25 @@ extension RuntimeCLITests {
         }
     }
 }
+
+extension RuntimeCLITests {
+    /// `pmq profile` writes a profile that `pmq solve` reads unchanged.
+    @Test func profileFeedsSolve() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var data = Data()
+        for index in 0..<64 { withUnsafeBytes(of: UInt32((index * 37 + 5) % 96).littleEndian) { data.append(contentsOf: $0) } }
+        try data.write(to: URL(fileURLWithPath: directory + "/calib.u32"))
+        let profile = try CLITests.pmq(["profile", "--model", Self.fixtures.appendingPathComponent("tiny/qwen2_moe").path,
+                                        "--calib", directory + "/calib.u32", "--samples", "4", "--seq-len", "16",
+                                        "--group-size", "8", "--out", directory + "/profile.json", "--quiet"])
+        #expect(profile.status == 0, "\(profile.stderr)")
+        let solve = try CLITests.pmq(["solve", "--profile", directory + "/profile.json", "--bits", "2.5", "--out", directory + "/a.json"])
+        #expect(solve.status == 0, "\(solve.stderr)")
+        #expect(solve.stdout.contains("status optimal"))
+        let missing = try CLITests.pmq(["profile", "--model", Self.fixtures.appendingPathComponent("tiny/qwen2_moe").path,
+                                        "--calib", directory + "/calib.u32", "--seq-len", "100", "--out", directory + "/p2.json"])
+        #expect(missing.status != 0)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/p2.json"))
+    }
+}

@@ -3,18 +3,18 @@ import ModelFormat
 
 /// The profile file (`pmq-profile`, version 1) as the profiler writes it. The allocator reads the
 /// JSON with its own validating reader; the two sides share the format, not the types.
-public struct ProfileDocument: Encodable, Sendable {
-    public struct Model: Encodable, Sendable {
+public struct ProfileDocument: Codable, Sendable {
+    public struct Model: Codable, Sendable {
         public var name: String
         public var architecture: String
     }
 
-    public struct Calibration: Encodable, Sendable {
+    public struct Calibration: Codable, Sendable {
         public var tokens: Int
         public var description: String
     }
 
-    public struct Expert: Encodable, Sendable {
+    public struct Expert: Codable, Sendable {
         public var index: Int
         public var params: Int64
         public var freq: Double
@@ -27,7 +27,7 @@ public struct ProfileDocument: Encodable, Sendable {
         public var note: String? = nil
     }
 
-    public struct Layer: Encodable, Sendable {
+    public struct Layer: Codable, Sendable {
         public var index: Int
         public var experts: [Expert]
     }
@@ -46,7 +46,7 @@ public struct ProfileDocument: Encodable, Sendable {
 }
 
 /// A width → value map encoded as a JSON object with keys in ascending width order (`{"1": …, "2": …}`).
-public struct WidthMap<Value: Encodable & Sendable>: Encodable, Sendable {
+public struct WidthMap<Value: Codable & Sendable>: Codable, Sendable {
     public var entries: [(width: Int, value: Value)]
 
     public init(_ entries: [(width: Int, value: Value)]) {
@@ -63,5 +63,15 @@ public struct WidthMap<Value: Encodable & Sendable>: Encodable, Sendable {
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
         for entry in entries { try container.encode(entry.value, forKey: Key(stringValue: String(entry.width))) }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        entries = try container.allKeys.map { key in
+            guard let width = Int(key.stringValue) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "not a bit width")
+            }
+            return (width, try container.decode(Value.self, forKey: key))
+        }.sorted { $0.width < $1.width }
     }
 }

@@ -22,38 +22,39 @@ public struct Profiler {
         }
     }
 
-    /// Per-layer routing statistics and Hessians, filled by the forward pass.
-    final class Statistics: RouterObserver {
-        let layers: Int, experts: Int
-        var frequency: [[Int]]
-        var mass: [[Double]]
-        var inputHessians: [[HessianAccumulator]]
-        var downHessians: [[HessianAccumulator]]
-        private var pendingInput: [Int: [Float]] = [:]
+    /// One layer's routing statistics and Hessians, filled by the forward pass.
+    final class LayerStatistics: RouterObserver {
+        let layer: Int
+        var frequency: [Int]
+        var mass: [Double]
+        var inputHessians: [HessianAccumulator]
+        var downHessians: [HessianAccumulator]
+        private var pendingInput: [Float] = []
 
-        init(config: MoEModelConfig) {
-            layers = config.layerCount
-            experts = config.expertCount
-            frequency = Array(repeating: Array(repeating: 0, count: experts), count: layers)
-            mass = Array(repeating: Array(repeating: 0, count: experts), count: layers)
-            inputHessians = Array(repeating: Array(repeating: HessianAccumulator(dimension: config.hiddenSize), count: experts), count: layers)
-            downHessians = Array(repeating: Array(repeating: HessianAccumulator(dimension: config.expertIntermediateSize), count: experts), count: layers)
+        init(layer: Int, config: MoEModelConfig) {
+            self.layer = layer
+            frequency = Array(repeating: 0, count: config.expertCount)
+            mass = Array(repeating: 0, count: config.expertCount)
+            inputHessians = Array(repeating: HessianAccumulator(dimension: config.hiddenSize), count: config.expertCount)
+            downHessians = Array(repeating: HessianAccumulator(dimension: config.expertIntermediateSize), count: config.expertCount)
         }
 
         func moeInput(layer: Int, hidden: [Float], count: Int) {
-            pendingInput[layer] = hidden
+            if layer == self.layer { pendingInput = hidden }
         }
 
         func routed(layer: Int, token: Int, probabilities: [Float], experts chosen: [Int], weights: [Float]) {
+            guard layer == self.layer else { return }
             for expert in chosen {
-                frequency[layer][expert] += 1
-                mass[layer][expert] += Double(probabilities[expert])
+                frequency[expert] += 1
+                mass[expert] += Double(probabilities[expert])
             }
         }
 
         func expertActivations(layer: Int, expert: Int, tokens: [Int], activations: [Float]) {
-            if let input = pendingInput[layer] { inputHessians[layer][expert].add(input, rows: tokens) }
-            downHessians[layer][expert].add(activations)
+            guard layer == self.layer else { return }
+            inputHessians[expert].add(pendingInput, rows: tokens)
+            downHessians[expert].add(activations)
         }
     }
 
@@ -65,58 +66,100 @@ public struct Profiler {
         self.options = options
     }
 
-    /// Runs the calibration windows and measures every expert; `progress(stage, done, total)`.
-    public func run(tokens: [Int], description: String, progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> ProfileDocument {
+    /// Profiles the MoE layers in `layers` (all by default), layer by layer as GPTQ does: the
+    /// calibration windows' hidden states go through one layer at a time, that layer's statistics
+    /// are gathered and its experts quantized, and only then the next layer runs. With a
+    /// `checkpointDirectory`, each finished layer is saved there and a rerun continues after the
+    /// last finished one. `progress(stage, done, total)`.
+    public func run(tokens: [Int], description: String, layers requested: Range<Int>? = nil,
+                    checkpointDirectory: String? = nil,
+                    progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> ProfileDocument {
         let config = model.config
-        let statistics = Statistics(config: config)
-        let session = FloatForward(model: model, observer: statistics)
         let windows = min(options.samples, tokens.count / options.sequenceLength)
         guard windows >= 1 else {
             throw ModelFormatError(file: "calibration tokens", "\(tokens.count) tokens are fewer than one window of --seq-len \(options.sequenceLength)")
         }
-        for window in 0..<windows {
-            session.reset()
-            let start = window * options.sequenceLength
-            _ = try session.logits(Array(tokens[start..<(start + options.sequenceLength)]))
-            progress("calibration windows", window + 1, windows)
+        let range = requested ?? 0..<config.layerCount
+        guard range.lowerBound >= 0, range.upperBound <= config.layerCount, !range.isEmpty else {
+            throw ModelFormatError(file: model.directory, "layers \(range.lowerBound)..<\(range.upperBound) are not within the model's \(config.layerCount)")
         }
-        var layers: [ProfileDocument.Layer] = []
-        let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening))
-        let hidden = config.hiddenSize, width = config.expertIntermediateSize
-        let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }
-        var done = 0
-        for layer in moeLayers {
-            var experts: [ProfileDocument.Expert] = []
-            for expert in 0..<config.expertCount {
-                let reached = statistics.frequency[layer][expert] > 0
-                let inputH = reached ? statistics.inputHessians[layer][expert].matrix : Self.identity(hidden)
-                let downH = reached ? statistics.downHessians[layer][expert].matrix : Self.identity(width)
-                let gate = model.matrix(.expertGate(layer: layer, expert: expert)).floats
-                let up = model.matrix(.expertUp(layer: layer, expert: expert)).floats
-                let down = model.matrix(.expertDown(layer: layer, expert: expert)).floats
-                var errors: [(width: Int, value: Double)] = []
-                var bytes: [(width: Int, value: Int64)] = []
-                for bits in options.widths {
-                    let e = try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, bits: bits).error
-                        + gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, bits: bits).error
-                        + gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, bits: bits).error
-                    errors.append((bits, max(0, e)))
-                    bytes.append((bits, PackedLayout.expertBytes(hidden: hidden, intermediate: width, bits: bits, groupSize: options.groupSize)))
+        let targets = range.filter { config.moeLayers[$0] }
+        let checkpoint = try checkpointDirectory.map {
+            try LayerCheckpoint(directory: $0, fingerprint: fingerprint(tokens: tokens, windows: windows))
+        }
+
+        let session = FloatForward(model: model)
+        var states = (0..<windows).map { window in
+            session.embed(Array(tokens[(window * options.sequenceLength)..<((window + 1) * options.sequenceLength)]))
+        }
+        var finished: [ProfileDocument.Layer] = []
+        for layer in 0..<(targets.last.map { $0 + 1 } ?? 0) {
+            let isTarget = targets.contains(layer)
+            let saved = isTarget ? try checkpoint?.load(layer: layer) : nil
+            let statistics = isTarget && saved == nil ? LayerStatistics(layer: layer, config: config) : nil
+            let needForward = statistics != nil || targets.contains { $0 > layer }
+            if needForward {
+                session.observer = statistics
+                for window in 0..<windows {
+                    session.reset()
+                    session.forwardLayer(layer, &states[window], count: options.sequenceLength)
+                    if statistics != nil { progress("layer \(layer): calibration windows", window + 1, windows) }
                 }
-                experts.append(ProfileDocument.Expert(
-                    index: expert, params: 3 * Int64(hidden) * Int64(width),
-                    freq: Double(statistics.frequency[layer][expert]), mass: statistics.mass[layer][expert],
-                    error: WidthMap(errors), bytes: WidthMap(bytes), tokens: statistics.frequency[layer][expert],
-                    note: reached ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
-                done += 1
-                progress("experts quantized", done, moeLayers.count * config.expertCount)
+                session.observer = nil
             }
-            layers.append(ProfileDocument.Layer(index: layer, experts: experts))
+            if let saved {
+                finished.append(saved)
+            } else if let statistics {
+                let measured = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
+                try checkpoint?.save(measured)
+                finished.append(measured)
+            }
         }
         let name = URL(fileURLWithPath: model.directory).lastPathComponent
         return ProfileDocument(model: .init(name: name, architecture: config.architecture.rawValue),
                                calibration: .init(tokens: windows * options.sequenceLength, description: description),
-                               widths: options.widths.sorted(), groupSize: options.groupSize, layers: layers)
+                               widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished)
+    }
+
+    /// GPTQ of every expert of one layer at every candidate width.
+    func measure(layer: Int, _ statistics: LayerStatistics, progress: (Int, Int) -> Void) throws -> ProfileDocument.Layer {
+        let config = model.config
+        let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening))
+        let hidden = config.hiddenSize, width = config.expertIntermediateSize
+        var experts: [ProfileDocument.Expert] = []
+        for expert in 0..<config.expertCount {
+            let reached = statistics.frequency[expert] > 0
+            let inputH = reached ? statistics.inputHessians[expert].matrix : Self.identity(hidden)
+            let downH = reached ? statistics.downHessians[expert].matrix : Self.identity(width)
+            let gate = model.matrix(.expertGate(layer: layer, expert: expert)).floats
+            let up = model.matrix(.expertUp(layer: layer, expert: expert)).floats
+            let down = model.matrix(.expertDown(layer: layer, expert: expert)).floats
+            var errors: [(width: Int, value: Double)] = []
+            var bytes: [(width: Int, value: Int64)] = []
+            for bits in options.widths.sorted() {
+                let e = try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, bits: bits).error
+                    + gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, bits: bits).error
+                    + gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, bits: bits).error
+                errors.append((bits, max(0, e)))
+                bytes.append((bits, PackedLayout.expertBytes(hidden: hidden, intermediate: width, bits: bits, groupSize: options.groupSize)))
+            }
+            experts.append(ProfileDocument.Expert(
+                index: expert, params: 3 * Int64(hidden) * Int64(width),
+                freq: Double(statistics.frequency[expert]), mass: statistics.mass[expert],
+                error: WidthMap(errors), bytes: WidthMap(bytes), tokens: statistics.frequency[expert],
+                note: reached ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
+            progress(expert + 1, config.expertCount)
+        }
+        return ProfileDocument.Layer(index: layer, experts: experts)
+    }
+
+    /// Identifies a run's inputs, so that a checkpoint is only resumed by the same run.
+    func fingerprint(tokens: [Int], windows: Int) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for token in tokens.prefix(windows * options.sequenceLength) {
+            hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
+        }
+        return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|tokens \(String(hash, radix: 16))"
     }
 
     static func identity(_ n: Int) -> [Double] {

@@ -41,25 +41,38 @@ public final class FloatForward {
         for token in tokens where !(0..<config.vocabSize).contains(token) {
             throw ModelFormatError(file: model.directory, "token id \(token) is outside the vocabulary (size \(config.vocabSize))")
         }
-        let embeddings = model.matrix(.embeddings)
-        var x = [Float]()
-        x.reserveCapacity(count * hidden)
-        for token in tokens { x += embeddings.row(token) }
-        let eps = Float(config.rmsNormEps)
-        for layer in 0..<config.layerCount {
-            let normed = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.attentionNorm(layer: layer)), eps: eps)
-            let attention = attend(normed, count: count, layer: layer)
-            for i in x.indices { x[i] += attention[i] }
-            let normed2 = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.mlpNorm(layer: layer)), eps: eps)
-            let mlp = config.moeLayers[layer] ? moe(normed2, count: count, layer: layer)
-                : swiglu(normed2, count: count, gate: .denseGate(layer: layer), up: .denseUp(layer: layer),
-                         down: .denseDown(layer: layer), width: config.denseIntermediateSize)
-            for i in x.indices { x[i] += mlp[i] }
-        }
+        var x = embed(tokens)
+        for layer in 0..<config.layerCount { forwardLayer(layer, &x, count: count) }
         position += count
-        let final = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.finalNorm), eps: eps)
+        let final = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.finalNorm), eps: Float(config.rmsNormEps))
         let head = config.tieWordEmbeddings ? model.matrix(.embeddings) : model.matrix(.lmHead)
         return Kernels.linear(final, tokens: count, matrix: head)
+    }
+
+    /// Token embeddings `[tokens.count, hidden]` (ids must be in the vocabulary).
+    public func embed(_ tokens: [Int]) -> [Float] {
+        let embeddings = model.matrix(.embeddings)
+        var x = [Float]()
+        x.reserveCapacity(tokens.count * model.config.hiddenSize)
+        for token in tokens { x += embeddings.row(token) }
+        return x
+    }
+
+    /// One decoder layer over `count` tokens at positions `position…`: attention (appending to this
+    /// layer's KV cache) and the MLP or MoE block, both residual. Does not advance `position`:
+    /// `logits` does that after the last layer; the layer-by-layer profiler resets per window.
+    public func forwardLayer(_ layer: Int, _ x: inout [Float], count: Int) {
+        let config = model.config
+        let hidden = config.hiddenSize
+        let eps = Float(config.rmsNormEps)
+        let normed = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.attentionNorm(layer: layer)), eps: eps)
+        let attention = attend(normed, count: count, layer: layer)
+        for i in x.indices { x[i] += attention[i] }
+        let normed2 = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.mlpNorm(layer: layer)), eps: eps)
+        let mlp = config.moeLayers[layer] ? moe(normed2, count: count, layer: layer)
+            : swiglu(normed2, count: count, gate: .denseGate(layer: layer), up: .denseUp(layer: layer),
+                     down: .denseDown(layer: layer), width: config.denseIntermediateSize)
+        for i in x.indices { x[i] += mlp[i] }
     }
 
     /// Causal self-attention with RoPE and grouped-query heads.

@@ -7,8 +7,19 @@ import MoERuntime
 extension PMQ {
     struct Profile: ParsableCommand {
         static let configuration = CommandConfiguration(
+            abstract: "Measure every expert (profile run, the default) or join slices (profile merge).",
+            subcommands: [ProfileRun.self, ProfileMerge.self],
+            defaultSubcommand: ProfileRun.self
+        )
+    }
+
+    struct ProfileRun: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "run",
             abstract: "Measure every expert: routing frequency and mass, and GPTQ output error at each candidate width.",
-            discussion: "Writes a pmq-profile v1 file that `pmq solve` reads unchanged."
+            discussion: """
+            Writes a pmq-profile v1 file that `pmq solve` reads unchanged. Layer by layer; each finished             layer is saved in OUT.partial/, and a rerun with the same inputs continues after the last             finished layer. --layers 4..<8 profiles a slice (join slices with `pmq profile merge`).
+            """
         )
 
         @Option(help: ArgumentHelp("Hugging Face model directory.", valueName: "dir"))
@@ -32,6 +43,10 @@ extension PMQ {
         @Option(help: ArgumentHelp("Output profile JSON.", valueName: "file"))
         var out: String
 
+        @Option(help: ArgumentHelp("Profile only these decoder layers, e.g. 4..<8 (default: all).", valueName: "a..<b"),
+                transform: parseLayerRange)
+        var layers: Range<Int>?
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
@@ -49,7 +64,9 @@ extension PMQ {
             try file.validate(vocabSize: loaded.config.vocabSize)
             let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples))
             var progress: (stage: String, bar: Progress)? = nil
-            let document = try profiler.run(tokens: file.tokens, description: "\(calib): \(samples) windows of \(seqLen) tokens") { stage, done, total in
+            let partial = out + ".partial"
+            let document = try profiler.run(tokens: file.tokens, description: "\(calib): \(samples) windows of \(seqLen) tokens",
+                                            layers: layers, checkpointDirectory: partial) { stage, done, total in
                 if progress?.stage != stage {
                     progress?.bar.finish()
                     progress = (stage, Progress("profile: \(stage)", quiet: quiet))
@@ -58,9 +75,60 @@ extension PMQ {
             }
             progress?.bar.finish()
             try document.write(to: out)
+            try? FileManager.default.removeItem(atPath: partial)
             let experts = document.layers.reduce(0) { $0 + $1.experts.count }
             let unreached = document.layers.flatMap(\.experts).filter { $0.tokens == 0 }.count
             print("\(out): \(document.layers.count) MoE layers, \(experts) experts, widths \(widths.map(String.init).joined(separator: ",")), \(document.calibration.tokens) calibration tokens\(unreached > 0 ? ", \(unreached) experts never routed to" : "")")
+        }
+    }
+}
+
+func parseLayerRange(_ text: String) throws -> Range<Int> {
+    let parts = text.components(separatedBy: "..<")
+    guard parts.count == 2, let low = Int(parts[0]), let high = Int(parts[1]), low >= 0, low < high else {
+        throw ValidationError("--layers: '\(text)' is not a range like 4..<8")
+    }
+    return low..<high
+}
+
+extension PMQ {
+    struct ProfileMerge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "merge",
+            abstract: "Join profile slices (from `profile run --layers`) of one model and calibration into one profile."
+        )
+
+        @Argument(help: "Slice profiles.")
+        var slices: [String]
+
+        @Option(help: ArgumentHelp("Output profile JSON.", valueName: "file"))
+        var out: String
+
+        func run() throws {
+            guard !slices.isEmpty else { throw ValidationError("name at least one slice") }
+            var merged: ProfileDocument? = nil
+            var seen = Set<Int>()
+            for path in slices {
+                guard let data = FileManager.default.contents(atPath: path) else { throw ModelFormatError(file: path, "cannot read") }
+                let slice: ProfileDocument
+                do { slice = try JSONDecoder().decode(ProfileDocument.self, from: data) } catch {
+                    throw ModelFormatError(file: path, "not a pmq profile")
+                }
+                if let first = merged {
+                    guard slice.model.name == first.model.name, slice.model.architecture == first.model.architecture,
+                          slice.widths == first.widths, slice.groupSize == first.groupSize,
+                          slice.calibration.tokens == first.calibration.tokens, slice.calibration.description == first.calibration.description else {
+                        throw ModelFormatError(file: path, "model, widths, group size or calibration differ from \(slices[0])")
+                    }
+                }
+                for layer in slice.layers {
+                    guard seen.insert(layer.index).inserted else { throw ModelFormatError(file: path, "layer \(layer.index) is in two slices") }
+                }
+                if merged == nil { merged = slice } else { merged!.layers += slice.layers }
+            }
+            merged!.layers.sort { $0.index < $1.index }
+            try merged!.write(to: out)
+            print("\(out): \(merged!.layers.count) layers from \(slices.count) slices")
         }
     }
 }

@@ -60,3 +60,44 @@ import Testing
         #expect(accumulator.samples == 5)
     }
 }
+
+@Suite struct ProfilerSliceTests {
+    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3]) throws -> ProfileDocument {
+        let directory = ProfilerTests.fixtures.appendingPathComponent("qwen3_moe").path
+        let model = try FloatModel(directory: directory)
+        let tokens = (0..<48).map { ($0 * 29 + 3) % 96 }
+        return try Profiler(model: model, options: .init(widths: widths, groupSize: 16, sequenceLength: 16, samples: 3))
+            .run(tokens: tokens, description: "slices", layers: layers, checkpointDirectory: checkpoint)
+    }
+
+    static func json(_ document: ProfileDocument) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return try encoder.encode(document)
+    }
+
+    @Test func slicesJoinToTheWholeProfile() throws {
+        let whole = try Self.run()
+        var first = try Self.run(layers: 0..<1)
+        let second = try Self.run(layers: 1..<2)
+        #expect(first.layers.map(\.index) == [0] && second.layers.map(\.index) == [1])
+        first.layers += second.layers
+        #expect(try Self.json(first) == Self.json(whole))
+    }
+
+    @Test func resumesFromSavedLayersAndRefusesAnotherRun() throws {
+        let checkpoint = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-resume-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: checkpoint) }
+        let whole = try Self.run(checkpoint: checkpoint)
+        #expect(FileManager.default.fileExists(atPath: checkpoint + "/layer-1.json"))
+        // A saved layer is used as is on the next run: mark it and see the mark come back.
+        var saved = try JSONDecoder().decode(ProfileDocument.Layer.self, from: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/layer-1.json")))
+        saved.experts[0].note = "from the checkpoint"
+        try JSONEncoder().encode(saved).write(to: URL(fileURLWithPath: checkpoint + "/layer-1.json"))
+        let resumed = try Self.run(checkpoint: checkpoint)
+        #expect(resumed.layers[1].experts[0].note == "from the checkpoint")
+        #expect(resumed.layers[0].experts.map(\.freq) == whole.layers[0].experts.map(\.freq))
+        // Other settings: refused, not mixed.
+        #expect(throws: ModelFormatError.self) { try Self.run(checkpoint: checkpoint, widths: [2, 4]) }
+    }
+}

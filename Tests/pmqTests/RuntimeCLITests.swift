@@ -105,3 +105,29 @@ extension RuntimeCLITests {
         #expect(!FileManager.default.fileExists(atPath: directory + "/p2.json"))
     }
 }
+
+extension RuntimeCLITests {
+    @Test func profileSlicesMerge() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var data = Data()
+        for index in 0..<32 { withUnsafeBytes(of: UInt32((index * 13 + 1) % 96).littleEndian) { data.append(contentsOf: $0) } }
+        try data.write(to: URL(fileURLWithPath: directory + "/calib.u32"))
+        let model = Self.fixtures.appendingPathComponent("tiny/olmoe").path
+        func profile(_ extra: [String], _ out: String) throws -> CLITests.Run {
+            try CLITests.pmq(["profile", "--model", model, "--calib", directory + "/calib.u32", "--samples", "2", "--seq-len", "16",
+                              "--group-size", "8", "--widths", "2,3", "--quiet", "--out", directory + "/" + out] + extra)
+        }
+        #expect(try profile([], "whole.json").status == 0)
+        #expect(try profile(["--layers", "0..<1"], "a.json").status == 0)
+        #expect(try profile(["--layers", "1..<2"], "b.json").status == 0)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/a.json.partial"))
+        let merge = try CLITests.pmq(["profile", "merge", directory + "/b.json", directory + "/a.json", "--out", directory + "/merged.json"])
+        #expect(merge.status == 0, "\(merge.stderr)")
+        let whole = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/whole.json"))) as! NSDictionary
+        let merged = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/merged.json"))) as! NSDictionary
+        #expect(whole == merged)
+        let twice = try CLITests.pmq(["profile", "merge", directory + "/a.json", directory + "/a.json", "--out", directory + "/bad.json"])
+        #expect(twice.status != 0 && twice.stderr.contains("layer 0 is in two slices"))
+    }
+}

@@ -30,6 +30,13 @@ public struct ProfileDocument: Codable, Sendable {
     public struct Layer: Codable, Sendable {
         public var index: Int
         public var experts: [Expert]
+        /// Wall time of this layer's stages: calibration forward pass and Hessians, GPTQ.
+        public var seconds: StageSeconds? = nil
+    }
+
+    public struct StageSeconds: Codable, Sendable, Equatable {
+        public var forward: Double
+        public var quantization: Double
     }
 
     public var format = "pmq-profile"
@@ -39,6 +46,8 @@ public struct ProfileDocument: Codable, Sendable {
     public var widths: [Int]
     public var groupSize: Int
     public var layers: [Layer]
+    /// Wall time of the whole run (absent in synthetic profiles).
+    public var seconds: Double? = nil
 
     public func write(to path: String) throws {
         try AtomicFile.writeJSON(self, to: path)

@@ -74,6 +74,7 @@ public struct Profiler {
     public func run(tokens: [Int], description: String, layers requested: Range<Int>? = nil,
                     checkpointDirectory: String? = nil,
                     progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> ProfileDocument {
+        let runStart = ContinuousClock.now
         let config = model.config
         let windows = min(options.samples, tokens.count / options.sequenceLength)
         guard windows >= 1 else {
@@ -98,6 +99,7 @@ public struct Profiler {
             let saved = isTarget ? try checkpoint?.load(layer: layer) : nil
             let statistics = isTarget && saved == nil ? LayerStatistics(layer: layer, config: config) : nil
             let needForward = statistics != nil || targets.contains { $0 > layer }
+            let forwardStart = ContinuousClock.now
             if needForward {
                 session.observer = statistics
                 for window in 0..<windows {
@@ -110,7 +112,10 @@ public struct Profiler {
             if let saved {
                 finished.append(saved)
             } else if let statistics {
-                let measured = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
+                let forwardSeconds = Self.seconds(since: forwardStart)
+                let quantizationStart = ContinuousClock.now
+                var measured = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
+                measured.seconds = .init(forward: forwardSeconds, quantization: Self.seconds(since: quantizationStart))
                 try checkpoint?.save(measured)
                 finished.append(measured)
             }
@@ -118,7 +123,8 @@ public struct Profiler {
         let name = URL(fileURLWithPath: model.directory).lastPathComponent
         return ProfileDocument(model: .init(name: name, architecture: config.architecture.rawValue),
                                calibration: .init(tokens: windows * options.sequenceLength, description: description),
-                               widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished)
+                               widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
+                               seconds: Self.seconds(since: runStart))
     }
 
     /// GPTQ of every expert of one layer at every candidate width.
@@ -160,6 +166,11 @@ public struct Profiler {
             hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
         }
         return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|tokens \(String(hash, radix: 16))"
+    }
+
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
     }
 
     static func identity(_ n: Int) -> [Double] {

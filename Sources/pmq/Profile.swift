@@ -124,7 +124,12 @@ extension PMQ {
                 for layer in slice.layers {
                     guard seen.insert(layer.index).inserted else { throw ModelFormatError(file: path, "layer \(layer.index) is in two slices") }
                 }
-                if merged == nil { merged = slice } else { merged!.layers += slice.layers }
+                if merged == nil {
+                    merged = slice
+                } else {
+                    merged!.layers += slice.layers
+                    merged!.seconds = (merged!.seconds ?? 0) + (slice.seconds ?? 0)   // total work, not elapsed time
+                }
             }
             merged!.layers.sort { $0.index < $1.index }
             try merged!.write(to: out)

@@ -70,7 +70,11 @@ import Testing
             .run(tokens: tokens, description: "slices", layers: layers, checkpointDirectory: checkpoint)
     }
 
+    /// The document without its wall times, which differ from run to run.
     static func json(_ document: ProfileDocument) throws -> Data {
+        var document = document
+        document.seconds = nil
+        for index in document.layers.indices { document.layers[index].seconds = nil }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return try encoder.encode(document)

@@ -99,16 +99,26 @@ public struct GPTQ: Sendable {
                     let err = (value - q) / d
                     errors[r * options.blockSize + (j - blockStart)] = err
                     // Error feedback inside the block.
-                    for c in (j + 1)..<blockEnd { w[r * columns + c] -= err * hinv[j * columns + c] }
+                    if j + 1 < blockEnd {
+                        w.withUnsafeMutableBufferPointer { w in
+                            hinv.withUnsafeBufferPointer { h in
+                                Self.subtractScaled(w.baseAddress! + r * columns + j + 1, h.baseAddress! + j * columns + j + 1, err, blockEnd - j - 1)
+                            }
+                        }
+                    }
                 }
             }
             // Lazy update of every later column: W[:, end:] -= Err · Hinv[block, end:].
             if blockEnd < columns {
-                for r in 0..<rows {
-                    for k in blockStart..<blockEnd {
-                        let err = errors[r * options.blockSize + (k - blockStart)]
-                        if err == 0 { continue }
-                        for c in blockEnd..<columns { w[r * columns + c] -= err * hinv[k * columns + c] }
+                w.withUnsafeMutableBufferPointer { w in
+                    hinv.withUnsafeBufferPointer { h in
+                        for r in 0..<rows {
+                            for k in blockStart..<blockEnd {
+                                let err = errors[r * options.blockSize + (k - blockStart)]
+                                if err == 0 { continue }
+                                Self.subtractScaled(w.baseAddress! + r * columns + blockEnd, h.baseAddress! + k * columns + blockEnd, err, columns - blockEnd)
+                            }
+                        }
                     }
                 }
             }
@@ -149,15 +159,51 @@ public struct GPTQ: Sendable {
     public static func outputError(_ weight: [Float], _ quantized: [Float], rows: Int, columns: Int, hessian: [Double]) -> Double {
         var total = 0.0
         var e = [Double](repeating: 0, count: columns)
-        for r in 0..<rows {
-            for c in 0..<columns { e[c] = Double(weight[r * columns + c]) - Double(quantized[r * columns + c]) }
-            for i in 0..<columns where e[i] != 0 {
-                var row = 0.0
-                for j in 0..<columns { row += hessian[i * columns + j] * e[j] }
-                total += e[i] * row
+        hessian.withUnsafeBufferPointer { h in
+            for r in 0..<rows {
+                for c in 0..<columns { e[c] = Double(weight[r * columns + c]) - Double(quantized[r * columns + c]) }
+                e.withUnsafeBufferPointer { e in
+                    for i in 0..<columns where e[i] != 0 {
+                        total += e[i] * dot(h.baseAddress! + i * columns, e.baseAddress!, columns)
+                    }
+                }
             }
         }
         return total
+    }
+
+    /// `y[i] -= scale · x[i]`, rounded exactly as the scalar loop (multiply, then subtract).
+    @inline(__always)
+    static func subtractScaled(_ y: UnsafeMutablePointer<Double>, _ x: UnsafePointer<Double>, _ scale: Double, _ count: Int) {
+        let splat = SIMD4<Double>(repeating: scale)
+        var i = 0
+        while i + 4 <= count {
+            let current = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD4<Double>.self)
+            let update = current - splat * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Double>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: update, as: SIMD4<Double>.self)
+            i += 4
+        }
+        while i < count {
+            y[i] -= scale * x[i]
+            i += 1
+        }
+    }
+
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ count: Int) -> Double {
+        var s0 = SIMD4<Double>(), s1 = SIMD4<Double>()
+        var i = 0
+        while i + 8 <= count {
+            s0.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Double>.self))
+            s1.addProduct(UnsafeRawPointer(a + i + 4).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(b + i + 4).loadUnaligned(as: SIMD4<Double>.self))
+            i += 8
+        }
+        var sum = (s0 + s1).sum()
+        while i < count {
+            sum += a[i] * b[i]
+            i += 1
+        }
+        return sum
     }
 
     /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), as torch's

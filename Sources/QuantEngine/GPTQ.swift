@@ -207,8 +207,53 @@ public struct GPTQ: Sendable {
     }
 
     /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), as torch's
-    /// `cholesky(cholesky_inverse(cholesky(H)), upper=True)`.
+    /// `cholesky(cholesky_inverse(cholesky(H)), upper=True)`, in two triangular passes instead of
+    /// four: factor the index-reversed matrix, `PHP = L Lᵀ`, so `H = V Vᵀ` with `V = PLP` upper;
+    /// then `H⁻¹ = V⁻ᵀ V⁻¹` and `U = V⁻¹ = P L⁻¹ P` (the factor is unique). Inner loops are SIMD
+    /// dot products over contiguous rows.
     static func upperCholeskyOfInverse(_ h: [Double], n: Int) throws -> [Double] {
+        // L: lower Cholesky factor of the reversed H.
+        var l = [Double](repeating: 0, count: n * n)
+        try l.withUnsafeMutableBufferPointer { l in
+            let base = l.baseAddress!
+            for i in 0..<n {
+                let rowI = base + i * n
+                for j in 0...i {
+                    let value = h[(n - 1 - i) * n + (n - 1 - j)] - dot(rowI, base + j * n, j)
+                    if i == j {
+                        guard value > 0 else { throw Failure.notPositiveDefinite }
+                        rowI[i] = value.squareRoot()
+                    } else {
+                        rowI[j] = value / base[j * n + j]
+                    }
+                }
+            }
+        }
+        // Xᵀ, where X = L⁻¹: row j of Xᵀ is column j of X, from L x_j = e_j by forward substitution.
+        var xt = [Double](repeating: 0, count: n * n)
+        l.withUnsafeBufferPointer { l in
+            xt.withUnsafeMutableBufferPointer { xt in
+                let lBase = l.baseAddress!, xBase = xt.baseAddress!
+                for j in 0..<n {
+                    let column = xBase + j * n
+                    column[j] = 1 / lBase[j * n + j]
+                    if j + 1 < n {
+                        for i in (j + 1)..<n {
+                            column[i] = -dot(lBase + i * n + j, column + j, i - j) / lBase[i * n + i]
+                        }
+                    }
+                }
+            }
+        }
+        // U[a][b] = X[n−1−a][n−1−b] = Xᵀ[n−1−b][n−1−a].
+        var u = [Double](repeating: 0, count: n * n)
+        for a in 0..<n { for b in a..<n { u[a * n + b] = xt[(n - 1 - b) * n + (n - 1 - a)] } }
+        return u
+    }
+
+    /// The four-pass version (Cholesky, triangular inverse, product, Cholesky), kept as the
+    /// reference the fast one is tested against.
+    static func referenceUpperCholeskyOfInverse(_ h: [Double], n: Int) throws -> [Double] {
         // H = L Lᵀ.
         var l = [Double](repeating: 0, count: n * n)
         for i in 0..<n {

@@ -78,3 +78,26 @@ import Testing
         #expect(Set(sign.codes).isSubset(of: [0, 1]))
     }
 }
+
+extension GPTQTests {
+    @Test(arguments: [1, 2, 7, 33, 130])
+    func fastCholeskyInverseMatchesReference(n: Int) throws {
+        var state: UInt64 = UInt64(n) * 7919
+        func next() -> Double {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Double(Int64(bitPattern: state) >> 11) / Double(1 << 52)
+        }
+        // H = AᵀA + n·I: symmetric positive definite.
+        let a = (0..<(n * n)).map { _ in next() }
+        var h = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0..<n { for k in 0..<n { h[i * n + j] += a[k * n + i] * a[k * n + j] } } }
+        for i in 0..<n { h[i * n + i] += Double(n) }
+        let fast = try GPTQ.upperCholeskyOfInverse(h, n: n)
+        let reference = try GPTQ.referenceUpperCholeskyOfInverse(h, n: n)
+        let scale = reference.map(abs).max()!
+        #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= 1e-10 * scale })
+        var notPositive = h
+        notPositive[0] = -1
+        #expect(throws: GPTQ.Failure.self) { try GPTQ.upperCholeskyOfInverse(notPositive, n: n) }
+    }
+}

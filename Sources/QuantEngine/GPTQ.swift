@@ -12,7 +12,11 @@ public struct GPTQ: Sendable {
         public var groupSize: Int
         public var blockSize: Int
         public var dampening: Double
-        public init(groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01) {
+        /// Quantize columns in order of decreasing Hessian diagonal (GPTQ's `act_order`/`desc_act`);
+        /// groups are then formed in that order and `groupIndex` maps columns to groups.
+        public var actOrder: Bool
+        public init(groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01, actOrder: Bool = false) {
+            self.actOrder = actOrder
             self.groupSize = groupSize
             self.blockSize = blockSize
             self.dampening = dampening
@@ -29,6 +33,8 @@ public struct GPTQ: Sendable {
         public var dequantized: [Float]
         /// `tr((W − Q) H (W − Q)ᵀ)` with the undamped H.
         public var error: Double
+        /// Group of each input column (`g_idx`): `column / groupSize` unless act-order permuted them.
+        public var groupIndex: [Int]
     }
 
     public enum Failure: Error, Equatable {
@@ -44,6 +50,32 @@ public struct GPTQ: Sendable {
     /// (`[columns, columns]`, `Σ xᵀx` over the inputs) at `bits`.
     public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws -> Result {
         precondition(weight.count == rows * columns && hessian.count == columns * columns)
+        let groupSize = options.groupSize > 0 ? options.groupSize : columns
+        guard options.actOrder else {
+            return try quantizeInOrder(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+        }
+        // Descending diagonal (dead columns count as 1, as after GPTQ's fix-up), stable on ties.
+        let diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
+        let order = (0..<columns).sorted { diagonal[$0] != diagonal[$1] ? diagonal[$0] > diagonal[$1] : $0 < $1 }
+        var permutedWeight = [Float](repeating: 0, count: weight.count)
+        var permutedHessian = [Double](repeating: 0, count: hessian.count)
+        for r in 0..<rows { for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = weight[r * columns + source] } }
+        for (i, a) in order.enumerated() { for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] } }
+        let permuted = try quantizeInOrder(weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian, bits: bits)
+        var result = permuted
+        for r in 0..<rows {
+            for (j, column) in order.enumerated() {
+                result.codes[r * columns + column] = permuted.codes[r * columns + j]
+                result.dequantized[r * columns + column] = permuted.dequantized[r * columns + j]
+            }
+        }
+        for (j, column) in order.enumerated() { result.groupIndex[column] = j / groupSize }
+        result.error = Self.outputError(weight, result.dequantized, rows: rows, columns: columns, hessian: hessian)
+        return result
+    }
+
+    /// GPTQ over the columns in their given order.
+    func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws -> Result {
         let quantizer = GroupQuantizer(bits: bits)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
@@ -125,7 +157,8 @@ public struct GPTQ: Sendable {
             blockStart = blockEnd
         }
         let error = Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian)
-        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error)
+        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
+                      groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
     /// Round-to-nearest with the same grid (GPTQ without error feedback).
@@ -152,7 +185,8 @@ public struct GPTQ: Sendable {
             }
         }
         let error = hessian.map { Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: $0) } ?? 0
-        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error)
+        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
+                      groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
     /// `tr((W − Q) H (W − Q)ᵀ) = Σ_r e_r H e_rᵀ`.

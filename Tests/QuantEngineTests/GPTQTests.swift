@@ -12,15 +12,15 @@ import Testing
     static let errorTolerance = 1e-4
 
     struct Case: Decodable, CustomTestStringConvertible {
-        var name: String, rows: Int, columns: Int, bits: Int, groupSize: Int, blockSize: Int, error: Double
-        var testDescription: String { "\(name): \(rows)×\(columns), \(bits) bits, group \(groupSize), block \(blockSize)" }
+        var name: String, rows: Int, columns: Int, bits: Int, groupSize: Int, blockSize: Int, actOrder: Bool, error: Double
+        var testDescription: String { "\(name): \(rows)×\(columns), \(bits) bits, group \(groupSize), block \(blockSize)\(actOrder ? ", act-order" : "")" }
     }
 
     static let cases: [Case] = {
         (try? JSONDecoder().decode([Case].self, from: Data(contentsOf: fixtures.appendingPathComponent("cases.json")))) ?? []
     }()
 
-    @Test func fixturesArePresent() { #expect(Self.cases.count == 5) }
+    @Test func fixturesArePresent() { #expect(Self.cases.count == 7 && Self.cases.filter(\.actOrder).count == 2) }
 
     static func doubles(_ file: SafeTensorsFile, _ name: String) throws -> [Double] {
         let raw = try file.bytes(name)
@@ -34,13 +34,14 @@ import Testing
         let hessian = try Self.doubles(file, "hessian")
         let expectedCodes = try file.bytes("codes").bindMemory(to: Int32.self).map { Int($0) }
         let expectedScales = try Self.doubles(file, "scales")
-        let gptq = GPTQ(options: .init(groupSize: example.groupSize, blockSize: example.blockSize))
+        let gptq = GPTQ(options: .init(groupSize: example.groupSize, blockSize: example.blockSize, actOrder: example.actOrder))
         let result = try gptq.quantize(weight: weight, rows: example.rows, columns: example.columns, hessian: hessian, bits: example.bits)
         let mismatches = zip(result.codes, expectedCodes).filter { $0 != $1 }.count
         // Identical codes except rounding ties (float32 grid here, float64 in the reference).
         #expect(mismatches <= max(1, result.codes.count / 200), "\(mismatches) of \(result.codes.count) codes differ")
         #expect(zip(result.scales, expectedScales).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(abs($1), 1e-6) })
         #expect(abs(result.error - example.error) <= Self.errorTolerance * example.error, "error \(result.error) vs \(example.error)")
+        #expect(result.groupIndex == (try file.bytes("g_idx").bindMemory(to: Int32.self).map { Int($0) }))
         // The reported error is tr((W−Q)H(W−Q)ᵀ) of the returned codes.
         let recomputed = GPTQ.outputError(weight, result.dequantized, rows: example.rows, columns: example.columns, hessian: hessian)
         #expect(abs(recomputed - result.error) <= 1e-9 * result.error)

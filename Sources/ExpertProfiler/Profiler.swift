@@ -13,7 +13,12 @@ public struct Profiler {
         public var sequenceLength: Int
         public var samples: Int
         public var dampening: Double
-        public init(widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128, dampening: Double = 0.01) {
+        public var actOrder: Bool
+        public var clipSearch: Bool
+        public init(widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128, dampening: Double = 0.01,
+                    actOrder: Bool = false, clipSearch: Bool = false) {
+            self.actOrder = actOrder
+            self.clipSearch = clipSearch
             self.widths = widths
             self.groupSize = groupSize
             self.sequenceLength = sequenceLength
@@ -130,7 +135,8 @@ public struct Profiler {
     /// GPTQ of every expert of one layer at every candidate width.
     func measure(layer: Int, _ statistics: LayerStatistics, progress: (Int, Int) -> Void) throws -> ProfileDocument.Layer {
         let config = model.config
-        let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening))
+        let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening,
+                                       actOrder: options.actOrder, clipSearch: options.clipSearch))
         let hidden = config.hiddenSize, width = config.expertIntermediateSize
         var experts: [ProfileDocument.Expert] = []
         for expert in 0..<config.expertCount {
@@ -165,7 +171,7 @@ public struct Profiler {
         for token in tokens.prefix(windows * options.sequenceLength) {
             hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
         }
-        return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|tokens \(String(hash, radix: 16))"
+        return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order \(options.actOrder)|clip \(options.clipSearch)|tokens \(String(hash, radix: 16))"
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {

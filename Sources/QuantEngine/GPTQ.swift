@@ -15,8 +15,12 @@ public struct GPTQ: Sendable {
         /// Quantize columns in order of decreasing Hessian diagonal (GPTQ's `act_order`/`desc_act`);
         /// groups are then formed in that order and `groupIndex` maps columns to groups.
         public var actOrder: Bool
-        public init(groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01, actOrder: Bool = false) {
+        /// Per-group clipping search (see `GroupQuantizer.clipSearch`).
+        public var clipSearch: Bool
+        public init(groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01, actOrder: Bool = false,
+                    clipSearch: Bool = false) {
             self.actOrder = actOrder
+            self.clipSearch = clipSearch
             self.groupSize = groupSize
             self.blockSize = blockSize
             self.dampening = dampening
@@ -76,7 +80,7 @@ public struct GPTQ: Sendable {
 
     /// GPTQ over the columns in their given order.
     func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws -> Result {
-        let quantizer = GroupQuantizer(bits: bits)
+        let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
         var w = weight.map(Double.init)
@@ -163,7 +167,7 @@ public struct GPTQ: Sendable {
 
     /// Round-to-nearest with the same grid (GPTQ without error feedback).
     public func roundToNearest(weight: [Float], rows: Int, columns: Int, hessian: [Double]?, bits: Int) -> Result {
-        let quantizer = GroupQuantizer(bits: bits)
+        let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
         var codes = [Int](repeating: 0, count: rows * columns)

@@ -43,6 +43,15 @@ extension PMQ {
         @Option(help: ArgumentHelp("Output profile JSON.", valueName: "file"))
         var out: String
 
+        @Option(help: "GPTQ damping, as a fraction of the Hessian's mean diagonal.")
+        var dampening: Double = 0.01
+
+        @Flag(name: .customLong("act-order"), help: "GPTQ columns in order of decreasing Hessian diagonal (desc_act).")
+        var actOrder = false
+
+        @Flag(help: "Search a clipped range per group for the least squared error.")
+        var clip = false
+
         @Option(help: ArgumentHelp("Profile only these decoder layers, e.g. 4..<8 (default: all).", valueName: "a..<b"),
                 transform: parseLayerRange)
         var layers: Range<Int>?
@@ -53,6 +62,7 @@ extension PMQ {
         func validate() throws {
             guard samples >= 1, seqLen >= 2 else { throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2") }
             guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
+            guard dampening > 0, dampening.isFinite else { throw ValidationError("--dampening must be a positive number") }
             for width in widths where ![1, 2, 3, 4, 8].contains(width) {
                 throw ValidationError("--widths: \(width) is not one of 1, 2, 3, 4, 8")
             }
@@ -62,7 +72,8 @@ extension PMQ {
             let loaded = try FloatModel(directory: model)
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
-            let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples))
+            let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples,
+                                                                  dampening: dampening, actOrder: actOrder, clipSearch: clip))
             var progress: (stage: String, bar: Progress)? = nil
             let partial = out + ".partial"
             let document = try profiler.run(tokens: file.tokens, description: "\(calib): \(samples) windows of \(seqLen) tokens",

@@ -102,3 +102,19 @@ extension GPTQTests {
         #expect(throws: GPTQ.Failure.self) { try GPTQ.upperCholeskyOfInverse(notPositive, n: n) }
     }
 }
+
+extension GPTQTests {
+    @Test(arguments: [2, 3, 4, 8])
+    func clippingSearchNeverLosesAndHelpsOutliers(bits: Int) {
+        // A group with one outlier: shrinking the range trades the outlier for the rest.
+        var values = (0..<128).map { Float(sin(Double($0) * 1.3)) * 0.1 }
+        values[17] = 2.5
+        let plain = GroupQuantizer(bits: bits), searched = GroupQuantizer(bits: bits, clipSearch: true)
+        values.withUnsafeBufferPointer { group in
+            let plainError = plain.squaredError(group, plain.parameters(group))
+            let searchedError = searched.squaredError(group, searched.parameters(group))
+            #expect(searchedError <= plainError)
+            if bits <= 3 { #expect(searchedError < plainError) }
+        }
+    }
+}

@@ -95,8 +95,9 @@ public struct Profiler {
         }
 
         let session = FloatForward(model: model)
+        let embeddings = model.matrix(.embeddings)
         var states = (0..<windows).map { window in
-            session.embed(Array(tokens[(window * options.sequenceLength)..<((window + 1) * options.sequenceLength)]))
+            tokens[(window * options.sequenceLength)..<((window + 1) * options.sequenceLength)].flatMap { embeddings.row($0) }
         }
         var finished: [ProfileDocument.Layer] = []
         for layer in 0..<(targets.last.map { $0 + 1 } ?? 0) {
@@ -105,6 +106,9 @@ public struct Profiler {
             let statistics = isTarget && saved == nil ? LayerStatistics(layer: layer, config: config) : nil
             let needForward = statistics != nil || targets.contains { $0 > layer }
             let forwardStart = ContinuousClock.now
+            // A lazy model holds only this layer's matrices from here to `unpin`.
+            if needForward || statistics != nil { try model.pin(layer: layer) }
+            defer { model.unpin(layer: layer) }
             if needForward {
                 session.observer = statistics
                 for window in 0..<windows {

@@ -8,14 +8,21 @@ import ModelFormat
 public final class FloatModel: @unchecked Sendable {
     public let config: MoEModelConfig
     public let directory: String
+    /// Lazy models keep the checkpoint mapped and read a matrix when asked (or when its layer is
+    /// pinned) instead of holding every matrix: memory bounded by the layers in use.
+    public let lazy: Bool
     private var vectors: [TensorRole: [Float]] = [:]
     private var matrices: [TensorRole: Matrix] = [:]
+    private var shapes: [TensorRole: [Int]] = [:]
+    private let files: CheckpointFiles
+    private let map: ArchitectureMap
 
-    public init(directory: String) throws {
+    public init(directory: String, lazy: Bool = false) throws {
         self.directory = directory
+        self.lazy = lazy
         config = try MoEModelConfig.read(directory: directory)
-        let map = ArchitectureMap(config.architecture)
-        let files = try CheckpointFiles(directory: directory)
+        map = ArchitectureMap(config.architecture)
+        files = try CheckpointFiles(directory: directory)
         var used = Set<String>()
         for (role, shape) in map.expectedTensors(config) {
             let name = map.name(role)
@@ -24,13 +31,14 @@ public final class FloatModel: @unchecked Sendable {
             }
             if shape.count == 2 {
                 let info = try file.info(name)
-                if info.dtype == .bf16, info.shape == shape {
-                    let raw = try file.bytes(name)
-                    let bits = (0..<(raw.count / 2)).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
-                    matrices[role] = Matrix(rows: shape[0], columns: shape[1], storage: .bf16(bits))
-                } else {
-                    matrices[role] = Matrix(rows: shape[0], columns: shape[1], floats: try file.floats(name, shape: shape))
+                guard info.shape == shape else {
+                    throw ModelFormatError(file: file.path, "tensor \(name) has shape \(info.shape), expected \(shape)")
                 }
+                guard info.dtype.isFloatingPoint else {
+                    throw ModelFormatError(file: file.path, "tensor \(name) is \(info.dtype.rawValue), expected F32, F16 or BF16")
+                }
+                shapes[role] = shape
+                if !lazy { matrices[role] = try load(role) }
             } else {
                 vectors[role] = try file.floats(name, shape: shape)
             }
@@ -39,6 +47,42 @@ public final class FloatModel: @unchecked Sendable {
         let leftover = files.allNames.subtracting(used)
         if !leftover.isEmpty {
             throw ModelFormatError(file: files.description, "\(leftover.count) tensors this \(config.architecture.rawValue) model does not use, e.g. \(leftover.sorted().first!)")
+        }
+        if !lazy { files.releaseAll() }
+    }
+
+    /// Reads one matrix from the checkpoint: bf16 stays bf16, F16/F32 become f32.
+    private func load(_ role: TensorRole) throws -> Matrix {
+        let name = map.name(role)
+        let file = files.file(containing: name)!
+        let shape = shapes[role]!
+        let info = try file.info(name)
+        if info.dtype == .bf16 {
+            let raw = try file.bytes(name)
+            let bits = [UInt16](unsafeUninitializedCapacity: raw.count / 2) { buffer, count in
+                for index in 0..<(raw.count / 2) {
+                    buffer[index] = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self))
+                }
+                count = raw.count / 2
+            }
+            return Matrix(rows: shape[0], columns: shape[1], storage: .bf16(bits))
+        }
+        return Matrix(rows: shape[0], columns: shape[1], floats: try file.floats(name, shape: shape))
+    }
+
+    /// Lazy models: read every matrix of `layer` now and keep it until `unpin`.
+    public func pin(layer: Int) throws {
+        guard lazy else { return }
+        for role in shapes.keys where role.layer == layer && matrices[role] == nil { matrices[role] = try load(role) }
+    }
+
+    /// Lazy models: drop `layer`'s matrices and the checkpoint pages they were read from.
+    public func unpin(layer: Int) {
+        guard lazy else { return }
+        for role in shapes.keys where role.layer == layer {
+            matrices[role] = nil
+            let name = map.name(role)
+            files.file(containing: name)?.release(name)
         }
     }
 
@@ -51,11 +95,14 @@ public final class FloatModel: @unchecked Sendable {
     public func optionalWeight(_ role: TensorRole) -> [Float]? { vectors[role] }
 
     public func matrix(_ role: TensorRole) -> Matrix {
-        guard let value = matrices[role] else { preconditionFailure("no matrix for \(role)") }
+        if let value = matrices[role] { return value }
+        guard lazy, shapes[role] != nil else { preconditionFailure("no matrix for \(role)") }
+        // Validated at load time; a failure here means the file changed underneath us.
+        guard let value = try? load(role) else { preconditionFailure("cannot read \(map.name(role)) from \(directory)") }
         return value
     }
 
-    public var parameterCount: Int { vectors.values.reduce(0) { $0 + $1.count } + matrices.values.reduce(0) { $0 + $1.rows * $1.columns } }
+    public var parameterCount: Int { vectors.values.reduce(0) { $0 + $1.count } + shapes.values.reduce(0) { $0 + $1[0] * $1[1] } }
     public var weightBytes: Int { vectors.values.reduce(0) { $0 + 4 * $1.count } + matrices.values.reduce(0) { $0 + $1.byteCount } }
 }
 
@@ -101,5 +148,10 @@ struct CheckpointFiles: CustomStringConvertible {
     }
 
     func file(containing name: String) -> SafeTensorsFile? { owner[name].map { files[$0] } }
+
+    /// Drops every mapped page from memory (they are read again if touched).
+    func releaseAll() {
+        for file in files { for name in file.names { file.release(name) } }
+    }
     var allNames: Set<String> { Set(owner.keys) }
 }

@@ -18,6 +18,21 @@ public enum TensorRole: Hashable, Sendable {
     case denseGate(layer: Int), denseUp(layer: Int), denseDown(layer: Int)
 }
 
+extension TensorRole {
+    /// The decoder layer a tensor belongs to (nil for embeddings, final norm, head).
+    public var layer: Int? {
+        switch self {
+        case .embeddings, .finalNorm, .lmHead: return nil
+        case let .attentionNorm(l), let .mlpNorm(l), let .query(l), let .key(l), let .value(l), let .output(l),
+             let .queryBias(l), let .keyBias(l), let .valueBias(l), let .queryNorm(l), let .keyNorm(l), let .router(l),
+             let .sharedExpertGate(l), let .sharedExpertUp(l), let .sharedExpertDown(l), let .sharedExpertScale(l),
+             let .denseGate(l), let .denseUp(l), let .denseDown(l):
+            return l
+        case let .expertGate(l, _), let .expertUp(l, _), let .expertDown(l, _): return l
+        }
+    }
+}
+
 /// Tensor names on disk per architecture (as `save_pretrained` writes them; DESIGN §4).
 public struct ArchitectureMap: Sendable {
     public let architecture: MoEArchitecture

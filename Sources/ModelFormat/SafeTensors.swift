@@ -95,6 +95,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base! + dataStart + info.dataRange.lowerBound, count: info.dataRange.count)
     }
 
+    /// Tells the kernel the tensor's pages are not needed now (`MADV_DONTNEED`): they leave this
+    /// process's resident memory and are read from the file again if touched.
+    public func release(_ name: String) {
+        guard let info = tensors[name], let base else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (dataStart + info.dataRange.lowerBound) / page * page
+        let end = dataStart + info.dataRange.upperBound
+        guard end > start else { return }
+        madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     /// A floating-point tensor (F32, F16 or BF16) converted to Float32, checked against `shape`.
     public func floats(_ name: String, shape expected: [Int]? = nil) throws -> [Float] {
         let info = try info(name)

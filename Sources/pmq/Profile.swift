@@ -69,7 +69,8 @@ extension PMQ {
         }
 
         func run() throws {
-            let loaded = try FloatModel(directory: model)
+            // Lazy: one layer's weights in memory at a time.
+            let loaded = try FloatModel(directory: model, lazy: true)
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples,

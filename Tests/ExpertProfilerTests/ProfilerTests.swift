@@ -62,9 +62,9 @@ import Testing
 }
 
 @Suite struct ProfilerSliceTests {
-    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3]) throws -> ProfileDocument {
+    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false) throws -> ProfileDocument {
         let directory = ProfilerTests.fixtures.appendingPathComponent("qwen3_moe").path
-        let model = try FloatModel(directory: directory)
+        let model = try FloatModel(directory: directory, lazy: lazy)
         let tokens = (0..<48).map { ($0 * 29 + 3) % 96 }
         return try Profiler(model: model, options: .init(widths: widths, groupSize: 16, sequenceLength: 16, samples: 3))
             .run(tokens: tokens, description: "slices", layers: layers, checkpointDirectory: checkpoint)
@@ -78,6 +78,10 @@ import Testing
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return try encoder.encode(document)
+    }
+
+    @Test func lazyModelGivesTheSameProfile() throws {
+        #expect(try Self.json(Self.run(lazy: true)) == Self.json(Self.run(lazy: false)))
     }
 
     @Test func slicesJoinToTheWholeProfile() throws {

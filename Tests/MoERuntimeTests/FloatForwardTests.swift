@@ -229,3 +229,17 @@ import ModelFormat
         #expect(zip(stepped, b).map { abs($0 - $1) }.max()! <= 1e-4)
     }
 }
+
+extension CheckpointLoadingTests {
+    /// A lazy model (matrices read on demand or per pinned layer) computes exactly what an eager one does.
+    @Test(arguments: MoEArchitecture.allCases)
+    func lazyModelMatchesEager(architecture: MoEArchitecture) throws {
+        let (eager, _, ids, _) = try FloatForwardTests.fixture(architecture)
+        let lazy = try FloatModel(directory: eager.directory, lazy: true)
+        #expect(try FloatForward(model: lazy).logits(ids) == (try FloatForward(model: eager).logits(ids)))
+        try lazy.pin(layer: 1)
+        #expect(try FloatForward(model: lazy).logits(ids) == (try FloatForward(model: eager).logits(ids)))
+        lazy.unpin(layer: 1)
+        #expect(lazy.parameterCount == eager.parameterCount)
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import Testing
+
+/// The shipped example model and its profile, as a user meets them.
+@Suite struct ExampleModelTests {
+    static let model = CLITests.packageRoot.appendingPathComponent("examples/model")
+    static let profile = CLITests.packageRoot.appendingPathComponent("examples/profiles/example-model.json")
+
+    /// A real language model: far below the unigram baseline on held-out text, as measured by
+    /// pmq itself on the first windows of eval.u32.
+    @Test func beatsTheUnigramBaseline() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let run = try CLITests.pmq(["eval", "--model", Self.model.path, "--tokens", Self.model.appendingPathComponent("eval.u32").path,
+                                    "--max-tokens", "1024", "--json", directory + "/e.json", "--quiet"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let ours = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/e.json"))) as? [String: Any])
+        let metrics = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json"))) as? [String: Any])
+        let perplexity = try #require(ours["perplexity"] as? Double)
+        let unigram = try #require(metrics["unigram_perplexity"] as? Double)
+        #expect(perplexity < unigram / 4, "perplexity \(perplexity) against unigram \(unigram)")
+        // Every expert of every layer gets tokens (no collapsed router).
+        let counts = try #require(ours["expertTokens"] as? [[Int]])
+        #expect(counts.count == 4 && counts.allSatisfy { $0.count == 8 && $0.allSatisfy { $0 > 0 } })
+    }
+
+    /// The committed profile: error never rises with width, every expert was reached, and it feeds the solver.
+    @Test func profileIsConsistent() throws {
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.profile)) as? [String: Any])
+        let layers = try #require(json["layers"] as? [[String: Any]])
+        #expect(layers.count == 4)
+        for layer in layers {
+            for expert in try #require(layer["experts"] as? [[String: Any]]) {
+                let error = try #require(expert["error"] as? [String: Double])
+                let ordered = error.keys.compactMap(Int.init).sorted().map { error[String($0)]! }
+                #expect(zip(ordered, ordered.dropFirst()).allSatisfy { $0 >= $1 }, "\(ordered)")
+                #expect((expert["tokens"] as? Int ?? 0) > 0)
+            }
+        }
+        let run = try CLITests.pmq(["solve", "--profile", Self.profile.path, "--bits", "2.5"])
+        #expect(run.status == 0 && run.stdout.contains("status optimal"), "\(run.stderr)")
+    }
+}

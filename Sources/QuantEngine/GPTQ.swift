@@ -101,68 +101,99 @@ public struct GPTQ: Sendable {
         var zeros = [Float](repeating: 0, count: rows * groups)
         var dequantized = [Float](repeating: 0, count: rows * columns)
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
-        var group = [Float](repeating: 0, count: groupSize)
         var errors = [Double](repeating: 0, count: rows * options.blockSize)
         var snapshot = [Double](repeating: 0, count: rows * options.blockSize)
+        let blockSize = options.blockSize
 
-        var blockStart = 0
-        while blockStart < columns {
-            let blockEnd = min(blockStart + options.blockSize, columns)
-            // The reference takes group parameters from W as it stood at the block's start
-            // (earlier blocks' lazy updates applied, this block's error feedback not).
-            for r in 0..<rows {
-                for c in blockStart..<blockEnd { snapshot[r * options.blockSize + (c - blockStart)] = w[r * columns + c] }
-            }
-            for j in blockStart..<blockEnd {
-                if j % groupSize == 0 {
-                    let end = min(j + groupSize, columns)
-                    for r in 0..<rows {
-                        for c in j..<end {
-                            group[c - j] = Float(c < blockEnd ? snapshot[r * options.blockSize + (c - blockStart)] : w[r * columns + c])
-                        }
-                        parameters[r] = group.withUnsafeBufferPointer { quantizer.parameters(UnsafeBufferPointer(rebasing: $0[0..<(end - j)])) }
-                        scales[r * groups + j / groupSize] = parameters[r].scale
-                        zeros[r * groups + j / groupSize] = parameters[r].zero
-                    }
+        // Rows are independent in GPTQ (they share only H⁻¹), so each block's work is split
+        // across cores by rows; every element sees the same operations in the same order as
+        // the one-thread loop, so results do not depend on the thread count.
+        w.withUnsafeMutableBufferPointer { w in
+        codes.withUnsafeMutableBufferPointer { codes in
+        scales.withUnsafeMutableBufferPointer { scales in
+        zeros.withUnsafeMutableBufferPointer { zeros in
+        dequantized.withUnsafeMutableBufferPointer { dequantized in
+        parameters.withUnsafeMutableBufferPointer { parameters in
+        errors.withUnsafeMutableBufferPointer { errors in
+        snapshot.withUnsafeMutableBufferPointer { snapshot in
+        hinv.withUnsafeBufferPointer { hinv in
+            let state = RowState(w: w.baseAddress!, hinv: hinv.baseAddress!, codes: codes.baseAddress!, scales: scales.baseAddress!,
+                                 zeros: zeros.baseAddress!, dequantized: dequantized.baseAddress!, parameters: parameters.baseAddress!,
+                                 errors: errors.baseAddress!, snapshot: snapshot.baseAddress!)
+            let chunk = max(1, (rows + 15) / 16)
+            let chunks = (rows + chunk - 1) / chunk
+            var blockStart = 0
+            while blockStart < columns {
+                let block = blockStart..<min(blockStart + blockSize, columns)
+                let body: @Sendable (Int) -> Void = { c in
+                    Self.quantizeBlock(state, rows: (c * chunk)..<min(rows, (c + 1) * chunk), columns: columns,
+                                       block: block, blockSize: blockSize, groupSize: groupSize,
+                                       groups: groups, quantizer: quantizer)
                 }
-                let d = hinv[j * columns + j]
-                for r in 0..<rows {
-                    let value = w[r * columns + j]
-                    let code = quantizer.code(Float(value), parameters[r])
-                    let q = Double(quantizer.dequantize(code, parameters[r]))
-                    codes[r * columns + j] = code
-                    dequantized[r * columns + j] = Float(q)
-                    let err = (value - q) / d
-                    errors[r * options.blockSize + (j - blockStart)] = err
-                    // Error feedback inside the block.
-                    if j + 1 < blockEnd {
-                        w.withUnsafeMutableBufferPointer { w in
-                            hinv.withUnsafeBufferPointer { h in
-                                Self.subtractScaled(w.baseAddress! + r * columns + j + 1, h.baseAddress! + j * columns + j + 1, err, blockEnd - j - 1)
-                            }
-                        }
-                    }
+                if rows * columns * block.count >= 1 << 20 {
+                    DispatchQueue.concurrentPerform(iterations: chunks, execute: body)
+                } else {
+                    for c in 0..<chunks { body(c) }
                 }
+                blockStart = block.upperBound
             }
-            // Lazy update of every later column: W[:, end:] -= Err · Hinv[block, end:].
-            if blockEnd < columns {
-                w.withUnsafeMutableBufferPointer { w in
-                    hinv.withUnsafeBufferPointer { h in
-                        for r in 0..<rows {
-                            for k in blockStart..<blockEnd {
-                                let err = errors[r * options.blockSize + (k - blockStart)]
-                                if err == 0 { continue }
-                                Self.subtractScaled(w.baseAddress! + r * columns + blockEnd, h.baseAddress! + k * columns + blockEnd, err, columns - blockEnd)
-                            }
-                        }
-                    }
-                }
-            }
-            blockStart = blockEnd
-        }
+        } } } } } } } } }
         let error = Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian)
         return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
                       groupIndex: (0..<columns).map { $0 / groupSize })
+    }
+
+    /// Shared buffers of one GPTQ run; threads touch disjoint rows.
+    struct RowState: @unchecked Sendable {
+        let w: UnsafeMutablePointer<Double>
+        let hinv: UnsafePointer<Double>
+        let codes: UnsafeMutablePointer<Int>
+        let scales: UnsafeMutablePointer<Float>
+        let zeros: UnsafeMutablePointer<Float>
+        let dequantized: UnsafeMutablePointer<Float>
+        let parameters: UnsafeMutablePointer<GroupQuantizer.Parameters>
+        let errors: UnsafeMutablePointer<Double>
+        let snapshot: UnsafeMutablePointer<Double>
+    }
+
+    /// One block of columns for a range of rows: group parameters, quantization with error
+    /// feedback inside the block, then the lazy update of every later column of those rows.
+    static func quantizeBlock(_ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
+                              groupSize: Int, groups: Int, quantizer: GroupQuantizer) {
+        let blockStart = block.lowerBound, blockEnd = block.upperBound
+        var group = [Float](repeating: 0, count: groupSize)
+        for r in rows {
+            let row = s.w + r * columns
+            // The reference takes group parameters from W as it stood at the block's start
+            // (earlier blocks' lazy updates applied, this block's error feedback not).
+            for c in block { s.snapshot[r * blockSize + (c - blockStart)] = row[c] }
+            for j in block {
+                if j % groupSize == 0 {
+                    let end = min(j + groupSize, columns)
+                    for c in j..<end { group[c - j] = Float(c < blockEnd ? s.snapshot[r * blockSize + (c - blockStart)] : row[c]) }
+                    s.parameters[r] = group.withUnsafeBufferPointer { quantizer.parameters(UnsafeBufferPointer(rebasing: $0[0..<(end - j)])) }
+                    s.scales[r * groups + j / groupSize] = s.parameters[r].scale
+                    s.zeros[r * groups + j / groupSize] = s.parameters[r].zero
+                }
+                let value = row[j]
+                let code = quantizer.code(Float(value), s.parameters[r])
+                let q = Double(quantizer.dequantize(code, s.parameters[r]))
+                s.codes[r * columns + j] = code
+                s.dequantized[r * columns + j] = Float(q)
+                let err = (value - q) / s.hinv[j * columns + j]
+                s.errors[r * blockSize + (j - blockStart)] = err
+                // Error feedback inside the block.
+                if j + 1 < blockEnd { subtractScaled(row + j + 1, s.hinv + j * columns + j + 1, err, blockEnd - j - 1) }
+            }
+            // Lazy update of every later column: W[r, end:] -= Err[r, block] · Hinv[block, end:].
+            if blockEnd < columns {
+                for k in block {
+                    let err = s.errors[r * blockSize + (k - blockStart)]
+                    if err == 0 { continue }
+                    subtractScaled(row + blockEnd, s.hinv + k * columns + blockEnd, err, columns - blockEnd)
+                }
+            }
+        }
     }
 
     /// Round-to-nearest with the same grid (GPTQ without error feedback).

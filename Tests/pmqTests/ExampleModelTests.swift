@@ -24,6 +24,31 @@ import Testing
         #expect(counts.count == 4 && counts.allSatisfy { $0.count == 8 && $0.allSatisfy { $0 > 0 } })
     }
 
+    /// freq and mass on the example model equal those from transformers' router on the same
+    /// tokens (the first two 512-token windows of eval.u32; metrics.json, written by
+    /// tools/example_model/evaluate.py).
+    @Test func routingStatisticsMatchTransformers() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let metrics = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json"))) as? [String: Any])
+        let reference = try #require(metrics["first_1024_tokens"] as? [String: Any])
+        let freq = try #require(reference["freq"] as? [[Int]])
+        let mass = try #require(reference["mass"] as? [[Double]])
+        let run = try CLITests.pmq(["profile", "--model", Self.model.path, "--calib", Self.model.appendingPathComponent("eval.u32").path,
+                                    "--samples", "2", "--seq-len", "512", "--widths", "8", "--layers", "0..<2", "--quiet",
+                                    "--out", directory + "/p.json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let profile = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/p.json"))) as? [String: Any])
+        for layer in try #require(profile["layers"] as? [[String: Any]]) {
+            let index = try #require(layer["index"] as? Int)
+            for expert in try #require(layer["experts"] as? [[String: Any]]) {
+                let e = try #require(expert["index"] as? Int)
+                #expect(expert["freq"] as? Double == Double(freq[index][e]), "layer \(index) expert \(e)")
+                #expect(abs((expert["mass"] as? Double ?? -1) - mass[index][e]) <= 1e-3, "layer \(index) expert \(e)")
+            }
+        }
+    }
+
     /// The committed profile: error never rises with width, every expert was reached, and it feeds the solver.
     @Test func profileIsConsistent() throws {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.profile)) as? [String: Any])

@@ -67,6 +67,11 @@ def main():
     window = SETTINGS["evaluation_window"]
     nll, targets = 0.0, []
     counts = np.zeros((config.num_hidden_layers, config.num_local_experts), dtype=np.int64)
+    # Routing over the first two windows (1,024 tokens) alone: freq and mass as the profiler
+    # defines them (mass = softmax probability summed over the tokens whose top-k holds the expert),
+    # for a cheap cross-check of pmq against transformers' router on this model.
+    first_counts = np.zeros_like(counts)
+    first_mass = np.zeros(counts.shape, dtype=np.float64)
     with torch.no_grad():
         for start in range(0, len(tokens), window):
             chunk = torch.from_numpy(tokens[start:start + window])[None]
@@ -76,8 +81,13 @@ def main():
             nll += F.cross_entropy(output.logits[0, :-1].float(), chunk[0, 1:], reduction="sum").item()
             targets.append(chunk[0, 1:].numpy())
             for layer, logits in enumerate(output.router_logits):
-                top = torch.topk(logits.float(), config.num_experts_per_tok, dim=-1).indices.flatten().numpy()
-                counts[layer] += np.bincount(top, minlength=config.num_local_experts)
+                top = torch.topk(logits.float(), config.num_experts_per_tok, dim=-1).indices
+                counts[layer] += np.bincount(top.flatten().numpy(), minlength=config.num_local_experts)
+                if start < 2 * window:
+                    probabilities = torch.softmax(logits.float(), dim=-1)
+                    chosen = torch.zeros_like(probabilities).scatter_(1, top, 1.0)
+                    first_counts[layer] += chosen.sum(0).long().numpy()
+                    first_mass[layer] += (probabilities * chosen).sum(0).double().numpy()
     targets = np.concatenate(targets)
     train_ids = np.load(path("train.npy"))
     unigram = np.bincount(train_ids, minlength=config.vocab_size).astype(np.float64) + 1.0
@@ -101,6 +111,7 @@ def main():
         "routing_entropy_bits": entropies,
         "routing_entropy_max_bits": math.log2(config.num_local_experts),
         "expert_token_counts": counts.tolist(),
+        "first_1024_tokens": {"freq": first_counts.tolist(), "mass": first_mass.round(6).tolist()},
         "trained_steps": training.get("trained_steps"),
     }
     with open(os.path.join(directory, "metrics.json"), "w") as handle:

@@ -129,7 +129,8 @@ public struct Profiler {
                 finished.append(measured)
             }
         }
-        let name = URL(fileURLWithPath: model.directory).lastPathComponent
+        // The directory as the user named it ("examples/model"), not just its last component.
+        let name = model.directory.hasSuffix("/") ? String(model.directory.dropLast()) : model.directory
         return ProfileDocument(model: .init(name: name, architecture: config.architecture.rawValue),
                                calibration: .init(tokens: windows * options.sequenceLength, description: description),
                                widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,

@@ -121,10 +121,10 @@ public struct Profiler {
             if let saved {
                 finished.append(saved)
             } else if let statistics {
-                let forwardSeconds = Self.seconds(since: forwardStart)
+                let forwardSeconds = seconds(since: forwardStart)
                 let quantizationStart = ContinuousClock.now
                 var measured = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
-                measured.seconds = .init(forward: forwardSeconds, quantization: Self.seconds(since: quantizationStart))
+                measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
                 try checkpoint?.save(measured)
                 finished.append(measured)
             }
@@ -134,7 +134,7 @@ public struct Profiler {
         return ProfileDocument(model: .init(name: name, architecture: config.architecture.rawValue),
                                calibration: .init(tokens: windows * options.sequenceLength, description: description),
                                widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
-                               seconds: Self.seconds(since: runStart))
+                               seconds: seconds(since: runStart))
     }
 
     /// GPTQ of every expert of one layer at every candidate width.
@@ -177,11 +177,6 @@ public struct Profiler {
             hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
         }
         return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order \(options.actOrder)|clip \(options.clipSearch)|tokens \(String(hash, radix: 16))"
-    }
-
-    static func seconds(since start: ContinuousClock.Instant) -> Double {
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
     }
 
     static func identity(_ n: Int) -> [Double] {

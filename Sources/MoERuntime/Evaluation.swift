@@ -49,8 +49,7 @@ public struct Evaluation: Sendable, Encodable {
             windows += 1
             progress(offset, tokens.count)
         }
-        let elapsed = ContinuousClock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = ModelFormat.seconds(since: start)
         return Evaluation(tokens: tokens.count, predicted: predicted, windows: windows, sequenceLength: sequenceLength,
                           negativeLogLikelihood: nll / Double(max(predicted, 1)), perplexity: Foundation.exp(nll / Double(max(predicted, 1))),
                           seconds: seconds, tokensPerSecond: Double(tokens.count) / seconds,

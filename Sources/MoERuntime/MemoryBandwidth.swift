@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// Sustained read bandwidth of this machine: sums a buffer much larger than the caches with all
 /// cores, best of several passes. The yardstick decode speed is compared against.
@@ -28,8 +29,7 @@ public enum MemoryBandwidth {
                 }
                 if (a + b + c + d).sum() == -1 { print("") }   // keep the loads alive
             }
-            let elapsed = ContinuousClock.now - start
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            let seconds = ModelFormat.seconds(since: start)
             best = max(best, Double(slice * threads * 4) / seconds)
         }
         return best

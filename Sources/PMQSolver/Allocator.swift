@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// One solved allocation: a width per expert, with the solver's evidence of how good it is.
 public struct Allocation: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// Sweeps the budget from low to high, solving each point with the previous solution as CBC's
 /// MIP start, and marks which (size, predicted loss) points are dominated.
@@ -100,8 +101,3 @@ public enum ParetoSweep {
     }
 }
 
-/// Wall-clock seconds since `start`.
-public func seconds(since start: ContinuousClock.Instant) -> Double {
-    let elapsed = ContinuousClock.now - start
-    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-}

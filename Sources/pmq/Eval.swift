@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import ModelFormat
 import MoERuntime
-import PMQSolver
 
 extension PMQ {
     struct Eval: ParsableCommand {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import PMQSolver
+import ModelFormat
 import QuantEngine
 
 extension PMQ {

@@ -3,7 +3,6 @@ import ExpertProfiler
 import Foundation
 import ModelFormat
 import MoERuntime
-import PMQSolver
 
 extension PMQ {
     struct Generate: ParsableCommand {

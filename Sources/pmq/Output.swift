@@ -1,5 +1,5 @@
 import Foundation
-import PMQSolver
+import ModelFormat
 
 /// Diagnostics and progress go to stderr so stdout stays clean for results.
 func printError(_ message: String) {

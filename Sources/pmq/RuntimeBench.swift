@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
+import ModelFormat
 import MoERuntime
-import PMQSolver
 
 extension PMQ {
     struct RuntimeBench: ParsableCommand {

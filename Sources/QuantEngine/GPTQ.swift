@@ -324,19 +324,7 @@ public struct GPTQ: Sendable {
     /// reference the fast one is tested against.
     static func referenceUpperCholeskyOfInverse(_ h: [Double], n: Int) throws -> [Double] {
         // H = L Lᵀ.
-        var l = [Double](repeating: 0, count: n * n)
-        for i in 0..<n {
-            for j in 0...i {
-                var sum = h[i * n + j]
-                for k in 0..<j { sum -= l[i * n + k] * l[j * n + k] }
-                if i == j {
-                    guard sum > 0 else { throw Failure.notPositiveDefinite }
-                    l[i * n + i] = sum.squareRoot()
-                } else {
-                    l[i * n + j] = sum / l[j * n + j]
-                }
-            }
-        }
+        let l = try referenceCholeskyLower(h, n: n)
         // L⁻¹ (lower triangular).
         var li = [Double](repeating: 0, count: n * n)
         for i in 0..<n {
@@ -358,21 +346,27 @@ public struct GPTQ: Sendable {
             }
         }
         // H⁻¹ = Uᵀ U with U upper: U = (chol(H⁻¹) lower)ᵀ.
-        var c = [Double](repeating: 0, count: n * n)
-        for i in 0..<n {
-            for j in 0...i {
-                var sum = inverse[i * n + j]
-                for k in 0..<j { sum -= c[i * n + k] * c[j * n + k] }
-                if i == j {
-                    guard sum > 0 else { throw Failure.notPositiveDefinite }
-                    c[i * n + i] = sum.squareRoot()
-                } else {
-                    c[i * n + j] = sum / c[j * n + j]
-                }
-            }
-        }
+        let c = try referenceCholeskyLower(inverse, n: n)
         var u = [Double](repeating: 0, count: n * n)
         for i in 0..<n { for j in i..<n { u[i * n + j] = c[j * n + i] } }
         return u
+    }
+
+    /// Plain lower Cholesky factor `A = L Lᵀ` (reference path).
+    static func referenceCholeskyLower(_ a: [Double], n: Int) throws -> [Double] {
+        var l = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for j in 0...i {
+                var sum = a[i * n + j]
+                for k in 0..<j { sum -= l[i * n + k] * l[j * n + k] }
+                if i == j {
+                    guard sum > 0 else { throw Failure.notPositiveDefinite }
+                    l[i * n + i] = sum.squareRoot()
+                } else {
+                    l[i * n + j] = sum / l[j * n + j]
+                }
+            }
+        }
+        return l
     }
 }

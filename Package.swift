@@ -31,14 +31,14 @@ let package = Package(
             pkgConfig: "cbc",
             providers: [.apt(["coinor-libcbc-dev"]), .brew(["cbc"])]
         ),
-        // Core file handling: atomic writes today; safetensors and config.json next.
+        // Core file handling: safetensors, config.json, tokenizers, token files, atomic writes.
         .target(name: "ModelFormat"),
-        // Packed-layout arithmetic today; quantizers and GPTQ kernels later.
+        // Quantizers, GPTQ kernels, bit packing and the packed-checkpoint writer.
         .target(name: "QuantEngine", swiftSettings: kernelSettings),
-        // Profile producers (synthetic today, calibration runs later).
+        // Calibration runs: profiles, and the layer-by-layer quantization of a whole model.
         .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat", "MoERuntime"], swiftSettings: kernelSettings),
-        // Model definition and forward pass (float today; packed weights and OTP later).
-        .target(name: "MoERuntime", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
+        // Model definition and forward pass: float and packed weights, expert pruning (ODP, OTP).
+        .target(name: "MoERuntime", dependencies: ["ModelFormat", "QuantEngine"], swiftSettings: kernelSettings),
         // Profile → integer program → CBC → allocation report; Pareto sweeps.
         .target(name: "PMQSolver", dependencies: ["CCbc", "ModelFormat"]),
         .executableTarget(
@@ -54,6 +54,6 @@ let package = Package(
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),
         .testTarget(name: "ExpertProfilerTests", dependencies: ["ExpertProfiler", "MoERuntime", "ModelFormat", "QuantEngine"],
                     path: "Tests/ExpertProfilerTests"),
-        .testTarget(name: "MoERuntimeTests", dependencies: ["MoERuntime", "ModelFormat"]),
+        .testTarget(name: "MoERuntimeTests", dependencies: ["MoERuntime", "ModelFormat", "QuantEngine"]),
     ]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 import Testing
 @testable import QuantEngine
 
@@ -150,5 +151,81 @@ import Testing
                 #expect(abs(dequantized[r * columns + c] - result.dequantized[r * columns + c]) <= bound)
             }
         }
+    }
+
+    // MARK: fixtures from tools/fixtures/make_packed_fixtures.py
+
+    struct FixtureCase: Decodable, CustomTestStringConvertible, Sendable {
+        var name: String
+        var bits: Int
+        var out_features: Int
+        var in_features: Int
+        var group_size: Int
+        var testDescription: String { name }
+    }
+
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/packed")
+
+    static func fixtureCases() throws -> [FixtureCase] {
+        struct Index: Decodable { var cases: [FixtureCase] }
+        let data = try Data(contentsOf: fixtures.appendingPathComponent("cases.json"))
+        return try JSONDecoder().decode(Index.self, from: data).cases
+    }
+
+    /// Raw little-endian elements of a tensor, checked against the expected dtype.
+    static func elements<T: FixedWidthInteger>(_ file: SafeTensorsFile, _ name: String, _ dtype: TensorDType, as: T.Type) throws -> [T] {
+        let info = try file.info(name)
+        #expect(info.dtype == dtype, "\(name) is \(info.dtype)")
+        let raw = try file.bytes(name)
+        return (0..<(raw.count / MemoryLayout<T>.size)).map {
+            T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self))
+        }
+    }
+
+    struct Fixture {
+        var python: PackedLinear
+        var codes: [Int]
+        var zeros: [Float]
+        var scalesF32: [Float]
+        var dequantized: [Float]
+    }
+
+    static func load(_ c: FixtureCase) throws -> Fixture {
+        let file = try SafeTensorsFile(path: fixtures.appendingPathComponent("\(c.name).safetensors").path)
+        let qzeros: [UInt32] = c.bits == 1 ? [] : try elements(file, "qzeros", .i32, as: UInt32.self)
+        #expect(c.bits != 1 || file.tensors["qzeros"] == nil)
+        let python = PackedLinear(outFeatures: c.out_features, inFeatures: c.in_features, bits: c.bits, groupSize: c.group_size,
+                                  qweight: try elements(file, "qweight", .i32, as: UInt32.self), qzeros: qzeros,
+                                  scales: try elements(file, "scales", .f16, as: UInt16.self),
+                                  gIdx: try elements(file, "g_idx", .i32, as: Int32.self))
+        return Fixture(python: python, codes: try elements(file, "codes", .u8, as: UInt8.self).map(Int.init),
+                       zeros: try file.floats("zeros"), scalesF32: try file.floats("scales_f32"),
+                       dequantized: try file.floats("dequantized"))
+    }
+
+    @Test(arguments: try fixtureCases())
+    func swiftPackingIsByteIdenticalToThePythonReference(_ c: FixtureCase) throws {
+        let fixture = try Self.load(c)
+        let swift = PackedLinear(packingCodes: fixture.codes, zeros: fixture.zeros, scales: fixture.scalesF32,
+                                 groupIndex: fixture.python.gIdx, outFeatures: c.out_features, inFeatures: c.in_features,
+                                 bits: c.bits, groupSize: c.group_size)
+        #expect(swift.qweight == fixture.python.qweight)
+        #expect(swift.qzeros == fixture.python.qzeros)
+        #expect(swift.scales == fixture.python.scales)
+        #expect(swift.gIdx == fixture.python.gIdx)
+        #expect(swift == fixture.python)
+    }
+
+    @Test(arguments: try fixtureCases())
+    func swiftUnpackingOfPythonTensorsGivesTheReferenceValues(_ c: FixtureCase) throws {
+        let fixture = try Self.load(c)
+        try fixture.python.validate()
+        #expect(fixture.python.byteCount == Int(fixture.python.layout.totalBytes))
+        #expect(fixture.python.unpackedCodes() == fixture.codes)
+        #expect(fixture.python.unpackedZeros() == fixture.zeros)
+        // Same formula in Float on the same fp16 scales: exactly equal.
+        #expect(fixture.python.dequantized() == fixture.dequantized)
+        #expect(fixture.python.code(row: c.out_features - 1, column: c.in_features - 1) == fixture.codes.last)
     }
 }

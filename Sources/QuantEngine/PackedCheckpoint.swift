@@ -1,0 +1,294 @@
+import Foundation
+
+/// Everything a packed model directory holds (docs/PACKED_FORMAT.md), before it is written:
+/// the source model's `config.json`, float tensors passed through, the packed expert linears by
+/// module name, extra f32 tensors (the OTP gates) and the allocation record. This file builds the
+/// names, dtypes and `quantization_config`; `PackedCheckpoint+Files.swift` writes and reads them.
+public struct PackedCheckpoint: Sendable {
+    /// A float (or other) tensor copied from the source model, raw little-endian bytes.
+    public struct Passthrough: Sendable {
+        public var name: String
+        /// safetensors dtype: `BF16`, `F16`, `F32` (others are copied unchanged).
+        public var dtype: String
+        public var shape: [Int]
+        public var data: Data
+        public init(name: String, dtype: String, shape: [Int], data: Data) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.data = data
+        }
+    }
+
+    /// An f32 tensor pmq adds (the OTP gates).
+    public struct Extra: Sendable {
+        public var name: String
+        public var shape: [Int]
+        public var values: [Float]
+        public init(name: String, shape: [Int], values: [Float]) {
+            self.name = name
+            self.shape = shape
+            self.values = values
+        }
+    }
+
+    public struct Options: Sendable {
+        /// Keep f32 passthrough tensors in f32 instead of rounding them to bf16.
+        public var keepFloat32: Bool
+        /// Largest shard in bytes; a model over it is split into `model-0000i-of-0000n.safetensors`
+        /// with `model.safetensors.index.json`.
+        public var maximumShardBytes: Int
+        /// Written as `desc_act` (GPTQ act-order was used; `g_idx` is then permuted).
+        public var descAct: Bool
+        public init(keepFloat32: Bool = false, maximumShardBytes: Int = 5_000_000_000, descAct: Bool = false) {
+            self.keepFloat32 = keepFloat32
+            self.maximumShardBytes = maximumShardBytes
+            self.descAct = descAct
+        }
+    }
+
+    /// The source model's `config.json` object (JSON data, kept as is apart from
+    /// `quantization_config`).
+    public var sourceConfig: Data
+    public var passthrough: [Passthrough]
+    /// Packed linears by module name, e.g. `model.layers.0.block_sparse_moe.experts.3.w1`.
+    public var linears: [String: PackedLinear]
+    public var extras: [Extra]
+    /// The allocation report (JSON) the widths came from, copied as `pmq_allocation.json`; nil
+    /// when there is none.
+    public var allocationReport: Data?
+    public var options: Options
+
+    public init(sourceConfig: Data, passthrough: [Passthrough], linears: [String: PackedLinear], extras: [Extra] = [],
+                allocationReport: Data? = nil, options: Options = .init()) {
+        self.sourceConfig = sourceConfig
+        self.passthrough = passthrough
+        self.linears = linears
+        self.extras = extras
+        self.allocationReport = allocationReport
+        self.options = options
+    }
+
+    public static let allocationFileName = "pmq_allocation.json"
+    /// Files copied from the source directory when present.
+    public static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+
+    // MARK: tensors
+
+    /// One tensor as it goes into the safetensors file.
+    public struct StoredTensor: Sendable {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var data: Data
+    }
+
+    /// Every tensor in file order: passthrough tensors in the order given, then the packed
+    /// linears by module name (`qweight`, `qzeros` — none at width 1 —, `scales`, `g_idx`), then
+    /// the extras.
+    public func storedTensors() throws -> [StoredTensor] { try storedUnits().flatMap { $0 } }
+
+    /// The tensors in file order, in units a shard never splits: one per passthrough or extra
+    /// tensor, one per packed linear (so a linear's tensors always share a file).
+    public func storedUnits() throws -> [[StoredTensor]] {
+        var units: [[StoredTensor]] = []
+        for tensor in passthrough {
+            let (dtype, data) = try Self.storedPassthrough(tensor, keepFloat32: options.keepFloat32)
+            units.append([StoredTensor(name: tensor.name, dtype: dtype, shape: tensor.shape, data: data)])
+        }
+        for module in linears.keys.sorted() {
+            units.append(try Self.storedTensors(of: linears[module]!, module: module))
+        }
+        // Sizes are checked against shapes as each tensor is written.
+        for extra in extras {
+            units.append([StoredTensor(name: extra.name, dtype: "F32", shape: extra.shape, data: Self.littleEndianData(extra.values.map(\.bitPattern)))])
+        }
+        var seen = Set<String>()
+        for tensor in units.joined() where !seen.insert(tensor.name).inserted {
+            throw PackedFormatError(tensor: tensor.name, "appears twice in the packed model")
+        }
+        return units
+    }
+
+    /// The four GPTQ tensors of one linear (three at width 1).
+    public static func storedTensors(of linear: PackedLinear, module: String) throws -> [StoredTensor] {
+        do { try linear.validate() } catch let error as PackedFormatError {
+            throw PackedFormatError(tensor: "\(module).\(error.tensor ?? "")", error.problem)
+        }
+        var tensors = [StoredTensor(name: "\(module).qweight", dtype: "I32", shape: [linear.wordRows, linear.outFeatures],
+                                    data: littleEndianData(linear.qweight))]
+        if linear.bits != 1 {
+            tensors.append(StoredTensor(name: "\(module).qzeros", dtype: "I32", shape: [linear.groups, linear.zeroWordsPerGroup],
+                                        data: littleEndianData(linear.qzeros)))
+        }
+        tensors.append(StoredTensor(name: "\(module).scales", dtype: "F16", shape: [linear.groups, linear.outFeatures],
+                                    data: littleEndianData(linear.scales)))
+        tensors.append(StoredTensor(name: "\(module).g_idx", dtype: "I32", shape: [linear.inFeatures],
+                                    data: littleEndianData(linear.gIdx.map { UInt32(bitPattern: $0) })))
+        return tensors
+    }
+
+    /// bf16 and f16 stay as they are; f32 becomes bf16 (nearest even) unless `keepFloat32`.
+    static func storedPassthrough(_ tensor: Passthrough, keepFloat32: Bool) throws -> (String, Data) {
+        guard tensor.dtype == "F32", !keepFloat32 else { return (tensor.dtype, tensor.data) }
+        let count = tensor.data.count / 4
+        guard count * 4 == tensor.data.count else {
+            throw PackedFormatError(tensor: tensor.name, "F32 data of \(tensor.data.count) bytes is not whole floats")
+        }
+        var halves = [UInt16](repeating: 0, count: count)
+        tensor.data.withUnsafeBytes { raw in
+            halves.withUnsafeMutableBufferPointer { out in
+                for index in 0..<count {
+                    out[index] = bfloat16Bits(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self))))
+                }
+            }
+        }
+        return ("BF16", littleEndianData(halves))
+    }
+
+    /// f32 → bf16 with nearest-even rounding; NaN stays a (quiet) NaN.
+    static func bfloat16Bits(_ value: Float) -> UInt16 {
+        let bits = value.bitPattern
+        if value.isNaN { return UInt16(bits >> 16) | 0x40 }
+        let rounding = 0x7FFF + ((bits >> 16) & 1)
+        return UInt16((bits &+ rounding) >> 16)
+    }
+
+    static func littleEndianData<T: FixedWidthInteger>(_ values: [T]) -> Data {
+        var data = Data(count: values.count * MemoryLayout<T>.size)
+        data.withUnsafeMutableBytes { raw in
+            for (index, value) in values.enumerated() {
+                raw.storeBytes(of: value.littleEndian, toByteOffset: index * MemoryLayout<T>.size, as: T.self)
+            }
+        }
+        return data
+    }
+
+    // MARK: quantization_config
+
+    /// `^…$` around the module name with regex metacharacters escaped: GPTQModel reads such a key
+    /// as an exact module name (`_extract_literal_regex_pattern`), and `re.match` of it matches
+    /// that module alone.
+    public static func exactPattern(_ module: String) -> String {
+        var escaped = "^"
+        for character in module {
+            if ".^$*+?{}[]()|\\".contains(character) { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped + "$"
+    }
+
+    /// The most common value, ties broken towards the larger one.
+    static func mostCommon(_ values: [Int]) -> Int? {
+        var counts: [Int: Int] = [:]
+        for value in values { counts[value, default: 0] += 1 }
+        return counts.max { $0.value != $1.value ? $0.value < $1.value : $0.key < $1.key }?.key
+    }
+
+    /// Modules kept in float that a GPTQ loader would otherwise expect packed: the 2-D `.weight`
+    /// tensors inside decoder layers (attention projections, routers, shared experts).
+    public func floatModules() -> [String] {
+        passthrough.compactMap { tensor -> String? in
+            guard tensor.shape.count == 2, tensor.name.hasSuffix(".weight"), tensor.name.contains(".layers.") else { return nil }
+            return String(tensor.name.dropLast(".weight".count))
+        }.sorted()
+    }
+
+    /// `quantization_config` (also written as `quantize_config.json`): GPTQ v1 with the most
+    /// common width and group size as defaults, a `+:` exact-name override in `dynamic` for every
+    /// module that differs, a `-:` entry for every float module inside the decoder layers, and the
+    /// `pmq` summary.
+    public func quantizationConfig() throws -> [String: Any] {
+        guard !linears.isEmpty else { throw PackedFormatError(tensor: nil, "no packed linears") }
+        let modules = linears.keys.sorted()
+        let bits = Self.mostCommon(modules.map { linears[$0]!.bits })!
+        let groupSize = Self.mostCommon(modules.map { linears[$0]!.groupSize })!
+        var dynamic: [String: Any] = [:]
+        for module in modules {
+            let linear = linears[module]!
+            guard linear.bits != bits || linear.groupSize != groupSize else { continue }
+            dynamic["+:" + Self.exactPattern(module)] = ["bits": linear.bits, "group_size": linear.groupSize]
+        }
+        for module in floatModules() where linears[module] == nil {
+            dynamic["-:" + Self.exactPattern(module)] = [String: Any]()
+        }
+        var config: [String: Any] = [
+            "quant_method": "gptq",
+            "bits": bits,
+            "group_size": groupSize,
+            "desc_act": options.descAct,
+            "sym": false,
+            "checkpoint_format": "gptq",
+            "pack_dtype": "int32",
+            "true_sequential": true,
+            "lm_head": false,
+            "pmq": summary(),
+        ]
+        if !dynamic.isEmpty { config["dynamic"] = dynamic }
+        return config
+    }
+
+    /// The `pmq` object: format version, modules per width, parameter-weighted average width,
+    /// packed bytes and effective bits (scales, zeros and g_idx included), and the notes a reader
+    /// needs for what GPTQ lacks.
+    public func summary() -> [String: Any] {
+        var modulesPerWidth: [String: Int] = [:]
+        var parameters = 0, weightedBits = 0, packedBytes: Int64 = 0
+        for linear in linears.values {
+            modulesPerWidth[String(linear.bits), default: 0] += 1
+            let count = linear.outFeatures * linear.inFeatures
+            parameters += count
+            weightedBits += count * linear.bits
+            packedBytes += linear.layout.totalBytes
+        }
+        var summary: [String: Any] = [
+            "format_version": 1,
+            "modules_per_width": modulesPerWidth,
+            "packed_parameters": parameters,
+            "average_bits": parameters == 0 ? 0 : Double(weightedBits) / Double(parameters),
+            "packed_bytes": packedBytes,
+            "effective_bits": parameters == 0 ? 0 : Double(packedBytes * 8) / Double(parameters),
+            "zero_storage": "v1 zero-1 as GPTQModel writes it: widths 2/4/8 subtract one per value from each whole word (a zero of 0 borrows from the next value), width 3 stores (zero-1) mod 8 per value",
+            "one_bit": "width 1 (pmq only): codes {0,1} packed 32 per int32 like other widths, no qzeros, zero fixed at 1/2, scale = 2*mean|w|, so w = scale*(q-1/2) = +-mean|w|",
+            "float_passthrough": options.keepFloat32 ? "f32 kept" : "f32 rounded to bf16; bf16 and f16 kept",
+        ]
+        if allocationReport != nil { summary["allocation_report"] = Self.allocationFileName }
+        if !extras.isEmpty { summary["extra_tensors"] = extras.map(\.name) }
+        return summary
+    }
+
+    /// The source `config.json` with `quantization_config` set.
+    public func config() throws -> [String: Any] {
+        guard var object = (try? JSONSerialization.jsonObject(with: sourceConfig)) as? [String: Any] else {
+            throw PackedFormatError(tensor: nil, "the source config.json is not a JSON object")
+        }
+        object["quantization_config"] = try quantizationConfig()
+        return object
+    }
+
+    // MARK: shards
+
+    /// Units of tensors grouped into shards of at most `maximumBytes` (a larger unit gets a shard
+    /// of its own), in file order.
+    public static func shards(_ units: [[StoredTensor]], maximumBytes: Int) -> [[StoredTensor]] {
+        var shards: [[StoredTensor]] = [[]]
+        var size = 0
+        for unit in units {
+            let bytes = unit.reduce(0) { $0 + $1.data.count }
+            if size + bytes > maximumBytes, !shards[shards.count - 1].isEmpty {
+                shards.append([])
+                size = 0
+            }
+            shards[shards.count - 1].append(contentsOf: unit)
+            size += bytes
+        }
+        return shards
+    }
+
+    /// `model.safetensors`, or `model-0000i-of-0000n.safetensors` when there are several shards.
+    public static func shardName(_ index: Int, of count: Int) -> String {
+        guard count > 1 else { return "model.safetensors" }
+        func padded(_ n: Int) -> String { String(repeating: "0", count: max(0, 5 - String(n).count)) + String(n) }
+        return "model-\(padded(index + 1))-of-\(padded(count)).safetensors"
+    }
+}

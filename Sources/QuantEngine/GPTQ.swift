@@ -6,7 +6,9 @@ import Foundation
 /// weights as they stand when the group's first column is reached. The Hessian is not changed:
 /// one expert can be quantized at several widths from the same H.
 ///
-/// This is the plain reference implementation (Double accumulation, no SIMD).
+/// Works in Float like torch's GPTQ; the Cholesky factor of H⁻¹ (`Cholesky`), the lazy block
+/// update and the output error are SGEMMs (`SGEMM`), threaded; results do not depend on the
+/// thread count. `referenceUpperCholeskyOfInverse` is the Double oracle for the factor.
 public struct GPTQ: Sendable {
     public struct Options: Sendable {
         public var groupSize: Int
@@ -50,13 +52,32 @@ public struct GPTQ: Sendable {
 
     public init(options: Options = .init()) { self.options = options }
 
+    /// Where one `quantize` call spent its time (benchmarks): the Cholesky factor of H⁻¹, the
+    /// column-by-column quantization inside blocks, the lazy block updates (a GEMM of
+    /// `updateFlops` floating-point operations) and the output error.
+    public struct Timing: Sendable {
+        public var choleskySeconds = 0.0
+        public var quantizeSeconds = 0.0
+        public var updateSeconds = 0.0
+        public var updateFlops = 0.0
+        public var errorSeconds = 0.0
+        public init() {}
+    }
+
     /// Quantizes `weight` (`[rows, columns]`, PyTorch `[out, in]`) with Hessian `hessian`
     /// (`[columns, columns]`, `Σ xᵀx` over the inputs) at `bits`.
     public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws -> Result {
+        var timing = Timing()
+        return try quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits, timing: &timing)
+    }
+
+    /// `quantize` that also reports where the time went.
+    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int,
+                         timing: inout Timing) throws -> Result {
         precondition(weight.count == rows * columns && hessian.count == columns * columns)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         guard options.actOrder else {
-            return try quantizeInOrder(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+            return try quantizeInOrder(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits, timing: &timing)
         }
         // Descending diagonal (dead columns count as 1, as after GPTQ's fix-up), stable on ties.
         let diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
@@ -65,7 +86,8 @@ public struct GPTQ: Sendable {
         var permutedHessian = [Double](repeating: 0, count: hessian.count)
         for r in 0..<rows { for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = weight[r * columns + source] } }
         for (i, a) in order.enumerated() { for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] } }
-        let permuted = try quantizeInOrder(weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian, bits: bits)
+        let permuted = try quantizeInOrder(weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian,
+                                           bits: bits, timing: &timing)
         var result = permuted
         for r in 0..<rows {
             for (j, column) in order.enumerated() {
@@ -74,40 +96,44 @@ public struct GPTQ: Sendable {
             }
         }
         for (j, column) in order.enumerated() { result.groupIndex[column] = j / groupSize }
+        let start = ContinuousClock.now
         result.error = Self.outputError(weight, result.dequantized, rows: rows, columns: columns, hessian: hessian)
+        timing.errorSeconds += SGEMM.elapsed(since: start)
         return result
     }
 
-    /// GPTQ over the columns in their given order.
-    func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws -> Result {
+    /// GPTQ over the columns in their given order, in Float (as torch's float32 GPTQ): W, the
+    /// errors and H⁻¹'s factor; the block update is an SGEMM.
+    func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int,
+                         timing: inout Timing) throws -> Result {
         let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
-        var w = weight.map(Double.init)
-        var h = hessian
-        // Dead inputs (never seen): weight irrelevant, make H invertible.
-        for j in 0..<columns where h[j * columns + j] == 0 {
-            h[j * columns + j] = 1
+        let blockSize = options.blockSize
+        var w = weight
+        // Dead inputs (never seen): weight irrelevant, make H invertible. Damping. Only the
+        // diagonal changes, so H itself is not copied.
+        var diagonal = (0..<columns).map { hessian[$0 * columns + $0] }
+        for j in 0..<columns where diagonal[j] == 0 {
+            diagonal[j] = 1
             for r in 0..<rows { w[r * columns + j] = 0 }
         }
-        var meanDiagonal = 0.0
-        for j in 0..<columns { meanDiagonal += h[j * columns + j] }
-        meanDiagonal /= Double(columns)
-        for j in 0..<columns { h[j * columns + j] += options.dampening * meanDiagonal }
-        let hinv = try Self.upperCholeskyOfInverse(h, n: columns)
+        let meanDiagonal = diagonal.reduce(0, +) / Double(columns)
+        for j in 0..<columns { diagonal[j] += options.dampening * meanDiagonal }
+        var start = ContinuousClock.now
+        let hinv = try hessian.withUnsafeBufferPointer { h in
+            try Cholesky.upperFactorOfInverse(h.baseAddress!, n: columns, diagonal: diagonal)
+        }
+        timing.choleskySeconds += SGEMM.elapsed(since: start)
 
         var codes = [Int](repeating: 0, count: rows * columns)
         var scales = [Float](repeating: 0, count: rows * groups)
         var zeros = [Float](repeating: 0, count: rows * groups)
         var dequantized = [Float](repeating: 0, count: rows * columns)
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
-        var errors = [Double](repeating: 0, count: rows * options.blockSize)
-        var snapshot = [Double](repeating: 0, count: rows * options.blockSize)
-        let blockSize = options.blockSize
+        var errors = [Float](repeating: 0, count: rows * blockSize)
+        var snapshot = [Float](repeating: 0, count: rows * blockSize)
 
-        // Rows are independent in GPTQ (they share only H⁻¹), so each block's work is split
-        // across cores by rows; every element sees the same operations in the same order as
-        // the one-thread loop, so results do not depend on the thread count.
         w.withUnsafeMutableBufferPointer { w in
         codes.withUnsafeMutableBufferPointer { codes in
         scales.withUnsafeMutableBufferPointer { scales in
@@ -120,78 +146,88 @@ public struct GPTQ: Sendable {
             let state = RowState(w: w.baseAddress!, hinv: hinv.baseAddress!, codes: codes.baseAddress!, scales: scales.baseAddress!,
                                  zeros: zeros.baseAddress!, dequantized: dequantized.baseAddress!, parameters: parameters.baseAddress!,
                                  errors: errors.baseAddress!, snapshot: snapshot.baseAddress!)
-            let chunk = max(1, (rows + 15) / 16)
+            // Rows are independent inside a block (they share only H⁻¹): fixed chunks of rows.
+            let chunk = 32
             let chunks = (rows + chunk - 1) / chunk
             var blockStart = 0
             while blockStart < columns {
                 let block = blockStart..<min(blockStart + blockSize, columns)
+                start = ContinuousClock.now
                 let body: @Sendable (Int) -> Void = { c in
                     Self.quantizeBlock(state, rows: (c * chunk)..<min(rows, (c + 1) * chunk), columns: columns,
                                        block: block, blockSize: blockSize, groupSize: groupSize,
                                        groups: groups, quantizer: quantizer)
                 }
-                if rows * columns * block.count >= 1 << 20 {
-                    DispatchQueue.concurrentPerform(iterations: chunks, execute: body)
+                if rows * block.count * block.count >= 1 << 18 {
+                    Threads.perform(chunks, body)
                 } else {
                     for c in 0..<chunks { body(c) }
+                }
+                timing.quantizeSeconds += SGEMM.elapsed(since: start)
+                // Lazy update of every later column: W[:, end:] −= Err[:, block] · Hinv[block, end:].
+                let end = block.upperBound
+                if end < columns {
+                    start = ContinuousClock.now
+                    SGEMM.multiply(m: rows, n: columns - end, k: block.count, alpha: -1,
+                                   a: .init(state.errors, rowStride: blockSize),
+                                   b: .init(state.hinv + blockStart * columns + end, rowStride: columns),
+                                   c: state.w + end, ldc: columns)
+                    timing.updateSeconds += SGEMM.elapsed(since: start)
+                    timing.updateFlops += 2 * Double(rows) * Double(block.count) * Double(columns - end)
                 }
                 blockStart = block.upperBound
             }
         } } } } } } } } }
+        start = ContinuousClock.now
         let error = Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian)
+        timing.errorSeconds += SGEMM.elapsed(since: start)
         return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
                       groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
     /// Shared buffers of one GPTQ run; threads touch disjoint rows.
     struct RowState: @unchecked Sendable {
-        let w: UnsafeMutablePointer<Double>
-        let hinv: UnsafePointer<Double>
+        let w: UnsafeMutablePointer<Float>
+        let hinv: UnsafePointer<Float>
         let codes: UnsafeMutablePointer<Int>
         let scales: UnsafeMutablePointer<Float>
         let zeros: UnsafeMutablePointer<Float>
         let dequantized: UnsafeMutablePointer<Float>
         let parameters: UnsafeMutablePointer<GroupQuantizer.Parameters>
-        let errors: UnsafeMutablePointer<Double>
-        let snapshot: UnsafeMutablePointer<Double>
+        let errors: UnsafeMutablePointer<Float>
+        let snapshot: UnsafeMutablePointer<Float>
     }
 
-    /// One block of columns for a range of rows: group parameters, quantization with error
-    /// feedback inside the block, then the lazy update of every later column of those rows.
+    /// One block of columns for a range of rows: group parameters, then quantization with error
+    /// feedback inside the block; the errors `Err[r, j − blockStart]` are left for the update.
     static func quantizeBlock(_ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
                               groupSize: Int, groups: Int, quantizer: GroupQuantizer) {
         let blockStart = block.lowerBound, blockEnd = block.upperBound
-        var group = [Float](repeating: 0, count: groupSize)
+        let group = UnsafeMutablePointer<Float>.allocate(capacity: groupSize)
+        defer { group.deallocate() }
         for r in rows {
             let row = s.w + r * columns
+            let snapshot = s.snapshot + r * blockSize
             // The reference takes group parameters from W as it stood at the block's start
             // (earlier blocks' lazy updates applied, this block's error feedback not).
-            for c in block { s.snapshot[r * blockSize + (c - blockStart)] = row[c] }
+            snapshot.initialize(from: row + blockStart, count: block.count)
             for j in block {
                 if j % groupSize == 0 {
                     let end = min(j + groupSize, columns)
-                    for c in j..<end { group[c - j] = Float(c < blockEnd ? s.snapshot[r * blockSize + (c - blockStart)] : row[c]) }
-                    s.parameters[r] = group.withUnsafeBufferPointer { quantizer.parameters(UnsafeBufferPointer(rebasing: $0[0..<(end - j)])) }
+                    for c in j..<end { group[c - j] = c < blockEnd ? snapshot[c - blockStart] : row[c] }
+                    s.parameters[r] = quantizer.parameters(UnsafeBufferPointer(start: group, count: end - j))
                     s.scales[r * groups + j / groupSize] = s.parameters[r].scale
                     s.zeros[r * groups + j / groupSize] = s.parameters[r].zero
                 }
                 let value = row[j]
-                let code = quantizer.code(Float(value), s.parameters[r])
-                let q = Double(quantizer.dequantize(code, s.parameters[r]))
+                let code = quantizer.code(value, s.parameters[r])
+                let q = quantizer.dequantize(code, s.parameters[r])
                 s.codes[r * columns + j] = code
-                s.dequantized[r * columns + j] = Float(q)
+                s.dequantized[r * columns + j] = q
                 let err = (value - q) / s.hinv[j * columns + j]
                 s.errors[r * blockSize + (j - blockStart)] = err
                 // Error feedback inside the block.
                 if j + 1 < blockEnd { subtractScaled(row + j + 1, s.hinv + j * columns + j + 1, err, blockEnd - j - 1) }
-            }
-            // Lazy update of every later column: W[r, end:] -= Err[r, block] · Hinv[block, end:].
-            if blockEnd < columns {
-                for k in block {
-                    let err = s.errors[r * blockSize + (k - blockStart)]
-                    if err == 0 { continue }
-                    subtractScaled(row + blockEnd, s.hinv + k * columns + blockEnd, err, columns - blockEnd)
-                }
             }
         }
     }
@@ -224,100 +260,82 @@ public struct GPTQ: Sendable {
                       groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
-    /// `tr((W − Q) H (W − Q)ᵀ) = Σ_r e_r H e_rᵀ`.
+    /// `tr((W − Q) H (W − Q)ᵀ) = Σ_i H_ii ‖E_:i‖² + 2 Σ_{i<j} E_:i H_ij E_:j` with `E = W − Q`:
+    /// the strict upper triangle of H, in column blocks, as SGEMMs `E[:, :j1] · triu(H)[:j1, J]`
+    /// (Float products, Double sums). Deterministic: fixed blocking, sums in a fixed order.
     public static func outputError(_ weight: [Float], _ quantized: [Float], rows: Int, columns: Int, hessian: [Double]) -> Double {
+        precondition(weight.count == rows * columns && quantized.count == rows * columns && hessian.count == columns * columns)
+        guard rows > 0, columns > 0 else { return 0 }
+        let width = 256, rowChunk = 64
+        let rowChunks = (rows + rowChunk - 1) / rowChunk
+        var e = [Float](repeating: 0, count: rows * columns)
+        for i in 0..<e.count { e[i] = weight[i] - quantized[i] }
+        var y = [Float](repeating: 0, count: rows * min(width, columns))
+        var partials = [Double](repeating: 0, count: rowChunks)
         var total = 0.0
-        var e = [Double](repeating: 0, count: columns)
+        e.withUnsafeBufferPointer { e in
+        y.withUnsafeMutableBufferPointer { y in
+        partials.withUnsafeMutableBufferPointer { partials in
         hessian.withUnsafeBufferPointer { h in
-            for r in 0..<rows {
-                for c in 0..<columns { e[c] = Double(weight[r * columns + c]) - Double(quantized[r * columns + c]) }
-                e.withUnsafeBufferPointer { e in
-                    for i in 0..<columns where e[i] != 0 {
-                        total += e[i] * dot(h.baseAddress! + i * columns, e.baseAddress!, columns)
-                    }
-                }
-            }
-        }
-        return total
-    }
-
-    /// `y[i] -= scale · x[i]`, rounded exactly as the scalar loop (multiply, then subtract).
-    @inline(__always)
-    static func subtractScaled(_ y: UnsafeMutablePointer<Double>, _ x: UnsafePointer<Double>, _ scale: Double, _ count: Int) {
-        let splat = SIMD4<Double>(repeating: scale)
-        var i = 0
-        while i + 4 <= count {
-            let current = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD4<Double>.self)
-            let update = current - splat * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Double>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: update, as: SIMD4<Double>.self)
-            i += 4
-        }
-        while i < count {
-            y[i] -= scale * x[i]
-            i += 1
-        }
-    }
-
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ count: Int) -> Double {
-        var s0 = SIMD4<Double>(), s1 = SIMD4<Double>()
-        var i = 0
-        while i + 8 <= count {
-            s0.addProduct(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Double>.self))
-            s1.addProduct(UnsafeRawPointer(a + i + 4).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(b + i + 4).loadUnaligned(as: SIMD4<Double>.self))
-            i += 8
-        }
-        var sum = (s0 + s1).sum()
-        while i < count {
-            sum += a[i] * b[i]
-            i += 1
-        }
-        return sum
-    }
-
-    /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), as torch's
-    /// `cholesky(cholesky_inverse(cholesky(H)), upper=True)`, in two triangular passes instead of
-    /// four: factor the index-reversed matrix, `PHP = L Lᵀ`, so `H = V Vᵀ` with `V = PLP` upper;
-    /// then `H⁻¹ = V⁻ᵀ V⁻¹` and `U = V⁻¹ = P L⁻¹ P` (the factor is unique). Inner loops are SIMD
-    /// dot products over contiguous rows.
-    static func upperCholeskyOfInverse(_ h: [Double], n: Int) throws -> [Double] {
-        // L: lower Cholesky factor of the reversed H.
-        var l = [Double](repeating: 0, count: n * n)
-        try l.withUnsafeMutableBufferPointer { l in
-            let base = l.baseAddress!
-            for i in 0..<n {
-                let rowI = base + i * n
-                for j in 0...i {
-                    let value = h[(n - 1 - i) * n + (n - 1 - j)] - dot(rowI, base + j * n, j)
-                    if i == j {
-                        guard value > 0 else { throw Failure.notPositiveDefinite }
-                        rowI[i] = value.squareRoot()
-                    } else {
-                        rowI[j] = value / base[j * n + j]
-                    }
-                }
-            }
-        }
-        // Xᵀ, where X = L⁻¹: row j of Xᵀ is column j of X, from L x_j = e_j by forward substitution.
-        var xt = [Double](repeating: 0, count: n * n)
-        l.withUnsafeBufferPointer { l in
-            xt.withUnsafeMutableBufferPointer { xt in
-                let lBase = l.baseAddress!, xBase = xt.baseAddress!
-                for j in 0..<n {
-                    let column = xBase + j * n
-                    column[j] = 1 / lBase[j * n + j]
-                    if j + 1 < n {
-                        for i in (j + 1)..<n {
-                            column[i] = -dot(lBase + i * n + j, column + j, i - j) / lBase[i * n + i]
+            let e = e.baseAddress!, y = UnsafeSendable(y.baseAddress!), h = UnsafeSendable(UnsafeMutablePointer(mutating: h.baseAddress!))
+            let partials = UnsafeSendable(partials.baseAddress!)
+            let ep = UnsafeSendable(UnsafeMutablePointer(mutating: e))
+            for j0 in stride(from: 0, to: columns, by: width) {
+                let j1 = min(j0 + width, columns), w = j1 - j0
+                // B(p, jj) = H[p, j0 + jj] where p < j0 + jj (strict upper triangle), else 0.
+                let packed = SGEMM.PackedB.allocate(k: j1, n: w)
+                defer { packed.deallocate() }
+                Threads.perform(packed.panels) { panel in
+                    let out = packed.data + panel * packed.panelStride
+                    for p in 0..<j1 {
+                        for jj in 0..<SGEMM.nr {
+                            let j = j0 + panel * SGEMM.nr + jj
+                            out[p * SGEMM.nr + jj] = j < j1 && p < j ? Float(h.pointer[p * columns + j]) : 0
                         }
                     }
                 }
+                y.pointer.initialize(repeating: 0, count: rows * w)
+                SGEMM.multiply(m: rows, alpha: 1, a: .init(e, rowStride: columns), packed: packed, c: y.pointer, ldc: w)
+                // Diagonal and twice the strict upper triangle, per fixed chunk of rows.
+                Threads.perform(rowChunks) { c in
+                    var sum = 0.0
+                    for r in (c * rowChunk)..<min(rows, (c + 1) * rowChunk) {
+                        let er = ep.pointer + r * columns + j0, yr = y.pointer + r * w
+                        for jj in 0..<w {
+                            let value = Double(er[jj])
+                            sum += value * (2 * Double(yr[jj]) + h.pointer[(j0 + jj) * columns + j0 + jj] * value)
+                        }
+                    }
+                    partials.pointer[c] = sum
+                }
+                for c in 0..<rowChunks { total += partials.pointer[c] }
             }
+        } } } }
+        return total
+    }
+
+    /// `y[i] −= scale · x[i]`.
+    @inline(__always)
+    static func subtractScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ scale: Float, _ count: Int) {
+        let splat = SIMD8<Float>(repeating: -scale)
+        var i = 0
+        while i + 8 <= count {
+            let current = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+            let update = current.addingProduct(splat, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            UnsafeMutableRawPointer(y + i).storeBytes(of: update, as: SIMD8<Float>.self)
+            i += 8
         }
-        // U[a][b] = X[n−1−a][n−1−b] = Xᵀ[n−1−b][n−1−a].
-        var u = [Double](repeating: 0, count: n * n)
-        for a in 0..<n { for b in a..<n { u[a * n + b] = xt[(n - 1 - b) * n + (n - 1 - a)] } }
-        return u
+        while i < count {
+            y[i] = y[i].addingProduct(-scale, x[i])
+            i += 1
+        }
+    }
+
+    /// U (upper, `H⁻¹ = UᵀU`) of a symmetric positive definite `h`, Float, blocked and threaded.
+    static func upperCholeskyOfInverse(_ h: [Double], n: Int) throws -> [Float] {
+        try h.withUnsafeBufferPointer { h in
+            try Cholesky.upperFactorOfInverse(h.baseAddress!, n: n, diagonal: (0..<n).map { h[$0 * n + $0] })
+        }
     }
 
     /// The four-pass version (Cholesky, triangular inverse, product, Cholesky), kept as the

@@ -8,7 +8,7 @@ import Testing
 @Suite struct GPTQTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/gptq")
-    /// Relative tolerance on the output error (float64 reference, float64 accumulation here).
+    /// Relative tolerance on the output error (float64 reference; float32 GPTQ here, as torch's).
     static let errorTolerance = 1e-4
 
     struct Case: Decodable, CustomTestStringConvertible {
@@ -81,25 +81,52 @@ import Testing
 }
 
 extension GPTQTests {
-    @Test(arguments: [1, 2, 7, 33, 130])
-    func fastCholeskyInverseMatchesReference(n: Int) throws {
-        var state: UInt64 = UInt64(n) * 7919
-        func next() -> Double {
+    static func random(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var state = seed
+        return (0..<count).map { _ in
             state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Double(Int64(bitPattern: state) >> 11) / Double(1 << 52)
+            return scale * Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max)
         }
-        // H = AᵀA + n·I: symmetric positive definite.
-        let a = (0..<(n * n)).map { _ in next() }
+    }
+
+    /// `XᵀX` of `samples` random rows, with one dead input column.
+    static func hessian(_ n: Int, samples: Int, seed: UInt64) -> [Double] {
+        var x = random(samples * n, seed: seed).map(Double.init)
+        for t in 0..<samples where n > 2 { x[t * n + 2] = 0 }
         var h = [Double](repeating: 0, count: n * n)
-        for i in 0..<n { for j in 0..<n { for k in 0..<n { h[i * n + j] += a[k * n + i] * a[k * n + j] } } }
-        for i in 0..<n { h[i * n + i] += Double(n) }
-        let fast = try GPTQ.upperCholeskyOfInverse(h, n: n)
-        let reference = try GPTQ.referenceUpperCholeskyOfInverse(h, n: n)
-        let scale = reference.map(abs).max()!
-        #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= 1e-10 * scale })
-        var notPositive = h
-        notPositive[0] = -1
-        #expect(throws: GPTQ.Failure.self) { try GPTQ.upperCholeskyOfInverse(notPositive, n: n) }
+        for t in 0..<samples { for i in 0..<n { for j in 0..<n { h[i * n + j] += x[t * n + i] * x[t * n + j] } } }
+        return h
+    }
+
+    /// Threads split rows and GEMM row blocks on fixed boundaries: one thread or many, same bits.
+    @Test func resultsDoNotDependOnTheThreadCount() throws {
+        let rows = 203, columns = 300
+        let weight = Self.random(rows * columns, seed: 11, scale: 0.1)
+        let hessian = Self.hessian(columns, samples: 400, seed: 12)
+        let gptq = GPTQ(options: .init(groupSize: 64, blockSize: 128))
+        let threaded = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: 3)
+        let serial = try Threads.$serial.withValue(true) {
+            try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: 3)
+        }
+        #expect(threaded.codes == serial.codes)
+        #expect(threaded.dequantized == serial.dequantized)
+        #expect(threaded.error == serial.error)
+    }
+
+    /// The blocked Float `outputError` against `Σ_r e_r H e_rᵀ` in Double, element by element.
+    @Test(arguments: [(1, 1), (5, 37), (40, 300)])
+    func outputErrorMatchesThePlainSum(rows: Int, columns: Int) {
+        let weight = Self.random(rows * columns, seed: 21), quantized = Self.random(rows * columns, seed: 22)
+        let hessian = Self.hessian(columns, samples: 2 * columns, seed: 23)
+        var expected = 0.0
+        for r in 0..<rows {
+            for i in 0..<columns {
+                let ei = Double(weight[r * columns + i] - quantized[r * columns + i])
+                for j in 0..<columns { expected += ei * hessian[i * columns + j] * Double(weight[r * columns + j] - quantized[r * columns + j]) }
+            }
+        }
+        let fast = GPTQ.outputError(weight, quantized, rows: rows, columns: columns, hessian: hessian)
+        #expect(abs(fast - expected) <= 1e-5 * abs(expected), "\(fast) vs \(expected)")
     }
 }
 

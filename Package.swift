@@ -34,7 +34,7 @@ let package = Package(
         // Core file handling: safetensors, config.json, tokenizers, token files, atomic writes.
         .target(name: "ModelFormat"),
         // Quantizers, GPTQ kernels, bit packing and the packed-checkpoint writer.
-        .target(name: "QuantEngine", swiftSettings: kernelSettings),
+        .target(name: "QuantEngine", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
         // Calibration runs: profiles, and the layer-by-layer quantization of a whole model.
         .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat", "MoERuntime"], swiftSettings: kernelSettings),
         // Model definition and forward pass: float and packed weights, expert pruning (ODP, OTP).

@@ -81,10 +81,7 @@ public struct Profiler {
                     progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> ProfileDocument {
         let runStart = ContinuousClock.now
         let config = model.config
-        let windows = min(options.samples, tokens.count / options.sequenceLength)
-        guard windows >= 1 else {
-            throw ModelFormatError(file: "calibration tokens", "\(tokens.count) tokens are fewer than one window of --seq-len \(options.sequenceLength)")
-        }
+        let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
         let range = requested ?? 0..<config.layerCount
         guard range.lowerBound >= 0, range.upperBound <= config.layerCount, !range.isEmpty else {
             throw ModelFormatError(file: model.directory, "layers \(range.lowerBound)..<\(range.upperBound) are not within the model's \(config.layerCount)")
@@ -95,10 +92,7 @@ public struct Profiler {
         }
 
         let session = FloatForward(model: model)
-        let embeddings = model.matrix(.embeddings)
-        var states = (0..<windows).map { window in
-            tokens[(window * options.sequenceLength)..<((window + 1) * options.sequenceLength)].flatMap { embeddings.row($0) }
-        }
+        var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         var finished: [ProfileDocument.Layer] = []
         for layer in 0..<(targets.last.map { $0 + 1 } ?? 0) {
             let isTarget = targets.contains(layer)

@@ -13,8 +13,24 @@ public struct Evaluation: Sendable, Encodable {
     public var seconds: Double
     public var tokensPerSecond: Double
     public var peakResidentBytes: Int
-    /// `[layer][expert]`: tokens routed to each expert.
+    /// `[layer][expert]`: tokens routed to each expert (the router's top-k, before pruning).
     public var expertTokens: [[Int]]
+    /// Per MoE layer: experts run per token after pruning (top-k when nothing is pruned).
+    public var layerExpertsPerToken: [Double]
+    /// Mean over MoE layers of `layerExpertsPerToken`.
+    public var expertsPerToken: Double
+    /// Which pruning ran: "none", "odp", "otp".
+    public var pruning: String
+    /// Decode speed: tokens fed one at a time with the KV cache (`decodeTokens` of them, after a
+    /// one-token prefill), 0 when not measured.
+    public var decodeTokens: Int
+    public var decodeTokensPerSecond: Double
+    /// The expert weights as held in memory: bytes (packed: codes, zeros, scales, g_idx),
+    /// parameters, nominal bits per parameter (the widths) and effective bits (bytes · 8 / parameters).
+    public var expertBytes: Int
+    public var expertParameters: Int
+    public var averageBits: Double
+    public var effectiveBits: Double
 
     final class Counter: RouterObserver {
         var counts: [[Int]]
@@ -24,11 +40,13 @@ public struct Evaluation: Sendable, Encodable {
         }
     }
 
-    public static func run(model: FloatModel, tokens: [Int], sequenceLength: Int,
+    public static func run(model: FloatModel, tokens: [Int], sequenceLength: Int, pruner: ExpertPruner? = nil,
+                           pruning: String = "none", decodeTokens: Int = 0,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> Evaluation {
         precondition(sequenceLength >= 2)
         let counter = Counter(layers: model.config.layerCount, experts: model.config.expertCount)
         let session = FloatForward(model: model, observer: counter)
+        session.pruner = pruner
         let vocab = model.config.vocabSize
         let start = ContinuousClock.now
         var nll = 0.0, predicted = 0, windows = 0
@@ -50,10 +68,33 @@ public struct Evaluation: Sendable, Encodable {
             progress(offset, tokens.count)
         }
         let seconds = ModelFormat.seconds(since: start)
+        let moeLayers = (0..<model.config.layerCount).filter { model.config.moeLayers[$0] }
+        let perLayer = moeLayers.map { session.tokensRouted[$0] > 0 ? Double(session.expertsRun[$0]) / Double(session.tokensRouted[$0]) : 0 }
+        let storage = model.expertStorage
+        let decodeSpeed = try decodeTokens > 0 ? measureDecode(session: session, tokens: tokens, count: decodeTokens) : 0
         return Evaluation(tokens: tokens.count, predicted: predicted, windows: windows, sequenceLength: sequenceLength,
                           negativeLogLikelihood: nll / Double(max(predicted, 1)), perplexity: Foundation.exp(nll / Double(max(predicted, 1))),
                           seconds: seconds, tokensPerSecond: Double(tokens.count) / seconds,
-                          peakResidentBytes: peakResidentBytes(), expertTokens: counter.counts)
+                          peakResidentBytes: peakResidentBytes(), expertTokens: counter.counts,
+                          layerExpertsPerToken: perLayer, expertsPerToken: perLayer.isEmpty ? 0 : perLayer.reduce(0, +) / Double(perLayer.count),
+                          pruning: pruning, decodeTokens: decodeTokens, decodeTokensPerSecond: decodeSpeed,
+                          expertBytes: storage.bytes, expertParameters: storage.parameters, averageBits: storage.nominalBits,
+                          effectiveBits: storage.parameters > 0 ? Double(storage.bytes * 8) / Double(storage.parameters) : 0)
+    }
+
+    /// Tokens/s of one-at-a-time decoding with the KV cache, median of three runs (the host is noisy).
+    static func measureDecode(session: FloatForward, tokens: [Int], count: Int) throws -> Double {
+        let length = min(count, session.model.config.maxPositions - 1, tokens.count - 1)
+        guard length > 0 else { return 0 }
+        var rates: [Double] = []
+        for _ in 0..<3 {
+            session.reset()
+            _ = try session.logits([tokens[0]])
+            let start = ContinuousClock.now
+            for t in 1...length { _ = try session.logits([tokens[t]]) }
+            rates.append(Double(length) / ModelFormat.seconds(since: start))
+        }
+        return rates.sorted()[1]
     }
 
     /// Peak resident set size of this process (Linux `ru_maxrss` is in KiB).

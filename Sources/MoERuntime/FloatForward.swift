@@ -8,6 +8,12 @@ import ModelFormat
 public final class FloatForward {
     public let model: FloatModel
     public weak var observer: RouterObserver?
+    /// Which of the router's top-k experts run (ODP, OTP); nil runs them all.
+    public var pruner: ExpertPruner?
+    /// Per layer, since the last `resetCounts`: tokens through the MoE block and experts run for
+    /// them (token × expert evaluations, after pruning).
+    public private(set) var tokensRouted: [Int]
+    public private(set) var expertsRun: [Int]
     /// Position of the next token.
     public private(set) var position = 0
     /// Per layer: keys and values after RoPE, `[position, kvHeads · headDim]`.
@@ -19,6 +25,16 @@ public final class FloatForward {
         self.observer = observer
         keyCache = Array(repeating: [], count: model.config.layerCount)
         valueCache = Array(repeating: [], count: model.config.layerCount)
+        tokensRouted = Array(repeating: 0, count: model.config.layerCount)
+        expertsRun = Array(repeating: 0, count: model.config.layerCount)
+    }
+
+    /// Zeroes `tokensRouted` and `expertsRun`.
+    public func resetCounts() {
+        for layer in tokensRouted.indices {
+            tokensRouted[layer] = 0
+            expertsRun[layer] = 0
+        }
     }
 
     /// Forget the sequence (keeps the model).
@@ -146,8 +162,26 @@ public final class FloatForward {
                 weights = weights.map { $0 / sum }
             }
             observer?.routed(layer: layer, token: t, probabilities: probabilities, experts: chosen, weights: weights)
-            for (expert, weight) in zip(chosen, weights) { assigned[expert].append((t, weight)) }
+            var kept = chosen
+            if let pruner {
+                let flags = x.withUnsafeBufferPointer {
+                    pruner.keep(layer: layer, hidden: UnsafeBufferPointer(rebasing: $0[(t * hidden)..<((t + 1) * hidden)]),
+                                probabilities: probabilities, experts: chosen, weights: weights)
+                }
+                precondition(flags.count == chosen.count && flags.contains(true), "a pruner must keep at least one expert")
+                if flags.contains(false) {
+                    // The kept experts' weights are rescaled to the full top-k's sum.
+                    let total = weights.reduce(0, +)
+                    kept = zip(chosen, flags).filter(\.1).map(\.0)
+                    let keptWeights = zip(weights, flags).filter(\.1).map(\.0)
+                    let keptTotal = keptWeights.reduce(0, +)
+                    weights = keptWeights.map { keptTotal > 0 ? $0 * total / keptTotal : $0 }
+                }
+            }
+            expertsRun[layer] += kept.count
+            for (expert, weight) in zip(kept, weights) { assigned[expert].append((t, weight)) }
         }
+        tokensRouted[layer] += count
         var output = [Float](repeating: 0, count: count * hidden)
         for expert in 0..<experts where !assigned[expert].isEmpty {
             let tokens = assigned[expert]
@@ -159,6 +193,7 @@ public final class FloatForward {
                            down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize) { activations in
                 observer?.expertActivations(layer: layer, expert: expert, tokens: tokens.map(\.token), activations: activations)
             }
+            observer?.expertOutputs(layer: layer, expert: expert, tokens: tokens.map(\.token), outputs: y)
             for (row, entry) in tokens.enumerated() {
                 for i in 0..<hidden { output[entry.token * hidden + i] += entry.weight * y[row * hidden + i] }
             }

@@ -1,10 +1,12 @@
 import Foundation
 import ModelFormat
+import QuantEngine
 
-/// An MoE model's unquantized weights, read from a Hugging Face directory through the
-/// architecture's tensor map: matrices in the checkpoint's precision (bf16 stays bf16, f16 and
-/// f32 become f32), vectors (norms, biases) in f32. Every tensor the map expects must be present
-/// with its shape, and none may be left over.
+/// An MoE model's weights, read from a Hugging Face directory through the architecture's tensor
+/// map: matrices in the checkpoint's precision (bf16 stays bf16, f16 and f32 become f32, GPTQ-packed
+/// linears stay packed — `qweight`/`qzeros`/`scales`/`g_idx`, widths from `quantization_config`),
+/// vectors (norms, biases) in f32. Every tensor the map expects must be present with its shape,
+/// and none may be left over.
 public final class FloatModel: @unchecked Sendable {
     public let config: MoEModelConfig
     public let directory: String
@@ -14,6 +16,11 @@ public final class FloatModel: @unchecked Sendable {
     private var vectors: [TensorRole: [Float]] = [:]
     private var matrices: [TensorRole: Matrix] = [:]
     private var shapes: [TensorRole: [Int]] = [:]
+    /// Packed linears: module name (the tensor name without `.weight`) and its width.
+    private var packed: [TensorRole: (module: String, bits: Int, groupSize: Int)] = [:]
+    static let packedSuffixes = [".qweight", ".qzeros", ".scales", ".g_idx"]
+    /// The packed model's `quantization_config`, nil for a float model.
+    public let quantization: QuantizationConfig?
     private let files: CheckpointFiles
     private let map: ArchitectureMap
 
@@ -23,9 +30,22 @@ public final class FloatModel: @unchecked Sendable {
         config = try MoEModelConfig.read(directory: directory)
         map = ArchitectureMap(config.architecture)
         files = try CheckpointFiles(directory: directory)
+        quantization = try QuantizationConfig.read(directory: directory)
         var used = Set<String>()
         for (role, shape) in map.expectedTensors(config) {
             let name = map.name(role)
+            if shape.count == 2, files.file(containing: name) == nil, let quantization, name.hasSuffix(".weight"),
+               files.file(containing: String(name.dropLast(7)) + ".qweight") != nil {
+                let module = String(name.dropLast(7))
+                guard let width = try quantization.width(of: module) else {
+                    throw ModelFormatError(file: quantization.file, "\(module) is declared unquantized but the checkpoint has only its packed tensors")
+                }
+                packed[role] = (module, width.bits, width.groupSize)
+                shapes[role] = shape
+                if !lazy { matrices[role] = try load(role) }
+                for suffix in Self.packedSuffixes where files.file(containing: module + suffix) != nil { used.insert(module + suffix) }
+                continue
+            }
             guard let file = files.file(containing: name) else {
                 throw ModelFormatError(file: files.description, "missing tensor \(name)")
             }
@@ -53,9 +73,15 @@ public final class FloatModel: @unchecked Sendable {
 
     /// Reads one matrix from the checkpoint: bf16 stays bf16, F16/F32 become f32.
     private func load(_ role: TensorRole) throws -> Matrix {
+        let shape = shapes[role]!
+        if let source = packed[role] {
+            let file = files.file(containing: source.module + ".qweight")!
+            let linear = try PackedLinear.read(from: file, prefix: source.module, bits: source.bits, groupSize: source.groupSize,
+                                               outFeatures: shape[0], inFeatures: shape[1])
+            return Matrix(rows: shape[0], columns: shape[1], storage: .packed(linear))
+        }
         let name = map.name(role)
         let file = files.file(containing: name)!
-        let shape = shapes[role]!
         let info = try file.info(name)
         if info.dtype == .bf16 {
             let raw = try file.bytes(name)
@@ -81,10 +107,24 @@ public final class FloatModel: @unchecked Sendable {
         guard lazy else { return }
         for role in shapes.keys where role.layer == layer {
             matrices[role] = nil
-            let name = map.name(role)
-            files.file(containing: name)?.release(name)
+            if let source = packed[role] {
+                for suffix in Self.packedSuffixes { files.file(containing: source.module + suffix)?.release(source.module + suffix) }
+            } else {
+                let name = map.name(role)
+                files.file(containing: name)?.release(name)
+            }
         }
     }
+
+    /// Puts `matrix` in place of `role`'s weights (the quantizer installs a layer's dequantized
+    /// experts so that later layers calibrate on its output). A lazy model drops it at `unpin`.
+    public func replace(_ role: TensorRole, with matrix: Matrix) {
+        precondition(shapes[role] == [matrix.rows, matrix.columns], "shape mismatch for \(role)")
+        matrices[role] = matrix
+    }
+
+    /// The tensor name of `role` in this checkpoint (a packed linear: its module name).
+    public func tensorName(_ role: TensorRole) -> String { packed[role]?.module ?? map.name(role) }
 
     /// A vector (norm weight, bias).
     public func weight(_ role: TensorRole) -> [Float] {
@@ -104,54 +144,25 @@ public final class FloatModel: @unchecked Sendable {
 
     public var parameterCount: Int { vectors.values.reduce(0) { $0 + $1.count } + shapes.values.reduce(0) { $0 + $1[0] * $1[1] } }
     public var weightBytes: Int { vectors.values.reduce(0) { $0 + 4 * $1.count } + matrices.values.reduce(0) { $0 + $1.byteCount } }
-}
-
-/// The safetensors files of a checkpoint: `model.safetensors`, or the shards listed by
-/// `model.safetensors.index.json`.
-struct CheckpointFiles: CustomStringConvertible {
-    var files: [SafeTensorsFile]
-    var owner: [String: Int]
-    let description: String
-
-    init(directory: String) throws {
-        let single = (directory as NSString).appendingPathComponent("model.safetensors")
-        let index = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
-        if FileManager.default.fileExists(atPath: single) {
-            files = [try SafeTensorsFile(path: single)]
-            description = single
-        } else if FileManager.default.fileExists(atPath: index) {
-            description = index
-            let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: index)) } catch {
-                throw ModelFormatError(file: index, "cannot read")
+    /// The expert linears as held (eager models): their parameters, bytes (packed: codes, zeros,
+    /// scales and g_idx; float: the values) and nominal bits per parameter (packed: the width).
+    public var expertStorage: (parameters: Int, bytes: Int, nominalBits: Double) {
+        var parameters = 0, bytes = 0
+        var bits = 0.0
+        for (role, matrix) in matrices {
+            switch role {
+            case .expertGate, .expertUp, .expertDown:
+                let count = matrix.rows * matrix.columns
+                parameters += count
+                bytes += matrix.byteCount
+                switch matrix.storage {
+                case .f32: bits += 32 * Double(count)
+                case .bf16: bits += 16 * Double(count)
+                case let .packed(linear): bits += Double(linear.bits * count)
+                }
+            default: continue
             }
-            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let weightMap = object["weight_map"] as? [String: String] else {
-                throw ModelFormatError(file: index, "not a safetensors index (no weight_map)")
-            }
-            var shards: [String: SafeTensorsFile] = [:]
-            for shard in Set(weightMap.values).sorted() {
-                guard !shard.contains("/") else { throw ModelFormatError(file: index, "shard name \(shard) leaves the directory") }
-                shards[shard] = try SafeTensorsFile(path: (directory as NSString).appendingPathComponent(shard))
-            }
-            for (name, shard) in weightMap where shards[shard]?.tensors[name] == nil {
-                throw ModelFormatError(file: index, "lists \(name) in \(shard), which does not contain it")
-            }
-            files = Array(shards.values)
-        } else {
-            throw ModelFormatError(file: directory, "no model.safetensors or model.safetensors.index.json")
         }
-        owner = [:]
-        for (position, file) in files.enumerated() {
-            for name in file.tensors.keys { owner[name] = position }
-        }
+        return (parameters, bytes, parameters > 0 ? bits / Double(parameters) : 0)
     }
-
-    func file(containing name: String) -> SafeTensorsFile? { owner[name].map { files[$0] } }
-
-    /// Drops every mapped page from memory (they are read again if touched).
-    func releaseAll() {
-        for file in files { for name in file.names { file.release(name) } }
-    }
-    var allNames: Set<String> { Set(owner.keys) }
 }

@@ -66,6 +66,9 @@ public enum Kernels {
                 return referenceLinear(x, tokens: tokens, weight: matrix.floats, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
             }
             return linearBF16(x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+        case let .packed(weights):
+            if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: weights, bias: bias) }
+            return linear(x, tokens: tokens, packed: weights, bias: bias)
         }
     }
 

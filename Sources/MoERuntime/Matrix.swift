@@ -1,4 +1,5 @@
 import ModelFormat
+import QuantEngine
 
 /// A weight matrix `[rows, columns]` (PyTorch's `[out, in]`) kept in the checkpoint's precision:
 /// bf16 checkpoints stay bf16 in memory (half the bytes to hold and to stream per token).
@@ -7,6 +8,8 @@ public struct Matrix: Sendable {
         case f32([Float])
         /// Raw bfloat16 bit patterns (the top 16 bits of an f32).
         case bf16([UInt16])
+        /// GPTQ-packed codes, dequantized on the fly by the kernels.
+        case packed(PackedLinear)
     }
 
     public let rows: Int
@@ -28,6 +31,7 @@ public struct Matrix: Sendable {
         switch storage {
         case let .f32(values): return values.count * 4
         case let .bf16(values): return values.count * 2
+        case let .packed(linear): return linear.byteCount
         }
     }
 
@@ -36,14 +40,16 @@ public struct Matrix: Sendable {
         switch storage {
         case let .f32(values): return Array(values[(index * columns)..<((index + 1) * columns)])
         case let .bf16(values): return values[(index * columns)..<((index + 1) * columns)].map { Float(bitPattern: UInt32($0) << 16) }
+        case .packed: return Array(floats[(index * columns)..<((index + 1) * columns)])
         }
     }
 
-    /// All values as f32 (tests and reference paths).
+    /// All values as f32 (tests and reference paths; a packed matrix is dequantized).
     public var floats: [Float] {
         switch storage {
         case let .f32(values): return values
         case let .bf16(values): return values.map { Float(bitPattern: UInt32($0) << 16) }
+        case let .packed(linear): return linear.dequantized()
         }
     }
 }

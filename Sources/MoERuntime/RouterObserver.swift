@@ -11,9 +11,14 @@ public protocol RouterObserver: AnyObject {
     /// One expert's intermediate activations `silu(gate(x)) ⊙ up(x)`, `[tokens.count, width]`, for
     /// the tokens routed to it (indices into the current chunk): what its down projection sees.
     func expertActivations(layer: Int, expert: Int, tokens: [Int], activations: [Float])
+
+    /// One expert's outputs `[tokens.count, hidden]` (before the routing weight) for the tokens
+    /// routed to it: what OTP's training compares against.
+    func expertOutputs(layer: Int, expert: Int, tokens: [Int], outputs: [Float])
 }
 
 extension RouterObserver {
     public func moeInput(layer: Int, hidden: [Float], count: Int) {}
     public func expertActivations(layer: Int, expert: Int, tokens: [Int], activations: [Float]) {}
+    public func expertOutputs(layer: Int, expert: Int, tokens: [Int], outputs: [Float]) {}
 }

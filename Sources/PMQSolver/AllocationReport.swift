@@ -17,6 +17,8 @@ public struct AllocationReport: Codable, Sendable {
         public var alpha: Double
         public var beta: Double
         public var diversity: Bool
+        /// "measured" (PMQ), or a baseline that ignores the profile's errors: "frequency", "random(seed N)".
+        public var importance: String?
         public var timeLimit: Double?
         public var gapTolerance: Double
     }
@@ -106,7 +108,7 @@ public struct AllocationReport: Codable, Sendable {
             groupSize: profile.groupSize, budgetKind: budget.kind, budget: budget.value,
             scope: costModel.scope.rawValue, widths: problem.items.first?.options.map(\.width) ?? [],
             alpha: costModel.alpha, beta: costModel.beta, diversity: costModel.diversity,
-            timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
+            importance: costModel.importance.description, timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
         self.layers = layers
     }
 

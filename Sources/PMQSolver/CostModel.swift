@@ -14,12 +14,35 @@ public struct CostModel: Sendable, Equatable {
     /// Exponent on the routing mass in the significance.
     public var beta: Double = 1.5
     public var scope: Scope = .global
+    /// What the cost of a width is made of: PMQ's measured significance and error, or one of the
+    /// baselines that ignore them (for comparisons at the same size).
+    public var importance: Importance = .measured
     /// MC-MoE's rule: in every layer, at least one expert at the top width and one at the next.
     public var diversity = false
     /// Candidate widths to allocate from (a subset of the profile's); nil means all of them.
     public var widths: [Int]? = nil
 
-    public init(alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil) {
+    /// Baselines solve the same program (same budget rows, same bytes) with a cost that does not
+    /// use the profile's measured errors: `weight_e · params_e · 4^−b`, the textbook noise of a
+    /// b-bit uniform grid, with `weight_e` the expert's normalised frequency (`frequency`) or a
+    /// seeded uniform random number (`random`). `measured` is PMQ: `s_e · err(e, b)^α`.
+    public enum Importance: Sendable, Equatable, CustomStringConvertible {
+        case measured
+        case frequency
+        case random(seed: UInt64)
+
+        public var description: String {
+            switch self {
+            case .measured: return "measured"
+            case .frequency: return "frequency"
+            case let .random(seed): return "random(seed \(seed))"
+            }
+        }
+    }
+
+    public init(alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil,
+                importance: Importance = .measured) {
+        self.importance = importance
         self.alpha = alpha
         self.beta = beta
         self.scope = scope
@@ -64,8 +87,16 @@ public struct CostModel: Sendable, Equatable {
         let widths = try candidateWidths(for: profile, file: file)
         var items: [AllocationProblem.Item] = []
         var layerItems: [[Int]] = []
+        var random = importance.seed.map { BaselineRandom(seed: $0) }
         for (layerPosition, layer) in profile.layers.enumerated() {
-            let significance = significance(of: layer)
+            let significance: [Double]
+            switch importance {
+            case .measured: significance = self.significance(of: layer)
+            case .frequency:
+                let total = layer.experts.reduce(0) { $0 + $1.freq }
+                significance = layer.experts.map { total > 0 ? $0.freq / total : 0 }
+            case .random: significance = layer.experts.map { _ in random!.unit() }
+            }
             var indices: [Int] = []
             for (expert, s) in zip(layer.experts, significance) {
                 let options = widths.map { width -> AllocationProblem.Option in
@@ -75,7 +106,9 @@ public struct CostModel: Sendable, Equatable {
                     case .bits: weight = expert.params * Int64(width)
                     case .bytes: weight = bytes
                     }
-                    return .init(width: width, weight: weight, bytes: bytes, cost: cost(significance: s, error: expert.error[width]!))
+                    let value = importance == .measured ? cost(significance: s, error: expert.error[width]!)
+                        : s * Double(expert.params) * pow(4, -Double(width))
+                    return .init(width: width, weight: weight, bytes: bytes, cost: value)
                 }
                 indices.append(items.count)
                 items.append(.init(layer: layerPosition, expert: expert.index, params: expert.params, options: options))
@@ -121,6 +154,28 @@ public struct CostModel: Sendable, Equatable {
         }
         return AllocationProblem(items: items, budgetRows: rows, diversityRows: diversityRows, weightUnit: unit)
     }
+}
+
+extension CostModel.Importance {
+    var seed: UInt64? {
+        if case let .random(seed) = self { return seed }
+        return nil
+    }
+}
+
+/// SplitMix64: the `random` baseline's reproducible draws.
+struct BaselineRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1].
+    mutating func unit() -> Double { Double((next() >> 11) + 1) / Double(1 << 53) }
 }
 
 /// `x^p` with `x^0 = 1`, `0^p = 0` for p > 0, and exact shortcuts for the common exponents.

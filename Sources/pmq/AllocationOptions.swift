@@ -3,6 +3,10 @@ import PMQSolver
 
 extension CostModel.Scope: ExpressibleByArgument {}
 
+enum ImportanceChoice: String, ExpressibleByArgument, CaseIterable {
+    case measured, frequency, random
+}
+
 /// Flags shared by `solve` and `sweep`: how experts are scored and how CBC is run.
 struct AllocationOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Profile JSON (format pmq-profile v1).", valueName: "file"))
@@ -24,6 +28,12 @@ struct AllocationOptions: ParsableArguments {
     @Flag(name: .customLong("mc-diversity"), help: "In every layer keep at least one expert at the top width and one at the next (MC-MoE's rule).")
     var diversity = false
 
+    @Option(help: ArgumentHelp("measured: PMQ (significance × measured error); frequency or random: size-matched baselines that ignore the measured errors (cost freq·params·4^-b, or a seeded random weight instead of freq).", valueName: "measured|frequency|random"))
+    var importance: ImportanceChoice = .measured
+
+    @Option(help: "Seed of --importance random.")
+    var seed: UInt64 = 1
+
     @Option(name: .customLong("time-limit"), help: ArgumentHelp("CBC time limit per solve.", valueName: "seconds"))
     var timeLimit: Double?
 
@@ -41,7 +51,13 @@ struct AllocationOptions: ParsableArguments {
     var verbose = false
 
     var costModel: CostModel {
-        CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths)
+        let choice: CostModel.Importance
+        switch importance {
+        case .measured: choice = .measured
+        case .frequency: choice = .frequency
+        case .random: choice = .random(seed: seed)
+        }
+        return CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths, importance: choice)
     }
 
     var solveOptions: SolveOptions {

@@ -22,6 +22,15 @@ extension PMQ {
         @Option(name: .customLong("max-tokens"), help: "Evaluate at most this many tokens.")
         var maxTokens: Int?
 
+        @Option(help: ArgumentHelp("Expert pruning: none, odp (MC-MoE's threshold rule) or otp (learned gates; `pmq otp train`).", valueName: "none|odp|otp"))
+        var prune: PruneChoice = .none
+
+        @Option(name: .customLong("odp-beta"), help: "ODP threshold for every layer (default: the per-layer thresholds `pmq otp train` calibrated, else 0.5).")
+        var odpBeta: Double?
+
+        @Option(name: .customLong("decode-tokens"), help: "Also time one-token-at-a-time decoding over this many tokens (0: skip).")
+        var decodeTokens: Int = 0
+
         @Option(help: ArgumentHelp("Write the results as JSON.", valueName: "file"))
         var json: String?
 
@@ -31,6 +40,8 @@ extension PMQ {
         func validate() throws {
             guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2") }
             if let maxTokens, maxTokens < 2 { throw ValidationError("--max-tokens must be at least 2") }
+            if let odpBeta, !(odpBeta >= 0 && odpBeta.isFinite) { throw ValidationError("--odp-beta must be a finite number ≥ 0") }
+            guard decodeTokens >= 0 else { throw ValidationError("--decode-tokens must be ≥ 0") }
         }
 
         func run() throws {
@@ -41,19 +52,45 @@ extension PMQ {
                 throw ValidationError("--seq-len \(seqLen) exceeds the model's max_position_embeddings \(loaded.config.maxPositions)")
             }
             let ids = maxTokens.map { Array(file.tokens.prefix($0)) } ?? file.tokens
+            let pruner = try prune.pruner(model: loaded, directory: model, odpBeta: odpBeta)
             let progress = Progress("eval", quiet: quiet)
-            let result = try Evaluation.run(model: loaded, tokens: ids, sequenceLength: seqLen) { done, total in
+            let result = try Evaluation.run(model: loaded, tokens: ids, sequenceLength: seqLen, pruner: pruner, pruning: prune.rawValue,
+                                            decodeTokens: decodeTokens) { done, total in
                 progress.update(done: done, total: total, detail: "tokens")
             }
             progress.finish()
             if let json { try AtomicFile.writeJSON(result, to: json) }
             print("\(model): \(loaded.config.architecture.rawValue), \(result.tokens) tokens in \(result.windows) windows of ≤ \(seqLen)")
             print(String(format: "perplexity %.3f  (mean NLL %.4f nats over %d predictions)", result.perplexity, result.negativeLogLikelihood, result.predicted))
-            print(String(format: "%.0f tokens/s  (%.1f s)  peak RSS %.1f MB", result.tokensPerSecond, result.seconds, Double(result.peakResidentBytes) / 1e6))
+            print(String(format: "%.0f tokens/s  (%.1f s)  peak RSS %.1f MB  expert weights %.3f MB", result.tokensPerSecond, result.seconds,
+                         Double(result.peakResidentBytes) / 1e6, Double(result.expertBytes) / 1e6))
+            if decodeTokens > 0 { print(String(format: "decode %.1f tokens/s (%d tokens, one at a time, median of 3)", result.decodeTokensPerSecond, decodeTokens)) }
+            print(String(format: "experts per token %.3f (pruning: %@); per layer: %@", result.expertsPerToken, prune.rawValue,
+                         result.layerExpertsPerToken.map { String(format: "%.3f", $0) }.joined(separator: " ")))
             print("tokens routed per expert:")
             for (layer, counts) in result.expertTokens.enumerated() {
                 print("  layer \(layer): " + counts.map(String.init).joined(separator: " "))
             }
+        }
+    }
+}
+
+enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
+    case none, odp, otp
+
+    /// The pruner for `model` (loaded from `directory`): OTP and calibrated ODP come from its pruning file.
+    func pruner(model: FloatModel, directory: String, odpBeta: Double?) throws -> ExpertPruner? {
+        let layers = model.config.layerCount
+        switch self {
+        case .none: return nil
+        case .odp:
+            if let odpBeta { return ODPPruner(beta: Float(odpBeta), layers: layers) }
+            return try PruningFile.read(directory: directory, config: model.config)?.odp ?? ODPPruner(beta: 0.5, layers: layers)
+        case .otp:
+            guard let stored = try PruningFile.read(directory: directory, config: model.config) else {
+                throw ValidationError("\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
+            }
+            return stored.otp
         }
     }
 }

@@ -42,3 +42,25 @@ final class Progress {
         if shown && interactive { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 }
+
+/// Progress over named stages ("layer 3: experts quantized"): a fresh bar per stage.
+final class StagedProgress {
+    private let command: String
+    private let quiet: Bool
+    private var current: (stage: String, bar: Progress)?
+
+    init(_ command: String, quiet: Bool) {
+        self.command = command
+        self.quiet = quiet
+    }
+
+    func update(stage: String, done: Int, total: Int) {
+        if current?.stage != stage {
+            current?.bar.finish()
+            current = (stage, Progress("\(command): \(stage)", quiet: quiet))
+        }
+        current?.bar.update(done: done, total: total, detail: "")
+    }
+
+    func finish() { current?.bar.finish() }
+}

@@ -75,17 +75,11 @@ extension PMQ {
             try file.validate(vocabSize: loaded.config.vocabSize)
             let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples,
                                                                   dampening: dampening, actOrder: actOrder, clipSearch: clip))
-            var progress: (stage: String, bar: Progress)? = nil
+            let progress = StagedProgress("profile", quiet: quiet)
             let partial = out + ".partial"
             let document = try profiler.run(tokens: file.tokens, description: "\(calib): \(samples) windows of \(seqLen) tokens",
-                                            layers: layers, checkpointDirectory: partial) { stage, done, total in
-                if progress?.stage != stage {
-                    progress?.bar.finish()
-                    progress = (stage, Progress("profile: \(stage)", quiet: quiet))
-                }
-                progress?.bar.update(done: done, total: total, detail: "")
-            }
-            progress?.bar.finish()
+                                            layers: layers, checkpointDirectory: partial, progress: progress.update)
+            progress.finish()
             try document.write(to: out)
             try? FileManager.default.removeItem(atPath: partial)
             let experts = document.layers.reduce(0) { $0 + $1.experts.count }

@@ -1,0 +1,82 @@
+import Foundation
+import ModelFormat
+
+/// What the packer needs from an allocation report (format `pmq-allocation` v1, written by
+/// `pmq solve`): a width per expert and the group size the profile measured with. Read from the
+/// JSON, not from PMQSolver's types (the report is the contract between the two).
+public struct AllocationPlan: Sendable, Equatable {
+    /// Width of every expert: `widths[layer]![expert]`.
+    public var widths: [Int: [Int: Int]]
+    public var groupSize: Int
+    /// The profiled model's name, for a mismatch warning.
+    public var model: String
+    /// A one-line description kept in the packed model's config ("allocation.json: 2.5 bits, measured").
+    public var summary: String
+
+    public init(widths: [Int: [Int: Int]], groupSize: Int, model: String, summary: String) {
+        self.widths = widths
+        self.groupSize = groupSize
+        self.model = model
+        self.summary = summary
+    }
+
+    /// Every expert of every MoE layer at `bits`.
+    public static func uniform(bits: Int, config: MoEModelConfig, groupSize: Int) -> AllocationPlan {
+        var widths: [Int: [Int: Int]] = [:]
+        for layer in 0..<config.layerCount where config.moeLayers[layer] {
+            widths[layer] = Dictionary(uniqueKeysWithValues: (0..<config.expertCount).map { ($0, bits) })
+        }
+        return AllocationPlan(widths: widths, groupSize: groupSize, model: "", summary: "uniform \(bits) bits")
+    }
+
+    public static func read(path: String) throws -> AllocationPlan {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ModelFormatError(file: path, "cannot read") }
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ModelFormatError(file: path, "not a JSON object")
+        }
+        guard object["format"] as? String == "pmq-allocation" else { throw ModelFormatError(file: path, "not a pmq-allocation report (format field)") }
+        guard let version = object["version"] as? Int, version == 1 else { throw ModelFormatError(file: path, "unsupported version (this pmq reads version 1)") }
+        guard let parameters = object["parameters"] as? [String: Any], let groupSize = parameters["groupSize"] as? Int, groupSize > 0 else {
+            throw ModelFormatError(file: path, "parameters.groupSize is missing or not a positive integer")
+        }
+        guard let layers = object["layers"] as? [[String: Any]] else { throw ModelFormatError(file: path, "layers is missing or not an array") }
+        var widths: [Int: [Int: Int]] = [:]
+        for (position, layer) in layers.enumerated() {
+            guard let index = layer["index"] as? Int, let experts = layer["experts"] as? [[String: Any]] else {
+                throw ModelFormatError(file: path, "layers[\(position)] needs an integer index and an experts array")
+            }
+            var row: [Int: Int] = [:]
+            for (slot, expert) in experts.enumerated() {
+                guard let e = expert["index"] as? Int, let bits = expert["bits"] as? Int, [1, 2, 3, 4, 8].contains(bits) else {
+                    throw ModelFormatError(file: path, "layers[\(position)].experts[\(slot)] needs an integer index and bits in 1, 2, 3, 4, 8")
+                }
+                guard row.updateValue(bits, forKey: e) == nil else { throw ModelFormatError(file: path, "layer \(index) lists expert \(e) twice") }
+            }
+            guard widths.updateValue(row, forKey: index) == nil else { throw ModelFormatError(file: path, "layer \(index) is listed twice") }
+        }
+        let budget = (parameters["budget"] as? Double).map { String(format: "%g", $0) } ?? "?"
+        let kind = parameters["budgetKind"] as? String ?? ""
+        let importance = parameters["importance"] as? String ?? "measured"
+        return AllocationPlan(widths: widths, groupSize: groupSize, model: parameters["model"] as? String ?? "",
+                              summary: "\((path as NSString).lastPathComponent): budget \(budget) \(kind), \(importance)")
+    }
+
+    /// Checks that the plan names every expert of every MoE layer of `config`, and nothing else.
+    public func validate(against config: MoEModelConfig, file: String) throws {
+        for layer in 0..<config.layerCount where config.moeLayers[layer] {
+            guard let row = widths[layer] else { throw ModelFormatError(file: file, "has no widths for MoE layer \(layer)") }
+            guard Set(row.keys) == Set(0..<config.expertCount) else {
+                throw ModelFormatError(file: file, "layer \(layer) lists experts \(row.keys.sorted().prefix(4))…, the model has \(config.expertCount)")
+            }
+        }
+        for layer in widths.keys where !(0..<config.layerCount).contains(layer) || !config.moeLayers[layer] {
+            throw ModelFormatError(file: file, "names layer \(layer), which is not an MoE layer of the model")
+        }
+    }
+
+    /// Average nominal bits over the experts (equal-sized experts: a plain mean).
+    public var averageBits: Double {
+        let all = widths.values.flatMap(\.values)
+        return all.isEmpty ? 0 : Double(all.reduce(0, +)) / Double(all.count)
+    }
+}

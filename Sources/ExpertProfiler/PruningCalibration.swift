@@ -1,0 +1,158 @@
+import Foundation
+import ModelFormat
+import MoERuntime
+
+/// Trains the OTP gates of a (packed) model on calibration tokens, layer by layer, and calibrates
+/// the ODP baseline to the same fraction of experts kept: for each MoE layer, the windows' hidden
+/// states go through the layer with every top-k expert running while a capture records each
+/// token's MoE input, routing and per-expert outputs; the layer's gate is trained on that set;
+/// then the layer runs again with its new gate, so the next layer trains on the hidden states it
+/// will see when pruning is on.
+public struct PruningCalibration {
+    public struct Options: Sendable {
+        public var sequenceLength: Int
+        public var samples: Int
+        public var training: OTPTrainingOptions
+        /// Feed later layers the pruned layer's output (true) or the unpruned one.
+        public var propagatePruned: Bool
+        public init(sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(), propagatePruned: Bool = true) {
+            self.sequenceLength = sequenceLength
+            self.samples = samples
+            self.training = training
+            self.propagatePruned = propagatePruned
+        }
+    }
+
+    public struct Output {
+        public var otp: OTPPruner
+        public var odp: ODPPruner
+        public var reports: [Int: OTPTrainingReport]
+        public var calibrationTokens: Int
+        public var seconds: Double
+    }
+
+    public let model: FloatModel
+    public let options: Options
+
+    public init(model: FloatModel, options: Options) {
+        self.model = model
+        self.options = options
+    }
+
+    public func run(tokens: [Int], progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> Output {
+        let start = ContinuousClock.now
+        let config = model.config
+        guard config.routing.topK >= 2 else {
+            throw ModelFormatError(file: model.directory, "top-\(config.routing.topK) routing leaves nothing to prune (OTP needs top-k ≥ 2)")
+        }
+        let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
+        let session = FloatForward(model: model)
+        var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        var gates: [Int: OTPGate] = [:]
+        var betas: [Int: Float] = [:]
+        var reports: [Int: OTPTrainingReport] = [:]
+        for layer in 0..<config.layerCount {
+            try model.pin(layer: layer)
+            defer { model.unpin(layer: layer) }
+            guard config.moeLayers[layer] else {
+                for window in 0..<windows { session.reset(); session.forwardLayer(layer, &states[window], count: options.sequenceLength) }
+                continue
+            }
+            let inputs = options.propagatePruned ? states : []
+            let capture = PruningCapture(layer: layer, config: config)
+            session.pruner = nil
+            session.observer = capture
+            for window in 0..<windows {
+                session.reset()
+                session.forwardLayer(layer, &states[window], count: options.sequenceLength)
+                capture.finishChunk()
+                progress("layer \(layer): calibration windows", window + 1, windows)
+            }
+            session.observer = nil
+            let set = capture.trainingSet()
+            var training = options.training
+            training.seed = options.training.seed &+ UInt64(layer)
+            let (gate, report) = OTPTrainer.train(set: set, options: training)
+            gates[layer] = gate
+            reports[layer] = report
+            betas[layer] = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: options.training.keep)
+            progress("layer \(layer): gate trained", 1, 1)
+            if options.propagatePruned {
+                states = inputs
+                session.pruner = OTPPruner(gates: [layer: gate])
+                for window in 0..<windows { session.reset(); session.forwardLayer(layer, &states[window], count: options.sequenceLength) }
+                session.pruner = nil
+            }
+        }
+        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports,
+                      calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
+    }
+}
+
+/// Records, for one MoE layer, what OTP trains on: each token's MoE input, its top-k experts with
+/// their probabilities and weights, and each of those experts' outputs.
+final class PruningCapture: RouterObserver {
+    let layer: Int
+    let hiddenSize: Int
+    let slots: Int
+    let expertCount: Int
+    private var chunkInput: [Float] = []
+    private var chunkRouting: [(experts: [Int], probabilities: [Float], weights: [Float])] = []
+    /// Per expert: the chunk's token indices routed to it and its outputs for them.
+    private var chunkOutputs: [Int: (tokens: [Int], outputs: [Float])] = [:]
+    private var hidden: [Float] = []
+    private var probabilities: [Float] = []
+    private var experts: [Int32] = []
+    private var weights: [Float] = []
+    private var expertOutputs: [Float] = []
+
+    init(layer: Int, config: MoEModelConfig) {
+        self.layer = layer
+        hiddenSize = config.hiddenSize
+        slots = config.routing.topK
+        expertCount = config.expertCount
+    }
+
+    func moeInput(layer: Int, hidden: [Float], count: Int) {
+        guard layer == self.layer else { return }
+        chunkInput = hidden
+        chunkRouting.removeAll(keepingCapacity: true)
+        chunkOutputs.removeAll(keepingCapacity: true)
+    }
+
+    func routed(layer: Int, token: Int, probabilities: [Float], experts chosen: [Int], weights: [Float]) {
+        guard layer == self.layer else { return }
+        precondition(token == chunkRouting.count, "tokens are routed in order")
+        chunkRouting.append((chosen, chosen.map { probabilities[$0] }, weights))
+    }
+
+    func expertOutputs(layer: Int, expert: Int, tokens: [Int], outputs: [Float]) {
+        guard layer == self.layer else { return }
+        chunkOutputs[expert] = (tokens, outputs)
+    }
+
+    /// Appends the chunk just run to the training set.
+    func finishChunk() {
+        var rowOf: [Int: [Int: Int]] = [:]
+        for (expert, entry) in chunkOutputs {
+            rowOf[expert] = Dictionary(uniqueKeysWithValues: entry.tokens.enumerated().map { ($1, $0) })
+        }
+        for (token, routing) in chunkRouting.enumerated() {
+            hidden += chunkInput[(token * hiddenSize)..<((token + 1) * hiddenSize)]
+            probabilities += routing.probabilities
+            weights += routing.weights
+            for expert in routing.experts {
+                experts.append(Int32(expert))
+                let row = rowOf[expert]![token]!
+                expertOutputs += chunkOutputs[expert]!.outputs[(row * hiddenSize)..<((row + 1) * hiddenSize)]
+            }
+        }
+        chunkRouting.removeAll(keepingCapacity: true)
+        chunkOutputs.removeAll(keepingCapacity: true)
+    }
+
+    func trainingSet() -> OTPTrainingSet {
+        OTPTrainingSet(layer: layer, hiddenSize: hiddenSize, slots: slots, expertCount: expertCount, hidden: hidden,
+                       probabilities: probabilities, experts: experts, weights: weights, expertOutputs: expertOutputs)
+    }
+}

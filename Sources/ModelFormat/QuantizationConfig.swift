@@ -1,0 +1,89 @@
+import Foundation
+
+/// The GPTQ part of a packed model's `config.json` (`quantization_config`): the default width and
+/// group size, and GPTQModel's `dynamic` per-module overrides — a map from a regular expression
+/// (matched at the start of the module name, as Python's `re.match`) to overrides such as
+/// `{"bits": 3}`; a `-:` prefix skips matching modules (left unquantized), `+:` or no prefix
+/// overrides. GPTQModel takes the first match in file order; JSON objects reach us unordered, so
+/// two patterns that both match one module with different overrides are rejected as ambiguous
+/// (pmq writes one exact pattern per module).
+public struct QuantizationConfig: Sendable, Equatable {
+    public struct Rule: Sendable, Equatable {
+        public var pattern: String
+        public var skip: Bool
+        public var bits: Int?
+        public var groupSize: Int?
+    }
+
+    public var method: String
+    public var bits: Int
+    public var groupSize: Int
+    public var descAct: Bool
+    public var checkpointFormat: String
+    public var rules: [Rule]
+    public let file: String
+
+    /// `nil` when `config.json` has no `quantization_config` (a float model).
+    public static func read(directory: String) throws -> QuantizationConfig? {
+        let path = (directory as NSString).appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: path),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ModelFormatError(file: path, "cannot read a JSON object")
+        }
+        guard let value = object["quantization_config"] else { return nil }
+        guard let section = value as? [String: Any] else { throw ModelFormatError(file: path, "quantization_config is not an object") }
+        func integer(_ key: String, in dictionary: [String: Any], default fallback: Int? = nil) throws -> Int {
+            guard let raw = dictionary[key] else {
+                if let fallback { return fallback }
+                throw ModelFormatError(file: path, "quantization_config.\(key) is missing")
+            }
+            guard !isJSONBoolean(raw), let number = raw as? NSNumber, number.doubleValue == number.doubleValue.rounded() else {
+                throw ModelFormatError(file: path, "quantization_config.\(key) must be an integer")
+            }
+            return number.intValue
+        }
+        let method = section["quant_method"] as? String ?? ""
+        guard method == "gptq" else {
+            throw ModelFormatError(file: path, "quantization_config.quant_method is \"\(method)\"; pmq runs GPTQ-packed models")
+        }
+        let bits = try integer("bits", in: section)
+        let groupSize = try integer("group_size", in: section)
+        var rules: [Rule] = []
+        if let dynamic = section["dynamic"] {
+            guard let map = dynamic as? [String: Any] else { throw ModelFormatError(file: path, "quantization_config.dynamic is not an object") }
+            for (key, overrides) in map.sorted(by: { $0.key < $1.key }) {
+                guard let overrides = overrides as? [String: Any] else {
+                    throw ModelFormatError(file: path, "quantization_config.dynamic[\"\(key)\"] is not an object")
+                }
+                let skip = key.hasPrefix("-:")
+                let pattern = key.hasPrefix("-:") || key.hasPrefix("+:") ? String(key.dropFirst(2)) : key
+                guard (try? NSRegularExpression(pattern: pattern)) != nil else {
+                    throw ModelFormatError(file: path, "quantization_config.dynamic key \"\(key)\" is not a regular expression")
+                }
+                rules.append(Rule(pattern: pattern, skip: skip,
+                                  bits: overrides["bits"] == nil ? nil : try integer("bits", in: overrides),
+                                  groupSize: overrides["group_size"] == nil ? nil : try integer("group_size", in: overrides)))
+            }
+        }
+        let descAct = (section["desc_act"] as? Bool) ?? false
+        let format = section["checkpoint_format"] as? String ?? "gptq"
+        return QuantizationConfig(method: method, bits: bits, groupSize: groupSize, descAct: descAct,
+                                  checkpointFormat: format, rules: rules, file: path)
+    }
+
+    /// Width and group size of `module` (e.g. `model.layers.0.block_sparse_moe.experts.3.w1`), or
+    /// nil when a `-:` rule leaves it unquantized.
+    public func width(of module: String) throws -> (bits: Int, groupSize: Int)? {
+        let range = NSRange(module.startIndex..., in: module)
+        let matches = rules.filter { rule in
+            let expression = try! NSRegularExpression(pattern: rule.pattern)
+            return expression.firstMatch(in: module, options: .anchored, range: range) != nil
+        }
+        if matches.count > 1, Set(matches.map { "\($0.skip) \($0.bits ?? -1) \($0.groupSize ?? -1)" }).count > 1 {
+            throw ModelFormatError(file: file, "quantization_config.dynamic: patterns \(matches.map(\.pattern)) all match \(module) with different overrides")
+        }
+        guard let rule = matches.first else { return (bits, groupSize) }
+        if rule.skip { return nil }
+        return (rule.bits ?? bits, rule.groupSize ?? groupSize)
+    }
+}

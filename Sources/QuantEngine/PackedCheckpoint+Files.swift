@@ -1,0 +1,138 @@
+import Foundation
+import ModelFormat
+
+extension PackedLinear {
+    /// Reads `<prefix>.qweight`, `.qzeros` (absent at width 1), `.scales` and `.g_idx` of one
+    /// linear, checking dtypes (I32 words, F16 scales) and shapes against the declared width,
+    /// group size and features. Errors name the file and the tensor; nothing in a malformed file
+    /// makes it crash.
+    public static func read(from file: SafeTensorsFile, prefix: String, bits: Int, groupSize: Int,
+                            outFeatures: Int, inFeatures: Int) throws -> PackedLinear {
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file.path, problem) }
+        guard [1, 2, 3, 4, 8].contains(bits) else { throw fail("\(prefix): unsupported width \(bits) (expected 1, 2, 3, 4 or 8)") }
+        guard outFeatures > 0, inFeatures > 0, groupSize > 0 else {
+            throw fail("\(prefix): bad shape [\(outFeatures), \(inFeatures)] or group size \(groupSize)")
+        }
+        let layout = PackedLayout(outFeatures: outFeatures, inFeatures: inFeatures, bits: bits, groupSize: groupSize)
+        let wordRows = (inFeatures * bits + 31) / 32
+        let zeroWords = bits == 1 ? 0 : (outFeatures * bits + 31) / 32
+
+        func tensor<T: FixedWidthInteger>(_ suffix: String, _ dtypes: [TensorDType], _ shape: [Int], as: T.Type) throws -> [T] {
+            let name = "\(prefix).\(suffix)"
+            guard let info = file.tensors[name] else { throw fail("tensor \(name) is missing") }
+            guard dtypes.contains(info.dtype) else {
+                throw fail("tensor \(name) is \(info.dtype.rawValue), expected \(dtypes.map(\.rawValue).joined(separator: " or "))")
+            }
+            guard info.shape == shape else { throw fail("tensor \(name) has shape \(info.shape), expected \(shape) for \(bits)-bit [\(outFeatures), \(inFeatures)] with groups of \(groupSize)") }
+            let raw = try file.bytes(name)
+            let count = shape.reduce(1, *)
+            guard raw.count == count * MemoryLayout<T>.size else { throw fail("tensor \(name) has \(raw.count) bytes, expected \(count * MemoryLayout<T>.size)") }
+            var values = [T](repeating: 0, count: count)
+            values.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
+            for index in values.indices { values[index] = T(littleEndian: values[index]) }
+            return values
+        }
+        let qweight = try tensor("qweight", [.i32, .u32], [wordRows, outFeatures], as: UInt32.self)
+        let qzeros: [UInt32]
+        if bits == 1 {
+            if file.tensors["\(prefix).qzeros"] != nil { throw fail("tensor \(prefix).qzeros is present, but width 1 stores none (zero ½)") }
+            qzeros = []
+        } else {
+            qzeros = try tensor("qzeros", [.i32, .u32], [layout.groups, zeroWords], as: UInt32.self)
+        }
+        let scales = try tensor("scales", [.f16], [layout.groups, outFeatures], as: UInt16.self)
+        let gIdx = try tensor("g_idx", [.i32], [inFeatures], as: Int32.self)
+        let linear = PackedLinear(outFeatures: outFeatures, inFeatures: inFeatures, bits: bits, groupSize: groupSize,
+                                  qweight: qweight, qzeros: qzeros, scales: scales, gIdx: gIdx)
+        do { try linear.validate() } catch let error as PackedFormatError {
+            throw fail("tensor \(prefix).\(error.tensor ?? "qweight"): \(error.problem)")
+        }
+        return linear
+    }
+}
+
+extension PackedCheckpoint {
+    /// Writes the packed model directory at `directory`: `model.safetensors` (or shards and
+    /// `model.safetensors.index.json`), `config.json` with `quantization_config`,
+    /// `quantize_config.json`, the allocation report, and the tokenizer files found in
+    /// `sourceDirectory`. The directory appears whole or not at all: everything is written into a
+    /// temporary sibling, renamed into place at the end, and removed on any error. An existing
+    /// `directory` is an error (nothing is overwritten).
+    public func write(to directory: String, sourceDirectory: String? = nil) throws {
+        let fileManager = FileManager.default
+        let target = (directory as NSString).standardizingPath
+        if fileManager.fileExists(atPath: target) { throw ModelFormatError(file: target, "already exists; pmq does not overwrite a packed model") }
+        let parent = (target as NSString).deletingLastPathComponent
+        let temporary = (parent as NSString).appendingPathComponent(".\((target as NSString).lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
+        } catch {
+            throw ModelFormatError(file: temporary, "cannot create: \(error.localizedDescription)")
+        }
+        do {
+            try writeContents(into: temporary, sourceDirectory: sourceDirectory)
+            guard rename(temporary, target) == 0 else {
+                throw ModelFormatError(file: target, "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            try? fileManager.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+
+    func writeContents(into directory: String, sourceDirectory: String?) throws {
+        func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
+        func describe(_ error: Error, _ name: String) -> Error {
+            if let error = error as? PackedFormatError { return ModelFormatError(file: path(name), "tensor \(error)") }
+            return error
+        }
+        let configObject: [String: Any]
+        do { configObject = try config() } catch { throw describe(error, "config.json") }
+        try writeJSON(configObject, to: path("config.json"))
+        try writeJSON(configObject["quantization_config"]!, to: path("quantize_config.json"))
+        if let allocationReport { try AtomicFile.write(allocationReport, to: path(Self.allocationFileName)) }
+
+        let units: [[StoredTensor]]
+        do { units = try storedUnits() } catch { throw describe(error, "model.safetensors") }
+        let shards = Self.shards(units, maximumBytes: options.maximumShardBytes)
+        var weightMap: [String: String] = [:]
+        var totalSize = 0
+        for (index, shard) in shards.enumerated() {
+            let name = Self.shardName(index, of: shards.count)
+            var writer = SafeTensorsWriter()
+            writer.metadata = ["format": "pt"]
+            for tensor in shard {
+                guard let dtype = TensorDType(rawValue: tensor.dtype) else {
+                    throw ModelFormatError(file: path(name), "tensor \(tensor.name) has unknown dtype \(tensor.dtype)")
+                }
+                do { try writer.add(tensor.name, dtype: dtype, shape: tensor.shape, data: tensor.data) } catch let error as ModelFormatError {
+                    throw ModelFormatError(file: path(name), "tensor \(tensor.name): \(error.problem)")
+                }
+                weightMap[tensor.name] = name
+                totalSize += tensor.data.count
+            }
+            try writer.write(to: path(name))
+        }
+        if shards.count > 1 {
+            try writeJSON(["metadata": ["total_size": totalSize], "weight_map": weightMap] as [String: Any],
+                          to: path("model.safetensors.index.json"))
+        }
+        if let sourceDirectory {
+            for name in Self.copiedFiles {
+                let source = (sourceDirectory as NSString).appendingPathComponent(name)
+                guard FileManager.default.fileExists(atPath: source) else { continue }
+                do { try FileManager.default.copyItem(atPath: source, toPath: path(name)) } catch {
+                    throw ModelFormatError(file: source, "cannot copy into the packed model: \(error.localizedDescription)")
+                }
+            }
+        }
+    }
+
+    func writeJSON(_ object: Any, to path: String) throws {
+        let data: Data
+        do { data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) } catch {
+            throw ModelFormatError(file: path, "cannot encode JSON: \(error.localizedDescription)")
+        }
+        try AtomicFile.write(data + Data("\n".utf8), to: path)
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import ExpertProfiler
+import Foundation
+import ModelFormat
+import MoERuntime
+import QuantEngine
+
+extension PMQ {
+    struct Quantize: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "GPTQ-quantize every expert at its allocated width and write a packed mixed-precision model.",
+            discussion: """
+            Layer by layer: the calibration windows run through the layer, each expert's Hessians are \
+            gathered from the tokens routed to it, its gate, up and down projections are GPTQ-quantized at \
+            the allocation's width and packed (GPTQ tensor layout, see docs/PACKED_FORMAT.md), and the \
+            layer's quantized experts feed the next layer's calibration. Other tensors are kept at 16 bits. \
+            The output directory appears whole or not at all.
+            """
+        )
+
+        @Option(help: ArgumentHelp("Hugging Face model directory (float).", valueName: "dir"))
+        var model: String
+
+        @Option(help: ArgumentHelp("Allocation report from `pmq solve` (pmq-allocation v1).", valueName: "file"))
+        var allocation: String?
+
+        @Option(help: ArgumentHelp("Instead of an allocation: every expert at this width.", valueName: "bits"))
+        var uniform: Int?
+
+        @Option(name: .customLong("group-size"), help: "Group size with --uniform (an allocation carries its profile's).")
+        var groupSize: Int = 128
+
+        @Option(help: ArgumentHelp("Calibration token file (little-endian u32).", valueName: "file"))
+        var calib: String
+
+        @Option(help: "Calibration windows.")
+        var samples: Int = 128
+
+        @Option(name: .customLong("seq-len"), help: "Tokens per window.")
+        var seqLen: Int = 512
+
+        @Option(help: "GPTQ damping, as a fraction of the Hessian's mean diagonal.")
+        var dampening: Double = 0.01
+
+        @Flag(name: .customLong("act-order"), help: "GPTQ columns in order of decreasing Hessian diagonal (desc_act).")
+        var actOrder = false
+
+        @Flag(help: "Search a clipped range per group for the least squared error.")
+        var clip = false
+
+        @Flag(name: .customLong("float-propagation"), help: "Calibrate every layer on the float model's hidden states instead of the quantized layers' output.")
+        var floatPropagation = false
+
+        @Flag(name: .customLong("keep-f32"), help: "Keep f32 non-expert tensors in f32 (default: bf16).")
+        var keepF32 = false
+
+        @Option(help: ArgumentHelp("Output directory (must not exist).", valueName: "dir"))
+        var out: String
+
+        @Flag(help: "No progress on stderr.")
+        var quiet = false
+
+        func validate() throws {
+            guard (allocation == nil) != (uniform == nil) else { throw ValidationError("give exactly one of --allocation and --uniform") }
+            if let uniform, ![1, 2, 3, 4, 8].contains(uniform) { throw ValidationError("--uniform must be one of 1, 2, 3, 4, 8") }
+            guard groupSize >= 1, samples >= 1, seqLen >= 2 else { throw ValidationError("--group-size, --samples must be ≥ 1 and --seq-len ≥ 2") }
+            guard dampening > 0, dampening.isFinite else { throw ValidationError("--dampening must be a positive number") }
+        }
+
+        func run() throws {
+            guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
+            let loaded = try FloatModel(directory: model, lazy: true)
+            guard loaded.quantization == nil else { throw ModelFormatError(file: model, "is already quantized; quantize the float model") }
+            let plan: AllocationPlan
+            if let allocation {
+                plan = try AllocationPlan.read(path: allocation)
+                try plan.validate(against: loaded.config, file: allocation)
+            } else {
+                plan = AllocationPlan.uniform(bits: uniform!, config: loaded.config, groupSize: groupSize)
+            }
+            let file = try TokenFile(path: calib)
+            try file.validate(vocabSize: loaded.config.vocabSize)
+            let quantizer = ModelQuantizer(model: loaded, options: .init(sequenceLength: seqLen, samples: samples, dampening: dampening,
+                                                                         actOrder: actOrder, clipSearch: clip,
+                                                                         propagateQuantized: !floatPropagation))
+            let progress = StagedProgress("quantize", quiet: quiet)
+            let output = try quantizer.run(tokens: file.tokens, plan: plan, progress: progress.update)
+            progress.finish()
+            let written = try PackedModelExport.write(model: loaded, sourceDirectory: model, output: output, plan: plan, allocationReport: allocation,
+                                                      actOrder: actOrder, keepF32: keepF32, to: out)
+            let counts = Dictionary(grouping: plan.widths.values.flatMap(\.values), by: { $0 }).mapValues(\.count)
+            print("\(out): \(output.linears.count) expert linears packed (\(counts.sorted { $0.key < $1.key }.map { "\($0.value)×\($0.key)-bit" }.joined(separator: ", "))), average \(String(format: "%.3f", plan.averageBits)) bits")
+            print(String(format: "expert bytes %d (effective %.3f bits), model files %.2f MB, %.1f s", written.expertBytes,
+                         written.effectiveBits, Double(written.totalBytes) / 1e6, output.seconds))
+        }
+    }
+}

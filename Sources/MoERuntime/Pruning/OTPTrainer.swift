@@ -90,6 +90,11 @@ public struct OTPTrainingReport: Sendable, Equatable {
 /// into the stored gate at the end), trained with Adam on seeded minibatches. Single-threaded and
 /// seeded: the result depends only on the set and the options (train layers in parallel).
 ///
+/// **Cost**: O(k²·H) per token once (the Gram matrices), then O((k−1)·H) per token and step.
+/// Measured (release, one core): 65,536 tokens × H 160 × top-2, 20 epochs of 256-token batches
+/// (5,120 steps) in 0.8 s including setup and the final evaluations; on the example model's
+/// calibration tokens (16,384 per layer) 0.11 s per layer.
+///
 /// **Finish**: the deterministic gate's kept fraction is off target by however much the penalty
 /// left; one shift of every slot's bias (halfway between two consecutive logits) puts it on target.
 /// If the result then does worse than ODP at the same fraction on the training set, ODP's rule is
@@ -98,6 +103,8 @@ public enum OTPTrainer {
     public static func train(set: OTPTrainingSet, options: OTPTrainingOptions = .init()) -> (gate: OTPGate, report: OTPTrainingReport) {
         precondition(set.slots >= 2, "OTP needs top-k ≥ 2")
         precondition(set.count > 0, "no training tokens")
+        precondition(options.temperatureStart > 0 && options.temperatureEnd > 0 && options.batchSize >= 1 && options.penalty >= 0,
+                     "temperatures must be positive, the batch at least 1 token, λ not negative")
         let start = Date()
         let objective = OTPObjective(set: set)
         let odpBeta = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: options.keep)

@@ -87,11 +87,13 @@ enum Cholesky {
     /// inverse of the factor into `inverse` (`block` leading dimension, zero above the diagonal).
     static func factorDiagonalBlock(_ a: UnsafeMutablePointer<Float>, ldA: Int, size b: Int,
                                     inverse: UnsafeMutablePointer<Float>) throws {
-        var l = [Double](repeating: 0, count: b * b)
+        let l = UnsafeMutablePointer<Double>.allocate(capacity: b * b), li = UnsafeMutablePointer<Double>.allocate(capacity: b * b)
+        defer { l.deallocate(); li.deallocate() }
+        l.initialize(repeating: 0, count: b * b)
+        li.initialize(repeating: 0, count: b * b)
         for i in 0..<b {
             for j in 0...i {
-                var sum = Double(a[i * ldA + j])
-                for k in 0..<j { sum -= l[i * b + k] * l[j * b + k] }
+                let sum = Double(a[i * ldA + j]) - dot(l + i * b, l + j * b, j)
                 if i == j {
                     guard sum > 0 else { throw GPTQ.Failure.notPositiveDefinite }
                     l[i * b + i] = sum.squareRoot()
@@ -100,22 +102,41 @@ enum Cholesky {
                 }
             }
         }
-        // Lower-triangular inverse, column by column (forward substitution).
-        var li = [Double](repeating: 0, count: b * b)
-        for j in 0..<b {
-            li[j * b + j] = 1 / l[j * b + j]
-            for i in (j + 1)..<max(j + 1, b) {
-                var sum = 0.0
-                for k in j..<i { sum -= l[i * b + k] * li[k * b + j] }
-                li[i * b + j] = sum / l[i * b + i]
+        // Lower-triangular inverse, row by row: li[i][j] = −(Σ_{j≤k<i} l[i][k] li[k][j]) / l[i][i].
+        for i in 0..<b {
+            let row = li + i * b
+            for k in 0..<i {
+                let factor = l[i * b + k]
+                let source = li + k * b
+                for j in 0...k { row[j] -= factor * source[j] }
             }
+            let diagonal = l[i * b + i]
+            for j in 0..<i { row[j] /= diagonal }
+            row[i] = 1 / diagonal
         }
         for i in 0..<b {
             for j in 0..<b {
-                a[i * ldA + j] = j <= i ? Float(l[i * b + j]) : a[i * ldA + j]
+                if j <= i { a[i * ldA + j] = Float(l[i * b + j]) }
                 inverse[i * block + j] = Float(li[i * b + j])
             }
         }
+    }
+
+    @inline(__always)
+    static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, _ count: Int) -> Double {
+        var s0 = SIMD4<Double>(), s1 = SIMD4<Double>()
+        var i = 0
+        while i + 8 <= count {
+            s0.addProduct(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(y + i).loadUnaligned(as: SIMD4<Double>.self))
+            s1.addProduct(UnsafeRawPointer(x + i + 4).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(y + i + 4).loadUnaligned(as: SIMD4<Double>.self))
+            i += 8
+        }
+        var sum = (s0 + s1).sum()
+        while i < count {
+            sum += x[i] * y[i]
+            i += 1
+        }
+        return sum
     }
 
     /// `X = L⁻¹` (lower triangle of `x`, `[n, n]`; upper blocks untouched) by column blocks:

@@ -48,10 +48,13 @@ extension PackedKernel {
         static func position(_ k: Int, bits: Int) -> Int {
             if bits == 3 {
                 switch k {
-                case 0...9: return 3 * k
-                case 11...20: return 3 * k - 32
-                case 22...30: return 3 * k - 64
-                default: return 0
+                case 0...6: return 3 * k
+                case 7...9: return 3 * k - 21
+                case 11...17: return 3 * k - 32
+                case 18...20: return 3 * k - 54
+                case 22...28: return 3 * k - 64
+                case 29...31: return 3 * k - 87
+                default: return 0   // 10 and 21, assembled from two words
                 }
             }
             let perWord = 32 / bits
@@ -96,127 +99,201 @@ extension PackedKernel {
             UnsafeRawPointer(pointer).loadUnaligned(as: Words.self)
         }
 
-        /// Adds one group's `s·(Σ x q − z·Σ x)` for outputs `o ..< o + 16`.
-        @inline(__always)
-        static func flush(_ operands: PackedOperands, group g: Int, output o: Int, sum: Float,
-                          _ a0: Vector, _ a1: Vector, _ r0: inout Vector, _ r1: inout Vector) {
-            let sums = Vector(repeating: sum)
-            r0.addProduct(operands.scales8(group: g, output: o), a0 - operands.zeros8(group: g, output: o) * sums)
-            r1.addProduct(operands.scales8(group: g, output: o + 8), a1 - operands.zeros8(group: g, output: o + 8) * sums)
+        /// Rows walked per sweep across the tiles: the sweep reads this many contiguous streams
+        /// (each row's words for all the chunk's outputs), which the prefetcher follows. Walking
+        /// all of a group's rows for one tile before the next touched one cache line per page in
+        /// up to 32 pages at once: 8 bits ran at half the speed of 4. Measured here (best of 41,
+        /// [14336, 4096]): 8 rows beat 2, 4, 16 and 32.
+        static let rowsPerSweep = 8
+
+        /// Group by group; within a group, a few rows at a time across all tiles of the chunk, each
+        /// tile's `Σ x q` kept in scratch until the group ends.
+        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ tiles: Range<Int>) {
+            let rowsPerGroup = operands.groupSize / (32 / W.bits)
+            withSums(tiles) { sums in
+                for g in 0..<operands.groups {
+                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
+                    sums.initialize(repeating: 0, count: tiles.count * tile)
+                    for start in stride(from: rows.lowerBound, to: rows.upperBound, by: rowsPerSweep) {
+                        sweep(W.self, operands, prepared, rows: start..<min(start + rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
+                    }
+                    flush(operands, group: g, tiles: tiles, sums: sums, prepared)
+                }
+            }
         }
 
-        /// Widths 1, 2, 4, 8: a block is one word row of `32 / bits` codes.
-        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ tiles: Range<Int>) {
-            let bits = W.bits, perWord = 32 / W.bits
-            let out = operands.outFeatures
-            let rowsPerGroup = operands.groupSize / perWord
-            let top = UInt32(32 - bits), mask = UInt32((1 << bits) - 1)
+        static func run3(_ operands: PackedOperands, _ prepared: Prepared, _ tiles: Range<Int>) {
+            let blocksPerGroup = operands.groupSize / 32
+            withSums(tiles) { sums in
+                for g in 0..<operands.groups {
+                    let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, prepared.blocks)
+                    sums.initialize(repeating: 0, count: tiles.count * tile)
+                    let step = max(1, rowsPerSweep / 3)
+                    for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
+                        sweep3(operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles, sums: sums)
+                    }
+                    flush(operands, group: g, tiles: tiles, sums: sums, prepared)
+                }
+            }
+        }
+
+        /// Scratch for the chunk's per-tile sums (16 floats a tile), allocated once per chunk.
+        static func withSums(_ tiles: Range<Int>, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: 4 * tiles.count * tile, alignment: 64)
+            defer { bytes.deallocate() }
+            body(bytes.bindMemory(to: Float.self, capacity: tiles.count * tile))
+        }
+
+        /// Adds group `g`'s `s·(Σ x q − z·Σ x)` to `y` for every tile.
+        static func flush(_ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>, _ prepared: Prepared) {
+            let sum = Vector(repeating: prepared.groupSums[g])
             for tileIndex in tiles {
                 let o = tileIndex * tile
-                var r0 = Vector(), r1 = Vector()
-                for g in 0..<operands.groups {
-                    let firstRow = g * rowsPerGroup, endRow = min(firstRow + rowsPerGroup, operands.wordRows)
-                    var a0 = Vector(), a1 = Vector(), b0 = Vector(), b1 = Vector()
-                    var row = firstRow
-                    // Two rows at a time: four independent FMA chains.
-                    while row + 2 <= endRow {
-                        let pa = operands.qweight + row * out + o, pb = pa + out
-                        let wa0 = load(pa), wa1 = load(pa + 8), wb0 = load(pb), wb1 = load(pb + 8)
-                        let xa = prepared.scaledX + row * perWord, xb = xa + perWord
-                        for k in 0..<(perWord - 1) {
-                            let m = Words(repeating: mask << UInt32(bits * k))
-                            let va = Vector(repeating: xa[k]), vb = Vector(repeating: xb[k])
-                            a0.addProduct(va, float(wa0 & m))
-                            a1.addProduct(va, float(wa1 & m))
-                            b0.addProduct(vb, float(wb0 & m))
-                            b1.addProduct(vb, float(wb1 & m))
-                        }
-                        let va = Vector(repeating: xa[perWord - 1]), vb = Vector(repeating: xb[perWord - 1])
-                        a0.addProduct(va, float(wa0 &>> top))
-                        a1.addProduct(va, float(wa1 &>> top))
-                        b0.addProduct(vb, float(wb0 &>> top))
-                        b1.addProduct(vb, float(wb1 &>> top))
-                        row += 2
-                    }
-                    if row < endRow {
-                        let pa = operands.qweight + row * out + o
-                        let wa0 = load(pa), wa1 = load(pa + 8)
-                        let xa = prepared.scaledX + row * perWord
-                        for k in 0..<(perWord - 1) {
-                            let m = Words(repeating: mask << UInt32(bits * k))
-                            let va = Vector(repeating: xa[k])
-                            a0.addProduct(va, float(wa0 & m))
-                            a1.addProduct(va, float(wa1 & m))
-                        }
-                        let va = Vector(repeating: xa[perWord - 1])
-                        a0.addProduct(va, float(wa0 &>> top))
-                        a1.addProduct(va, float(wa1 &>> top))
-                    }
-                    flush(operands, group: g, output: o, sum: prepared.groupSums[g], a0 + b0, a1 + b1, &r0, &r1)
-                }
+                let a = UnsafeRawPointer(sums + (tileIndex - tiles.lowerBound) * tile)
                 let y = UnsafeMutableRawPointer(operands.y + o)
+                var r0 = y.loadUnaligned(as: Vector.self), r1 = y.loadUnaligned(fromByteOffset: 32, as: Vector.self)
+                r0.addProduct(operands.scales8(group: g, output: o), a.load(as: Vector.self) - operands.zeros8(group: g, output: o) * sum)
+                r1.addProduct(operands.scales8(group: g, output: o + 8), a.load(fromByteOffset: 32, as: Vector.self) - operands.zeros8(group: g, output: o + 8) * sum)
                 y.storeBytes(of: r0, as: Vector.self)
                 y.storeBytes(of: r1, toByteOffset: 32, as: Vector.self)
+            }
+        }
+
+        @inline(__always)
+        static func add(_ sums: UnsafeMutablePointer<Float>, _ a0: Vector, _ a1: Vector) {
+            let raw = UnsafeMutableRawPointer(sums)
+            raw.storeBytes(of: raw.load(as: Vector.self) + a0, as: Vector.self)
+            raw.storeBytes(of: raw.load(fromByteOffset: 32, as: Vector.self) + a1, toByteOffset: 32, as: Vector.self)
+        }
+
+        @inline(never)
+        static func sweep<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+                                         tiles: Range<Int>, sums: UnsafeMutablePointer<Float>) {
+            for tileIndex in tiles {
+                let (a0, a1) = groupSums(W.self, operands, prepared, rows: rows, output: tileIndex * tile)
+                add(sums + (tileIndex - tiles.lowerBound) * tile, a0, a1)
+            }
+        }
+
+        @inline(never)
+        static func sweep3(_ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>) {
+            for tileIndex in tiles {
+                let (a0, a1) = groupSums3(operands, prepared, blocks: blocks, output: tileIndex * tile)
+                add(sums + (tileIndex - tiles.lowerBound) * tile, a0, a1)
+            }
+        }
+
+        /// `Σ_i x_i·q_i` over word rows `rows` for outputs `o ..< o + 16` (widths 1, 2, 4, 8: a block
+        /// is one word row of `32 / bits` codes), two rows at a time for four independent FMA chains.
+        @inline(__always)
+        static func groupSums<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+                                             output o: Int) -> (Vector, Vector) {
+            let bits = W.bits, perWord = 32 / W.bits
+            let out = operands.outFeatures
+            let top = UInt32(32 - bits), mask = UInt32((1 << bits) - 1)
+            var a0 = Vector(), a1 = Vector(), b0 = Vector(), b1 = Vector()
+            var row = rows.lowerBound
+            while row + 2 <= rows.upperBound {
+                let pa = operands.qweight + (row &* out &+ o), pb = pa + out
+                let wa0 = load(pa), wa1 = load(pa + 8), wb0 = load(pb), wb1 = load(pb + 8)
+                let xa = prepared.scaledX + row &* perWord, xb = xa + perWord
+                for k in 0..<(perWord - 1) {
+                    let m = Words(repeating: mask << UInt32(bits * k))
+                    let va = Vector(repeating: xa[k]), vb = Vector(repeating: xb[k])
+                    a0.addProduct(va, float(wa0 & m))
+                    a1.addProduct(va, float(wa1 & m))
+                    b0.addProduct(vb, float(wb0 & m))
+                    b1.addProduct(vb, float(wb1 & m))
+                }
+                let va = Vector(repeating: xa[perWord - 1]), vb = Vector(repeating: xb[perWord - 1])
+                a0.addProduct(va, float(wa0 &>> top))
+                a1.addProduct(va, float(wa1 &>> top))
+                b0.addProduct(vb, float(wb0 &>> top))
+                b1.addProduct(vb, float(wb1 &>> top))
+                row &+= 2
+            }
+            if row < rows.upperBound {
+                let pa = operands.qweight + (row &* out &+ o)
+                let wa0 = load(pa), wa1 = load(pa + 8)
+                let xa = prepared.scaledX + row &* perWord
+                for k in 0..<(perWord - 1) {
+                    let m = Words(repeating: mask << UInt32(bits * k))
+                    let va = Vector(repeating: xa[k])
+                    a0.addProduct(va, float(wa0 & m))
+                    a1.addProduct(va, float(wa1 & m))
+                }
+                let va = Vector(repeating: xa[perWord - 1])
+                a0.addProduct(va, float(wa0 &>> top))
+                a1.addProduct(va, float(wa1 &>> top))
+            }
+            return (a0 + b0, a1 + b1)
+        }
+
+        /// `v` as a float for `v < 2^23`, by bits alone: `v` in the mantissa of 2^23, minus 2^23.
+        @inline(__always)
+        static func smallFloat(_ v: Words) -> Vector {
+            unsafeBitCast(v | 0x4B00_0000, to: Vector.self) - 8_388_608
+        }
+
+        /// Adds codes at in-place positions `3j + offset`, `j < count`, of `w` (for outputs `o`, `o + 8`).
+        @inline(__always)
+        static func inPlace3(_ u: Words, _ v: Words, _ x: UnsafeMutablePointer<Float>, offset: Int, count: Int,
+                             _ a0: inout Vector, _ a1: inout Vector, _ b0: inout Vector, _ b1: inout Vector) {
+            var j = 0
+            while j + 2 <= count {
+                let m = Words(repeating: 7 << UInt32(3 * j + offset)), n = Words(repeating: 7 << UInt32(3 * j + 3 + offset))
+                let x0 = Vector(repeating: x[j]), x1 = Vector(repeating: x[j + 1])
+                a0.addProduct(x0, smallFloat(u & m))
+                a1.addProduct(x0, smallFloat(v & m))
+                b0.addProduct(x1, smallFloat(u & n))
+                b1.addProduct(x1, smallFloat(v & n))
+                j += 2
+            }
+            if j < count {
+                let m = Words(repeating: 7 << UInt32(3 * j + offset))
+                let x0 = Vector(repeating: x[j])
+                a0.addProduct(x0, smallFloat(u & m))
+                a1.addProduct(x0, smallFloat(v & m))
             }
         }
 
         /// Width 3: a block is three word rows holding 32 codes; codes 10 and 21 straddle words.
-        /// Codes of the first and third word accumulate in `a`, the second word's in `b`.
-        static func run3(_ operands: PackedOperands, _ prepared: Prepared, _ tiles: Range<Int>) {
-            let out = operands.outFeatures
-            let blocksPerGroup = operands.groupSize / 32
-            let fullBlocks = operands.wordRows / 3
+        /// Swift 6.3 would not inline `SIMD8<Float>(SIMD8<Int32>)` here (it called it out of line,
+        /// 10× slower), so codes become floats by the mantissa trick, which needs values below 2^23:
+        /// a word's codes above bit 20 are shifted down once (`position(_:bits:)` says where each
+        /// code is read).
+        @inline(__always)
+        static func groupSums3(_ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, output o: Int) -> (Vector, Vector) {
             let seven = Words(repeating: 7)
-            for tileIndex in tiles {
-                let o = tileIndex * tile
-                var r0 = Vector(), r1 = Vector()
-                for g in 0..<operands.groups {
-                    let firstBlock = g * blocksPerGroup, endBlock = min(firstBlock + blocksPerGroup, prepared.blocks)
-                    var a0 = Vector(), a1 = Vector(), b0 = Vector(), b1 = Vector()
-                    for block in firstBlock..<endBlock {
-                        let p = operands.qweight + 3 * block * out + o
-                        let u0, u1, u2, v0, v1, v2: Words
-                        if block < fullBlocks {
-                            u0 = load(p); v0 = load(p + 8)
-                            u1 = load(p + out); v1 = load(p + out + 8)
-                            u2 = load(p + 2 * out); v2 = load(p + 2 * out + 8)
-                        } else {
-                            // The last, partial block: rows past the end read as zero (their x is zero).
-                            let rows = operands.wordRows - 3 * block
-                            u0 = load(p); v0 = load(p + 8)
-                            u1 = rows > 1 ? load(p + out) : Words(); v1 = rows > 1 ? load(p + out + 8) : Words()
-                            u2 = Words(); v2 = Words()
-                        }
-                        let x = prepared.scaledX + 32 * block
-                        for k in 0..<10 {
-                            let m = Words(repeating: 7 << UInt32(3 * k))
-                            let x0 = Vector(repeating: x[k]), x1 = Vector(repeating: x[11 + k])
-                            a0.addProduct(x0, float(u0 & m))
-                            a1.addProduct(x0, float(v0 & m))
-                            let n = Words(repeating: 7 << UInt32(3 * k + 1))
-                            b0.addProduct(x1, float(u1 & n))
-                            b1.addProduct(x1, float(v1 & n))
-                        }
-                        for k in 22..<31 {
-                            let m = Words(repeating: 7 << UInt32(3 * k - 64))
-                            let x2 = Vector(repeating: x[k])
-                            a0.addProduct(x2, float(u2 & m))
-                            a1.addProduct(x2, float(v2 & m))
-                        }
-                        let x10 = Vector(repeating: x[10]), x21 = Vector(repeating: x[21]), x31 = Vector(repeating: x[31])
-                        b0.addProduct(x10, float(((u0 &>> 30) | (u1 &<< 2)) & seven))
-                        b1.addProduct(x10, float(((v0 &>> 30) | (v1 &<< 2)) & seven))
-                        b0.addProduct(x21, float(((u1 &>> 31) | (u2 &<< 1)) & seven))
-                        b1.addProduct(x21, float(((v1 &>> 31) | (v2 &<< 1)) & seven))
-                        a0.addProduct(x31, float(u2 &>> 29))
-                        a1.addProduct(x31, float(v2 &>> 29))
-                    }
-                    flush(operands, group: g, output: o, sum: prepared.groupSums[g], a0 + b0, a1 + b1, &r0, &r1)
-                }
-                let y = UnsafeMutableRawPointer(operands.y + o)
-                y.storeBytes(of: r0, as: Vector.self)
-                y.storeBytes(of: r1, toByteOffset: 32, as: Vector.self)
+            var a0 = Vector(), a1 = Vector(), b0 = Vector(), b1 = Vector()
+            for block in blocks {
+                let (u0, v0) = words3(operands, block: block, row: 0, output: o)
+                let (u1, v1) = words3(operands, block: block, row: 1, output: o)
+                let (u2, v2) = words3(operands, block: block, row: 2, output: o)
+                let x = prepared.scaledX + 32 &* block
+                inPlace3(u0, v0, x, offset: 0, count: 7, &a0, &a1, &b0, &b1)            // codes 0…6
+                inPlace3(u0 &>> 21, v0 &>> 21, x + 7, offset: 0, count: 3, &a0, &a1, &b0, &b1)   // 7…9
+                inPlace3(u1, v1, x + 11, offset: 1, count: 7, &a0, &a1, &b0, &b1)       // 11…17
+                inPlace3(u1 &>> 22, v1 &>> 22, x + 18, offset: 0, count: 3, &a0, &a1, &b0, &b1)  // 18…20
+                inPlace3(u2, v2, x + 22, offset: 2, count: 7, &a0, &a1, &b0, &b1)       // 22…28
+                inPlace3(u2 &>> 23, v2 &>> 23, x + 29, offset: 0, count: 3, &a0, &a1, &b0, &b1)  // 29…31
+                let x10 = Vector(repeating: x[10]), x21 = Vector(repeating: x[21])
+                a0.addProduct(x10, smallFloat(((u0 &>> 30) | (u1 &<< 2)) & seven))
+                a1.addProduct(x10, smallFloat(((v0 &>> 30) | (v1 &<< 2)) & seven))
+                b0.addProduct(x21, smallFloat(((u1 &>> 31) | (u2 &<< 1)) & seven))
+                b1.addProduct(x21, smallFloat(((v1 &>> 31) | (v2 &<< 1)) & seven))
             }
+            return (a0 + b0, a1 + b1)
+        }
+
+        /// Words of block `block`, row `row` (0, 1, 2), for outputs `o ..< o + 16`; zero past the
+        /// last row (the last block may be partial; its x is zero there).
+        @inline(__always)
+        static func words3(_ operands: PackedOperands, block: Int, row: Int, output o: Int) -> (Words, Words) {
+            let r = 3 &* block &+ row
+            guard r < operands.wordRows else { return (Words(), Words()) }
+            let p = operands.qweight + (r &* operands.outFeatures &+ o)
+            return (load(p), load(p + 8))
         }
     }
 }

@@ -8,7 +8,7 @@ extension PMQ {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks (figures, not tests).",
-            subcommands: [SolverBench.self, RuntimeBench.self, GPTQBench.self]
+            subcommands: [SolverBench.self, RuntimeBench.self, GPTQBench.self, PackedBench.self]
         )
     }
 

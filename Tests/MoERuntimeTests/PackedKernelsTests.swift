@@ -205,4 +205,60 @@ import QuantEngine
             }
         }
     }
+
+    // MARK: against QuantEngine's unpacking (PackedLinear+Codes.swift)
+
+    /// On random words (every word is a valid code, and a valid v1 zero), the reference decodes
+    /// exactly what `code(row:column:)`, `zero(group:row:)` and `scale(group:row:)` decode, and its
+    /// linear layer equals `dequantized()` followed by the plain float linear layer.
+    @Test(arguments: widths)
+    func referenceMatchesDequantized(bits: Int) {
+        for (index, (out, inputs, groupSize, actOrder)) in [(37, 200, 64, false), (24, 96, 32, true)].enumerated() {
+            let packed = Self.randomPacked(out: out, inputs: inputs, bits: bits, groupSize: groupSize, actOrder: actOrder,
+                                           seed: UInt64(50 + 10 * bits + index))
+            var mismatches = 0
+            for o in 0..<out {
+                for i in 0..<inputs where Int(Kernels.referenceCode(packed, output: o, input: i)) != packed.code(row: o, column: i) {
+                    mismatches += 1
+                }
+                for g in 0..<packed.groups {
+                    if Kernels.referenceZero(packed, group: g, output: o) != packed.zero(group: g, row: o) { mismatches += 1 }
+                    if Kernels.referenceScale(packed, group: g, output: o) != packed.scale(group: g, row: o) { mismatches += 1 }
+                }
+            }
+            #expect(mismatches == 0, "\(bits) bits: \(mismatches) codes, zeros or scales decoded differently")
+            let tokens = 3
+            let x = Self.randomX(tokens * inputs, seed: 9)
+            let viaFloats = Kernels.referenceLinear(x, tokens: tokens, weight: packed.dequantized(), outFeatures: out, inFeatures: inputs)
+            let reference = Kernels.referenceLinear(x, tokens: tokens, packed: packed)
+            // Same products in the same order: equal up to the last bit.
+            #expect(reference == viaFloats)
+        }
+    }
+
+    /// Codes, zeros and scales packed by `PackedLinear(packingCodes:…)` come back through the fast
+    /// kernel: one-hot inputs read single weights `scale · (q − zero)`.
+    @Test(arguments: widths)
+    func fastKernelReadsPackedWeights(bits: Int) {
+        var random = Generator(state: UInt64(70 + bits))
+        let out = 40, inputs = 96, groupSize = 32, groups = 3
+        let maxCode = (1 << bits) - 1
+        let codes = (0..<(out * inputs)).map { _ in Int.random(in: 0...maxCode, using: &random) }
+        let zeros = (0..<(groups * out)).map { k in bits == 1 ? 0.5 : Float(k % 3 == 0 ? 0 : Int.random(in: 0...maxCode, using: &random)) }
+        let scales = (0..<(groups * out)).map { _ in Float(Float16(Float.random(in: -0.1...0.1, using: &random))) }
+        let packed = PackedLinear(packingCodes: codes, zeros: zeros, scales: scales, groupIndex: (0..<inputs).map { Int32($0 / groupSize) },
+                                  outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
+        let dequantized = packed.dequantized()
+        for i in [0, 1, 10, 11, 21, 31, 32, 63, 95] {
+            var x = [Float](repeating: 0, count: inputs)
+            x[i] = 1
+            let column = Kernels.linear(x, tokens: 1, packed: packed)
+            for o in 0..<out {
+                let g = i / groupSize
+                let expected = scales[g * out + o] * (Float(codes[o * inputs + i]) - zeros[g * out + o])
+                #expect(dequantized[o * inputs + i] == expected)
+                #expect(abs(column[o] - expected) <= 1e-6 * max(1, abs(expected)), "[\(o), \(i)]: \(column[o]) vs \(expected)")
+            }
+        }
+    }
 }

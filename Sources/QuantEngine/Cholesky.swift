@@ -149,17 +149,21 @@ enum Cholesky {
             let x = output.pointer, l = lower.pointer, inverses = diagonal.pointer
             let j0 = jb * block, j1 = min(j0 + block, n), w = j1 - j0
             let t = UnsafeMutablePointer<Float>.allocate(capacity: block * block)
-            defer { t.deallocate() }
+            // X[j0..<n, j-block], packed once as its rows are found (B of every step below).
+            var packed = SGEMM.PackedB.allocate(k: w, n: w, capacity: n - j0)
+            defer { t.deallocate(); packed.deallocate() }
             for i in 0..<w { for j in 0..<w { x[(j0 + i) * n + j0 + j] = inverses[jb * block * block + i * block + j] } }
+            packed.pack(.init(x + j0 * n + j0, rowStride: n), rows: 0..<w)
             var i0 = j1
             while i0 < n {
                 let i1 = min(i0 + block, n), h = i1 - i0
                 t.initialize(repeating: 0, count: h * w)
-                SGEMM.multiply(m: h, n: w, k: i0 - j0, a: .init(l + i0 * n + j0, rowStride: n),
-                               b: .init(x + j0 * n + j0, rowStride: n), c: t, ldc: w, threaded: false)
+                packed.k = i0 - j0
+                SGEMM.multiply(m: h, alpha: 1, a: .init(l + i0 * n + j0, rowStride: n), packed: packed, c: t, ldc: w, threaded: false)
                 for i in 0..<h { (x + (i0 + i) * n + j0).initialize(repeating: 0, count: w) }
                 SGEMM.multiply(m: h, n: w, k: h, alpha: -1, a: .init(inverses + (i0 / block) * block * block, rowStride: block),
                                b: .init(t, rowStride: w), c: x + i0 * n + j0, ldc: n, threaded: false)
+                packed.pack(.init(x + j0 * n + j0, rowStride: n), rows: (i0 - j0)..<(i1 - j0))
                 i0 = i1
             }
         }

@@ -40,23 +40,28 @@ public enum SGEMM {
     struct PackedB: @unchecked Sendable {
         var data: UnsafeMutablePointer<Float>
         var k: Int, n: Int
-        var panelStride: Int { k * SGEMM.nr }
+        /// Floats from one panel to the next: `k · nr`, or more when rows are appended later.
+        var panelStride: Int
         var panels: Int { (n + SGEMM.nr - 1) / SGEMM.nr }
 
-        static func allocate(k: Int, n: Int) -> PackedB {
-            let panels = (n + SGEMM.nr - 1) / SGEMM.nr
-            return PackedB(data: .allocate(capacity: max(1, panels * k * SGEMM.nr)), k: k, n: n)
+        /// Room for `capacity` rows (default `k`), `k` of them in use.
+        static func allocate(k: Int, n: Int, capacity: Int? = nil) -> PackedB {
+            let panels = (n + SGEMM.nr - 1) / SGEMM.nr, stride = (capacity ?? k) * SGEMM.nr
+            return PackedB(data: .allocate(capacity: max(1, panels * stride)), k: k, n: n, panelStride: stride)
         }
         func deallocate() { data.deallocate() }
 
         /// Packs `B(p, j)` for `p < k`, `j < n`.
-        func pack(_ b: Matrix) {
+        func pack(_ b: Matrix) { pack(b, rows: 0..<k) }
+
+        /// Packs rows `rows` of B (`B(p, j)` for `p` in `rows`) into their places.
+        func pack(_ b: Matrix, rows: Range<Int>) {
             for panel in 0..<panels {
                 let j0 = panel * SGEMM.nr
                 let width = min(SGEMM.nr, n - j0)
                 let out = data + panel * panelStride
                 if width == SGEMM.nr && b.columnStride == 1 {
-                    for p in 0..<k {
+                    for p in rows {
                         let row = b.base + p * b.rowStride + j0
                         (out + p * SGEMM.nr).initialize(from: row, count: SGEMM.nr)
                     }
@@ -64,9 +69,9 @@ public enum SGEMM {
                     for jj in 0..<SGEMM.nr {
                         if jj < width {
                             let column = b.base + (j0 + jj) * b.columnStride
-                            for p in 0..<k { out[p * SGEMM.nr + jj] = column[p * b.rowStride] }
+                            for p in rows { out[p * SGEMM.nr + jj] = column[p * b.rowStride] }
                         } else {
-                            for p in 0..<k { out[p * SGEMM.nr + jj] = 0 }
+                            for p in rows { out[p * SGEMM.nr + jj] = 0 }
                         }
                     }
                 }

@@ -1,5 +1,6 @@
 import Foundation
 import ModelFormat
+import QuantEngine
 
 /// Finished layers of a profiling run, one JSON file each, so that a killed run continues after
 /// the last finished layer. `run.txt` holds the run's fingerprint; a directory made by a
@@ -37,6 +38,34 @@ struct LayerCheckpoint {
 
     func save(_ layer: ProfileDocument.Layer) throws {
         try AtomicFile.writeJSON(layer, to: path(layer.index))
+    }
+
+    func referencePath(_ layer: Int) -> String { "\(directory)/layer-\(layer)-reference.safetensors" }
+
+    /// The layer's expert linears at the sensitivity reference width, keyed by module name.
+    func saveReference(layer: Int, linears: [String: PackedLinear]) throws {
+        var writer = SafeTensorsWriter()
+        for (module, linear) in linears.sorted(by: { $0.key < $1.key }) {
+            for tensor in try PackedCheckpoint.storedTensors(of: linear, module: module) {
+                try writer.add(tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data)
+            }
+            writer.metadata[module] = "\(linear.bits) \(linear.groupSize) \(linear.outFeatures) \(linear.inFeatures)"
+        }
+        try writer.write(to: referencePath(layer))
+    }
+
+    func loadReference(layer: Int) throws -> [String: PackedLinear]? {
+        let path = referencePath(layer)
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let file = try SafeTensorsFile(path: path)
+        var linears: [String: PackedLinear] = [:]
+        for (module, shape) in file.metadata {
+            let numbers = shape.split(separator: " ").compactMap { Int($0) }
+            guard numbers.count == 4 else { throw ModelFormatError(file: path, "metadata for \(module) is not 'bits group out in'") }
+            linears[module] = try PackedLinear.read(from: file, prefix: module, bits: numbers[0], groupSize: numbers[1],
+                                                    outFeatures: numbers[2], inFeatures: numbers[3])
+        }
+        return linears
     }
 
     func remove() {

@@ -32,6 +32,16 @@ public struct ProfileDocument: Codable, Sendable {
         public var experts: [Expert]
         /// Wall time of this layer's stages: calibration forward pass and Hessians, GPTQ.
         public var seconds: StageSeconds? = nil
+        /// End-to-end loss increase when this layer's experts are all quantized at `width`.
+        public var sensitivity: Sensitivity? = nil
+    }
+
+    /// `deltaNLL`: mean next-token NLL (nats) over `tokens` calibration tokens with this layer's
+    /// experts GPTQ-quantized at `width` and every other layer float, minus the float model's.
+    public struct Sensitivity: Codable, Sendable, Equatable {
+        public var width: Int
+        public var deltaNLL: Double
+        public var tokens: Int
     }
 
     public struct StageSeconds: Codable, Sendable, Equatable {

@@ -15,8 +15,15 @@ public struct Profiler {
         public var dampening: Double
         public var actOrder: Bool
         public var clipSearch: Bool
+        /// Calibration windows for the layer-sensitivity stage (0: skip it).
+        public var sensitivityWindows: Int
+        /// The width each layer is quantized at for its sensitivity (default: the smallest
+        /// candidate width ≥ 2, else the smallest).
+        public var sensitivityWidth: Int?
         public init(widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128, dampening: Double = 0.01,
-                    actOrder: Bool = false, clipSearch: Bool = false) {
+                    actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 8, sensitivityWidth: Int? = nil) {
+            self.sensitivityWindows = sensitivityWindows
+            self.sensitivityWidth = sensitivityWidth
             self.actOrder = actOrder
             self.clipSearch = clipSearch
             self.widths = widths
@@ -66,6 +73,13 @@ public struct Profiler {
     public let model: FloatModel
     public let options: Options
 
+    /// The width layers are quantized at to measure their sensitivity.
+    public var referenceWidth: Int {
+        if let width = options.sensitivityWidth { return width }
+        let sorted = options.widths.sorted()
+        return sorted.first { $0 >= 2 } ?? sorted[0]
+    }
+
     public init(model: FloatModel, options: Options) {
         self.model = model
         self.options = options
@@ -94,6 +108,7 @@ public struct Profiler {
         let session = FloatForward(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         var finished: [ProfileDocument.Layer] = []
+        var references: [Int: [TensorRole: PackedLinear]] = [:]
         for layer in 0..<(targets.last.map { $0 + 1 } ?? 0) {
             let isTarget = targets.contains(layer)
             let saved = isTarget ? try checkpoint?.load(layer: layer) : nil
@@ -114,13 +129,29 @@ public struct Profiler {
             }
             if let saved {
                 finished.append(saved)
+                if let stored = try checkpoint?.loadReference(layer: layer) { references[layer] = referenceRoles(layer: layer, stored) }
             } else if let statistics {
                 let forwardSeconds = seconds(since: forwardStart)
                 let quantizationStart = ContinuousClock.now
-                var measured = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
+                var (measured, reference) = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
                 measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
-                try checkpoint?.save(measured)
+                if let checkpoint {
+                    try checkpoint.saveReference(layer: layer, linears: Dictionary(uniqueKeysWithValues: reference.map { (moduleName($0.key), $0.value) }))
+                    try checkpoint.save(measured)
+                }
                 finished.append(measured)
+                references[layer] = reference
+            }
+        }
+        // Layer sensitivity needs the whole model's forward pass: whole-model runs only.
+        let sensitivityWindows = min(options.sensitivityWindows, windows)
+        if sensitivityWindows > 0, options.widths.contains(referenceWidth), range == 0..<config.layerCount, Set(references.keys) == Set(targets) {
+            let measured = try LayerSensitivity.measure(model: model, tokens: tokens, windows: sensitivityWindows,
+                                                        sequenceLength: options.sequenceLength, references: references, progress: progress)
+            for entry in measured {
+                let position = finished.firstIndex { $0.index == entry.layer }!
+                finished[position].sensitivity = .init(width: referenceWidth, deltaNLL: entry.deltaNLL,
+                                                       tokens: sensitivityWindows * options.sequenceLength)
             }
         }
         // The directory as the user named it ("examples/model"), not just its last component.
@@ -131,8 +162,27 @@ public struct Profiler {
                                seconds: seconds(since: runStart))
     }
 
-    /// GPTQ of every expert of one layer at every candidate width.
-    func measure(layer: Int, _ statistics: LayerStatistics, progress: (Int, Int) -> Void) throws -> ProfileDocument.Layer {
+    /// Checkpoint module names of a layer's reference linears ↔ tensor roles.
+    func moduleName(_ role: TensorRole) -> String {
+        let name = model.tensorName(role)
+        return name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
+    }
+
+    func referenceRoles(layer: Int, _ stored: [String: PackedLinear]) -> [TensorRole: PackedLinear] {
+        var roles: [TensorRole: PackedLinear] = [:]
+        for expert in 0..<model.config.expertCount {
+            for role in [TensorRole.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert), .expertDown(layer: layer, expert: expert)] {
+                if let linear = stored[moduleName(role)] { roles[role] = linear }
+            }
+        }
+        return roles
+    }
+
+    /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
+    /// linears packed at the sensitivity reference width.
+    func measure(layer: Int, _ statistics: LayerStatistics, progress: (Int, Int) -> Void) throws
+        -> (ProfileDocument.Layer, [TensorRole: PackedLinear]) {
+        var reference: [TensorRole: PackedLinear] = [:]
         let config = model.config
         let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening,
                                        actOrder: options.actOrder, clipSearch: options.clipSearch))
@@ -148,9 +198,18 @@ public struct Profiler {
             var errors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
             for bits in options.widths.sorted() {
-                let e = try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, bits: bits).error
-                    + gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, bits: bits).error
-                    + gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, bits: bits).error
+                let results = [try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, bits: bits),
+                               try gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, bits: bits),
+                               try gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, bits: bits)]
+                let e = results.reduce(0) { $0 + $1.error }
+                if bits == referenceWidth {
+                    let roles: [TensorRole] = [.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert),
+                                               .expertDown(layer: layer, expert: expert)]
+                    for (role, result) in zip(roles, results) {
+                        let shape = role == roles[2] ? (hidden, width) : (width, hidden)
+                        reference[role] = PackedLinear(packing: result, rows: shape.0, columns: shape.1, bits: bits, groupSize: options.groupSize)
+                    }
+                }
                 errors.append((bits, max(0, e)))
                 bytes.append((bits, PackedLayout.expertBytes(hidden: hidden, intermediate: width, bits: bits, groupSize: options.groupSize)))
             }
@@ -161,7 +220,7 @@ public struct Profiler {
                 note: reached ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
             progress(expert + 1, config.expertCount)
         }
-        return ProfileDocument.Layer(index: layer, experts: experts)
+        return (ProfileDocument.Layer(index: layer, experts: experts), reference)
     }
 
     /// Identifies a run's inputs, so that a checkpoint is only resumed by the same run.
@@ -170,7 +229,7 @@ public struct Profiler {
         for token in tokens.prefix(windows * options.sequenceLength) {
             hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
         }
-        return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order \(options.actOrder)|clip \(options.clipSearch)|tokens \(String(hash, radix: 16))"
+        return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order \(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|tokens \(String(hash, radix: 16))"
     }
 
     static func identity(_ n: Int) -> [Double] {

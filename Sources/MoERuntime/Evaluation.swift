@@ -55,14 +55,7 @@ public struct Evaluation: Sendable, Encodable {
             let window = Array(tokens[offset..<min(offset + sequenceLength, tokens.count)])
             offset += window.count
             session.reset()
-            let logits = try session.logits(window)
-            for t in 0..<(window.count - 1) {
-                let row = logits[(t * vocab)..<((t + 1) * vocab)]
-                let peak = row.max()!
-                var sum = 0.0
-                for value in row { sum += Foundation.exp(Double(value - peak)) }
-                nll += Foundation.log(sum) + Double(peak) - Double(row[row.startIndex + window[t + 1]])
-            }
+            nll += negativeLogLikelihood(logits: try session.logits(window), tokens: window, vocab: vocab)
             predicted += window.count - 1
             windows += 1
             progress(offset, tokens.count)
@@ -95,6 +88,19 @@ public struct Evaluation: Sendable, Encodable {
             rates.append(Double(length) / ModelFormat.seconds(since: start))
         }
         return rates.sorted()[1]
+    }
+
+    /// `−Σ_t log p(tokens[t+1] | logits row t)` over a window (label shift inside the window).
+    public static func negativeLogLikelihood(logits: [Float], tokens: [Int], vocab: Int) -> Double {
+        var nll = 0.0
+        for t in 0..<(tokens.count - 1) {
+            let row = logits[(t * vocab)..<((t + 1) * vocab)]
+            let peak = row.max()!
+            var sum = 0.0
+            for value in row { sum += Foundation.exp(Double(value - peak)) }
+            nll += Foundation.log(sum) + Double(peak) - Double(row[row.startIndex + tokens[t + 1]])
+        }
+        return nll
     }
 
     /// Peak resident set size of this process (Linux `ru_maxrss` is in KiB).

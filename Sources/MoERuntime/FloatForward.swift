@@ -60,7 +60,13 @@ public final class FloatForward {
         var x = embed(tokens)
         for layer in 0..<config.layerCount { forwardLayer(layer, &x, count: count) }
         position += count
-        let final = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.finalNorm), eps: Float(config.rmsNormEps))
+        return outputLogits(x, count: count)
+    }
+
+    /// The final norm and LM head over the last layer's hidden states `[count, hidden]`.
+    public func outputLogits(_ x: [Float], count: Int) -> [Float] {
+        let config = model.config
+        let final = Kernels.rmsNorm(x, width: config.hiddenSize, weight: model.weight(.finalNorm), eps: Float(config.rmsNormEps))
         let head = config.tieWordEmbeddings ? model.matrix(.embeddings) : model.matrix(.lmHead)
         return Kernels.linear(final, tokens: count, matrix: head)
     }

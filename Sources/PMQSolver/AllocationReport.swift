@@ -19,6 +19,8 @@ public struct AllocationReport: Codable, Sendable {
         public var diversity: Bool
         /// "measured" (PMQ), or a baseline that ignores the profile's errors: "frequency", "random(seed N)".
         public var importance: String?
+        /// Whether layer costs were rescaled by the profile's measured layer sensitivities.
+        public var layerSensitivity: Bool?
         public var timeLimit: Double?
         public var gapTolerance: Double
     }
@@ -108,7 +110,7 @@ public struct AllocationReport: Codable, Sendable {
             groupSize: profile.groupSize, budgetKind: budget.kind, budget: budget.value,
             scope: costModel.scope.rawValue, widths: problem.items.first?.options.map(\.width) ?? [],
             alpha: costModel.alpha, beta: costModel.beta, diversity: costModel.diversity,
-            importance: costModel.importance.description, timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
+            importance: costModel.importance.description, layerSensitivity: costModel.appliesLayerSensitivity(profile), timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
         self.layers = layers
     }
 

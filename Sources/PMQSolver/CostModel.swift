@@ -17,6 +17,11 @@ public struct CostModel: Sendable, Equatable {
     /// What the cost of a width is made of: PMQ's measured significance and error, or one of the
     /// baselines that ignore them (for comparisons at the same size).
     public var importance: Importance = .measured
+    /// Scale each layer's costs so that quantizing the whole layer at the profile's reference width
+    /// costs its measured loss increase (`layers[].sensitivity`): layers then trade bits in one
+    /// currency, end-to-end loss, instead of layer-local errors whose scale differs by depth.
+    /// Used when every layer has a sensitivity, the importance is `measured` and the scope is global.
+    public var layerSensitivity = true
     /// MC-MoE's rule: in every layer, at least one expert at the top width and one at the next.
     public var diversity = false
     /// Candidate widths to allocate from (a subset of the profile's); nil means all of them.
@@ -41,8 +46,9 @@ public struct CostModel: Sendable, Equatable {
     }
 
     public init(alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil,
-                importance: Importance = .measured) {
+                importance: Importance = .measured, layerSensitivity: Bool = true) {
         self.importance = importance
+        self.layerSensitivity = layerSensitivity
         self.alpha = alpha
         self.beta = beta
         self.scope = scope
@@ -116,6 +122,14 @@ public struct CostModel: Sendable, Equatable {
             layerItems.append(indices)
         }
 
+        if let scales = layerScales(profile) {
+            for (position, indices) in layerItems.enumerated() {
+                for index in indices {
+                    for option in items[index].options.indices { items[index].options[option].cost *= scales[position] }
+                }
+            }
+        }
+
         let totalParams = Int128(profile.totalParams)
         func capacity(params: Int128) -> AllocationProblem.Capacity {
             switch budget {
@@ -153,6 +167,29 @@ public struct CostModel: Sendable, Equatable {
         case .bytes: unit = .bytes
         }
         return AllocationProblem(items: items, budgetRows: rows, diversityRows: diversityRows, weightUnit: unit)
+    }
+}
+
+extension CostModel {
+    /// Whether `makeProblem` rescales layers by their measured sensitivity for this profile.
+    public func appliesLayerSensitivity(_ profile: Profile) -> Bool {
+        layerSensitivity && importance == .measured && scope == .global && profile.layers.count > 1
+            && profile.layers.allSatisfy { $0.sensitivity != nil } && profile.layers.contains { $0.sensitivity!.deltaNLL > 0 }
+    }
+
+    /// `λ_l = ΔNLL_l / Σ_e cost(e, reference width)`; a layer whose measured increase is ≤ 0 (noise)
+    /// gets 1% of the largest increase, so it still pays for its errors.
+    func layerScales(_ profile: Profile) -> [Double]? {
+        guard appliesLayerSensitivity(profile) else { return nil }
+        let largest = profile.layers.map { $0.sensitivity!.deltaNLL }.max()!
+        return profile.layers.enumerated().map { position, layer in
+            let sensitivity = layer.sensitivity!
+            let predicted = zip(layer.experts, significance(of: layer)).reduce(0.0) { total, entry in
+                total + cost(significance: entry.1, error: entry.0.error[sensitivity.width] ?? 0)
+            }
+            let delta = max(sensitivity.deltaNLL, 0.01 * largest)
+            return predicted > 0 ? delta / predicted : 0
+        }
     }
 }
 

@@ -46,9 +46,22 @@ public struct Profile: Sendable, Equatable {
     public struct Layer: Sendable, Equatable {
         public var index: Int
         public var experts: [Expert]
-        public init(index: Int, experts: [Expert]) {
+        /// Measured end-to-end loss increase with every expert of the layer at one width.
+        public var sensitivity: Sensitivity?
+        public init(index: Int, experts: [Expert], sensitivity: Sensitivity? = nil) {
             self.index = index
             self.experts = experts
+            self.sensitivity = sensitivity
+        }
+    }
+
+    /// `deltaNLL` (nats per token, may be ≤ 0 within noise) with the layer's experts at `width`.
+    public struct Sensitivity: Sendable, Equatable {
+        public var width: Int
+        public var deltaNLL: Double
+        public init(width: Int, deltaNLL: Double) {
+            self.width = width
+            self.deltaNLL = deltaNLL
         }
     }
 

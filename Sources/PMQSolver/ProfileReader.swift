@@ -87,7 +87,14 @@ public enum ProfileReader {
                 }
                 experts.append(expert)
             }
-            layers.append(Profile.Layer(index: layerIndex, experts: experts))
+            var sensitivity: Profile.Sensitivity? = nil
+            if let field = try layerField.optionalMember("sensitivity") {
+                let widthField = try field.member("width")
+                let width = Int(try widthField.integer())
+                guard widths.contains(width) else { throw widthField.fail("\(width) is not one of the profile's widths \(widths)") }
+                sensitivity = .init(width: width, deltaNLL: try field.member("deltaNLL").double())
+            }
+            layers.append(Profile.Layer(index: layerIndex, experts: experts, sensitivity: sensitivity))
         }
         let profile = Profile(model: model, calibration: calibration, widths: widths,
                               groupSize: Int(groupSize), layers: layers)

@@ -31,6 +31,9 @@ struct AllocationOptions: ParsableArguments {
     @Option(help: ArgumentHelp("measured: PMQ (significance × measured error); frequency or random: size-matched baselines that ignore the measured errors (cost freq·params·4^-b, or a seeded random weight instead of freq).", valueName: "measured|frequency|random"))
     var importance: ImportanceChoice = .measured
 
+    @Flag(name: .customLong("no-layer-sensitivity"), help: "Ignore the profile's measured layer sensitivities (global scope compares layer-local errors as they are).")
+    var noLayerSensitivity = false
+
     @Option(help: "Seed of --importance random.")
     var seed: UInt64 = 1
 
@@ -57,7 +60,8 @@ struct AllocationOptions: ParsableArguments {
         case .frequency: choice = .frequency
         case .random: choice = .random(seed: seed)
         }
-        return CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths, importance: choice)
+        return CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths, importance: choice,
+                         layerSensitivity: !noLayerSensitivity)
     }
 
     var solveOptions: SolveOptions {

@@ -56,11 +56,19 @@ extension PMQ {
                 transform: parseLayerRange)
         var layers: Range<Int>?
 
+        @Option(name: .customLong("sensitivity-windows"), help: "Calibration windows for the layer-sensitivity stage (0: skip it; whole-model runs only).")
+        var sensitivityWindows: Int = 8
+
+        @Option(name: .customLong("sensitivity-width"), help: "Width each layer is quantized at to measure its sensitivity (default: the smallest candidate ≥ 2).")
+        var sensitivityWidth: Int?
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
         func validate() throws {
             guard samples >= 1, seqLen >= 2 else { throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2") }
+            guard sensitivityWindows >= 0 else { throw ValidationError("--sensitivity-windows must be ≥ 0") }
+            if let sensitivityWidth, !widths.contains(sensitivityWidth) { throw ValidationError("--sensitivity-width must be one of --widths") }
             guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
             guard dampening > 0, dampening.isFinite else { throw ValidationError("--dampening must be a positive number") }
             for width in widths where ![1, 2, 3, 4, 8].contains(width) {
@@ -74,7 +82,8 @@ extension PMQ {
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples,
-                                                                  dampening: dampening, actOrder: actOrder, clipSearch: clip))
+                                                                  dampening: dampening, actOrder: actOrder, clipSearch: clip,
+                                                                  sensitivityWindows: sensitivityWindows, sensitivityWidth: sensitivityWidth))
             let progress = StagedProgress("profile", quiet: quiet)
             let partial = out + ".partial"
             let document = try profiler.run(tokens: file.tokens, description: "\(calib): \(samples) windows of \(seqLen) tokens",

@@ -70,11 +70,15 @@ import Testing
             .run(tokens: tokens, description: "slices", layers: layers, checkpointDirectory: checkpoint)
     }
 
-    /// The document without its wall times, which differ from run to run.
-    static func json(_ document: ProfileDocument) throws -> Data {
+    /// The document without its wall times, which differ from run to run (and, with
+    /// `sensitivity: false`, without the layer sensitivities only whole-model runs measure).
+    static func json(_ document: ProfileDocument, sensitivity: Bool = true) throws -> Data {
         var document = document
         document.seconds = nil
-        for index in document.layers.indices { document.layers[index].seconds = nil }
+        for index in document.layers.indices {
+            document.layers[index].seconds = nil
+            if !sensitivity { document.layers[index].sensitivity = nil }
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         return try encoder.encode(document)
@@ -90,7 +94,8 @@ import Testing
         let second = try Self.run(layers: 1..<2)
         #expect(first.layers.map(\.index) == [0] && second.layers.map(\.index) == [1])
         first.layers += second.layers
-        #expect(try Self.json(first) == Self.json(whole))
+        #expect(try Self.json(first, sensitivity: false) == Self.json(whole, sensitivity: false))
+        #expect(whole.layers.allSatisfy { $0.sensitivity != nil } && first.layers.allSatisfy { $0.sensitivity == nil })
     }
 
     @Test func resumesFromSavedLayersAndRefusesAnotherRun() throws {
@@ -105,6 +110,8 @@ import Testing
         let resumed = try Self.run(checkpoint: checkpoint)
         #expect(resumed.layers[1].experts[0].note == "from the checkpoint")
         #expect(resumed.layers[0].experts.map(\.freq) == whole.layers[0].experts.map(\.freq))
+        // The reference-width experts saved with each layer give the same sensitivities.
+        #expect(resumed.layers.map(\.sensitivity) == whole.layers.map(\.sensitivity) && whole.layers[0].sensitivity != nil)
         // Other settings: refused, not mixed.
         #expect(throws: ModelFormatError.self) { try Self.run(checkpoint: checkpoint, widths: [2, 4]) }
     }

@@ -44,3 +44,41 @@ import Testing
         #expect(Set(try seeds.map(solve)).count > 1, "different seeds should give different allocations")
     }
 }
+
+/// Layer sensitivity: layers trade bits by measured end-to-end loss, not by raw layer-local error.
+@Suite struct LayerSensitivityCostTests {
+    /// Two layers of 4 equal experts; layer 1's raw errors are 4× layer 0's.
+    static func profile(sensitivities: (Double, Double)?) -> Profile {
+        func layer(_ index: Int, scale: Double, delta: Double?) -> Profile.Layer {
+            let experts = (0..<4).map { (expert: Int) -> Profile.Expert in
+                let error: [Int: Double] = [2: 4 * scale, 3: 1 * scale]
+                let bytes: [Int: Int64] = [2: 300, 3: 420]
+                return Profile.Expert(index: expert, params: 1000, freq: 1, mass: 1, error: error, bytes: bytes)
+            }
+            return Profile.Layer(index: index, experts: experts, sensitivity: delta.map { .init(width: 2, deltaNLL: $0) })
+        }
+        return Profile(model: .init(name: "t", architecture: "mixtral"), calibration: .init(tokens: 0, description: ""), widths: [2, 3], groupSize: 128,
+                       layers: [layer(0, scale: 1, delta: sensitivities?.0), layer(1, scale: 4, delta: sensitivities?.1)])
+    }
+
+    @Test func measuredSensitivityMovesBitsToTheLayerThatHurtsTheLoss() throws {
+        let budget = try Budget.parseBits("2.5")
+        // Raw errors alone: layer 1 (larger errors) gets the 3-bit experts.
+        let raw = try Allocator.solve(try CostModel().makeProblem(Self.profile(sensitivities: nil), budget: budget)).choice
+        #expect(raw == [0, 0, 0, 0, 1, 1, 1, 1])
+        // Layer 0 costs 0.4 nats at 2 bits, layer 1 only 0.1: layer 0 gets them.
+        let model = CostModel()
+        let profile = Self.profile(sensitivities: (0.4, 0.1))
+        #expect(model.appliesLayerSensitivity(profile))
+        let problem = try model.makeProblem(profile, budget: budget)
+        #expect(try Allocator.solve(problem).choice == [1, 1, 1, 1, 0, 0, 0, 0])
+        // Rescaled, quantizing a whole layer at the reference width costs its ΔNLL.
+        let s = 0.25 * pow(0.25, 1.5)
+        #expect(abs(problem.items[0].options[0].cost * 4 - 0.4) < 1e-12 && abs(problem.items[4].options[0].cost * 4 - 0.1) < 1e-12)
+        #expect(abs(problem.items[0].options[0].cost - 0.4 / (4 * s * 4) * s * 4) < 1e-12)
+        // Not applied when switched off, for baselines, or per layer.
+        for other in [CostModel(layerSensitivity: false), CostModel(importance: .frequency), CostModel(scope: .layer)] {
+            #expect(!other.appliesLayerSensitivity(profile))
+        }
+    }
+}

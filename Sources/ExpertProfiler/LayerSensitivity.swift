@@ -1,0 +1,60 @@
+import Foundation
+import ModelFormat
+import MoERuntime
+import QuantEngine
+
+/// How much the model's loss grows when one MoE layer's experts are quantized: the exchange rate
+/// between a layer's output-space GPTQ errors and the end-to-end loss, which the layer-local
+/// errors alone do not give (an error early in the network passes through every later layer).
+///
+/// For each profiled layer l, its experts are replaced by their GPTQ-dequantized weights at one
+/// reference width (every other layer float) and the calibration windows run through the whole
+/// model: `ΔNLL_l` = mean next-token NLL minus the float model's. Layer-major, so a lazy model
+/// loads each layer once for all variants.
+enum LayerSensitivity {
+    struct Measurement {
+        var layer: Int
+        var deltaNLL: Double
+    }
+
+    /// `references[layer]`: the layer's expert linears at the reference width, by tensor role.
+    static func measure(model: FloatModel, tokens: [Int], windows: Int, sequenceLength: Int,
+                        references: [Int: [TensorRole: PackedLinear]],
+                        progress: (String, Int, Int) -> Void) throws -> [Measurement] {
+        let config = model.config
+        let targets = references.keys.sorted()
+        let session = FloatForward(model: model)
+        let windowTokens = (0..<windows).map { Array(tokens[($0 * sequenceLength)..<(($0 + 1) * sequenceLength)]) }
+        let start = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: sequenceLength)
+        // Variant 0 is the float model; variant v ≥ 1 quantizes layer targets[v − 1].
+        var states = Array(repeating: start, count: targets.count + 1)
+        for layer in 0..<config.layerCount {
+            try model.pin(layer: layer)
+            defer { model.unpin(layer: layer) }
+            for variant in states.indices {
+                var originals: [(TensorRole, Matrix)] = []
+                if variant > 0, targets[variant - 1] == layer {
+                    for (role, linear) in references[layer]! {
+                        originals.append((role, model.matrix(role)))
+                        model.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
+                    }
+                }
+                for window in 0..<windows {
+                    session.reset()
+                    session.forwardLayer(layer, &states[variant][window], count: sequenceLength)
+                }
+                for (role, matrix) in originals { model.replace(role, with: matrix) }
+            }
+            progress("layer sensitivity: layers run", layer + 1, config.layerCount)
+        }
+        var losses = [Double](repeating: 0, count: states.count)
+        for variant in states.indices {
+            for window in 0..<windows {
+                let logits = session.outputLogits(states[variant][window], count: sequenceLength)
+                losses[variant] += Evaluation.negativeLogLikelihood(logits: logits, tokens: windowTokens[window], vocab: config.vocabSize)
+            }
+            losses[variant] /= Double(windows * (sequenceLength - 1))
+        }
+        return targets.enumerated().map { Measurement(layer: $1, deltaNLL: losses[$0 + 1] - losses[0]) }
+    }
+}

@@ -2,14 +2,17 @@ import QuantEngine
 
 extension PackedKernel {
     /// The general packed path: prefill (several tokens), act-order `g_idx`, groups that split a
-    /// word, outputs that do not fill a decode tile. A tile of 16 outputs × 256 inputs is
-    /// dequantized (`scale · q − scale · zero`, one FMA per weight) into scratch allocated once
-    /// per call and thread, then multiplied with every token, four tokens per pass so that each
-    /// weight vector loaded serves four rows of `x`.
+    /// word, outputs that do not fill a decode tile. Tiles of 16 outputs × a few word rows of
+    /// inputs (`depth`) are dequantized (`scale · q − scale · zero`, one FMA per weight) into
+    /// scratch allocated once per call and thread, then multiplied with every token, four tokens
+    /// per pass so that each weight vector loaded serves four rows of `x`. As in the decode kernel,
+    /// a chunk's tiles are walked across the same few word rows before moving down, so that the
+    /// reads form a few contiguous streams and the slice of `x` stays in L1.
     enum Tile {
         static let width = 16
-        /// Inputs per scratch chunk: 16 KB of floats, a multiple of every width's block.
-        static let depth = 256
+
+        /// Inputs per step: 8 word rows' worth (2 blocks at 3 bits), a multiple of the block.
+        static func depth(bits: Int) -> Int { bits == 3 ? 64 : 8 * (32 / bits) }
 
         typealias Vector = SIMD8<Float>
         typealias Words = SIMD8<UInt32>
@@ -17,19 +20,26 @@ extension PackedKernel {
         /// Adds `x · Ŵᵀ` for `outputs` (starting at a multiple of `width`) to `y`.
         static func run(_ operands: PackedOperands, outputs: Range<Int>) {
             guard !outputs.isEmpty else { return }
+            let depth = depth(bits: operands.bits)
+            let tiles = (outputs.count + width - 1) / width
             let scratchBytes = UnsafeMutableRawPointer.allocate(byteCount: 4 * depth * width, alignment: 64)
             defer { scratchBytes.deallocate() }
             let scratch = scratchBytes.bindMemory(to: Float.self, capacity: depth * width)
-            // Per group and lane of the current tile: scale and −scale·zero.
-            let tableBytes = UnsafeMutableRawPointer.allocate(byteCount: 4 * 2 * operands.groups * width, alignment: 64)
+            // Per tile, group and lane: scale and −scale·zero (read once per call from the fp16
+            // scales and packed zeros).
+            let tableFloats = tiles * 2 * operands.groups * width
+            let tableBytes = UnsafeMutableRawPointer.allocate(byteCount: 4 * tableFloats, alignment: 64)
             defer { tableBytes.deallocate() }
-            let table = tableBytes.bindMemory(to: Float.self, capacity: 2 * operands.groups * width)
-            for o in stride(from: outputs.lowerBound, to: outputs.upperBound, by: width) {
-                let lanes = min(width, outputs.upperBound - o)
-                fillTable(operands, table, output: o, lanes: lanes)
-                for k0 in stride(from: 0, to: operands.inFeatures, by: depth) {
-                    let k1 = min(k0 + depth, operands.inFeatures)
-                    dequantize(operands, table, into: scratch, output: o, lanes: lanes, inputs: k0..<k1)
+            let tables = tableBytes.bindMemory(to: Float.self, capacity: tableFloats)
+            for tile in 0..<tiles {
+                let o = outputs.lowerBound + tile * width
+                fillTable(operands, tables + tile * 2 * operands.groups * width, output: o, lanes: min(width, outputs.upperBound - o))
+            }
+            for k0 in stride(from: 0, to: operands.inFeatures, by: depth) {
+                let k1 = min(k0 + depth, operands.inFeatures)
+                for tile in 0..<tiles {
+                    let o = outputs.lowerBound + tile * width, lanes = min(width, outputs.upperBound - o)
+                    dequantize(operands, tables + tile * 2 * operands.groups * width, into: scratch, output: o, lanes: lanes, inputs: k0..<k1)
                     multiply(operands, scratch, output: o, lanes: lanes, inputs: k0..<k1)
                 }
             }
@@ -86,24 +96,66 @@ extension PackedKernel {
         /// Scratch row `i − inputs.lowerBound` = weights `Ŵ[o ..< o + 16, i]`.
         static func dequantize(_ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>, into scratch: UnsafeMutablePointer<Float>,
                                output o: Int, lanes: Int, inputs: Range<Int>) {
-            let perBlock = operands.valuesPerBlock, wordsPerBlock = operands.wordsPerBlock, bits = operands.bits
+            switch operands.bits {
+            case 1: dequantize(Width1.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
+            case 2: dequantize(Width2.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
+            case 3: dequantize(Width3.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
+            case 4: dequantize(Width4.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
+            case 8: dequantize(Width8.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
+            default: preconditionFailure("unsupported width \(operands.bits)")
+            }
+        }
+
+        static func dequantize<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>,
+                                               into scratch: UnsafeMutablePointer<Float>, output o: Int, lanes: Int, inputs: Range<Int>) {
+            let bits = W.bits
+            let perBlock = bits == 3 ? 32 : 32 / bits, wordsPerBlock = bits == 3 ? 3 : 1
             let offsets = table + operands.groups * width
+            let groupSize = operands.groupSize
+            // One group per block: natural order with groups of whole blocks.
+            let blockGroups = operands.naturalOrder && groupSize % perBlock == 0
             let firstBlock = inputs.lowerBound / perBlock, endBlock = (inputs.upperBound + perBlock - 1) / perBlock
+            let mask = Words(repeating: UInt32((1 << bits) - 1))
             for v in 0..<2 {
                 let vectorLanes = min(8, lanes - 8 * v)
                 for block in firstBlock..<endBlock {
-                    let row = block * wordsPerBlock
+                    let row = block &* wordsPerBlock
                     let w0 = words(operands, row: row, output: o + 8 * v, lanes: vectorLanes)
                     let w1 = wordsPerBlock > 1 ? words(operands, row: row + 1, output: o + 8 * v, lanes: vectorLanes) : Words()
                     let w2 = wordsPerBlock > 1 ? words(operands, row: row + 2, output: o + 8 * v, lanes: vectorLanes) : Words()
-                    let first = block * perBlock, end = min(first + perBlock, inputs.upperBound)
-                    for i in first..<end {
-                        let g = operands.naturalOrder ? i / operands.groupSize : Int(operands.gIdx[i])
-                        let q = Vector(unsafeBitCast(code(i - first, bits: bits, w0, w1, w2), to: SIMD8<Int32>.self))
-                        let s = UnsafeRawPointer(table + g * width + 8 * v).load(as: Vector.self)
-                        let offset = UnsafeRawPointer(offsets + g * width + 8 * v).load(as: Vector.self)
-                        UnsafeMutableRawPointer(scratch + (i - inputs.lowerBound) * width + 8 * v)
-                            .storeBytes(of: offset.addingProduct(q, s), as: Vector.self)
+                    let first = block &* perBlock, count = min(first + perBlock, inputs.upperBound) &- first
+                    let destination = UnsafeMutableRawPointer(scratch + (first - inputs.lowerBound) * width + 8 * v)
+                    @inline(__always) func store(_ k: Int, _ codes: Words, _ s: Vector, _ offset: Vector) {
+                        let q = Vector(unsafeBitCast(codes, to: SIMD8<Int32>.self))
+                        destination.storeBytes(of: offset.addingProduct(q, s), toByteOffset: 4 &* width &* k, as: Vector.self)
+                    }
+                    @inline(__always) func entry(_ g: Int) -> (Vector, Vector) {
+                        let index: Int = g &* width &+ 8 &* v
+                        let s = UnsafeRawPointer(table + index).load(as: Vector.self)
+                        return (s, UnsafeRawPointer(offsets + index).load(as: Vector.self))
+                    }
+                    @inline(__always) func code(_ k: Int, _ w: inout Words) -> Words {
+                        if bits == 3 { return Tile.code(k, bits: 3, w0, w1, w2) }
+                        defer { w &>>= UInt32(bits) }
+                        return w & mask
+                    }
+                    var w = w0
+                    if blockGroups {
+                        let (s, offset) = entry(first / groupSize)
+                        for k in 0..<count { store(k, code(k, &w), s, offset) }
+                    } else if operands.naturalOrder {
+                        // Groups split a block: advance at each multiple of the group size.
+                        var g = first / groupSize, boundary = (g + 1) * groupSize
+                        for k in 0..<count {
+                            if first &+ k == boundary { g &+= 1; boundary &+= groupSize }
+                            let (s, offset) = entry(g)
+                            store(k, code(k, &w), s, offset)
+                        }
+                    } else {
+                        for k in 0..<count {
+                            let (s, offset) = entry(Int(operands.gIdx[first &+ k]))
+                            store(k, code(k, &w), s, offset)
+                        }
                     }
                 }
             }

@@ -144,13 +144,13 @@ struct PackedOperands: @unchecked Sendable {
     let groups: Int
     let wordRows: Int
     let zeroWordsPerGroup: Int
-    let tokens: Int
-    let x: UnsafePointer<Float>
+    var tokens: Int
+    var x: UnsafePointer<Float>
     let qweight: UnsafePointer<UInt32>
     let qzeros: UnsafePointer<UInt32>?
     let scales: UnsafePointer<UInt16>
     let gIdx: UnsafePointer<Int32>
-    let y: UnsafeMutablePointer<Float>
+    var y: UnsafeMutablePointer<Float>
     let naturalOrder: Bool
 
     init(packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,
@@ -175,6 +175,15 @@ struct PackedOperands: @unchecked Sendable {
         self.gIdx = gIdx
         self.y = y
         self.naturalOrder = naturalOrder
+    }
+
+    /// The operands of token `t` alone.
+    func token(_ t: Int) -> PackedOperands {
+        var single = self
+        single.tokens = 1
+        single.x = x + t * inFeatures
+        single.y = y + t * outFeatures
+        return single
     }
 
     /// Codes per block: a block is the smallest run of whole words holding whole codes (one word,
@@ -254,16 +263,21 @@ enum PackedKernel {
 
     static func run(_ operands: PackedOperands) {
         let out = operands.outFeatures
-        if operands.tokens == 1 && Decode.applies(operands) {
-            // Tiles of 16 outputs through the decode kernel; the last `out % 16` through the tile path.
-            let tiles = out / Decode.tile
-            let prepared = Decode.prepare(operands)
-            defer { prepared.deallocate() }
-            parallelFor(tiles, work: out * operands.inFeatures) { range in
-                Decode.run(operands, prepared: prepared, tiles: range)
-            }
-            if tiles * Decode.tile < out {
-                Tile.run(operands, outputs: (tiles * Decode.tile)..<out)
+        if operands.tokens < Decode.maxTokens && Decode.applies(operands) {
+            // One token at a time (the decode kernel is compute-bound, so re-reading the weights
+            // for a second or third token costs less than the tile path's dequantization).
+            for t in 0..<operands.tokens {
+                let single = operands.token(t)
+                // Tiles of 16 outputs through the decode kernel; the last `out % 16` through the tile path.
+                let tiles = out / Decode.tile
+                let prepared = Decode.prepare(single)
+                defer { prepared.deallocate() }
+                parallelFor(tiles, work: out * operands.inFeatures) { range in
+                    Decode.run(single, prepared: prepared, tiles: range)
+                }
+                if tiles * Decode.tile < out {
+                    Tile.run(single, outputs: (tiles * Decode.tile)..<out)
+                }
             }
             return
         }

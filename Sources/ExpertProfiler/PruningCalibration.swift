@@ -27,6 +27,8 @@ public struct PruningCalibration {
         public var otp: OTPPruner
         public var odp: ODPPruner
         public var reports: [Int: OTPTrainingReport]
+        /// The MSE oracle's thresholds at the same fraction (a diagnostic, `--prune oracle-mse`).
+        public var oracleThresholds: [Int: Float]
         public var calibrationTokens: Int
         public var seconds: Double
     }
@@ -51,6 +53,7 @@ public struct PruningCalibration {
         var gates: [Int: OTPGate] = [:]
         var betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
+        var oracle: [Int: Float] = [:]
         for layer in 0..<config.layerCount {
             try model.pin(layer: layer)
             defer { model.unpin(layer: layer) }
@@ -76,6 +79,7 @@ public struct PruningCalibration {
             gates[layer] = gate
             reports[layer] = report
             betas[layer] = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: options.training.keep)
+            oracle[layer] = MSEOraclePruner.calibrateThreshold(set: set, keep: options.training.keep)
             progress("layer \(layer): gate trained", 1, 1)
             if options.propagatePruned {
                 states = inputs
@@ -84,7 +88,7 @@ public struct PruningCalibration {
                 session.pruner = nil
             }
         }
-        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports,
+        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
                       calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
     }
 }

@@ -4,7 +4,8 @@ import ModelFormat
 /// The pruning policies stored beside a packed model's weights, `pruning.safetensors`: per MoE
 /// layer the OTP gate's tensors (`model.layers.N.block_sparse_moe.otp_gate.weight`, … — the
 /// router's prefix plus the gate's suffixes) and the ODP threshold calibrated to the same
-/// fraction of experts kept (`….odp_beta`, shape [1]); metadata records how they were trained.
+/// fraction of experts kept (`….odp_beta`, shape [1]), and the MSE oracle's threshold (a
+/// diagnostic, `….oracle_mse_threshold`); metadata records how they were trained.
 public enum PruningFile {
     public static let fileName = "pruning.safetensors"
 
@@ -14,34 +15,46 @@ public enum PruningFile {
         return router.hasSuffix("gate.weight") ? String(router.dropLast("gate.weight".count)) : router + "."
     }
 
-    public static func write(otp: OTPPruner, odp: ODPPruner, config: MoEModelConfig, metadata: [String: String], directory: String) throws {
+    public struct Policies {
+        public var otp: OTPPruner
+        public var odp: ODPPruner
+        public var oracleThresholds: [Int: Float]
+        public var metadata: [String: String]
+    }
+
+    public static func write(otp: OTPPruner, odp: ODPPruner, oracleThresholds: [Int: Float] = [:], config: MoEModelConfig,
+                             metadata: [String: String], directory: String) throws {
         var writer = SafeTensorsWriter()
         writer.metadata = metadata
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             let prefix = prefix(layer: layer, config: config)
             for tensor in otp.tensors(layer: layer) { try writer.add(prefix + tensor.suffix, shape: tensor.shape, floats: tensor.values) }
             if let beta = odp.betas[layer] { try writer.add(prefix + "odp_beta", shape: [1], floats: [beta]) }
+            if let threshold = oracleThresholds[layer], threshold.isFinite {
+                try writer.add(prefix + "oracle_mse_threshold", shape: [1], floats: [threshold])
+            }
         }
         try writer.write(to: (directory as NSString).appendingPathComponent(fileName))
     }
 
     /// The stored policies, or nil when the model has no pruning file.
-    public static func read(directory: String, config: MoEModelConfig) throws -> (otp: OTPPruner, odp: ODPPruner, metadata: [String: String])? {
+    public static func read(directory: String, config: MoEModelConfig) throws -> Policies? {
         let path = (directory as NSString).appendingPathComponent(fileName)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let file = try SafeTensorsFile(path: path)
         var gates: [Int: [OTPTensor]] = [:]
         var betas: [Int: Float] = [:]
+        var oracle: [Int: Float] = [:]
         var used = Set<String>()
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             let prefix = prefix(layer: layer, config: config)
             for name in file.names where name.hasPrefix(prefix) {
                 let suffix = String(name.dropFirst(prefix.count))
                 let info = try file.info(name)
-                if suffix == "odp_beta" {
+                if suffix == "odp_beta" || suffix == "oracle_mse_threshold" {
                     let values = try file.floats(name, shape: [1])
                     guard values[0].isFinite, values[0] >= 0 else { throw ModelFormatError(file: path, "\(name) is not a finite threshold ≥ 0") }
-                    betas[layer] = values[0]
+                    if suffix == "odp_beta" { betas[layer] = values[0] } else { oracle[layer] = values[0] }
                 } else {
                     gates[layer, default: []].append((suffix, info.shape, try file.floats(name)))
                 }
@@ -54,6 +67,6 @@ public enum PruningFile {
         let otp = try OTPPruner(tensors: gates, file: path)
         try otp.validate(hiddenSize: config.hiddenSize, expertCount: config.expertCount, topK: config.routing.topK,
                          moeLayers: Set((0..<config.layerCount).filter { config.moeLayers[$0] }), file: path)
-        return (otp, ODPPruner(betas: betas), file.metadata)
+        return Policies(otp: otp, odp: ODPPruner(betas: betas), oracleThresholds: oracle, metadata: file.metadata)
     }
 }

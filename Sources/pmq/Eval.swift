@@ -22,7 +22,7 @@ extension PMQ {
         @Option(name: .customLong("max-tokens"), help: "Evaluate at most this many tokens.")
         var maxTokens: Int?
 
-        @Option(help: ArgumentHelp("Expert pruning: none, odp (MC-MoE's threshold rule) or otp (learned gates; `pmq otp train`).", valueName: "none|odp|otp"))
+        @Option(help: ArgumentHelp("Expert pruning: none, odp (MC-MoE's threshold rule), otp (learned gates; `pmq otp train`), or oracle-mse (diagnostic: runs every top-k expert to decide; the best any gate can do on OTP's training loss).", valueName: "none|odp|otp|oracle-mse"))
         var prune: PruneChoice = .none
 
         @Option(name: .customLong("odp-beta"), help: "ODP threshold for every layer (default: the per-layer thresholds `pmq otp train` calibrated, else 0.5).")
@@ -77,6 +77,7 @@ extension PMQ {
 
 enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
     case none, odp, otp
+    case oracleMSE = "oracle-mse"
 
     /// The pruner for `model` (loaded from `directory`): OTP and calibrated ODP come from its pruning file.
     func pruner(model: FloatModel, directory: String, odpBeta: Double?) throws -> ExpertPruner? {
@@ -91,6 +92,11 @@ enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
                 throw ValidationError("\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
             }
             return stored.otp
+        case .oracleMSE:
+            guard let stored = try PruningFile.read(directory: directory, config: model.config), !stored.oracleThresholds.isEmpty else {
+                throw ValidationError("\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
+            }
+            return MSEOraclePruner(model: model, thresholds: stored.oracleThresholds)
         }
     }
 }

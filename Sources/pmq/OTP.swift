@@ -67,7 +67,7 @@ extension PMQ {
             progress.finish()
             let metadata = ["format": "pmq-pruning", "version": "1", "keep": String(keep), "seed": String(seed),
                             "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs)]
-            try PruningFile.write(otp: output.otp, odp: output.odp, config: loaded.config, metadata: metadata, directory: model)
+            try PruningFile.write(otp: output.otp, odp: output.odp, oracleThresholds: output.oracleThresholds, config: loaded.config, metadata: metadata, directory: model)
             print("\(model)/\(PruningFile.fileName): OTP gates and ODP thresholds for \(output.reports.count) layers, keep \(keep), \(output.calibrationTokens) calibration tokens, \(String(format: "%.1f", output.seconds)) s")
             print("layer  kept (OTP)  loss OTP   loss ODP   ODP β")
             for (layer, report) in output.reports.sorted(by: { $0.key < $1.key }) {

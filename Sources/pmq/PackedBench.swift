@@ -38,7 +38,7 @@ extension PMQ {
         @Option(name: .customLong("prefill-repeats"), help: "Prefill runs per format (the median is reported).")
         var prefillRepeats: Int = 5
 
-        @Flag(name: .customLong("act-order"), help: "Also time packed widths with an act-order g_idx (the general path).")
+        @Flag(name: .customLong("act-order"), help: "Also time packed widths with an act-order g_idx: as stored (the general path) and reordered at load (`act-ord.seq`).")
         var actOrder = false
 
         @Option(name: .customLong("stream-bytes"), help: "Bytes of distinct copies per format, to defeat the caches.")
@@ -160,6 +160,13 @@ extension PMQ {
                     let natural = !actOrder
                     formats.append(Format(name: "\(bits)-bit" + (actOrder ? " act-order" : ""), bytes: bytes,
                                           run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) }, copies: count))
+                    if actOrder {
+                        // The same layers rewritten at load so that groups are contiguous.
+                        let reordered = layers.map { Kernels.groupContiguous($0)! }
+                        formats.append(Format(name: "\(bits)-bit act-ord.seq", bytes: bytes,
+                                              run: { Kernels.linear($0, tokens: $1, packed: reordered[$2].reordered, inputOrder: reordered[$2].inputOrder) },
+                                              copies: count))
+                    }
                 }
             }
 

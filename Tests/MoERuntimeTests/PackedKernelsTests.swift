@@ -261,4 +261,29 @@ import QuantEngine
             }
         }
     }
+
+    /// An act-order layer reordered at load runs through the decode kernel on gathered inputs and
+    /// gives the original layer's outputs.
+    @Test(arguments: widths)
+    func groupContiguousMatchesActOrder(bits: Int) {
+        let packed = Self.randomPacked(out: 40, inputs: 200, bits: bits, groupSize: 32, actOrder: true, seed: UInt64(90 + bits))
+        guard let (reordered, order) = Kernels.groupContiguous(packed) else {
+            Issue.record("act-order g_idx not reordered")
+            return
+        }
+        #expect(Kernels.hasNaturalGroupOrder(reordered))
+        #expect(Set(order) == Set(0..<200))
+        for tokens in [1, 5] {
+            let x = Self.randomX(tokens * 200, seed: UInt64(tokens))
+            let fast = Kernels.linear(x, tokens: tokens, packed: reordered, inputOrder: order)
+            let reference = Kernels.referenceLinear(x, tokens: tokens, packed: packed)
+            let scale = Self.magnitudes(x, tokens: tokens, packed: packed)
+            let worst = fast.indices.map { abs(fast[$0] - reference[$0]) / scale[$0] }.max()!
+            #expect(worst <= Self.relativeTolerance, "\(bits) bits, \(tokens) tokens: relative error \(worst)")
+        }
+        // Groups of unequal sizes cannot be made natural.
+        var uneven = packed
+        uneven.gIdx[0] = uneven.gIdx[0] == 0 ? 1 : 0
+        #expect(Kernels.groupContiguous(uneven) == nil)
+    }
 }

@@ -196,12 +196,29 @@ extension PackedKernel {
             let out = operands.outFeatures
             let top = UInt32(32 - bits), mask = UInt32((1 << bits) - 1)
             var a0 = Vector(), a1 = Vector(), b0 = Vector(), b1 = Vector()
+            var c0 = Vector(), c1 = Vector(), d0 = Vector(), d1 = Vector()
             var row = rows.lowerBound
             while row + 2 <= rows.upperBound {
                 let pa = operands.qweight + (row &* out &+ o), pb = pa + out
                 let wa0 = load(pa), wa1 = load(pa + 8), wb0 = load(pb), wb1 = load(pb + 8)
                 let xa = prepared.scaledX + row &* perWord, xb = xa + perWord
-                for k in 0..<(perWord - 1) {
+                // Codes k and k + 1 into separate accumulators: eight independent FMA chains.
+                var k = 0
+                while k + 2 < perWord {
+                    let m = Words(repeating: mask << UInt32(bits * k)), n = Words(repeating: mask << UInt32(bits * (k + 1)))
+                    let va = Vector(repeating: xa[k]), vb = Vector(repeating: xb[k])
+                    a0.addProduct(va, float(wa0 & m))
+                    a1.addProduct(va, float(wa1 & m))
+                    b0.addProduct(vb, float(wb0 & m))
+                    b1.addProduct(vb, float(wb1 & m))
+                    let vc = Vector(repeating: xa[k + 1]), vd = Vector(repeating: xb[k + 1])
+                    c0.addProduct(vc, float(wa0 & n))
+                    c1.addProduct(vc, float(wa1 & n))
+                    d0.addProduct(vd, float(wb0 & n))
+                    d1.addProduct(vd, float(wb1 & n))
+                    k += 2
+                }
+                if k < perWord - 1 {
                     let m = Words(repeating: mask << UInt32(bits * k))
                     let va = Vector(repeating: xa[k]), vb = Vector(repeating: xb[k])
                     a0.addProduct(va, float(wa0 & m))
@@ -209,13 +226,14 @@ extension PackedKernel {
                     b0.addProduct(vb, float(wb0 & m))
                     b1.addProduct(vb, float(wb1 & m))
                 }
-                let va = Vector(repeating: xa[perWord - 1]), vb = Vector(repeating: xb[perWord - 1])
-                a0.addProduct(va, float(wa0 &>> top))
-                a1.addProduct(va, float(wa1 &>> top))
-                b0.addProduct(vb, float(wb0 &>> top))
-                b1.addProduct(vb, float(wb1 &>> top))
+                let vc = Vector(repeating: xa[perWord - 1]), vd = Vector(repeating: xb[perWord - 1])
+                c0.addProduct(vc, float(wa0 &>> top))
+                c1.addProduct(vc, float(wa1 &>> top))
+                d0.addProduct(vd, float(wb0 &>> top))
+                d1.addProduct(vd, float(wb1 &>> top))
                 row &+= 2
             }
+            a0 += c0; a1 += c1; b0 += d0; b1 += d1
             if row < rows.upperBound {
                 let pa = operands.qweight + (row &* out &+ o)
                 let wa0 = load(pa), wa1 = load(pa + 8)

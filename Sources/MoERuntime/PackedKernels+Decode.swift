@@ -72,10 +72,18 @@ extension PackedKernel {
             scaledX.initialize(repeating: 0, count: blocks * perBlock)
             var factors = [Float](repeating: 1, count: perBlock)
             for k in 0..<perBlock { factors[k] = Float(sign: .plus, exponent: -position(k, bits: operands.bits), significand: 1) }
-            for i in 0..<operands.inFeatures { scaledX[i] = operands.x[i] * factors[i % perBlock] }
+            let inputs = operands.inFeatures
+            factors.withUnsafeBufferPointer { factors in
+                for start in stride(from: 0, to: inputs, by: perBlock) {
+                    for k in 0..<min(perBlock, inputs - start) { scaledX[start + k] = operands.x[start + k] * factors[k] }
+                }
+            }
             let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
-            groupSums.initialize(repeating: 0, count: operands.groups)
-            for i in 0..<operands.inFeatures { groupSums[i / operands.groupSize] += operands.x[i] }
+            for g in 0..<operands.groups {
+                var sum: Float = 0
+                for i in (g * operands.groupSize)..<min((g + 1) * operands.groupSize, inputs) { sum += operands.x[i] }
+                groupSums[g] = sum
+            }
             return Prepared(scaledX: scaledX, groupSums: groupSums, blocks: blocks)
         }
 

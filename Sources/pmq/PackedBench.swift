@@ -181,7 +181,7 @@ extension PMQ {
                 timings[format.name] = timing
                 let f32 = timings["f32"] ?? timing, bf16 = timings["bf16"] ?? timing
                 let rate = Double(format.bytes) / timing.decode
-                emit(String(format: "%@ %10.1f %10.3f %6.1f %4.0f%% %6.2f %7.2f  (%7.3f) | %10.2f %8.1f %6.2f %7.2f",
+                emit(String(format: "%@ %10.1f %10.4f %6.1f %4.0f%% %6.2f %7.2f  (%7.4f) | %10.3f %8.1f %6.2f %7.2f",
                             format.name.padding(toLength: 17, withPad: " ", startingAt: 0), Double(format.bytes) / 1e6,
                             timing.decode * 1e3, rate / 1e9, 100 * rate / bandwidth,
                             f32.decode / timing.decode, bf16.decode / timing.decode, timing.bestDecode * 1e3,

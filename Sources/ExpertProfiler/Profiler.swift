@@ -197,10 +197,13 @@ public struct Profiler {
             let down = model.matrix(.expertDown(layer: layer, expert: expert)).floats
             var errors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
-            for bits in options.widths.sorted() {
-                let results = [try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, bits: bits),
-                               try gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, bits: bits),
-                               try gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, bits: bits)]
+            // One Cholesky factor per linear for all widths.
+            let widths = options.widths.sorted()
+            let gates = try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, widths: widths)
+            let ups = try gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, widths: widths)
+            let downs = try gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, widths: widths)
+            for (position, bits) in widths.enumerated() {
+                let results = [gates[position], ups[position], downs[position]]
                 let e = results.reduce(0) { $0 + $1.error }
                 if bits == referenceWidth {
                     let roles: [TensorRole] = [.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert),

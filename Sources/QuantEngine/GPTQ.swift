@@ -74,10 +74,26 @@ public struct GPTQ: Sendable {
     /// `quantize` that also reports where the time went.
     public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int,
                          timing: inout Timing) throws -> Result {
+        try quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, widths: [bits], timing: &timing)[0]
+    }
+
+    /// One weight matrix at several widths from one Hessian: the Cholesky factor of H⁻¹ (and the
+    /// act-order permutation) are computed once and shared, which is most of the work for wide
+    /// inputs (a 14336² Hessian). Each result equals `quantize(…, bits:)` at that width.
+    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int]) throws -> [Result] {
+        var timing = Timing()
+        return try quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, widths: widths, timing: &timing)
+    }
+
+    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int],
+                         timing: inout Timing) throws -> [Result] {
         precondition(weight.count == rows * columns && hessian.count == columns * columns)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         guard options.actOrder else {
-            return try quantizeInOrder(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits, timing: &timing)
+            let factor = try factor(hessian: hessian, columns: columns, timing: &timing)
+            return try widths.map { bits in
+                try quantizeInOrder(weight: weight, rows: rows, columns: columns, hessian: hessian, factor: factor, bits: bits, timing: &timing)
+            }
         }
         // Descending diagonal (dead columns count as 1, as after GPTQ's fix-up), stable on ties.
         let diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
@@ -86,45 +102,53 @@ public struct GPTQ: Sendable {
         var permutedHessian = [Double](repeating: 0, count: hessian.count)
         for r in 0..<rows { for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = weight[r * columns + source] } }
         for (i, a) in order.enumerated() { for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] } }
-        let permuted = try quantizeInOrder(weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian,
-                                           bits: bits, timing: &timing)
-        var result = permuted
-        for r in 0..<rows {
-            for (j, column) in order.enumerated() {
-                result.codes[r * columns + column] = permuted.codes[r * columns + j]
-                result.dequantized[r * columns + column] = permuted.dequantized[r * columns + j]
+        let factor = try factor(hessian: permutedHessian, columns: columns, timing: &timing)
+        return try widths.map { bits in
+            let permuted = try quantizeInOrder(weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian,
+                                               factor: factor, bits: bits, timing: &timing)
+            var result = permuted
+            for r in 0..<rows {
+                for (j, column) in order.enumerated() {
+                    result.codes[r * columns + column] = permuted.codes[r * columns + j]
+                    result.dequantized[r * columns + column] = permuted.dequantized[r * columns + j]
+                }
             }
+            for (j, column) in order.enumerated() { result.groupIndex[column] = j / groupSize }
+            let start = ContinuousClock.now
+            result.error = Self.outputError(weight, result.dequantized, rows: rows, columns: columns, hessian: hessian)
+            timing.errorSeconds += SGEMM.elapsed(since: start)
+            return result
         }
-        for (j, column) in order.enumerated() { result.groupIndex[column] = j / groupSize }
+    }
+
+    /// The upper Cholesky factor of `(H + damping)⁻¹` with dead inputs (zero diagonal) set to 1,
+    /// as GPTQ uses it; depends on H only.
+    func factor(hessian: [Double], columns: Int, timing: inout Timing) throws -> [Float] {
+        var diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
+        let meanDiagonal = diagonal.reduce(0, +) / Double(columns)
+        for j in 0..<columns { diagonal[j] += options.dampening * meanDiagonal }
         let start = ContinuousClock.now
-        result.error = Self.outputError(weight, result.dequantized, rows: rows, columns: columns, hessian: hessian)
-        timing.errorSeconds += SGEMM.elapsed(since: start)
-        return result
+        let hinv = try hessian.withUnsafeBufferPointer { h in
+            try Cholesky.upperFactorOfInverse(h.baseAddress!, n: columns, diagonal: diagonal)
+        }
+        timing.choleskySeconds += SGEMM.elapsed(since: start)
+        return hinv
     }
 
     /// GPTQ over the columns in their given order, in Float (as torch's float32 GPTQ): W, the
     /// errors and H⁻¹'s factor; the block update is an SGEMM.
-    func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int,
+    func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], factor hinv: [Float], bits: Int,
                          timing: inout Timing) throws -> Result {
         let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
         let blockSize = options.blockSize
         var w = weight
-        // Dead inputs (never seen): weight irrelevant, make H invertible. Damping. Only the
-        // diagonal changes, so H itself is not copied.
-        var diagonal = (0..<columns).map { hessian[$0 * columns + $0] }
-        for j in 0..<columns where diagonal[j] == 0 {
-            diagonal[j] = 1
+        // Dead inputs (never seen): weight irrelevant (H⁻¹'s factor has them at 1, `factor`).
+        for j in 0..<columns where hessian[j * columns + j] == 0 {
             for r in 0..<rows { w[r * columns + j] = 0 }
         }
-        let meanDiagonal = diagonal.reduce(0, +) / Double(columns)
-        for j in 0..<columns { diagonal[j] += options.dampening * meanDiagonal }
         var start = ContinuousClock.now
-        let hinv = try hessian.withUnsafeBufferPointer { h in
-            try Cholesky.upperFactorOfInverse(h.baseAddress!, n: columns, diagonal: diagonal)
-        }
-        timing.choleskySeconds += SGEMM.elapsed(since: start)
 
         var codes = [Int](repeating: 0, count: rows * columns)
         var scales = [Float](repeating: 0, count: rows * groups)

@@ -89,7 +89,7 @@ extension PMQ {
             let written = try PackedModelExport.write(model: loaded, sourceDirectory: model, output: output, plan: plan, allocationReport: allocation,
                                                       actOrder: actOrder, keepF32: keepF32, to: out)
             let counts = Dictionary(grouping: plan.widths.values.flatMap(\.values), by: { $0 }).mapValues(\.count)
-            print("\(out): \(output.linears.count) expert linears packed (\(counts.sorted { $0.key < $1.key }.map { "\($0.value)×\($0.key)-bit" }.joined(separator: ", "))), average \(String(format: "%.3f", plan.averageBits)) bits")
+            print("\(out): \(output.linears.count) expert linears packed; experts \(counts.sorted { $0.key < $1.key }.map { "\($0.value)×\($0.key)-bit" }.joined(separator: ", ")), average \(String(format: "%.3f", plan.averageBits)) bits")
             print(String(format: "expert bytes %d (effective %.3f bits), model files %.2f MB, %.1f s", written.expertBytes,
                          written.effectiveBits, Double(written.totalBytes) / 1e6, output.seconds))
         }

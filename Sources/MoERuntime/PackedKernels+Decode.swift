@@ -15,9 +15,10 @@ extension PackedKernel {
     /// The decode matvec (one token, `g_idx` in natural order, groups of whole blocks): by far the
     /// most time of a packed decode step is spent here.
     ///
-    /// Tiles of 16 outputs (two SIMD8 vectors) walk down the word rows of their columns, two rows
-    /// (blocks) at a time for independent FMA chains. Per group, `Σ_i x_i·q_i` accumulates in
-    /// float; at the end of the group `s·(Σ x_i q_i − z·Σ x_i)` is added to the result.
+    /// Tiles of 16 outputs (two SIMD8 vectors); a chunk of tiles per thread. Group by group, the
+    /// chunk's tiles are swept across 8 word rows at a time (two rows per step, eight independent
+    /// FMA chains), each tile's `Σ_i x_i·q_i` kept in scratch; at the end of the group
+    /// `s·(Σ x_i q_i − z·Σ x_i)` is added to `y`.
     ///
     /// Codes are never shifted down: `w & (mask << position)` converted to float is
     /// `q · 2^position`, exact, and it meets `x_i · 2^−position` (scaled once per call in

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 import QuantEngine
 
 /// Seeded synthetic profiles of real MoE shapes, for testing and benchmarking the allocator at
@@ -82,24 +83,5 @@ public struct SyntheticProfile: Sendable {
             calibration: .init(tokens: calibrationTokens,
                                description: "synthetic: seeded log-normal routing statistics and errors (seed \(seed)), not measured from a model"),
             widths: shape.widths, groupSize: groupSize, layers: layers)
-    }
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014): small, seedable, identical on every platform.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1).
-    public mutating func uniform() -> Double { (Double(next() >> 11) + 0.5) / 9_007_199_254_740_992 }
-    /// Standard normal (Box–Muller).
-    public mutating func gaussian() -> Double {
-        sqrt(-2 * log(uniform())) * cos(2 * Double.pi * uniform())
     }
 }

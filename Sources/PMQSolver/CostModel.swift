@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// How experts are scored and how the budget is applied; turns a profile into the integer program.
 public struct CostModel: Sendable, Equatable {
@@ -93,7 +94,7 @@ public struct CostModel: Sendable, Equatable {
         let widths = try candidateWidths(for: profile, file: file)
         var items: [AllocationProblem.Item] = []
         var layerItems: [[Int]] = []
-        var random = importance.seed.map { BaselineRandom(seed: $0) }
+        var random = importance.seed.map { SplitMix64(seed: $0) }
         for (layerPosition, layer) in profile.layers.enumerated() {
             let significance: [Double]
             switch importance {
@@ -101,7 +102,7 @@ public struct CostModel: Sendable, Equatable {
             case .frequency:
                 let total = layer.experts.reduce(0) { $0 + $1.freq }
                 significance = layer.experts.map { total > 0 ? $0.freq / total : 0 }
-            case .random: significance = layer.experts.map { _ in random!.unit() }
+            case .random: significance = layer.experts.map { _ in random!.uniform() }
             }
             var indices: [Int] = []
             for (expert, s) in zip(layer.experts, significance) {
@@ -200,20 +201,6 @@ extension CostModel.Importance {
     }
 }
 
-/// SplitMix64: the `random` baseline's reproducible draws.
-struct BaselineRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1].
-    mutating func unit() -> Double { Double((next() >> 11) + 1) / Double(1 << 53) }
-}
 
 /// `x^p` with `x^0 = 1`, `0^p = 0` for p > 0, and exact shortcuts for the common exponents.
 func power(_ x: Double, _ p: Double) -> Double {

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// One MoE layer's calibration tokens for training and judging expert pruning: what the router
 /// chose for each token and what each chosen expert produced. Slots are the router's top-k,
@@ -161,22 +162,15 @@ public func evaluate(set: OTPTrainingSet, pruner: ExpertPruner) -> (keptFraction
     return (Double(kept) / Double(n * k), scale > 0 ? loss / Double(n) / scale : 0)
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): the trainer's seeded generator, identical on every
-/// platform. (ExpertProfiler has a public twin; MoERuntime cannot import it.)
+/// The trainer's seeded draws in Float, from ModelFormat's SplitMix64.
 struct PruningRandom: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var generator: SplitMix64
+    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+    mutating func next() -> UInt64 { generator.next() }
     /// Uniform in (0, 1), never 0 or 1 in Float.
-    mutating func uniform() -> Float { (Float(next() >> 41) + 0.5) / 8_388_608 }
+    mutating func uniform() -> Float { generator.uniformFloat() }
     /// Uniform integer in `0..<bound`.
-    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    mutating func below(_ bound: Int) -> Int { generator.below(bound) }
     /// Standard normal (Box–Muller).
     mutating func gaussian() -> Float { (-2 * log(uniform())).squareRoot() * cos(2 * Float.pi * uniform()) }
 }

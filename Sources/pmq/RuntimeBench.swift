@@ -29,12 +29,26 @@ extension PMQ {
             let loaded = try FloatModel(directory: model)
             let config = loaded.config
             let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }
-            // Weights one decode token reads: attention + router + top-k experts + head, f32.
-            let attention = config.hiddenSize * (2 * config.attentionHeads + 2 * config.keyValueHeads) * config.headDim
-            let experts = config.routing.topK * 3 * config.hiddenSize * config.expertIntermediateSize
-            let router = config.expertCount * config.hiddenSize
-            let bytesPerWeight = Double(loaded.matrix(.embeddings).byteCount) / Double(config.vocabSize * config.hiddenSize)
-            let bytesPerToken = bytesPerWeight * Double(config.layerCount * (attention + experts + router) + config.vocabSize * config.hiddenSize)
+            // Bytes of the weights one decode token reads, as held (f32, bf16 or packed): attention,
+            // router, top-k experts (an average expert of the layer), shared or dense MLP, head.
+            func bytes(_ role: TensorRole) -> Double { Double(loaded.matrix(role).byteCount) }
+            var bytesPerToken = bytes(config.tieWordEmbeddings ? .embeddings : .lmHead)
+            for layer in 0..<config.layerCount {
+                bytesPerToken += [TensorRole.query(layer: layer), .key(layer: layer), .value(layer: layer), .output(layer: layer)].map(bytes).reduce(0, +)
+                if config.moeLayers[layer] {
+                    bytesPerToken += bytes(.router(layer: layer))
+                    let experts = (0..<config.expertCount).map { expert in
+                        bytes(.expertGate(layer: layer, expert: expert)) + bytes(.expertUp(layer: layer, expert: expert)) + bytes(.expertDown(layer: layer, expert: expert))
+                    }
+                    bytesPerToken += Double(config.routing.topK) * experts.reduce(0, +) / Double(config.expertCount)
+                    if config.sharedExpertIntermediateSize > 0 {
+                        bytesPerToken += [TensorRole.sharedExpertGate(layer: layer), .sharedExpertUp(layer: layer), .sharedExpertDown(layer: layer)].map(bytes).reduce(0, +)
+                    }
+                } else {
+                    bytesPerToken += [TensorRole.denseGate(layer: layer), .denseUp(layer: layer), .denseDown(layer: layer)].map(bytes).reduce(0, +)
+                }
+            }
+            let bytesPerWeight = Double(loaded.weightBytes) / Double(loaded.parameterCount)
 
             func measure() throws -> (prefill: Double, decode: Double) {
                 var prefillRates: [Double] = [], decodeRates: [Double] = []
@@ -63,8 +77,8 @@ extension PMQ {
                 emit(String(format: "scalar kernels: prefill %8.1f tokens/s   decode %7.2f tokens/s   (SIMD speed-up: prefill %.1f×, decode %.1f×)",
                             reference.prefill, reference.decode, fast.prefill / reference.prefill, fast.decode / reference.decode))
             }
-            emit(String(format: "peak RSS %.1f MB (weights in memory: %.1f MB, %.0f bytes per matrix weight)", Double(peakRSS) / 1e6,
-                        Double(loaded.weightBytes) / 1e6, bytesPerWeight))
+            emit(String(format: "peak RSS %.1f MB (weights in memory: %.1f MB, %.2f bytes per weight; a decode token reads %.1f MB)",
+                        Double(peakRSS) / 1e6, Double(loaded.weightBytes) / 1e6, bytesPerWeight, bytesPerToken / 1e6))
         }
     }
 }

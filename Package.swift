@@ -48,7 +48,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver"]),
+        .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver", "ModelFormat"]),
         .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler", "ModelFormat"]),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
         .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),

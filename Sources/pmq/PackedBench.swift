@@ -60,16 +60,11 @@ extension PMQ {
             }
         }
 
-        /// SplitMix64: fast deterministic filler for large random matrices.
+        /// Fast deterministic filler for large random matrices (SplitMix64).
         struct Filler: RandomNumberGenerator {
-            var state: UInt64
-            mutating func next() -> UInt64 {
-                state &+= 0x9E37_79B9_7F4A_7C15
-                var z = state
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                return z ^ (z >> 31)
-            }
+            var generator: SplitMix64
+            init(state: UInt64) { generator = SplitMix64(seed: state) }
+            mutating func next() -> UInt64 { generator.next() }
             mutating func word() -> UInt32 { UInt32(truncatingIfNeeded: next() >> 32) }
             /// Uniform in [−1, 1).
             mutating func float() -> Float { Float(Int32(bitPattern: word())) * 0x1p-31 }

@@ -25,14 +25,7 @@ extension PMQ {
         @Option(help: ArgumentHelp("Hugging Face model directory.", valueName: "dir"))
         var model: String
 
-        @Option(help: ArgumentHelp("Calibration token file (little-endian u32).", valueName: "file"))
-        var calib: String
-
-        @Option(help: "Calibration windows.")
-        var samples: Int = 128
-
-        @Option(name: .customLong("seq-len"), help: "Tokens per window.")
-        var seqLen: Int = 512
+        @OptionGroup var calibration: CalibrationOptions
 
         @Option(help: ArgumentHelp("Candidate widths.", valueName: "w,w,…"), transform: parseWidths)
         var widths: [Int] = [1, 2, 3]
@@ -42,15 +35,6 @@ extension PMQ {
 
         @Option(help: ArgumentHelp("Output profile JSON.", valueName: "file"))
         var out: String
-
-        @Option(help: "GPTQ damping, as a fraction of the Hessian's mean diagonal.")
-        var dampening: Double = 0.01
-
-        @Flag(name: .customLong("act-order"), help: "GPTQ columns in order of decreasing Hessian diagonal (desc_act).")
-        var actOrder = false
-
-        @Flag(help: "Search a clipped range per group for the least squared error.")
-        var clip = false
 
         @Option(help: ArgumentHelp("Profile only these decoder layers, e.g. 4..<8 (default: all).", valueName: "a..<b"),
                 transform: parseLayerRange)
@@ -66,11 +50,9 @@ extension PMQ {
         var quiet = false
 
         func validate() throws {
-            guard samples >= 1, seqLen >= 2 else { throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2") }
             guard sensitivityWindows >= 0 else { throw ValidationError("--sensitivity-windows must be ≥ 0") }
             if let sensitivityWidth, !widths.contains(sensitivityWidth) { throw ValidationError("--sensitivity-width must be one of --widths") }
             guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
-            guard dampening > 0, dampening.isFinite else { throw ValidationError("--dampening must be a positive number") }
             for width in widths where ![1, 2, 3, 4, 8].contains(width) {
                 throw ValidationError("--widths: \(width) is not one of 1, 2, 3, 4, 8")
             }
@@ -79,14 +61,15 @@ extension PMQ {
         func run() throws {
             // Lazy: one layer's weights in memory at a time.
             let loaded = try FloatModel(directory: model, lazy: true)
-            let file = try TokenFile(path: calib)
+            let file = try TokenFile(path: calibration.calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
-            let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: seqLen, samples: samples,
-                                                                  dampening: dampening, actOrder: actOrder, clipSearch: clip,
+            let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: calibration.seqLen,
+                                                                  samples: calibration.samples, dampening: calibration.dampening,
+                                                                  actOrder: calibration.actOrder, clipSearch: calibration.clip,
                                                                   sensitivityWindows: sensitivityWindows, sensitivityWidth: sensitivityWidth))
             let progress = StagedProgress("profile", quiet: quiet)
             let partial = out + ".partial"
-            let document = try profiler.run(tokens: file.tokens, description: "\(calib): \(samples) windows of \(seqLen) tokens",
+            let document = try profiler.run(tokens: file.tokens, description: "\(calibration.calib): \(calibration.samples) windows of \(calibration.seqLen) tokens",
                                             layers: layers, checkpointDirectory: partial, progress: progress.update)
             progress.finish()
             try document.write(to: out)

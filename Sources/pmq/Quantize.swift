@@ -30,23 +30,7 @@ extension PMQ {
         @Option(name: .customLong("group-size"), help: "Group size with --uniform (an allocation carries its profile's).")
         var groupSize: Int = 128
 
-        @Option(help: ArgumentHelp("Calibration token file (little-endian u32).", valueName: "file"))
-        var calib: String
-
-        @Option(help: "Calibration windows.")
-        var samples: Int = 128
-
-        @Option(name: .customLong("seq-len"), help: "Tokens per window.")
-        var seqLen: Int = 512
-
-        @Option(help: "GPTQ damping, as a fraction of the Hessian's mean diagonal.")
-        var dampening: Double = 0.01
-
-        @Flag(name: .customLong("act-order"), help: "GPTQ columns in order of decreasing Hessian diagonal (desc_act).")
-        var actOrder = false
-
-        @Flag(help: "Search a clipped range per group for the least squared error.")
-        var clip = false
+        @OptionGroup var calibration: CalibrationOptions
 
         @Flag(name: .customLong("float-propagation"), help: "Calibrate every layer on the float model's hidden states instead of the quantized layers' output.")
         var floatPropagation = false
@@ -63,8 +47,7 @@ extension PMQ {
         func validate() throws {
             guard (allocation == nil) != (uniform == nil) else { throw ValidationError("give exactly one of --allocation and --uniform") }
             if let uniform, ![1, 2, 3, 4, 8].contains(uniform) { throw ValidationError("--uniform must be one of 1, 2, 3, 4, 8") }
-            guard groupSize >= 1, samples >= 1, seqLen >= 2 else { throw ValidationError("--group-size, --samples must be ≥ 1 and --seq-len ≥ 2") }
-            guard dampening > 0, dampening.isFinite else { throw ValidationError("--dampening must be a positive number") }
+            guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
         }
 
         func run() throws {
@@ -78,16 +61,17 @@ extension PMQ {
             } else {
                 plan = AllocationPlan.uniform(bits: uniform!, config: loaded.config, groupSize: groupSize)
             }
-            let file = try TokenFile(path: calib)
+            let file = try TokenFile(path: calibration.calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
-            let quantizer = ModelQuantizer(model: loaded, options: .init(sequenceLength: seqLen, samples: samples, dampening: dampening,
-                                                                         actOrder: actOrder, clipSearch: clip,
+            let quantizer = ModelQuantizer(model: loaded, options: .init(sequenceLength: calibration.seqLen, samples: calibration.samples,
+                                                                         dampening: calibration.dampening, actOrder: calibration.actOrder,
+                                                                         clipSearch: calibration.clip,
                                                                          propagateQuantized: !floatPropagation))
             let progress = StagedProgress("quantize", quiet: quiet)
             let output = try quantizer.run(tokens: file.tokens, plan: plan, progress: progress.update)
             progress.finish()
             let written = try PackedModelExport.write(model: loaded, sourceDirectory: model, output: output, plan: plan, allocationReport: allocation,
-                                                      actOrder: actOrder, keepF32: keepF32, to: out)
+                                                      actOrder: calibration.actOrder, keepF32: keepF32, to: out)
             let counts = Dictionary(grouping: plan.widths.values.flatMap(\.values), by: { $0 }).mapValues(\.count)
             print("\(out): \(output.linears.count) expert linears packed; experts \(counts.sorted { $0.key < $1.key }.map { "\($0.value)×\($0.key)-bit" }.joined(separator: ", ")), average \(String(format: "%.3f", plan.averageBits)) bits")
             print(String(format: "expert bytes %d (effective %.3f bits), model files %.2f MB, %.1f s", written.expertBytes,

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ModelFormat
 import QuantEngine
 @testable import MoERuntime
 
@@ -14,14 +15,9 @@ import QuantEngine
 
     /// A deterministic generator (SplitMix64), so failures reproduce.
     struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var generator: SplitMix64
+        init(state: UInt64) { generator = SplitMix64(seed: state) }
+        mutating func next() -> UInt64 { generator.next() }
     }
 
     /// Random tensors of a valid layout: any words are valid codes (and v1 zeros); fp16 scales of

@@ -1,18 +1,14 @@
 import Foundation
+import ModelFormat
 import PMQSolver
 
 /// Seeded random small profiles, varied in every way the solver cares about: layer and expert
 /// counts, width sets, unequal expert sizes, zero frequencies, errors that do not fall with width.
 struct InstanceGenerator {
-    var state: UInt64
+    var generator: SplitMix64
+    init(state: UInt64) { generator = SplitMix64(seed: state) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { generator.next() }
 
     mutating func int(_ range: ClosedRange<Int>) -> Int {
         range.lowerBound + Int(next() % UInt64(range.count))

@@ -9,13 +9,22 @@ import MoERuntime
 /// then the layer runs again with its new gate, so the next layer trains on the hidden states it
 /// will see when pruning is on.
 public struct PruningCalibration {
+    /// What OTP's loss compares: the MoE block's output (`‖y_full − y(m)‖²`, the issue's
+    /// definition) or its first-order effect on the next-token distribution (`LogitFisher`).
+    public enum Target: String, Sendable, CaseIterable {
+        case output, logits
+    }
+
     public struct Options: Sendable {
+        public var target: Target
         public var sequenceLength: Int
         public var samples: Int
         public var training: OTPTrainingOptions
         /// Feed later layers the pruned layer's output (true) or the unpruned one.
         public var propagatePruned: Bool
-        public init(sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(), propagatePruned: Bool = true) {
+        public init(sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(), propagatePruned: Bool = true,
+                    target: Target = .output) {
+            self.target = target
             self.sequenceLength = sequenceLength
             self.samples = samples
             self.training = training
@@ -50,6 +59,7 @@ public struct PruningCalibration {
         let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
         let session = FloatForward(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        let fisher = options.target == .logits ? try LogitFisher(model: model, states: states, sequenceLength: options.sequenceLength) : nil
         var gates: [Int: OTPGate] = [:]
         var betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
@@ -72,14 +82,15 @@ public struct PruningCalibration {
                 progress("layer \(layer): calibration windows", window + 1, windows)
             }
             session.observer = nil
-            let set = capture.trainingSet()
+            let captured = capture.trainingSet()
+            let set = fisher?.transform(captured) ?? captured
             var training = options.training
             training.seed = options.training.seed &+ UInt64(layer)
             let (gate, report) = OTPTrainer.train(set: set, options: training)
             gates[layer] = gate
             reports[layer] = report
             betas[layer] = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: options.training.keep)
-            oracle[layer] = MSEOraclePruner.calibrateThreshold(set: set, keep: options.training.keep)
+            oracle[layer] = MSEOraclePruner.calibrateThreshold(set: captured, keep: options.training.keep)
             progress("layer \(layer): gate trained", 1, 1)
             if options.propagatePruned {
                 states = inputs

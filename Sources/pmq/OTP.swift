@@ -4,6 +4,8 @@ import Foundation
 import ModelFormat
 import MoERuntime
 
+extension PruningCalibration.Target: ExpressibleByArgument {}
+
 extension PMQ {
     struct OTP: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -45,6 +47,9 @@ extension PMQ {
         @Option(help: "Training epochs over each layer's calibration tokens.")
         var epochs: Int = 20
 
+        @Option(help: ArgumentHelp("What the gate's loss compares: the MoE output (output) or its first-order effect on the next-token distribution through the residual stream's path to the head (logits).", valueName: "output|logits"))
+        var target: PruningCalibration.Target = .output
+
         @Option(help: "Seed of the Gumbel noise and minibatch order.")
         var seed: UInt64 = 0
 
@@ -61,12 +66,14 @@ extension PMQ {
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let training = OTPTrainingOptions(keep: keep, epochs: epochs, seed: seed)
-            let calibration = PruningCalibration(model: loaded, options: .init(sequenceLength: seqLen, samples: samples, training: training))
+            let calibration = PruningCalibration(model: loaded, options: .init(sequenceLength: seqLen, samples: samples, training: training,
+                                                                                         target: target))
             let progress = StagedProgress("otp", quiet: quiet)
             let output = try calibration.run(tokens: file.tokens, progress: progress.update)
             progress.finish()
             let metadata = ["format": "pmq-pruning", "version": "1", "keep": String(keep), "seed": String(seed),
-                            "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs)]
+                            "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs),
+                            "target": target.rawValue]
             try PruningFile.write(otp: output.otp, odp: output.odp, oracleThresholds: output.oracleThresholds, config: loaded.config, metadata: metadata, directory: model)
             print("\(model)/\(PruningFile.fileName): OTP gates and ODP thresholds for \(output.reports.count) layers, keep \(keep), \(output.calibrationTokens) calibration tokens, \(String(format: "%.1f", output.seconds)) s")
             print("layer  kept (OTP)  loss OTP   loss ODP   ODP β")

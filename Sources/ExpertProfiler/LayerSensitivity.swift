@@ -39,10 +39,7 @@ enum LayerSensitivity {
                         model.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
                     }
                 }
-                for window in 0..<windows {
-                    session.reset()
-                    session.forwardLayer(layer, &states[variant][window], count: sequenceLength)
-                }
+                CalibrationWindows.forward(session, layer: layer, states: &states[variant], sequenceLength: sequenceLength)
                 for (role, matrix) in originals { model.replace(role, with: matrix) }
             }
             progress("layer sensitivity: layers run", layer + 1, config.layerCount)

@@ -34,10 +34,7 @@ struct LogitFisher {
         var states = start
         for layer in 0..<config.layerCount {
             try model.pin(layer: layer)
-            for window in states.indices {
-                session.reset()
-                session.forwardLayer(layer, &states[window], count: sequenceLength)
-            }
+            CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: sequenceLength)
             model.unpin(layer: layer)
         }
         top = []

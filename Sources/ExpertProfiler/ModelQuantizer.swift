@@ -61,16 +61,14 @@ public struct ModelQuantizer {
             try model.pin(layer: layer)
             defer { model.unpin(layer: layer) }
             guard config.moeLayers[layer] else {
-                for window in 0..<windows { session.reset(); session.forwardLayer(layer, &states[window], count: options.sequenceLength) }
+                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength)
                 continue
             }
             let inputs = options.propagateQuantized ? states : []
             let statistics = Profiler.LayerStatistics(layer: layer, config: config)
             session.observer = statistics
-            for window in 0..<windows {
-                session.reset()
-                session.forwardLayer(layer, &states[window], count: options.sequenceLength)
-                progress("layer \(layer): calibration windows", window + 1, windows)
+            CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength) {
+                progress("layer \(layer): calibration windows", $0 + 1, windows)
             }
             session.observer = nil
             var error = 0.0
@@ -98,7 +96,7 @@ public struct ModelQuantizer {
             layerErrors[layer] = error
             if options.propagateQuantized {
                 states = inputs
-                for window in 0..<windows { session.reset(); session.forwardLayer(layer, &states[window], count: options.sequenceLength) }
+                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength)
             }
         }
         return Output(linears: linears, layerErrors: layerErrors, calibrationTokens: windows * options.sequenceLength,
@@ -108,6 +106,17 @@ public struct ModelQuantizer {
 
 /// The calibration windows every layer-by-layer pass starts from.
 enum CalibrationWindows {
+    /// Runs every window's hidden states through one decoder layer (each window its own sequence);
+    /// `each(window)` after each.
+    static func forward(_ session: FloatForward, layer: Int, states: inout [[Float]], sequenceLength: Int,
+                        each: (Int) -> Void = { _ in }) {
+        for window in states.indices {
+            session.reset()
+            session.forwardLayer(layer, &states[window], count: sequenceLength)
+            each(window)
+        }
+    }
+
     static func count(tokens: [Int], samples: Int, sequenceLength: Int) throws -> Int {
         let windows = min(samples, tokens.count / sequenceLength)
         guard windows >= 1 else {

@@ -120,10 +120,8 @@ public struct Profiler {
             defer { model.unpin(layer: layer) }
             if needForward {
                 session.observer = statistics
-                for window in 0..<windows {
-                    session.reset()
-                    session.forwardLayer(layer, &states[window], count: options.sequenceLength)
-                    if statistics != nil { progress("layer \(layer): calibration windows", window + 1, windows) }
+                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength) {
+                    if statistics != nil { progress("layer \(layer): calibration windows", $0 + 1, windows) }
                 }
                 session.observer = nil
             }

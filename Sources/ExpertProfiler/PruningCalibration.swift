@@ -68,18 +68,16 @@ public struct PruningCalibration {
             try model.pin(layer: layer)
             defer { model.unpin(layer: layer) }
             guard config.moeLayers[layer] else {
-                for window in 0..<windows { session.reset(); session.forwardLayer(layer, &states[window], count: options.sequenceLength) }
+                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength)
                 continue
             }
             let inputs = options.propagatePruned ? states : []
             let capture = PruningCapture(layer: layer, config: config)
             session.pruner = nil
             session.observer = capture
-            for window in 0..<windows {
-                session.reset()
-                session.forwardLayer(layer, &states[window], count: options.sequenceLength)
+            CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength) {
                 capture.finishChunk()
-                progress("layer \(layer): calibration windows", window + 1, windows)
+                progress("layer \(layer): calibration windows", $0 + 1, windows)
             }
             session.observer = nil
             let captured = capture.trainingSet()
@@ -95,7 +93,7 @@ public struct PruningCalibration {
             if options.propagatePruned {
                 states = inputs
                 session.pruner = OTPPruner(gates: [layer: gate])
-                for window in 0..<windows { session.reset(); session.forwardLayer(layer, &states[window], count: options.sequenceLength) }
+                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength)
                 session.pruner = nil
             }
         }

@@ -78,7 +78,7 @@ public final class FloatModel: @unchecked Sendable {
             let file = files.file(containing: source.module + ".qweight")!
             let linear = try PackedLinear.read(from: file, prefix: source.module, bits: source.bits, groupSize: source.groupSize,
                                                outFeatures: shape[0], inFeatures: shape[1])
-            return Matrix(rows: shape[0], columns: shape[1], storage: .packed(linear))
+            return Matrix(rows: shape[0], columns: shape[1], storage: .packed(PackedWeights(linear)))
         }
         let name = map.name(role)
         let file = files.file(containing: name)!
@@ -158,7 +158,7 @@ public final class FloatModel: @unchecked Sendable {
                 switch matrix.storage {
                 case .f32: bits += 32 * Double(count)
                 case .bf16: bits += 16 * Double(count)
-                case let .packed(linear): bits += Double(linear.bits * count)
+                case let .packed(weights): bits += Double(weights.linear.bits * count)
                 }
             default: continue
             }

@@ -67,8 +67,11 @@ public enum Kernels {
             }
             return linearBF16(x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
         case let .packed(weights):
-            if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: weights, bias: bias) }
-            return linear(x, tokens: tokens, packed: weights, bias: bias)
+            if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: weights.linear, bias: bias) }
+            if let contiguous = weights.contiguous {
+                return linear(x, tokens: tokens, packed: contiguous.linear, bias: bias, inputOrder: contiguous.inputOrder)
+            }
+            return linear(x, tokens: tokens, packed: weights.linear, bias: bias, naturalOrder: weights.naturalOrder)
         }
     }
 

@@ -9,7 +9,7 @@ public struct Matrix: Sendable {
         /// Raw bfloat16 bit patterns (the top 16 bits of an f32).
         case bf16([UInt16])
         /// GPTQ-packed codes, dequantized on the fly by the kernels.
-        case packed(PackedLinear)
+        case packed(PackedWeights)
     }
 
     public let rows: Int
@@ -31,7 +31,7 @@ public struct Matrix: Sendable {
         switch storage {
         case let .f32(values): return values.count * 4
         case let .bf16(values): return values.count * 2
-        case let .packed(linear): return linear.byteCount
+        case let .packed(weights): return weights.linear.byteCount
         }
     }
 
@@ -49,7 +49,31 @@ public struct Matrix: Sendable {
         switch storage {
         case let .f32(values): return values
         case let .bf16(values): return values.map { Float(bitPattern: UInt32($0) << 16) }
-        case let .packed(linear): return linear.dequantized()
+        case let .packed(weights): return weights.dequantized()
         }
     }
+}
+
+/// A packed linear as the kernels run it, prepared once at load: whether `g_idx` is in natural
+/// order (`i / groupSize`), and for act-order layers the same layer rewritten so each group's
+/// inputs are contiguous (`Kernels.groupContiguous`), which takes the fast decode kernel.
+public struct PackedWeights: Sendable {
+    /// The layer as stored in the checkpoint.
+    public let linear: PackedLinear
+    /// Act-order layers: the rewritten layer and the input order it expects (nil otherwise).
+    public let contiguous: (linear: PackedLinear, inputOrder: [Int32])?
+    public let naturalOrder: Bool
+
+    public init(_ linear: PackedLinear) {
+        self.linear = linear
+        naturalOrder = Kernels.hasNaturalGroupOrder(linear)
+        if !naturalOrder, let rewritten = Kernels.groupContiguous(linear) {
+            contiguous = (rewritten.reordered, rewritten.inputOrder)
+        } else {
+            contiguous = nil
+        }
+    }
+
+    /// `[out, in]` in the stored column order (`scale · (q − zero)`).
+    public func dequantized() -> [Float] { linear.dequantized() }
 }

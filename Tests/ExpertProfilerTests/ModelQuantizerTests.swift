@@ -27,17 +27,19 @@ import Testing
         return AllocationPlan(widths: widths, groupSize: 16, model: "tiny", summary: "test plan")
     }
 
-    @Test(arguments: [MoEArchitecture.mixtral, .qwen2MoE])
-    func packedModelMatchesTheFloatPathOnDequantizedWeights(architecture: MoEArchitecture) throws {
+    @Test(arguments: [(MoEArchitecture.mixtral, false), (.qwen2MoE, false), (.mixtral, true)])
+    func packedModelMatchesTheFloatPathOnDequantizedWeights(architecture: MoEArchitecture, actOrder: Bool) throws {
         let source = Self.tiny.appendingPathComponent(architecture.rawValue).path
         let float = try FloatModel(directory: source, lazy: true)
         let plan = Self.mixedPlan(float.config)
-        let output = try ModelQuantizer(model: float, options: .init(sequenceLength: 16, samples: 4))
+        let output = try ModelQuantizer(model: float, options: .init(sequenceLength: 16, samples: 4, actOrder: actOrder))
             .run(tokens: Self.tokens(vocab: float.config.vocabSize), plan: plan)
+        // Act-order: the layers' groups are permuted and the runtime takes the rewritten (contiguous) path.
+        #expect(output.linears.values.contains { Int($0.gIdx[1]) != 1 / $0.groupSize } == actOrder)
         let moeLayers = float.config.moeLayers.filter { $0 }.count
         #expect(output.linears.count == moeLayers * float.config.expertCount * 3)
         let out = Self.temporaryPath("packed")
-        try PackedModelExport.write(model: float, sourceDirectory: source, output: output, plan: plan, actOrder: false, keepF32: true, to: out)
+        try PackedModelExport.write(model: float, sourceDirectory: source, output: output, plan: plan, actOrder: actOrder, keepF32: true, to: out)
         defer { try? FileManager.default.removeItem(atPath: out) }
 
         let packed = try FloatModel(directory: out)
@@ -48,10 +50,12 @@ import Testing
             for expert in 0..<reference.config.expertCount {
                 for role in [TensorRole.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert),
                              .expertDown(layer: layer, expert: expert)] {
-                    guard case let .packed(linear) = packed.matrix(role).storage else {
+                    guard case let .packed(weights) = packed.matrix(role).storage else {
                         Issue.record("\(role) is not packed")
                         continue
                     }
+                    let linear = weights.linear
+                    #expect((weights.contiguous != nil) == !weights.naturalOrder)
                     #expect(linear.bits == plan.widths[layer]![expert]!)
                     widthsSeen.insert(linear.bits)
                     reference.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))

@@ -49,7 +49,6 @@ public final class FloatForward {
     /// Feeds `tokens` after what came before; returns their logits `[tokens.count, vocab]`, row-major.
     public func logits(_ tokens: [Int]) throws -> [Float] {
         let config = model.config
-        let hidden = config.hiddenSize
         let count = tokens.count
         guard position + count <= config.maxPositions else {
             throw ModelFormatError(file: model.directory, "sequence of \(position + count) tokens exceeds max_position_embeddings \(config.maxPositions)")
@@ -100,7 +99,7 @@ public final class FloatForward {
     /// Causal self-attention with RoPE and grouped-query heads.
     func attend(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
-        let hidden = config.hiddenSize, heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
+        let heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
         let eps = Float(config.rmsNormEps)
         var q = Kernels.linear(x, tokens: count, matrix: model.matrix(.query(layer: layer)), bias: model.optionalWeight(.queryBias(layer: layer)))
         var k = Kernels.linear(x, tokens: count, matrix: model.matrix(.key(layer: layer)), bias: model.optionalWeight(.keyBias(layer: layer)))
@@ -219,7 +218,6 @@ public final class FloatForward {
     /// `down(silu(gate(x)) ⊙ up(x))`.
     func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int,
                 activations: ([Float]) -> Void = { _ in }) -> [Float] {
-        let hidden = model.config.hiddenSize
         let g = Kernels.linear(x, tokens: count, matrix: model.matrix(gate))
         let u = Kernels.linear(x, tokens: count, matrix: model.matrix(up))
         var h = [Float](repeating: 0, count: g.count)

@@ -124,6 +124,70 @@ public final class FloatForward {
         valueCache[layer] += v
         let keys = keyCache[layer], values = valueCache[layer]
 
+        let context = Self.attention(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+                                     kvHeads: kvHeads, dim: dim)
+        return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
+    }
+
+    /// Causal scaled dot-product attention of `count` queries at positions `position…` over the
+    /// cached keys and values `[position + count, kvHeads · dim]`; returns `[count, heads · dim]`.
+    /// SIMD dot products and updates, heads split across cores when the work is large; the scalar
+    /// loop stays as the reference (`Kernels.useReferenceKernels`).
+    static func attention(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
+                          dim: Int) -> [Float] {
+        let group = heads / kvHeads
+        let scale = 1 / Float(dim).squareRoot()
+        var context = [Float](repeating: 0, count: count * heads * dim)
+        if Kernels.useReferenceKernels {
+            return referenceAttention(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+                                      kvHeads: kvHeads, dim: dim)
+        }
+        q.withUnsafeBufferPointer { q in
+            keys.withUnsafeBufferPointer { keys in
+                values.withUnsafeBufferPointer { values in
+                    context.withUnsafeMutableBufferPointer { context in
+                        let buffers = AttentionBuffers(q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
+                                                       context: context.baseAddress!)
+                        let body: @Sendable (Int) -> Void = { h in
+                            let kv = h / group
+                            var scores = [Float](repeating: 0, count: position + count)
+                            scores.withUnsafeMutableBufferPointer { scores in
+                                for t in 0..<count {
+                                    let last = position + t
+                                    let query = buffers.q + (t * heads + h) * dim
+                                    var peak = -Float.infinity
+                                    for s in 0...last {
+                                        let score = Kernels.dot(query, buffers.keys + (s * kvHeads + kv) * dim, dim) * scale
+                                        scores[s] = score
+                                        peak = max(peak, score)
+                                    }
+                                    var total: Float = 0
+                                    for s in 0...last {
+                                        scores[s] = Foundation.exp(scores[s] - peak)
+                                        total += scores[s]
+                                    }
+                                    let out = buffers.context + (t * heads + h) * dim
+                                    for s in 0...last {
+                                        Kernels.addScaled(out, buffers.values + (s * kvHeads + kv) * dim, scores[s] / total, dim)
+                                    }
+                                }
+                            }
+                        }
+                        if count * (position + count) * dim * heads >= 1 << 18 {
+                            DispatchQueue.concurrentPerform(iterations: heads, execute: body)
+                        } else {
+                            for h in 0..<heads { body(h) }
+                        }
+                    }
+                }
+            }
+        }
+        return context
+    }
+
+    /// The plain scalar attention loop: the reference for `attention`.
+    static func referenceAttention(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
+                                   dim: Int) -> [Float] {
         let group = heads / kvHeads
         let scale = 1 / Float(dim).squareRoot()
         var context = [Float](repeating: 0, count: count * heads * dim)
@@ -145,7 +209,7 @@ public final class FloatForward {
                 }
             }
         }
-        return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
+        return context
     }
 
     /// The MoE block: softmax router → top-k → optional renormalisation → weighted SwiGLU experts,
@@ -253,4 +317,12 @@ public enum Routing {
     public static func topK(_ values: [Float], k: Int) -> [Int] {
         Array(values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }.prefix(k))
     }
+}
+
+/// Raw pointers of one attention call; heads write disjoint rows of `context`.
+struct AttentionBuffers: @unchecked Sendable {
+    let q: UnsafePointer<Float>
+    let keys: UnsafePointer<Float>
+    let values: UnsafePointer<Float>
+    let context: UnsafeMutablePointer<Float>
 }

@@ -185,6 +185,24 @@ public enum Kernels {
         let y: UnsafeMutablePointer<Float>
     }
 
+    /// `y[i] += scale · x[i]`.
+    @inline(__always)
+    public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ scale: Float, _ count: Int) {
+        let splat = SIMD8<Float>(repeating: scale)
+        let rawX = UnsafeRawPointer(x), rawY = UnsafeMutableRawPointer(y)
+        var i = 0
+        while i + 8 <= count {
+            let updated = rawY.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                .addingProduct(splat, rawX.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            rawY.storeBytes(of: updated, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            y[i] += scale * x[i]
+            i += 1
+        }
+    }
+
     /// `Σ a[i]·b[i]` with four SIMD8 accumulators (FMA where the target CPU has it).
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {

@@ -34,11 +34,15 @@ public struct AllocationProblem: Sendable {
         public var params: Int64
         /// Options in ascending width order.
         public var options: [Option]
-        public init(layer: Int, expert: Int, params: Int64, options: [Option]) {
+        /// A whole layer at one width (`CostModel.uniformLayers`): its experts, each with its own
+        /// options (same widths); the item's options are their sums. Empty for an expert item.
+        public var members: [Item]
+        public init(layer: Int, expert: Int, params: Int64, options: [Option], members: [Item] = []) {
             self.layer = layer
             self.expert = expert
             self.params = params
             self.options = options
+            self.members = members
         }
     }
 

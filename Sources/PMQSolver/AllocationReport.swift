@@ -21,6 +21,8 @@ public struct AllocationReport: Codable, Sendable {
         public var importance: String?
         /// Whether layer costs were rescaled by the profile's measured layer sensitivities.
         public var layerSensitivity: Bool?
+        /// One width per layer (`--uniform-layers`).
+        public var uniformLayers: Bool?
         public var timeLimit: Double?
         public var gapTolerance: Double
     }
@@ -75,7 +77,10 @@ public struct AllocationReport: Codable, Sendable {
         var layerParams = [Int64](repeating: 0, count: layers.count)
         var totalBitParams: Int64 = 0, totalBytes: Int64 = 0, totalParams: Int64 = 0
         var counts: [String: Int] = [:]
-        for (item, option) in zip(problem.items, allocation.choice) {
+        let expanded = zip(problem.items, allocation.choice).flatMap { item, option in
+            item.members.isEmpty ? [(item, option)] : item.members.map { ($0, option) }
+        }
+        for (item, option) in expanded {
             let chosen = item.options[option]
             layers[item.layer].experts.append(Expert(index: item.expert, bits: chosen.width, bytes: chosen.bytes, cost: chosen.cost))
             layers[item.layer].bytes += chosen.bytes
@@ -110,7 +115,8 @@ public struct AllocationReport: Codable, Sendable {
             groupSize: profile.groupSize, budgetKind: budget.kind, budget: budget.value,
             scope: costModel.scope.rawValue, widths: problem.items.first?.options.map(\.width) ?? [],
             alpha: costModel.alpha, beta: costModel.beta, diversity: costModel.diversity,
-            importance: costModel.importance.description, layerSensitivity: costModel.appliesLayerSensitivity(profile), timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
+            importance: costModel.importance.description, layerSensitivity: costModel.appliesLayerSensitivity(profile),
+            uniformLayers: costModel.uniformLayers, timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
         self.layers = layers
     }
 

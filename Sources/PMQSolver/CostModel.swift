@@ -23,6 +23,9 @@ public struct CostModel: Sendable, Equatable {
     /// currency, end-to-end loss, instead of layer-local errors whose scale differs by depth.
     /// Used when every layer has a sensitivity, the importance is `measured` and the scope is global.
     public var layerSensitivity = true
+    /// One width for all experts of a layer (what GPTQModel/vLLM-style loaders can serve): each
+    /// layer becomes one choice whose weight, bytes and cost are its experts' sums.
+    public var uniformLayers = false
     /// MC-MoE's rule: in every layer, at least one expert at the top width and one at the next.
     public var diversity = false
     /// Candidate widths to allocate from (a subset of the profile's); nil means all of them.
@@ -47,7 +50,8 @@ public struct CostModel: Sendable, Equatable {
     }
 
     public init(alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil,
-                importance: Importance = .measured, layerSensitivity: Bool = true) {
+                importance: Importance = .measured, layerSensitivity: Bool = true, uniformLayers: Bool = false) {
+        self.uniformLayers = uniformLayers
         self.importance = importance
         self.layerSensitivity = layerSensitivity
         self.alpha = alpha
@@ -129,6 +133,24 @@ public struct CostModel: Sendable, Equatable {
                     for option in items[index].options.indices { items[index].options[option].cost *= scales[position] }
                 }
             }
+        }
+
+        if uniformLayers {
+            guard !diversity else { throw SolverError.badOption("--mc-diversity needs two widths in a layer; it cannot go with --uniform-layers") }
+            var layerLevel: [AllocationProblem.Item] = []
+            for (position, indices) in layerItems.enumerated() {
+                let members = indices.map { items[$0] }
+                let options = members[0].options.indices.map { option in
+                    AllocationProblem.Option(width: members[0].options[option].width,
+                                             weight: members.reduce(0) { $0 + $1.options[option].weight },
+                                             bytes: members.reduce(0) { $0 + $1.options[option].bytes },
+                                             cost: members.reduce(0) { $0 + $1.options[option].cost })
+                }
+                layerLevel.append(.init(layer: position, expert: -1, params: members.reduce(0) { $0 + $1.params }, options: options,
+                                        members: members))
+            }
+            items = layerLevel
+            layerItems = layerItems.indices.map { [$0] }
         }
 
         let totalParams = Int128(profile.totalParams)

@@ -34,6 +34,9 @@ struct AllocationOptions: ParsableArguments {
     @Flag(name: .customLong("no-layer-sensitivity"), help: "Ignore the profile's measured layer sensitivities (global scope compares layer-local errors as they are).")
     var noLayerSensitivity = false
 
+    @Flag(name: .customLong("uniform-layers"), help: "One width for all experts of each layer (servable by GPTQModel/vLLM-style loaders, which take one format per MoE layer).")
+    var uniformLayers = false
+
     @Option(help: "Seed of --importance random.")
     var seed: UInt64 = 1
 
@@ -61,7 +64,7 @@ struct AllocationOptions: ParsableArguments {
         case .random: choice = .random(seed: seed)
         }
         return CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths, importance: choice,
-                         layerSensitivity: !noLayerSensitivity)
+                         layerSensitivity: !noLayerSensitivity, uniformLayers: uniformLayers)
     }
 
     var solveOptions: SolveOptions {

@@ -82,3 +82,48 @@ import Testing
         }
     }
 }
+
+/// `--uniform-layers`: one width per layer, optimal among all per-layer assignments of the
+/// per-expert program (enumerated), and reported expert by expert.
+@Suite struct UniformLayersTests {
+    @Test func optimalAmongPerLayerAssignments() throws {
+        var generator = InstanceGenerator(state: 77)
+        var checked = 0
+        for _ in 0..<60 {
+            let profile = generator.profile()
+            for scope in CostModel.Scope.allCases {
+                let budget = generator.budget(for: profile, bytes: generator.int(0...1) == 0)
+                let perExpert = try CostModel(scope: scope).makeProblem(profile, budget: budget)
+                let uniform = try CostModel(scope: scope, uniformLayers: true).makeProblem(profile, budget: budget)
+                #expect(uniform.items.count == profile.layers.count)
+                // Enumerate one width per layer on the per-expert program.
+                let widths = profile.widths.count, layers = profile.layers.count
+                var best: Double? = nil
+                var code = 0
+                while code < Int(pow(Double(widths), Double(layers))) {
+                    var rest = code
+                    let layerChoice = (0..<layers).map { _ in defer { rest /= widths }; return rest % widths }
+                    let choice = perExpert.items.map { layerChoice[$0.layer] }
+                    if perExpert.isFeasible(choice) {
+                        let objective = perExpert.objective(choice)
+                        best = min(best ?? objective, objective)
+                    }
+                    code += 1
+                }
+                guard let best else {
+                    #expect(throws: SolverError.self) { try Allocator.solve(uniform) }
+                    continue
+                }
+                let allocation = try Allocator.solve(uniform)
+                #expect(abs(allocation.objective - best) <= 1e-9 * max(1, abs(best)), "scope \(scope): \(allocation.objective) vs \(best)")
+                let report = AllocationReport(profile: profile, profilePath: "p.json", problem: uniform, allocation: allocation, budget: budget,
+                                              model: CostModel(scope: scope, uniformLayers: true), options: .init())
+                #expect(report.layers.map(\.experts.count) == profile.layers.map(\.experts.count))
+                #expect(report.layers.allSatisfy { Set($0.experts.map(\.bits)).count == 1 })
+                checked += 1
+            }
+        }
+        #expect(checked > 40)
+        #expect(throws: SolverError.self) { try CostModel(diversity: true, uniformLayers: true).makeProblem(generator.profile(), budget: .bits(numerator: 3, denominator: 1)) }
+    }
+}

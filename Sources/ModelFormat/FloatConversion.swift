@@ -25,7 +25,7 @@ public enum FloatConversion {
 
 extension Float {
     /// IEEE half → single, written out so it needs no Float16 support from the platform.
-    init(float16Bits bits: UInt16) {
+    public init(float16Bits bits: UInt16) {
         let sign = UInt32(bits & 0x8000) << 16
         let exponent = Int((bits >> 10) & 0x1F)
         var mantissa = UInt32(bits & 0x3FF)
@@ -40,5 +40,29 @@ extension Float {
         } else {
             self = Float(bitPattern: sign | (UInt32(exponent + 112) << 23) | (mantissa << 13))
         }
+    }
+
+    /// Single → IEEE half bits, nearest even; overflow gives ±infinity, NaN stays NaN.
+    public var float16Bits: UInt16 {
+        let x = bitPattern
+        let sign = UInt16((x >> 16) & 0x8000)
+        let exponent = Int((x >> 23) & 0xFF)
+        let mantissa = x & 0x7F_FFFF
+        if exponent == 0xFF { return sign | 0x7C00 | (mantissa != 0 ? 0x200 : 0) }
+        let e = exponent - 127 + 15
+        if e >= 0x1F { return sign | 0x7C00 }
+        if e <= 0 {
+            if e < -10 { return sign }   // below half the smallest subnormal: ±0
+            let full = mantissa | 0x80_0000
+            let shift = UInt32(14 - e)
+            var half = full >> shift
+            let remainder = full & ((1 << shift) - 1), halfway = UInt32(1) << (shift - 1)
+            if remainder > halfway || (remainder == halfway && half & 1 == 1) { half += 1 }
+            return sign | UInt16(half)
+        }
+        var half = UInt32(e) << 10 | (mantissa >> 13)
+        let remainder = mantissa & 0x1FFF
+        if remainder > 0x1000 || (remainder == 0x1000 && half & 1 == 1) { half += 1 }   // may carry into the exponent: correct
+        return sign | UInt16(half)
     }
 }

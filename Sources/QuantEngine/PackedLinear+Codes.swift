@@ -1,3 +1,5 @@
+import ModelFormat
+
 /// Packing and unpacking of the GPTQ tensors (docs/PACKED_FORMAT.md is the specification).
 ///
 /// Bit order. `qweight` column `o` and `qzeros` group row `g` are each one little-endian bit
@@ -42,7 +44,7 @@ extension PackedLinear {
     /// Scale of output row `o` in group `g`, widened from its fp16 bits.
     public func scale(group g: Int, row o: Int) -> Float {
         precondition(g >= 0 && g < groups && o >= 0 && o < outFeatures)
-        return HalfFloat.float(scales[g * outFeatures + o])
+        return Float(float16Bits: scales[g * outFeatures + o])
     }
 
     /// Every code, `[out, in]` row-major.
@@ -79,7 +81,7 @@ extension PackedLinear {
     }
 
     /// Every scale, `[groups, out]` row-major, as Float.
-    public func unpackedScales() -> [Float] { scales.map(HalfFloat.float) }
+    public func unpackedScales() -> [Float] { scales.map(Float.init(float16Bits:)) }
 
     /// `Ŵ[o, i] = scale[g_idx[i], o] · (q[o, i] − zero[g_idx[i], o])`, `[out, in]` row-major:
     /// the plain scalar reference that fast kernels are tested against.
@@ -170,7 +172,7 @@ extension PackedLinear {
             precondition(zeros.allSatisfy { $0 == 0.5 }, "width 1 has the fixed zero ½")
         }
         self.init(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize,
-                  qweight: qweight, qzeros: qzeros, scales: scales.map(HalfFloat.bits), gIdx: groupIndex)
+                  qweight: qweight, qzeros: qzeros, scales: scales.map(\.float16Bits), gIdx: groupIndex)
     }
 
     /// Throws when the tensors' sizes disagree with the shape, width and group size, or a `g_idx`
@@ -251,46 +253,4 @@ public struct PackedFormatError: Error, Equatable, CustomStringConvertible {
         self.problem = problem
     }
     public var description: String { tensor.map { "\($0): \(problem)" } ?? problem }
-}
-
-/// IEEE binary16 ↔ Float by bit manipulation (no platform Float16 needed).
-enum HalfFloat {
-    /// Nearest-even rounding; overflow gives ±infinity, NaN stays NaN.
-    static func bits(_ value: Float) -> UInt16 {
-        let x = value.bitPattern
-        let sign = UInt16((x >> 16) & 0x8000)
-        let exponent = Int((x >> 23) & 0xFF)
-        let mantissa = x & 0x7F_FFFF
-        if exponent == 0xFF { return sign | 0x7C00 | (mantissa != 0 ? 0x200 : 0) }
-        let e = exponent - 127 + 15
-        if e >= 0x1F { return sign | 0x7C00 }
-        if e <= 0 {
-            if e < -10 { return sign }   // below half the smallest subnormal: ±0
-            let full = mantissa | 0x80_0000
-            let shift = UInt32(14 - e)
-            var half = full >> shift
-            let remainder = full & ((1 << shift) - 1), halfway = UInt32(1) << (shift - 1)
-            if remainder > halfway || (remainder == halfway && half & 1 == 1) { half += 1 }
-            return sign | UInt16(half)
-        }
-        var half = UInt32(e) << 10 | (mantissa >> 13)
-        let remainder = mantissa & 0x1FFF
-        if remainder > 0x1000 || (remainder == 0x1000 && half & 1 == 1) { half += 1 }   // may carry into the exponent: correct
-        return sign | UInt16(half)
-    }
-
-    static func float(_ bits: UInt16) -> Float {
-        let sign = UInt32(bits & 0x8000) << 16
-        let exponent = Int((bits >> 10) & 0x1F)
-        var mantissa = UInt32(bits & 0x3FF)
-        if exponent == 0x1F { return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13)) }
-        if exponent == 0 {
-            if mantissa == 0 { return Float(bitPattern: sign) }
-            var shift: UInt32 = 0
-            while mantissa & 0x400 == 0 { mantissa <<= 1; shift += 1 }
-            mantissa &= 0x3FF
-            return Float(bitPattern: sign | ((113 - shift) << 23) | (mantissa << 13))
-        }
-        return Float(bitPattern: sign | (UInt32(exponent + 112) << 23) | (mantissa << 13))
-    }
 }

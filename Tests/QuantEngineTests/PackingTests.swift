@@ -95,16 +95,16 @@ import Testing
     }
 
     @Test func halfFloatRoundsToNearestEven() {
-        #expect(HalfFloat.bits(1) == 0x3C00)
-        #expect(HalfFloat.bits(-2) == 0xC000)
-        #expect(HalfFloat.bits(65504) == 0x7BFF)
-        #expect(HalfFloat.bits(1e6) == 0x7C00)
-        #expect(HalfFloat.bits(Float(bitPattern: 0x3F80_1000)) == 0x3C00)   // halfway, even stays
-        #expect(HalfFloat.bits(Float(bitPattern: 0x3F80_3000)) == 0x3C02)   // halfway, odd rounds up
-        #expect(HalfFloat.bits(5.960_464_5e-8) == 0x0001)                    // smallest subnormal
-        #expect(HalfFloat.bits(2.9e-8) == 0x0000)
+        #expect(Float(1).float16Bits == 0x3C00)
+        #expect(Float(-2).float16Bits == 0xC000)
+        #expect(Float(65504).float16Bits == 0x7BFF)
+        #expect(Float(1e6).float16Bits == 0x7C00)
+        #expect(Float(bitPattern: 0x3F80_1000).float16Bits == 0x3C00)   // halfway, even stays
+        #expect(Float(bitPattern: 0x3F80_3000).float16Bits == 0x3C02)   // halfway, odd rounds up
+        #expect(Float(5.960_464_5e-8).float16Bits == 0x0001)                    // smallest subnormal
+        #expect(Float(2.9e-8).float16Bits == 0x0000)
         for bits in stride(from: UInt16(0), to: 0x7C00, by: 7) {
-            #expect(HalfFloat.bits(HalfFloat.float(bits)) == bits)
+            #expect(Float(float16Bits: bits).float16Bits == bits)
         }
     }
 
@@ -139,7 +139,7 @@ import Testing
         for r in 0..<rows {
             for g in 0..<groups {
                 #expect(packed.zero(group: g, row: r) == result.zeros[r * groups + g])
-                #expect(packed.scale(group: g, row: r) == HalfFloat.float(HalfFloat.bits(result.scales[r * groups + g])))
+                #expect(packed.scale(group: g, row: r) == Float(float16Bits: result.scales[r * groups + g].float16Bits))
             }
         }
         let dequantized = packed.dequantized()

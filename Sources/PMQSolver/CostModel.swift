@@ -91,6 +91,9 @@ public struct CostModel: Sendable, Equatable {
     public func validate() throws {
         guard alpha.isFinite, alpha > 0 else { throw SolverError.badOption("--alpha must be a finite number > 0") }
         guard beta.isFinite, beta >= 0 else { throw SolverError.badOption("--beta must be a finite number ≥ 0") }
+        guard !(diversity && uniformLayers) else {
+            throw SolverError.badOption("--mc-diversity needs two widths in a layer; it cannot go with --uniform-layers")
+        }
     }
 
     public func makeProblem(_ profile: Profile, budget: Budget, file: String = "profile") throws -> AllocationProblem {
@@ -98,15 +101,18 @@ public struct CostModel: Sendable, Equatable {
         let widths = try candidateWidths(for: profile, file: file)
         var items: [AllocationProblem.Item] = []
         var layerItems: [[Int]] = []
-        var random = importance.seed.map { SplitMix64(seed: $0) }
+        var random = SplitMix64(seed: importance.seed ?? 0)
+        // Measured costs in units of each layer's measured loss increase, when the profile has them.
+        let scales = layerScales(profile)
         for (layerPosition, layer) in profile.layers.enumerated() {
+            let scale = scales?[layerPosition] ?? 1
             let significance: [Double]
             switch importance {
             case .measured: significance = self.significance(of: layer)
             case .frequency:
                 let total = layer.experts.reduce(0) { $0 + $1.freq }
                 significance = layer.experts.map { total > 0 ? $0.freq / total : 0 }
-            case .random: significance = layer.experts.map { _ in random!.uniform() }
+            case .random: significance = layer.experts.map { _ in random.uniform() }
             }
             var indices: [Int] = []
             for (expert, s) in zip(layer.experts, significance) {
@@ -119,7 +125,7 @@ public struct CostModel: Sendable, Equatable {
                     }
                     let value = importance == .measured ? cost(significance: s, error: expert.error[width]!)
                         : s * Double(expert.params) * pow(4, -Double(width))
-                    return .init(width: width, weight: weight, bytes: bytes, cost: value)
+                    return .init(width: width, weight: weight, bytes: bytes, cost: value * scale)
                 }
                 indices.append(items.count)
                 items.append(.init(layer: layerPosition, expert: expert.index, params: expert.params, options: options))
@@ -127,16 +133,7 @@ public struct CostModel: Sendable, Equatable {
             layerItems.append(indices)
         }
 
-        if let scales = layerScales(profile) {
-            for (position, indices) in layerItems.enumerated() {
-                for index in indices {
-                    for option in items[index].options.indices { items[index].options[option].cost *= scales[position] }
-                }
-            }
-        }
-
         if uniformLayers {
-            guard !diversity else { throw SolverError.badOption("--mc-diversity needs two widths in a layer; it cannot go with --uniform-layers") }
             var layerLevel: [AllocationProblem.Item] = []
             for (position, indices) in layerItems.enumerated() {
                 let members = indices.map { items[$0] }

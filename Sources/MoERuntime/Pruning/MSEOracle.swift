@@ -8,10 +8,11 @@ import Foundation
 /// perplexity with ODP's tells whether that loss is the right target.
 public final class MSEOraclePruner: ExpertPruner {
     public let thresholds: [Int: Float]
-    let model: FloatModel
+    /// Runs the token's top-k experts (its own session: the caller's is mid-forward).
+    let forward: FloatForward
 
     public init(model: FloatModel, thresholds: [Int: Float]) {
-        self.model = model
+        forward = FloatForward(model: model)
         self.thresholds = thresholds
     }
 
@@ -48,8 +49,7 @@ public final class MSEOraclePruner: ExpertPruner {
 
     public func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
         guard let threshold = thresholds[layer], experts.count > 1 else { return Array(repeating: true, count: experts.count) }
-        let config = model.config, h = config.hiddenSize, k = experts.count
-        let forward = FloatForward(model: model)
+        let config = forward.model.config, h = config.hiddenSize, k = experts.count
         let x = Array(hidden)
         var outputs = [Float]()
         outputs.reserveCapacity(k * h)

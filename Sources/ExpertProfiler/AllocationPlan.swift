@@ -8,16 +8,10 @@ public struct AllocationPlan: Sendable, Equatable {
     /// Width of every expert: `widths[layer]![expert]`.
     public var widths: [Int: [Int: Int]]
     public var groupSize: Int
-    /// The profiled model's name, for a mismatch warning.
-    public var model: String
-    /// A one-line description kept in the packed model's config ("allocation.json: 2.5 bits, measured").
-    public var summary: String
 
-    public init(widths: [Int: [Int: Int]], groupSize: Int, model: String, summary: String) {
+    public init(widths: [Int: [Int: Int]], groupSize: Int) {
         self.widths = widths
         self.groupSize = groupSize
-        self.model = model
-        self.summary = summary
     }
 
     /// Every expert of every MoE layer at `bits`.
@@ -26,7 +20,7 @@ public struct AllocationPlan: Sendable, Equatable {
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             widths[layer] = Dictionary(uniqueKeysWithValues: (0..<config.expertCount).map { ($0, bits) })
         }
-        return AllocationPlan(widths: widths, groupSize: groupSize, model: "", summary: "uniform \(bits) bits")
+        return AllocationPlan(widths: widths, groupSize: groupSize)
     }
 
     public static func read(path: String) throws -> AllocationPlan {
@@ -54,11 +48,7 @@ public struct AllocationPlan: Sendable, Equatable {
             }
             guard widths.updateValue(row, forKey: index) == nil else { throw ModelFormatError(file: path, "layer \(index) is listed twice") }
         }
-        let budget = (parameters["budget"] as? Double).map { String(format: "%g", $0) } ?? "?"
-        let kind = parameters["budgetKind"] as? String ?? ""
-        let importance = parameters["importance"] as? String ?? "measured"
-        return AllocationPlan(widths: widths, groupSize: groupSize, model: parameters["model"] as? String ?? "",
-                              summary: "\((path as NSString).lastPathComponent): budget \(budget) \(kind), \(importance)")
+        return AllocationPlan(widths: widths, groupSize: groupSize)
     }
 
     /// Checks that the plan names every expert of every MoE layer of `config`, and nothing else.

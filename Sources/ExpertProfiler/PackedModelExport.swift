@@ -14,8 +14,8 @@ public enum PackedModelExport {
     }
 
     @discardableResult
-    public static func write(model: FloatModel, sourceDirectory: String, output: ModelQuantizer.Output, plan: AllocationPlan,
-                             allocationReport: String? = nil, actOrder: Bool, keepF32: Bool, to directory: String) throws -> Written {
+    public static func write(sourceDirectory: String, output: ModelQuantizer.Output, allocationReport: String? = nil,
+                             actOrder: Bool, keepF32: Bool, to directory: String) throws -> Written {
         let configPath = (sourceDirectory as NSString).appendingPathComponent("config.json")
         guard let sourceConfig = FileManager.default.contents(atPath: configPath) else { throw ModelFormatError(file: configPath, "cannot read") }
         let files = try CheckpointFiles(directory: sourceDirectory)

@@ -63,6 +63,15 @@ public struct Profiler {
             }
         }
 
+        /// The expert's Hessians (gate/up input, down input) in Double; an expert no token reached
+        /// gets `H = I` (its error is then measured in weight space).
+        func hessians(expert: Int) -> (input: [Double], down: [Double]) {
+            guard frequency[expert] > 0 else {
+                return (Profiler.identity(inputHessians[expert].dimension), Profiler.identity(downHessians[expert].dimension))
+            }
+            return (inputHessians[expert].matrix, downHessians[expert].matrix)
+        }
+
         func expertActivations(layer: Int, expert: Int, tokens: [Int], activations: [Float]) {
             guard layer == self.layer else { return }
             inputHessians[expert].add(pendingInput, rows: tokens)
@@ -134,7 +143,7 @@ public struct Profiler {
                 var (measured, reference) = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
                 measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
                 if let checkpoint {
-                    try checkpoint.saveReference(layer: layer, linears: Dictionary(uniqueKeysWithValues: reference.map { (moduleName($0.key), $0.value) }))
+                    try checkpoint.saveReference(layer: layer, linears: Dictionary(uniqueKeysWithValues: reference.map { (model.moduleName($0.key), $0.value) }))
                     try checkpoint.save(measured)
                 }
                 finished.append(measured)
@@ -160,17 +169,12 @@ public struct Profiler {
                                seconds: seconds(since: runStart))
     }
 
-    /// Checkpoint module names of a layer's reference linears ↔ tensor roles.
-    func moduleName(_ role: TensorRole) -> String {
-        let name = model.tensorName(role)
-        return name.hasSuffix(".weight") ? String(name.dropLast(7)) : name
-    }
-
+    /// A layer's reference linears as saved (by module name), back to tensor roles.
     func referenceRoles(layer: Int, _ stored: [String: PackedLinear]) -> [TensorRole: PackedLinear] {
         var roles: [TensorRole: PackedLinear] = [:]
         for expert in 0..<model.config.expertCount {
-            for role in [TensorRole.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert), .expertDown(layer: layer, expert: expert)] {
-                if let linear = stored[moduleName(role)] { roles[role] = linear }
+            for role in TensorRole.expertLinears(layer: layer, expert: expert) {
+                if let linear = stored[model.moduleName(role)] { roles[role] = linear }
             }
         }
         return roles
@@ -188,27 +192,22 @@ public struct Profiler {
         var experts: [ProfileDocument.Expert] = []
         for expert in 0..<config.expertCount {
             let reached = statistics.frequency[expert] > 0
-            let inputH = reached ? statistics.inputHessians[expert].matrix : Self.identity(hidden)
-            let downH = reached ? statistics.downHessians[expert].matrix : Self.identity(width)
-            let gate = model.matrix(.expertGate(layer: layer, expert: expert)).floats
-            let up = model.matrix(.expertUp(layer: layer, expert: expert)).floats
-            let down = model.matrix(.expertDown(layer: layer, expert: expert)).floats
+            let (inputH, downH) = statistics.hessians(expert: expert)
             var errors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
-            // One Cholesky factor per linear for all widths.
+            // Gate, up, down: each at every width from one Cholesky factor.
             let widths = options.widths.sorted()
-            let gates = try gptq.quantize(weight: gate, rows: width, columns: hidden, hessian: inputH, widths: widths)
-            let ups = try gptq.quantize(weight: up, rows: width, columns: hidden, hessian: inputH, widths: widths)
-            let downs = try gptq.quantize(weight: down, rows: hidden, columns: width, hessian: downH, widths: widths)
+            let linears = try zip(TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH]).map { role, hessian in
+                let weight = model.matrix(role)
+                return (role, weight, try gptq.quantize(weight: weight.floats, rows: weight.rows, columns: weight.columns,
+                                                        hessian: hessian, widths: widths))
+            }
             for (position, bits) in widths.enumerated() {
-                let results = [gates[position], ups[position], downs[position]]
-                let e = results.reduce(0) { $0 + $1.error }
+                let e = linears.reduce(0) { $0 + $1.2[position].error }
                 if bits == referenceWidth {
-                    let roles: [TensorRole] = [.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert),
-                                               .expertDown(layer: layer, expert: expert)]
-                    for (role, result) in zip(roles, results) {
-                        let shape = role == roles[2] ? (hidden, width) : (width, hidden)
-                        reference[role] = PackedLinear(packing: result, rows: shape.0, columns: shape.1, bits: bits, groupSize: options.groupSize)
+                    for (role, weight, results) in linears {
+                        reference[role] = PackedLinear(packing: results[position], rows: weight.rows, columns: weight.columns,
+                                                       bits: bits, groupSize: options.groupSize)
                     }
                 }
                 errors.append((bits, max(0, e)))

@@ -64,22 +64,17 @@ public struct PruningCalibration {
         var betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
         var oracle: [Int: Float] = [:]
-        for layer in 0..<config.layerCount {
-            try model.pin(layer: layer)
-            defer { model.unpin(layer: layer) }
-            guard config.moeLayers[layer] else {
-                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength)
-                continue
-            }
-            let inputs = options.propagatePruned ? states : []
-            let capture = PruningCapture(layer: layer, config: config)
-            session.pruner = nil
-            session.observer = capture
-            CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength) {
+        try CalibrationWindows.layerByLayer(
+            model: model, session: session, states: &states, sequenceLength: options.sequenceLength, rerun: options.propagatePruned,
+            observer: { layer in
+                session.pruner = nil   // every top-k expert runs while the layer is captured
+                return PruningCapture(layer: layer, config: config)
+            },
+            afterWindow: { layer, window, capture in
                 capture.finishChunk()
-                progress("layer \(layer): calibration windows", $0 + 1, windows)
+                progress("layer \(layer): calibration windows", window + 1, windows)
             }
-            session.observer = nil
+        ) { layer, capture in
             let captured = capture.trainingSet()
             let set = fisher?.transform(captured) ?? captured
             var training = options.training
@@ -87,16 +82,13 @@ public struct PruningCalibration {
             let (gate, report) = OTPTrainer.train(set: set, options: training)
             gates[layer] = gate
             reports[layer] = report
-            betas[layer] = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: options.training.keep)
+            betas[layer] = report.odpBeta   // ODP calibrated by the trainer to the same fraction, on the same tokens
             oracle[layer] = MSEOraclePruner.calibrateThreshold(set: captured, keep: options.training.keep)
             progress("layer \(layer): gate trained", 1, 1)
-            if options.propagatePruned {
-                states = inputs
-                session.pruner = OTPPruner(gates: [layer: gate])
-                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength)
-                session.pruner = nil
-            }
+            // The rerun (with `propagatePruned`) runs the layer with its new gate.
+            session.pruner = OTPPruner(gates: [layer: gate])
         }
+        session.pruner = nil
         return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
                       calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
     }

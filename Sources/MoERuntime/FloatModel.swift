@@ -33,10 +33,9 @@ public final class FloatModel: @unchecked Sendable {
         quantization = try QuantizationConfig.read(directory: directory)
         var used = Set<String>()
         for (role, shape) in map.expectedTensors(config) {
-            let name = map.name(role)
-            if shape.count == 2, files.file(containing: name) == nil, let quantization, name.hasSuffix(".weight"),
-               files.file(containing: String(name.dropLast(7)) + ".qweight") != nil {
-                let module = String(name.dropLast(7))
+            let name = map.name(role), module = map.moduleName(role)
+            if shape.count == 2, files.file(containing: name) == nil, let quantization, module != name,
+               files.file(containing: module + ".qweight") != nil {
                 guard let width = try quantization.width(of: module) else {
                     throw ModelFormatError(file: quantization.file, "\(module) is declared unquantized but the checkpoint has only its packed tensors")
                 }
@@ -123,8 +122,8 @@ public final class FloatModel: @unchecked Sendable {
         matrices[role] = matrix
     }
 
-    /// The tensor name of `role` in this checkpoint (a packed linear: its module name).
-    public func tensorName(_ role: TensorRole) -> String { packed[role]?.module ?? map.name(role) }
+    /// The module `role`'s weight belongs to (`….experts.3.w1`): what a packed linear is named after.
+    public func moduleName(_ role: TensorRole) -> String { map.moduleName(role) }
 
     /// A vector (norm weight, bias).
     public func weight(_ role: TensorRole) -> [Float] {

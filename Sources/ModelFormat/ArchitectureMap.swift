@@ -31,6 +31,11 @@ extension TensorRole {
         case let .expertGate(l, _), let .expertUp(l, _), let .expertDown(l, _): return l
         }
     }
+
+    /// An expert's three linears: gate, up, down.
+    public static func expertLinears(layer: Int, expert: Int) -> [TensorRole] {
+        [.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert), .expertDown(layer: layer, expert: expert)]
+    }
 }
 
 /// Tensor names on disk per architecture (as `save_pretrained` writes them; DESIGN §4).
@@ -38,6 +43,13 @@ public struct ArchitectureMap: Sendable {
     public let architecture: MoEArchitecture
 
     public init(_ architecture: MoEArchitecture) { self.architecture = architecture }
+
+    /// The module a weight belongs to: its tensor name without `.weight`
+    /// (`model.layers.0.block_sparse_moe.experts.3.w1`), what a packed linear's tensors are named after.
+    public func moduleName(_ role: TensorRole) -> String {
+        let name = name(role)
+        return name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
+    }
 
     public func name(_ role: TensorRole) -> String {
         let moe = architecture == .mixtral ? "block_sparse_moe" : "mlp"

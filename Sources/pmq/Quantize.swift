@@ -70,7 +70,7 @@ extension PMQ {
             let progress = StagedProgress("quantize", quiet: quiet)
             let output = try quantizer.run(tokens: file.tokens, plan: plan, progress: progress.update)
             progress.finish()
-            let written = try PackedModelExport.write(model: loaded, sourceDirectory: model, output: output, plan: plan, allocationReport: allocation,
+            let written = try PackedModelExport.write(sourceDirectory: model, output: output, allocationReport: allocation,
                                                       actOrder: calibration.actOrder, keepF32: keepF32, to: out)
             let counts = Dictionary(grouping: plan.widths.values.flatMap(\.values), by: { $0 }).mapValues(\.count)
             print("\(out): \(output.linears.count) expert linears packed; experts \(counts.sorted { $0.key < $1.key }.map { "\($0.value)×\($0.key)-bit" }.joined(separator: ", ")), average \(String(format: "%.3f", plan.averageBits)) bits")

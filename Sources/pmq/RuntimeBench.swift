@@ -37,9 +37,7 @@ extension PMQ {
                 bytesPerToken += [TensorRole.query(layer: layer), .key(layer: layer), .value(layer: layer), .output(layer: layer)].map(bytes).reduce(0, +)
                 if config.moeLayers[layer] {
                     bytesPerToken += bytes(.router(layer: layer))
-                    let experts = (0..<config.expertCount).map { expert in
-                        bytes(.expertGate(layer: layer, expert: expert)) + bytes(.expertUp(layer: layer, expert: expert)) + bytes(.expertDown(layer: layer, expert: expert))
-                    }
+                    let experts = (0..<config.expertCount).map { TensorRole.expertLinears(layer: layer, expert: $0).map(bytes).reduce(0, +) }
                     bytesPerToken += Double(config.routing.topK) * experts.reduce(0, +) / Double(config.expertCount)
                     if config.sharedExpertIntermediateSize > 0 {
                         bytesPerToken += [TensorRole.sharedExpertGate(layer: layer), .sharedExpertUp(layer: layer), .sharedExpertDown(layer: layer)].map(bytes).reduce(0, +)

@@ -24,7 +24,7 @@ import Testing
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             widths[layer] = Dictionary(uniqueKeysWithValues: (0..<config.expertCount).map { ($0, choices[(layer + $0) % choices.count]) })
         }
-        return AllocationPlan(widths: widths, groupSize: 16, model: "tiny", summary: "test plan")
+        return AllocationPlan(widths: widths, groupSize: 16)
     }
 
     @Test(arguments: [(MoEArchitecture.mixtral, false), (.qwen2MoE, false), (.mixtral, true)])
@@ -39,7 +39,7 @@ import Testing
         let moeLayers = float.config.moeLayers.filter { $0 }.count
         #expect(output.linears.count == moeLayers * float.config.expertCount * 3)
         let out = Self.temporaryPath("packed")
-        try PackedModelExport.write(model: float, sourceDirectory: source, output: output, plan: plan, actOrder: actOrder, keepF32: true, to: out)
+        try PackedModelExport.write(sourceDirectory: source, output: output, actOrder: actOrder, keepF32: true, to: out)
         defer { try? FileManager.default.removeItem(atPath: out) }
 
         let packed = try FloatModel(directory: out)
@@ -48,8 +48,7 @@ import Testing
         var widthsSeen = Set<Int>()
         for layer in 0..<reference.config.layerCount where reference.config.moeLayers[layer] {
             for expert in 0..<reference.config.expertCount {
-                for role in [TensorRole.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert),
-                             .expertDown(layer: layer, expert: expert)] {
+                for role in TensorRole.expertLinears(layer: layer, expert: expert) {
                     guard case let .packed(weights) = packed.matrix(role).storage else {
                         Issue.record("\(role) is not packed")
                         continue
@@ -118,7 +117,7 @@ import Testing
         var references: [Int: [TensorRole: PackedLinear]] = [:]
         for layer in 0..<config.layerCount {
             for expert in 0..<config.expertCount {
-                for role in [TensorRole.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert), .expertDown(layer: layer, expert: expert)] {
+                for role in TensorRole.expertLinears(layer: layer, expert: expert) {
                     let weight = model.matrix(role)
                     let result = gptq.roundToNearest(weight: weight.floats, rows: weight.rows, columns: weight.columns, hessian: nil, bits: 2)
                     references[layer, default: [:]][role] = PackedLinear(packing: result, rows: weight.rows, columns: weight.columns, bits: 2, groupSize: 16)

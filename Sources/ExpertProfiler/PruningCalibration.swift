@@ -9,10 +9,25 @@ import MoERuntime
 /// then the layer runs again with its new gate, so the next layer trains on the hidden states it
 /// will see when pruning is on.
 public struct PruningCalibration {
-    /// What OTP's loss compares: the MoE block's output (`‖y_full − y(m)‖²`, the issue's
-    /// definition) or its first-order effect on the next-token distribution (`LogitFisher`).
+    /// What OTP's loss compares:
+    /// - `output`: the MoE block's output, `‖y_full − y(m)‖²` (the definition);
+    /// - `logits`: its first-order effect on the next-token distribution along the residual
+    ///   stream's direct path to the head (`LogitFisher`);
+    /// - `nll`, `kl`: the measured end-to-end effect of each drop, through every later layer, on
+    ///   the likelihood of the real next token or on the next-token distribution (`PruningDamage`).
+    ///   Both are in the same units at every layer, so the experts-per-token budget can be spread
+    ///   over the layers (`budget`).
     public enum Target: String, Sendable, CaseIterable {
-        case output, logits
+        case output, logits, kl, nll
+
+        public var isEndToEnd: Bool { self == .kl || self == .nll }
+    }
+
+    /// How the fraction kept is met: `layer` keeps `keep` in every MoE layer (as ODP does);
+    /// `global` keeps `keep` over the whole model, more where drops cost more (`OTPBudget`; end-to-end
+    /// targets only).
+    public enum Budget: String, Sendable, CaseIterable {
+        case layer, global
     }
 
     public struct Options: Sendable {
@@ -22,9 +37,12 @@ public struct PruningCalibration {
         public var training: OTPTrainingOptions
         /// Feed later layers the pruned layer's output (true) or the unpruned one.
         public var propagatePruned: Bool
+        public var budget: Budget
         public init(sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(), propagatePruned: Bool = true,
-                    target: Target = .output) {
+                    target: Target = .output, budget: Budget = .layer) {
+            precondition(budget == .layer || target.isEndToEnd, "a global budget needs an end-to-end target (nll, kl)")
             self.target = target
+            self.budget = budget
             self.sequenceLength = sequenceLength
             self.samples = samples
             self.training = training
@@ -38,6 +56,9 @@ public struct PruningCalibration {
         public var reports: [Int: OTPTrainingReport]
         /// The MSE oracle's thresholds at the same fraction (a diagnostic, `--prune oracle-mse`).
         public var oracleThresholds: [Int: Float]
+        /// With a global budget: ODP calibrated per layer to the fractions OTP keeps there (a
+        /// diagnostic, `--prune odp-matched`: how much of OTP's gain is the layer allocation).
+        public var odpMatched: ODPPruner?
         public var calibrationTokens: Int
         public var seconds: Double
     }
@@ -59,6 +80,9 @@ public struct PruningCalibration {
         let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
         let session = FloatForward(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        if options.target.isEndToEnd {
+            return try runEndToEnd(states: states, tokens: tokens, progress: progress, start: start)
+        }
         let fisher = options.target == .logits ? try LogitFisher(model: model, states: states, sequenceLength: options.sequenceLength) : nil
         var gates: [Int: OTPGate] = [:]
         var betas: [Int: Float] = [:]
@@ -90,7 +114,47 @@ public struct PruningCalibration {
         }
         session.pruner = nil
         return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
-                      calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
+                      odpMatched: nil, calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
+    }
+}
+
+extension PruningCalibration {
+    /// The end-to-end targets: every layer's drop damage measured on the unpruned model in one
+    /// pass over the windows (`PruningDamage`), each layer's gate trained on it, then (global
+    /// budget) the experts-per-token budget spread over the layers. A layer's damage is measured
+    /// with the other layers unpruned.
+    func runEndToEnd(states: [[Float]], tokens: [Int], progress: (String, Int, Int) -> Void, start: ContinuousClock.Instant) throws -> Output {
+        let measure: PruningDamage.Measure = options.target == .nll ? .nll(tokens: tokens) : .kl
+        let sets = try PruningDamage.measure(model: model, states: states, sequenceLength: options.sequenceLength, measure: measure,
+                                             progress: progress)
+        var gates: [Int: OTPGate] = [:], betas: [Int: Float] = [:], oracle: [Int: Float] = [:]
+        var reports: [Int: OTPTrainingReport] = [:]
+        for (layer, set) in sets.sorted(by: { $0.key < $1.key }) {
+            var training = options.training
+            training.seed = options.training.seed &+ UInt64(layer)
+            let (gate, report) = OTPTrainer.train(set: set, options: training)
+            gates[layer] = gate
+            reports[layer] = report
+            betas[layer] = report.odpBeta
+            oracle[layer] = MSEOraclePruner.calibrateThreshold(set: set, keep: options.training.keep)
+            progress("layer \(layer): gate trained", 1, 1)
+        }
+        var matched: ODPPruner?
+        if options.budget == .global {
+            let (shifted, fractions) = OTPBudget.allocate(sets: sets, gates: gates, keep: options.training.keep)
+            gates = shifted
+            var matchedBetas: [Int: Float] = [:]
+            for (layer, set) in sets {
+                let budgeted = evaluate(set: set, pruner: OTPPruner(gates: [layer: shifted[layer]!]))
+                reports[layer]!.keptFraction = fractions[layer]!
+                reports[layer]!.meanLoss = budgeted.meanLoss
+                matchedBetas[layer] = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: fractions[layer]!)
+                reports[layer]!.odpMatchedMeanLoss = evaluate(set: set, pruner: ODPPruner(betas: [layer: matchedBetas[layer]!])).meanLoss
+            }
+            matched = ODPPruner(betas: matchedBetas)
+        }
+        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
+                      odpMatched: matched, calibrationTokens: states.count * options.sequenceLength, seconds: seconds(since: start))
     }
 }
 
@@ -105,11 +169,13 @@ final class PruningCapture: RouterObserver {
     private var chunkRouting: [(experts: [Int], probabilities: [Float], weights: [Float])] = []
     /// Per expert: the chunk's token indices routed to it and its outputs for them.
     private var chunkOutputs: [Int: (tokens: [Int], outputs: [Float])] = [:]
-    private var hidden: [Float] = []
-    private var probabilities: [Float] = []
-    private var experts: [Int32] = []
-    private var weights: [Float] = []
-    private var expertOutputs: [Float] = []
+    private(set) var hidden: [Float] = []
+    private(set) var probabilities: [Float] = []
+    private(set) var experts: [Int32] = []
+    private(set) var weights: [Float] = []
+    private(set) var expertOutputs: [Float] = []
+    /// Tokens captured so far.
+    var count: Int { weights.count / slots }
 
     init(layer: Int, config: MoEModelConfig) {
         self.layer = layer

@@ -17,8 +17,8 @@ public final class FloatForward {
     /// Position of the next token.
     public private(set) var position = 0
     /// Per layer: keys and values after RoPE, `[position, kvHeads · headDim]`.
-    private var keyCache: [[Float]]
-    private var valueCache: [[Float]]
+    private(set) var keyCache: [[Float]]
+    private(set) var valueCache: [[Float]]
 
     public init(model: FloatModel, observer: RouterObserver? = nil) {
         self.model = model
@@ -35,6 +35,11 @@ public final class FloatForward {
             tokensRouted[layer] = 0
             expertsRun[layer] = 0
         }
+    }
+
+    func restoreCounts(routed: [Int], run: [Int]) {
+        tokensRouted = routed
+        expertsRun = run
     }
 
     /// Forget the sequence (keeps the model).
@@ -83,11 +88,16 @@ public final class FloatForward {
     /// layer's KV cache) and the MLP or MoE block, both residual. Does not advance `position`:
     /// `logits` does that after the last layer; the layer-by-layer profiler resets per window.
     public func forwardLayer(_ layer: Int, _ x: inout [Float], count: Int) {
+        decoderLayer(layer, &x, count: count) { attend($0, count: count, layer: layer) }
+    }
+
+    /// The decoder layer's two residual blocks, attention given.
+    func decoderLayer(_ layer: Int, _ x: inout [Float], count: Int, attention attend: ([Float]) -> [Float]) {
         let config = model.config
         let hidden = config.hiddenSize
         let eps = Float(config.rmsNormEps)
         let normed = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.attentionNorm(layer: layer)), eps: eps)
-        let attention = attend(normed, count: count, layer: layer)
+        let attention = attend(normed)
         for i in x.indices { x[i] += attention[i] }
         let normed2 = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.mlpNorm(layer: layer)), eps: eps)
         let mlp = config.moeLayers[layer] ? moe(normed2, count: count, layer: layer)
@@ -98,6 +108,18 @@ public final class FloatForward {
 
     /// Causal self-attention with RoPE and grouped-query heads.
     func attend(_ x: [Float], count: Int, layer: Int) -> [Float] {
+        let config = model.config
+        let (q, k, v) = projections(x, count: count, layer: layer, offset: position)
+        keyCache[layer] += k
+        valueCache[layer] += v
+        let keys = keyCache[layer], values = valueCache[layer]
+        let context = Self.attention(q: q, keys: keys, values: values, count: count, position: position, heads: config.attentionHeads,
+                                     kvHeads: config.keyValueHeads, dim: config.headDim)
+        return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
+    }
+
+    /// Queries, keys and values of `count` tokens at positions `offset…`, after any QK norm, clipping and RoPE.
+    func projections(_ x: [Float], count: Int, layer: Int, offset: Int) -> (q: [Float], k: [Float], v: [Float]) {
         let config = model.config
         let heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
         let eps = Float(config.rmsNormEps)
@@ -118,36 +140,38 @@ public final class FloatForward {
             for i in k.indices { k[i] = min(max(k[i], -clip), clip) }
             for i in v.indices { v[i] = min(max(v[i], -clip), clip) }
         }
-        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta, offset: position)
-        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta, offset: position)
-        keyCache[layer] += k
-        valueCache[layer] += v
-        let keys = keyCache[layer], values = valueCache[layer]
-
-        let context = Self.attention(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
-                                     kvHeads: kvHeads, dim: dim)
-        return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
+        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta, offset: offset)
+        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta, offset: offset)
+        return (q, k, v)
     }
 
     /// Causal scaled dot-product attention of `count` queries at positions `position…` over the
     /// cached keys and values `[position + count, kvHeads · dim]`; returns `[count, heads · dim]`.
     /// SIMD dot products and updates, heads split across cores when the work is large; the scalar
     /// loop stays as the reference (`Kernels.useReferenceKernels`).
+    /// With `own` (`[count, kvHeads · dim]` each), query t's own position `position + t` uses its
+    /// row of `own` instead of the cache: a per-token counterfactual (`counterfactualLayer`).
     static func attention(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
-                          dim: Int) -> [Float] {
+                          dim: Int, own: (keys: [Float], values: [Float])? = nil) -> [Float] {
         let group = heads / kvHeads
         let scale = 1 / Float(dim).squareRoot()
         var context = [Float](repeating: 0, count: count * heads * dim)
         if Kernels.useReferenceKernels {
             return referenceAttention(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
-                                      kvHeads: kvHeads, dim: dim)
+                                      kvHeads: kvHeads, dim: dim, own: own)
         }
+        let ownKeys = own?.keys ?? [], ownValues = own?.values ?? []
         q.withUnsafeBufferPointer { q in
             keys.withUnsafeBufferPointer { keys in
                 values.withUnsafeBufferPointer { values in
+                  ownKeys.withUnsafeBufferPointer { ownKeys in
+                    ownValues.withUnsafeBufferPointer { ownValues in
                     context.withUnsafeMutableBufferPointer { context in
                         let buffers = AttentionBuffers(q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
-                                                       context: context.baseAddress!)
+                                                       context: context.baseAddress!,
+                                                       // An empty array's buffer may still have an address.
+                                                       ownKeys: own == nil ? nil : ownKeys.baseAddress,
+                                                       ownValues: own == nil ? nil : ownValues.baseAddress)
                         let body: @Sendable (Int) -> Void = { h in
                             let kv = h / group
                             var scores = [Float](repeating: 0, count: position + count)
@@ -155,9 +179,12 @@ public final class FloatForward {
                                 for t in 0..<count {
                                     let last = position + t
                                     let query = buffers.q + (t * heads + h) * dim
+                                    let lastKey = buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys + (last * kvHeads + kv) * dim
+                                    let lastValue = buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.values + (last * kvHeads + kv) * dim
                                     var peak = -Float.infinity
                                     for s in 0...last {
-                                        let score = Kernels.dot(query, buffers.keys + (s * kvHeads + kv) * dim, dim) * scale
+                                        let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
+                                        let score = Kernels.dot(query, key, dim) * scale
                                         scores[s] = score
                                         peak = max(peak, score)
                                     }
@@ -168,7 +195,8 @@ public final class FloatForward {
                                     }
                                     let out = buffers.context + (t * heads + h) * dim
                                     for s in 0...last {
-                                        Kernels.addScaled(out, buffers.values + (s * kvHeads + kv) * dim, scores[s] / total, dim)
+                                        let value = s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
+                                        Kernels.addScaled(out, value, scores[s] / total, dim)
                                     }
                                 }
                             }
@@ -179,6 +207,8 @@ public final class FloatForward {
                             for h in 0..<heads { body(h) }
                         }
                     }
+                    }
+                  }
                 }
             }
         }
@@ -187,7 +217,7 @@ public final class FloatForward {
 
     /// The plain scalar attention loop: the reference for `attention`.
     static func referenceAttention(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
-                                   dim: Int) -> [Float] {
+                                   dim: Int, own: (keys: [Float], values: [Float])? = nil) -> [Float] {
         let group = heads / kvHeads
         let scale = 1 / Float(dim).squareRoot()
         var context = [Float](repeating: 0, count: count * heads * dim)
@@ -197,15 +227,18 @@ public final class FloatForward {
             for t in 0..<count {
                 scores.removeAll(keepingCapacity: true)
                 let last = position + t   // causal: attend to every cached position up to this one
+                // With `own`, the query's own position reads its own row.
+                func key(_ s: Int, _ i: Int) -> Float { s == last && own != nil ? own!.keys[(t * kvHeads + kv) * dim + i] : keys[(s * kvHeads + kv) * dim + i] }
+                func value(_ s: Int, _ i: Int) -> Float { s == last && own != nil ? own!.values[(t * kvHeads + kv) * dim + i] : values[(s * kvHeads + kv) * dim + i] }
                 for s in 0...last {
                     var dot: Float = 0
-                    for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * keys[(s * kvHeads + kv) * dim + i] }
+                    for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * key(s, i) }
                     scores.append(dot * scale)
                 }
                 Kernels.softmax(&scores)
                 for s in 0...last {
                     let p = scores[s]
-                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * values[(s * kvHeads + kv) * dim + i] }
+                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * value(s, i) }
                 }
             }
         }
@@ -325,4 +358,7 @@ struct AttentionBuffers: @unchecked Sendable {
     let keys: UnsafePointer<Float>
     let values: UnsafePointer<Float>
     let context: UnsafeMutablePointer<Float>
+    /// Per query, its own position's key and value (`counterfactualLayer`); nil: the cache's.
+    var ownKeys: UnsafePointer<Float>? = nil
+    var ownValues: UnsafePointer<Float>? = nil
 }

@@ -4,8 +4,10 @@ import ModelFormat
 /// The pruning policies stored beside a packed model's weights, `pruning.safetensors`: per MoE
 /// layer the OTP gate's tensors (`model.layers.N.block_sparse_moe.otp_gate.weight`, … — the
 /// router's prefix plus the gate's suffixes) and the ODP threshold calibrated to the same
-/// fraction of experts kept (`….odp_beta`, shape [1]), and the MSE oracle's threshold (a
-/// diagnostic, `….oracle_mse_threshold`); metadata records how they were trained.
+/// fraction of experts kept (`….odp_beta`, shape [1]), and two diagnostics: the MSE oracle's
+/// threshold (`….oracle_mse_threshold`) and, when OTP spread its budget over the layers, ODP
+/// calibrated to OTP's fraction in each layer (`….odp_matched_beta`); metadata records how they
+/// were trained.
 public enum PruningFile {
     public static let fileName = "pruning.safetensors"
 
@@ -19,10 +21,11 @@ public enum PruningFile {
         public var otp: OTPPruner
         public var odp: ODPPruner
         public var oracleThresholds: [Int: Float]
+        public var odpMatched: ODPPruner?
         public var metadata: [String: String]
     }
 
-    public static func write(otp: OTPPruner, odp: ODPPruner, oracleThresholds: [Int: Float] = [:], config: MoEModelConfig,
+    public static func write(otp: OTPPruner, odp: ODPPruner, oracleThresholds: [Int: Float] = [:], odpMatched: ODPPruner? = nil, config: MoEModelConfig,
                              metadata: [String: String], directory: String) throws {
         var writer = SafeTensorsWriter()
         writer.metadata = metadata
@@ -30,6 +33,7 @@ public enum PruningFile {
             let prefix = prefix(layer: layer, config: config)
             for tensor in otp.tensors(layer: layer) { try writer.add(prefix + tensor.suffix, shape: tensor.shape, floats: tensor.values) }
             if let beta = odp.betas[layer] { try writer.add(prefix + "odp_beta", shape: [1], floats: [beta]) }
+            if let beta = odpMatched?.betas[layer] { try writer.add(prefix + "odp_matched_beta", shape: [1], floats: [beta]) }
             if let threshold = oracleThresholds[layer], threshold.isFinite {
                 try writer.add(prefix + "oracle_mse_threshold", shape: [1], floats: [threshold])
             }
@@ -45,16 +49,21 @@ public enum PruningFile {
         var gates: [Int: [OTPTensor]] = [:]
         var betas: [Int: Float] = [:]
         var oracle: [Int: Float] = [:]
+        var matched: [Int: Float] = [:]
         var used = Set<String>()
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             let prefix = prefix(layer: layer, config: config)
             for name in file.names where name.hasPrefix(prefix) {
                 let suffix = String(name.dropFirst(prefix.count))
                 let info = try file.info(name)
-                if suffix == "odp_beta" || suffix == "oracle_mse_threshold" {
+                if suffix == "odp_beta" || suffix == "oracle_mse_threshold" || suffix == "odp_matched_beta" {
                     let values = try file.floats(name, shape: [1])
                     guard values[0].isFinite, values[0] >= 0 else { throw ModelFormatError(file: path, "\(name) is not a finite threshold ≥ 0") }
-                    if suffix == "odp_beta" { betas[layer] = values[0] } else { oracle[layer] = values[0] }
+                    switch suffix {
+                    case "odp_beta": betas[layer] = values[0]
+                    case "odp_matched_beta": matched[layer] = values[0]
+                    default: oracle[layer] = values[0]
+                    }
                 } else {
                     gates[layer, default: []].append((suffix, info.shape, try file.floats(name)))
                 }
@@ -67,6 +76,7 @@ public enum PruningFile {
         let otp = try OTPPruner(tensors: gates, file: path)
         try otp.validate(hiddenSize: config.hiddenSize, expertCount: config.expertCount, topK: config.routing.topK,
                          moeLayers: Set((0..<config.layerCount).filter { config.moeLayers[$0] }), file: path)
-        return Policies(otp: otp, odp: ODPPruner(betas: betas), oracleThresholds: oracle, metadata: file.metadata)
+        return Policies(otp: otp, odp: ODPPruner(betas: betas), oracleThresholds: oracle,
+                        odpMatched: matched.isEmpty ? nil : ODPPruner(betas: matched), metadata: file.metadata)
     }
 }

@@ -22,7 +22,7 @@ extension PMQ {
         @Option(name: .customLong("max-tokens"), help: "Evaluate at most this many tokens.")
         var maxTokens: Int?
 
-        @Option(help: ArgumentHelp("Expert pruning: none, odp (MC-MoE's threshold rule), otp (learned gates; `pmq otp train`), or oracle-mse (diagnostic: runs every top-k expert to decide; the best any gate can do on OTP's training loss).", valueName: "none|odp|otp|oracle-mse"))
+        @Option(help: ArgumentHelp("Expert pruning: none, odp (MC-MoE's threshold rule), otp (learned gates; `pmq otp train`), oracle-mse (diagnostic: runs every top-k expert to decide; the best any gate can do on the output-MSE loss), or odp-matched (diagnostic: ODP at the per-layer fractions a globally budgeted OTP keeps).", valueName: "none|odp|otp|oracle-mse|odp-matched"))
         var prune: PruneChoice = .none
 
         @Option(name: .customLong("odp-beta"), help: "ODP threshold for every layer (default: the per-layer thresholds `pmq otp train` calibrated, else 0.5).")
@@ -78,6 +78,7 @@ extension PMQ {
 enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
     case none, odp, otp
     case oracleMSE = "oracle-mse"
+    case odpMatched = "odp-matched"
 
     /// The pruner for `model` (loaded from `directory`): OTP and calibrated ODP come from its pruning file.
     func pruner(model: FloatModel, directory: String, odpBeta: Double?) throws -> ExpertPruner? {
@@ -97,6 +98,11 @@ enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
                 throw ValidationError("\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
             }
             return MSEOraclePruner(model: model, thresholds: stored.oracleThresholds)
+        case .odpMatched:
+            guard let matched = try PruningFile.read(directory: directory, config: model.config)?.odpMatched else {
+                throw ValidationError("\(directory) has no per-layer matched ODP thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) --budget global …` first")
+            }
+            return matched
         }
     }
 }

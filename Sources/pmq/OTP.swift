@@ -5,6 +5,7 @@ import ModelFormat
 import MoERuntime
 
 extension PruningCalibration.Target: ExpressibleByArgument {}
+extension PruningCalibration.Budget: ExpressibleByArgument {}
 
 extension PMQ {
     struct OTP: ParsableCommand {
@@ -20,12 +21,16 @@ extension PMQ {
             commandName: "train",
             abstract: "Train the OTP gates of a (packed) model on calibration tokens and store them in the model directory.",
             discussion: """
-            Layer by layer: the calibration windows run through the layer with every top-k expert; each \
-            token's MoE input, routing and expert outputs train the layer's gate (Gumbel-Softmax, \
-            straight-through, annealed temperature, seeded) to match the full top-k output while keeping \
-            --keep of the top-k slots; the layer then runs again with its gate. The ODP baseline's \
-            threshold is calibrated per layer to the same fraction. Both go to DIR/pruning.safetensors; \
-            `pmq eval --prune otp|odp` uses them.
+            Default (--target nll): the calibration windows run through the whole model once; for every \
+            token, MoE layer and top-k slot after the first, the drop of that one expert is replayed \
+            through the later layers (each token alone, in one batched pass) and its effect on the \
+            log-likelihood of the real next token recorded. Each layer's gate (Gumbel-Softmax, \
+            straight-through, annealed temperature, seeded) learns to drop where that damage is small; \
+            with --budget global the fraction --keep holds over the whole model, and layers where drops \
+            cost less give up more experts. --target output|logits instead train layer by layer against \
+            the full top-k MoE output (or its first-order effect on the logits), each layer keeping \
+            --keep. The ODP baseline's threshold is calibrated per layer to --keep. Everything goes to \
+            DIR/pruning.safetensors; `pmq eval --prune otp|odp` uses it.
             """
         )
 
@@ -38,8 +43,8 @@ extension PMQ {
         @Option(help: "Fraction of the router's top-k slots to run (top-2 with 0.8: 1.6 experts per token).")
         var keep: Double = 0.8
 
-        @Option(help: "Calibration windows.")
-        var samples: Int = 32
+        @Option(help: "Calibration windows (at most what the file holds).")
+        var samples: Int = 128
 
         @Option(name: .customLong("seq-len"), help: "Tokens per window.")
         var seqLen: Int = 512
@@ -47,8 +52,11 @@ extension PMQ {
         @Option(help: "Training epochs over each layer's calibration tokens.")
         var epochs: Int = 20
 
-        @Option(help: ArgumentHelp("What the gate's loss compares: the MoE output (output) or its first-order effect on the next-token distribution through the residual stream's path to the head (logits).", valueName: "output|logits"))
-        var target: PruningCalibration.Target = .output
+        @Option(help: ArgumentHelp("What the gate learns to spare: each drop's measured effect on the real next token's log-likelihood through every later layer (nll), or on the next-token distribution (kl); the MoE output (output); its first-order effect on the logits (logits).", valueName: "nll|kl|output|logits"))
+        var target: PruningCalibration.Target = .nll
+
+        @Option(help: ArgumentHelp("Where --keep holds: over the whole model, spread by measured damage (global; nll/kl only, their default), or in every layer (layer; the default for output/logits).", valueName: "global|layer"))
+        var budget: PruningCalibration.Budget?
 
         @Option(help: "Seed of the Gumbel noise and minibatch order.")
         var seed: UInt64 = 0
@@ -59,7 +67,12 @@ extension PMQ {
         func validate() throws {
             guard keep > 0, keep <= 1 else { throw ValidationError("--keep must be in (0, 1]") }
             guard samples >= 1, seqLen >= 2, epochs >= 1 else { throw ValidationError("--samples, --epochs must be ≥ 1 and --seq-len ≥ 2") }
+            if budget == .global, !target.isEndToEnd {
+                throw ValidationError("--budget global needs --target nll or kl (output and logits losses are not comparable across layers)")
+            }
         }
+
+        var effectiveBudget: PruningCalibration.Budget { budget ?? (target.isEndToEnd ? .global : .layer) }
 
         func run() throws {
             let loaded = try FloatModel(directory: model, lazy: true)
@@ -67,18 +80,22 @@ extension PMQ {
             try file.validate(vocabSize: loaded.config.vocabSize)
             let training = OTPTrainingOptions(keep: keep, epochs: epochs, seed: seed)
             let calibration = PruningCalibration(model: loaded, options: .init(sequenceLength: seqLen, samples: samples, training: training,
-                                                                                         target: target))
+                                                                                         target: target, budget: effectiveBudget))
             let progress = StagedProgress("otp", quiet: quiet)
             let output = try calibration.run(tokens: file.tokens, progress: progress.update)
             progress.finish()
             let metadata = ["format": "pmq-pruning", "version": "1", "keep": String(keep), "seed": String(seed),
                             "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs),
-                            "target": target.rawValue]
-            try PruningFile.write(otp: output.otp, odp: output.odp, oracleThresholds: output.oracleThresholds, config: loaded.config, metadata: metadata, directory: model)
+                            "target": target.rawValue, "budget": effectiveBudget.rawValue]
+            try PruningFile.write(otp: output.otp, odp: output.odp, oracleThresholds: output.oracleThresholds, odpMatched: output.odpMatched, config: loaded.config, metadata: metadata, directory: model)
             print("\(model)/\(PruningFile.fileName): OTP gates and ODP thresholds for \(output.reports.count) layers, keep \(keep), \(output.calibrationTokens) calibration tokens, \(String(format: "%.1f", output.seconds)) s")
-            print("layer  kept (OTP)  loss OTP   loss ODP   ODP β")
+            // Losses are means over the calibration tokens of the layer, in the target's unit
+            // (relative to the mean |damage| of dropping everything for end-to-end targets).
+            print("layer  kept (OTP)  loss OTP   loss ODP   ODP β   loss ODP at OTP's fraction")
             for (layer, report) in output.reports.sorted(by: { $0.key < $1.key }) {
-                print(String(format: "%-6d %-11.3f %-10.4f %-10.4f %.3f", layer, report.keptFraction, report.meanLoss, report.odpMeanLoss, report.odpBeta))
+                let matched = report.odpMatchedMeanLoss.map { String(format: "%.4f", $0) } ?? "-"
+                print(String(format: "%-6d %-11.3f %-10.4f %-10.4f %-7.3f %@", layer, report.keptFraction, report.meanLoss, report.odpMeanLoss,
+                             report.odpBeta, matched))
             }
         }
     }

@@ -17,4 +17,33 @@ import Testing
         let worst = zip(fast, reference).map { abs($0 - $1) }.max()!
         #expect(worst <= 1e-5, "max |Δ| = \(worst)")
     }
+
+    /// With `own` rows, each query's own position reads them instead of the cache; positions
+    /// before it still read the cache.
+    @Test(arguments: [(1, 0, 4, 2, 8), (5, 3, 4, 4, 12), (33, 0, 8, 2, 64)])
+    func ownRowsReplaceTheQuerysOwnPosition(count: Int, position: Int, heads: Int, kvHeads: Int, dim: Int) {
+        var generator = SplitMix64(seed: UInt64(count * 17 + position))
+        let q = (0..<(count * heads * dim)).map { _ in Float(generator.gaussian()) }
+        let cached = (position + count) * kvHeads * dim
+        let keys = (0..<cached).map { _ in Float(generator.gaussian()) }
+        let values = (0..<cached).map { _ in Float(generator.gaussian()) }
+        let ownKeys = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
+        let ownValues = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
+        let fast = FloatForward.attention(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+                                          kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))
+        let row = kvHeads * dim, rowQ = heads * dim
+        for t in 0..<count {
+            // Query t alone, over the cache up to its position with its own row last.
+            var k = Array(keys[0..<((position + t) * row)]), v = Array(values[0..<((position + t) * row)])
+            k += ownKeys[(t * row)..<((t + 1) * row)]
+            v += ownValues[(t * row)..<((t + 1) * row)]
+            let expected = FloatForward.referenceAttention(q: Array(q[(t * rowQ)..<((t + 1) * rowQ)]), keys: k, values: v, count: 1,
+                                                           position: position + t, heads: heads, kvHeads: kvHeads, dim: dim)
+            let worst = zip(expected, fast[(t * rowQ)..<((t + 1) * rowQ)]).map { abs($0 - $1) }.max()!
+            #expect(worst <= 1e-5, "query \(t): max |Δ| = \(worst)")
+        }
+        let reference = FloatForward.referenceAttention(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+                                                        kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))
+        #expect(zip(fast, reference).map { abs($0 - $1) }.max()! <= 1e-5)
+    }
 }

@@ -62,6 +62,9 @@ public struct OTPTrainingReport: Sendable, Equatable {
     /// The ODP β that keeps the same fraction on the training set, and its mean loss there.
     public var odpBeta: Float
     public var odpMeanLoss: Double
+    /// With a model-wide budget (`OTPBudget`), `keptFraction` and `meanLoss` are the budgeted
+    /// gate's, and this is ODP's loss at that same per-layer fraction.
+    public var odpMatchedMeanLoss: Double?
     /// The trained gate did worse than ODP on the training set, so the gate returned is ODP's rule
     /// (`OTPGate(odpBeta:…)`): the token's hidden state told the gate nothing the ratio did not.
     public var fellBackToODP: Bool
@@ -163,7 +166,7 @@ public enum OTPTrainer {
             steps: steps, sampledKeptFraction: tailKept / Double(tailSteps), finalObjective: tailObjective / Double(tailSteps),
             keptFractionBeforeAdjustment: before, keptFraction: fallBack ? keptFraction(gate: gate, set: set) : trained.keptFraction,
             biasShift: shift, meanLoss: result.meanLoss, trainedMeanLoss: trained.meanLoss, odpBeta: odpBeta,
-            odpMeanLoss: odp.meanLoss, fellBackToODP: fallBack, seconds: Date().timeIntervalSince(start))
+            odpMeanLoss: odp.meanLoss, odpMatchedMeanLoss: nil, fellBackToODP: fallBack, seconds: Date().timeIntervalSince(start))
         return (gate, report)
     }
 
@@ -216,8 +219,10 @@ final class OTPObjective {
     let slotExperts: [Int32]
     let weights: [Float]
     let gram: [Float]
-    /// `S = mean ‖y_full‖²`.
+    /// `S = mean ‖y_full‖²` (or `D = mean Σ_j d_j` with damage).
     let scale: Float
+    /// Measured drop damage `[n, R]` (`OTPTrainingSet.damage`); nil: the output MSE.
+    let damage: [Float]?
     // Per-minibatch scratch, reused every step.
     private var logit: [Float] = [], soft: [Float] = [], mask: [Float] = []
 
@@ -277,7 +282,8 @@ final class OTPObjective {
             }
         }
         self.gram = gram
-        scale = Float(set.outputScale)
+        damage = set.damage
+        scale = Float(set.lossScale)
     }
 
     /// The gate that is ODP with `odpBeta` (slot j runs when `p_j/p_1 > β`), in standardised form.
@@ -359,10 +365,19 @@ final class OTPObjective {
                                 var dm = SIMD8<Float>()
                                 for (b, t) in tokens.enumerated() {
                                     // Pass 2: ∂/∂m from the Gram matrix, chained through ∂s/∂z.
-                                    withUnsafeMutablePointer(to: &dm) { dmPointer in
-                                        dmPointer.withMemoryRebound(to: Float.self, capacity: 8) { dm in
-                                            error += PruningLoss.squaredError(gram: gram.baseAddress! + t * k * k, weights: w.baseAddress! + t * k,
-                                                                              mask: m.baseAddress! + b * k, slots: k, gradient: dm)
+                                    if let damage {
+                                        // Σ_j (1 − m_j) d_j: ∂/∂m_j = −d_j.
+                                        for r in 0..<ranks {
+                                            let d = damage[t * ranks + r]
+                                            error += (1 - m[b * k + r + 1]) * d
+                                            dm[r + 1] = -d
+                                        }
+                                    } else {
+                                        withUnsafeMutablePointer(to: &dm) { dmPointer in
+                                            dmPointer.withMemoryRebound(to: Float.self, capacity: 8) { dm in
+                                                error += PruningLoss.squaredError(gram: gram.baseAddress! + t * k * k, weights: w.baseAddress! + t * k,
+                                                                                  mask: m.baseAddress! + b * k, slots: k, gradient: dm)
+                                            }
                                         }
                                     }
                                     for r in 0..<ranks {

@@ -26,6 +26,13 @@ public struct OTPTrainingSet: Sendable {
     public var weights: [Float]
     /// Each slot's expert output for the token, `[n, k, H]`.
     public var expertOutputs: [Float]
+    /// Measured harm of dropping slot j (1..<k) alone, `[n, k−1]` (the KL divergence of the
+    /// token's next-token distribution, `PruningDamage`). When set, it replaces the output MSE as
+    /// the pruning loss: `Σ_j (1 − m_j) d_j / D`, `D = mean_t Σ_j d_tj` — drops add their harms.
+    public var damage: [Float]? {
+        didSet { precondition(damage.map { $0.count == count * (slots - 1) && $0.allSatisfy { $0.isFinite } } ?? true,
+                              "damage must be [n, k−1] and finite") }
+    }
 
     public init(layer: Int, hiddenSize: Int, slots: Int, expertCount: Int, hidden: [Float], probabilities: [Float],
                 experts: [Int32], weights: [Float], expertOutputs: [Float]) {
@@ -47,7 +54,14 @@ public struct OTPTrainingSet: Sendable {
         self.expertOutputs = expertOutputs
     }
 
-    /// `mean_t ‖y_full(t)‖²`: the unit every pruning loss in this set is measured in.
+    /// The unit every pruning loss in this set is measured in: `mean_t Σ_j d_tj` with `damage`,
+    /// otherwise `mean_t ‖y_full(t)‖²`.
+    public var lossScale: Double {
+        guard let damage else { return outputScale }
+        return count > 0 ? damage.reduce(0.0) { $0 + abs(Double($1)) } / Double(count) : 0
+    }
+
+    /// `mean_t ‖y_full(t)‖²`.
     public var outputScale: Double {
         var total = 0.0
         expertOutputs.withUnsafeBufferPointer { outputs in
@@ -127,13 +141,14 @@ public enum PruningLoss {
 }
 
 /// Runs `pruner` over the set as the runtime would (the kept slots' weights rescaled to the full
-/// top-k's sum) and measures it directly from the expert outputs.
+/// top-k's sum) and measures it directly from the expert outputs (or the measured `damage`).
 /// - Returns: `keptFraction`: the mean fraction of top-k slots run (0.8 with top-2 = 1.6 experts
-///   per token); `meanLoss`: mean over tokens of `‖y_full − y(m)‖² / S` (`PruningLoss`).
+///   per token); `meanLoss`: mean over tokens of `‖y_full − y(m)‖² / S` (`PruningLoss`), or of
+///   `Σ_j (1 − m_j) d_j / D` with `damage`.
 public func evaluate(set: OTPTrainingSet, pruner: ExpertPruner) -> (keptFraction: Double, meanLoss: Double) {
     let n = set.count, k = set.slots, h = set.hiddenSize
     guard n > 0 else { return (1, 0) }
-    let scale = set.outputScale
+    let scale = set.lossScale
     var probabilities = [Float](repeating: 0, count: set.expertCount)
     var full = [Float](repeating: 0, count: h), pruned = full
     var kept = 0, loss = 0.0
@@ -149,6 +164,10 @@ public func evaluate(set: OTPTrainingSet, pruner: ExpertPruner) -> (keptFraction
                     for j in 0..<k { probabilities[experts[j]] = 0 }
                     precondition(mask.count == k && mask.contains(true), "a pruner must keep at least one of the top-k")
                     kept += mask.reduce(0) { $0 + ($1 ? 1 : 0) }
+                    if let damage = set.damage {
+                        for j in 1..<k where !mask[j] { loss += Double(damage[t * (k - 1) + j - 1]) }
+                        continue
+                    }
                     let e = outputs.baseAddress! + t * k * h, w = weights.baseAddress! + t * k
                     PruningLoss.combine(e, w, mask: nil, slots: k, hiddenSize: h, into: &full)
                     PruningLoss.combine(e, w, mask: mask, slots: k, hiddenSize: h, into: &pruned)

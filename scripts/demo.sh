@@ -37,7 +37,7 @@ for bits in 2 3; do $pmq quantize --model "$model" --uniform "$bits" --calib "$m
 for name in pmq frequency random; do
     $pmq quantize --model "$model" --allocation "$out/allocation-$name.json" --calib "$model/calib.u32" --samples 32 --out "$out/$name" --quiet
 done
-echo "== OTP gates for the PMQ model (keep 0.8 of the top-2 slots) and ODP calibrated to the same fraction"
+echo "== OTP gates for the PMQ model (keep 0.8 of the top-2 slots model-wide, trained on each drop's measured effect on the next token) and ODP calibrated to the same fraction"
 $pmq otp train --model "$out/pmq" --calib "$model/calib.u32" --keep 0.8 --seed 0 --quiet
 evaluate float "$model"
 evaluate uniform-2 "$out/uniform-2"
@@ -47,11 +47,13 @@ evaluate random "$out/random"
 evaluate pmq "$out/pmq"
 evaluate pmq-otp "$out/pmq" --prune otp
 evaluate pmq-odp "$out/pmq" --prune odp
+evaluate pmq-odp-matched "$out/pmq" --prune odp-matched
 echo "== the table (held-out tokens: ${eval_tokens/#0/all})"
 $pmq table --out "$out/table.md" \
     "float (f32)=$out/eval-float.json" "uniform 2-bit=$out/eval-uniform-2.json" "uniform 3-bit=$out/eval-uniform-3.json" \
     "baseline: frequency only, 2.5 bits=$out/eval-frequency.json" "baseline: random, 2.5 bits=$out/eval-random.json" \
-    "PMQ 2.5 bits=$out/eval-pmq.json" "PMQ 2.5 bits + OTP=$out/eval-pmq-otp.json" "PMQ 2.5 bits + ODP=$out/eval-pmq-odp.json"
+    "PMQ 2.5 bits=$out/eval-pmq.json" "PMQ 2.5 bits + OTP=$out/eval-pmq-otp.json" "PMQ 2.5 bits + ODP=$out/eval-pmq-odp.json" \
+    "PMQ 2.5 bits + ODP at OTP's per-layer fractions (diagnostic)=$out/eval-pmq-odp-matched.json"
 echo "== generate with the packed PMQ model"
 $pmq generate --model "$out/pmq" --prompt "The Python tutorial" --max-new-tokens 48
 echo "== the same allocation on the Mixtral-8x7B-shaped synthetic profile"

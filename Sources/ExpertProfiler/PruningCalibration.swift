@@ -2,12 +2,18 @@ import Foundation
 import ModelFormat
 import MoERuntime
 
-/// Trains the OTP gates of a (packed) model on calibration tokens, layer by layer, and calibrates
-/// the ODP baseline to the same fraction of experts kept: for each MoE layer, the windows' hidden
-/// states go through the layer with every top-k expert running while a capture records each
-/// token's MoE input, routing and per-expert outputs; the layer's gate is trained on that set;
-/// then the layer runs again with its new gate, so the next layer trains on the hidden states it
-/// will see when pruning is on.
+/// Trains the OTP gates of a (packed) model on calibration tokens and calibrates the ODP baseline
+/// to the same fraction of experts kept.
+///
+/// End-to-end targets (`nll`, the default, and `kl`): `PruningDamage` measures, for every token,
+/// layer and top-k slot, what dropping that one expert does at the end of the model; each layer's
+/// gate learns to drop where that is small; `OTPBudget` then spreads the budget over the layers.
+///
+/// Layer-local targets (`output`, `logits`): for each MoE layer, the windows' hidden states go
+/// through the layer with every top-k expert running while a capture records each token's MoE
+/// input, routing and per-expert outputs; the layer's gate is trained on that set; then the layer
+/// runs again with its new gate, so the next layer trains on the hidden states it will see when
+/// pruning is on.
 public struct PruningCalibration {
     /// What OTP's loss compares:
     /// - `output`: the MoE block's output, `‖y_full − y(m)‖²` (the definition);

@@ -37,8 +37,12 @@ import Testing
         _ = try run(["otp", "train", "--model", directory + "/packed", "--calib", calib, "--keep", "0.75", "--samples", "8",
                      "--seq-len", "16", "--epochs", "5", "--quiet"])
         #expect(FileManager.default.fileExists(atPath: directory + "/packed/pruning.safetensors"))
+        // A model-wide budget needs a loss comparable across layers.
+        let mixed = try CLITests.pmq(["otp", "train", "--model", directory + "/packed", "--calib", calib, "--target", "output",
+                                      "--budget", "global", "--samples", "2", "--seq-len", "16"])
+        #expect(mixed.status != 0 && mixed.stderr.contains("--budget global"), "\(mixed.stderr)")
         var rows: [String] = []
-        for prune in ["none", "odp", "otp"] {
+        for prune in ["none", "odp", "otp", "odp-matched"] {
             let eval = try run(["eval", "--model", directory + "/packed", "--tokens", calib, "--seq-len", "16", "--prune", prune,
                                 "--decode-tokens", "8", "--json", directory + "/eval-\(prune).json", "--quiet"])
             #expect(eval.stdout.contains("experts per token"))

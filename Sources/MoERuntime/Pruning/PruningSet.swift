@@ -26,9 +26,10 @@ public struct OTPTrainingSet: Sendable {
     public var weights: [Float]
     /// Each slot's expert output for the token, `[n, k, H]`.
     public var expertOutputs: [Float]
-    /// Measured harm of dropping slot j (1..<k) alone, `[n, k−1]` (the KL divergence of the
-    /// token's next-token distribution, `PruningDamage`). When set, it replaces the output MSE as
-    /// the pruning loss: `Σ_j (1 − m_j) d_j / D`, `D = mean_t Σ_j d_tj` — drops add their harms.
+    /// Measured harm of dropping slot j (1..<k) alone, `[n, k−1]`: the change in the token's
+    /// next-token log-likelihood or the KL of its next-token distribution (`PruningDamage`); may be
+    /// negative (the drop helped). When set, it replaces the output MSE as the pruning loss:
+    /// `Σ_j (1 − m_j) d_j / D`, `D = mean_t Σ_j |d_tj|` — drops add their harms.
     public var damage: [Float]? {
         didSet { precondition(damage.map { $0.count == count * (slots - 1) && $0.allSatisfy { $0.isFinite } } ?? true,
                               "damage must be [n, k−1] and finite") }

@@ -158,3 +158,87 @@ final class AllLayers: RouterObserver {
     }
 }
 
+
+/// Which layers can spare an expert: per MoE layer, one pass with the top-k slots beyond the
+/// first dropped for a random `rate` of the tokens in that layer only (the others untouched), and
+/// its effect on every position of the window — the next-token distributions (mean KL) and the
+/// likelihood of the real next tokens (mean ΔNLL). Unlike `PruningDamage` it includes what the
+/// drops do to later tokens through attention; it does not say which tokens to drop.
+public enum RandomDropProbe {
+    public struct Layer: Sendable {
+        public var layer: Int
+        /// Token-layer decisions that dropped.
+        public var drops: Int
+        /// Positions measured (ΔNLL: those whose next token is in the file).
+        public var positions: Int
+        public var meanKL: Double
+        public var meanDeltaNLL: Double
+    }
+
+    public static func run(model: FloatModel, tokens: [Int], samples: Int, sequenceLength n: Int, rate: Double, seed: UInt64,
+                           progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> [Layer] {
+        let config = model.config
+        let vocab = config.vocabSize
+        let windows = try CalibrationWindows.count(tokens: tokens, samples: samples, sequenceLength: n)
+        let states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: n)
+        let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }
+        for layer in 0..<config.layerCount { try model.pin(layer: layer) }
+        defer { for layer in 0..<config.layerCount { model.unpin(layer: layer) } }
+        let session = FloatForward(model: model)
+        func logProbabilities(_ start: [Float]) -> [Float] {
+            session.reset()
+            var x = start
+            for layer in 0..<config.layerCount { session.forwardLayer(layer, &x, count: n) }
+            return PruningDamage.logSoftmax(session.outputLogits(x, count: n), vocab: vocab)
+        }
+        var results = moeLayers.map { Layer(layer: $0, drops: 0, positions: 0, meanKL: 0, meanDeltaNLL: 0) }
+        var nllPositions = 0
+        for (window, start) in states.enumerated() {
+            session.pruner = nil
+            let full = logProbabilities(start)
+            for (index, layer) in moeLayers.enumerated() {
+                let pruner = RandomDrop(layer: layer, rate: rate, seed: seed &+ UInt64(window * 1_000 + layer))
+                session.pruner = pruner
+                let dropped = logProbabilities(start)
+                session.pruner = nil
+                results[index].drops += pruner.drops
+                for t in 0..<n {
+                    results[index].meanKL += Double(PruningDamage.klDivergence(full, dropped, row: t, vocab: vocab))
+                    let next = window * n + t + 1
+                    if next < tokens.count {
+                        results[index].meanDeltaNLL += Double(full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]])
+                        if index == 0 { nllPositions += 1 }
+                    }
+                }
+            }
+            progress("random drops, one layer at a time", window + 1, windows)
+        }
+        return results.map {
+            var r = $0
+            r.positions = windows * n
+            r.meanKL /= Double(windows * n)
+            r.meanDeltaNLL /= Double(max(nllPositions, 1))
+            return r
+        }
+    }
+}
+
+/// Drops every slot after the first for a seeded random fraction of the tokens in one layer.
+final class RandomDrop: ExpertPruner {
+    let layer: Int
+    let rate: Double
+    private var random: SplitMix64
+    private(set) var drops = 0
+
+    init(layer: Int, rate: Double, seed: UInt64) {
+        self.layer = layer
+        self.rate = rate
+        random = SplitMix64(seed: seed)
+    }
+
+    func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+        guard layer == self.layer, random.uniform() < rate else { return experts.map { _ in true } }
+        drops += 1
+        return experts.indices.map { $0 == 0 }
+    }
+}

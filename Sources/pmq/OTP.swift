@@ -12,7 +12,7 @@ extension PMQ {
         static let configuration = CommandConfiguration(
             commandName: "otp",
             abstract: "Online Top-any Pruning: learned per-layer gates that choose which of the router's top-k experts run.",
-            subcommands: [OTPTrain.self]
+            subcommands: [OTPTrain.self, OTPProbe.self]
         )
     }
 
@@ -99,4 +99,61 @@ extension PMQ {
             }
         }
     }
+
+    struct OTPProbe: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "probe",
+            abstract: "Which layers can spare an expert: drop the extra top-k experts of a random fraction of tokens, one layer at a time.",
+            discussion: """
+            For each MoE layer in turn, the calibration windows run with the experts after the top-1 \
+            dropped for a seeded random --rate of the tokens in that layer only, and the effect on every \
+            position is measured: the mean KL of the next-token distributions and the mean change in \
+            the real next tokens' negative log-likelihood (ΔNLL, positive = worse).
+            """
+        )
+
+        @Option(help: ArgumentHelp("Model directory (packed or float).", valueName: "dir"))
+        var model: String
+
+        @Option(help: ArgumentHelp("Calibration token file (little-endian u32).", valueName: "file"))
+        var calib: String
+
+        @Option(help: "Fraction of tokens whose extra experts are dropped.")
+        var rate: Double = 0.2
+
+        @Option(help: "Calibration windows.")
+        var samples: Int = 16
+
+        @Option(name: .customLong("seq-len"), help: "Tokens per window.")
+        var seqLen: Int = 512
+
+        @Option(help: "Seed of the random drops.")
+        var seed: UInt64 = 0
+
+        @Flag(help: "No progress on stderr.")
+        var quiet = false
+
+        func validate() throws {
+            guard rate > 0, rate <= 1 else { throw ValidationError("--rate must be in (0, 1]") }
+            guard samples >= 1, seqLen >= 2 else { throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2") }
+        }
+
+        func run() throws {
+            let loaded = try FloatModel(directory: model, lazy: true)
+            guard loaded.config.routing.topK >= 2 else {
+                throw ModelFormatError(file: model, "top-\(loaded.config.routing.topK) routing leaves nothing to drop")
+            }
+            let file = try TokenFile(path: calib)
+            try file.validate(vocabSize: loaded.config.vocabSize)
+            let progress = StagedProgress("otp probe", quiet: quiet)
+            let layers = try RandomDropProbe.run(model: loaded, tokens: file.tokens, samples: samples, sequenceLength: seqLen, rate: rate,
+                                                 seed: seed, progress: progress.update)
+            progress.finish()
+            print("layer  drops    mean KL (nats)  mean ΔNLL (nats)   over \(layers.first?.positions ?? 0) positions, rate \(rate)")
+            for layer in layers {
+                print(String(format: "%-6d %-8d %-15.5f %+.5f", layer.layer, layer.drops, layer.meanKL, layer.meanDeltaNLL))
+            }
+        }
+    }
 }
+

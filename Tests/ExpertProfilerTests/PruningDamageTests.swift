@@ -69,3 +69,39 @@ import Testing
         for set in sets.values { #expect(set.damage!.last == 0 && set.damage!.count == n * (set.slots - 1)) }
     }
 }
+
+/// The probe at rate 1 is the model with every token's extra experts dropped in one layer.
+@Suite struct RandomDropProbeTests {
+    final class TopOneAt: ExpertPruner {
+        let layer: Int
+        init(layer: Int) { self.layer = layer }
+        func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+            experts.indices.map { $0 == 0 || layer != self.layer }
+        }
+    }
+
+    @Test func rateOneEqualsDroppingEveryTokensExtraExperts() throws {
+        let model = try FloatModel(directory: ProfilerTests.fixtures.appendingPathComponent("mixtral").path)
+        let (n, vocab) = (10, model.config.vocabSize)
+        let tokens = (0..<(2 * n)).map { ($0 * 13 + 2) % vocab }
+        let probe = try RandomDropProbe.run(model: model, tokens: tokens, samples: 2, sequenceLength: n, rate: 1, seed: 3)
+        #expect(probe.map(\.layer) == [0, 1])
+        for result in probe {
+            #expect(result.drops == 2 * n && result.positions == 2 * n)
+            var kl = 0.0, nll = 0.0
+            for window in 0..<2 {
+                let ids = Array(tokens[(window * n)..<((window + 1) * n)])
+                let full = try PruningDamageTests.logProbabilities(model, ids, pruner: nil)
+                let dropped = try PruningDamageTests.logProbabilities(model, ids, pruner: TopOneAt(layer: result.layer))
+                for t in 0..<n {
+                    kl += Double(PruningDamage.klDivergence(full, dropped, row: t, vocab: vocab))
+                    let next = window * n + t + 1
+                    if next < tokens.count { nll += Double(full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]) }
+                }
+            }
+            #expect(abs(result.meanKL - kl / Double(2 * n)) <= 1e-5)
+            #expect(abs(result.meanDeltaNLL - nll / Double(2 * n - 1)) <= 1e-5)
+            #expect(result.meanKL > 0)
+        }
+    }
+}

@@ -133,7 +133,7 @@ extension PruningCalibration {
         let measure: PruningDamage.Measure = options.target == .nll ? .nll(tokens: tokens) : .kl
         let sets = try PruningDamage.measure(model: model, states: states, sequenceLength: options.sequenceLength, measure: measure,
                                              progress: progress)
-        var gates: [Int: OTPGate] = [:], betas: [Int: Float] = [:], oracle: [Int: Float] = [:]
+        var gates: [Int: OTPGate] = [:], betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
         for (layer, set) in sets.sorted(by: { $0.key < $1.key }) {
             var training = options.training
@@ -142,7 +142,6 @@ extension PruningCalibration {
             gates[layer] = gate
             reports[layer] = report
             betas[layer] = report.odpBeta
-            oracle[layer] = MSEOraclePruner.calibrateThreshold(set: set, keep: options.training.keep)
             progress("layer \(layer): gate trained", 1, 1)
         }
         var matched: ODPPruner?
@@ -159,7 +158,8 @@ extension PruningCalibration {
             }
             matched = ODPPruner(betas: matchedBetas)
         }
-        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
+        // No MSE oracle: the sets keep no expert outputs (memory: the hidden states only).
+        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: [:],
                       odpMatched: matched, calibrationTokens: states.count * options.sequenceLength, seconds: seconds(since: start))
     }
 }
@@ -180,10 +180,16 @@ final class PruningCapture: RouterObserver {
     private(set) var experts: [Int32] = []
     private(set) var weights: [Float] = []
     private(set) var expertOutputs: [Float] = []
+    /// The last chunk's slot outputs, `[chunk tokens, k, H]`.
+    private(set) var chunkSlotOutputs: [Float] = []
+    /// Keep every chunk's expert outputs in the training set (the layer-local losses need them;
+    /// the end-to-end ones only need each chunk's while it is measured).
+    let keepExpertOutputs: Bool
     /// Tokens captured so far.
     var count: Int { weights.count / slots }
 
-    init(layer: Int, config: MoEModelConfig) {
+    init(layer: Int, config: MoEModelConfig, keepExpertOutputs: Bool = true) {
+        self.keepExpertOutputs = keepExpertOutputs
         self.layer = layer
         hiddenSize = config.hiddenSize
         slots = config.routing.topK
@@ -214,6 +220,7 @@ final class PruningCapture: RouterObserver {
         for (expert, entry) in chunkOutputs {
             rowOf[expert] = Dictionary(uniqueKeysWithValues: entry.tokens.enumerated().map { ($1, $0) })
         }
+        chunkSlotOutputs.removeAll(keepingCapacity: true)
         for (token, routing) in chunkRouting.enumerated() {
             hidden += chunkInput[(token * hiddenSize)..<((token + 1) * hiddenSize)]
             probabilities += routing.probabilities
@@ -221,9 +228,10 @@ final class PruningCapture: RouterObserver {
             for expert in routing.experts {
                 experts.append(Int32(expert))
                 let row = rowOf[expert]![token]!
-                expertOutputs += chunkOutputs[expert]!.outputs[(row * hiddenSize)..<((row + 1) * hiddenSize)]
+                chunkSlotOutputs += chunkOutputs[expert]!.outputs[(row * hiddenSize)..<((row + 1) * hiddenSize)]
             }
         }
+        if keepExpertOutputs { expertOutputs += chunkSlotOutputs }
         chunkRouting.removeAll(keepingCapacity: true)
         chunkOutputs.removeAll(keepingCapacity: true)
     }

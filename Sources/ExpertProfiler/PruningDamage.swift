@@ -23,7 +23,9 @@ import MoERuntime
 /// next tokens hardly at all; `kl` protects layer 0 and loses to ODP, `nll` prunes it hardest and wins.
 ///
 /// Cost per window: the full pass, plus for each (l, j) the layers after `l` and the head — for
-/// top-2 about `(L − 1)/2 + 1` full passes more. Needs the whole model resident (pinned).
+/// top-2 about `(L − 1)/2 + 1` full passes more. Needs the whole model resident (pinned), and
+/// keeps per MoE layer the calibration tokens' MoE inputs (`n × H` floats) and routing, not
+/// their expert outputs.
 enum PruningDamage {
     enum Measure {
         /// ΔNLL of each window position's next token, `tokens[window · n + t + 1]` (the windows'
@@ -40,7 +42,7 @@ enum PruningDamage {
         let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }
         for layer in 0..<config.layerCount { try model.pin(layer: layer) }
         defer { for layer in 0..<config.layerCount { model.unpin(layer: layer) } }
-        let captures = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, PruningCapture(layer: $0, config: config)) })
+        let captures = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, PruningCapture(layer: $0, config: config, keepExpertOutputs: false)) })
         let observer = AllLayers(captures: Array(captures.values))
         let session = FloatForward(model: model, observer: observer)
         var damage = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, [Float]()) })
@@ -62,9 +64,9 @@ enum PruningDamage {
                 for slot in 1..<k {
                     var perturbed = outputs[layer]
                     capture.weights.withUnsafeBufferPointer { w in
-                        capture.expertOutputs.withUnsafeBufferPointer { e in
+                        capture.chunkSlotOutputs.withUnsafeBufferPointer { e in
                             for t in 0..<n {
-                                let weights = w.baseAddress! + (first + t) * k, rows = e.baseAddress! + (first + t) * k * hidden
+                                let weights = w.baseAddress! + (first + t) * k, rows = e.baseAddress! + t * k * hidden
                                 subtractDropContribution(&perturbed, token: t, slot: slot, weights: weights, outputs: rows, slots: k, hidden: hidden)
                             }
                         }

@@ -95,7 +95,7 @@ enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
             return stored.otp
         case .oracleMSE:
             guard let stored = try PruningFile.read(directory: directory, config: model.config), !stored.oracleThresholds.isEmpty else {
-                throw ValidationError("\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
+                throw ValidationError("\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) --target output …` first (the end-to-end targets keep no expert outputs to calibrate it)")
             }
             return MSEOraclePruner(model: model, thresholds: stored.oracleThresholds)
         case .odpMatched:

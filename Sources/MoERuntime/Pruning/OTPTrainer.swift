@@ -268,15 +268,18 @@ final class OTPObjective {
 
         slotExperts = set.experts
         weights = set.weights
-        var gram = [Float](repeating: 0, count: n * k * k)
-        set.expertOutputs.withUnsafeBufferPointer { e in
-            for t in 0..<n {
-                let base = e.baseAddress! + t * k * h
-                for i in 0..<k {
-                    for j in i..<k {
-                        let g = Kernels.dot(base + i * h, base + j * h, h)
-                        gram[t * k * k + i * k + j] = g
-                        gram[t * k * k + j * k + i] = g
+        // The Gram matrices serve the output loss only; with measured damage there are none.
+        var gram = [Float](repeating: 0, count: set.damage == nil ? n * k * k : 0)
+        if set.damage == nil {
+            set.expertOutputs.withUnsafeBufferPointer { e in
+                for t in 0..<n {
+                    let base = e.baseAddress! + t * k * h
+                    for i in 0..<k {
+                        for j in i..<k {
+                            let g = Kernels.dot(base + i * h, base + j * h, h)
+                            gram[t * k * k + i * k + j] = g
+                            gram[t * k * k + j * k + i] = g
+                        }
                     }
                 }
             }

@@ -24,7 +24,8 @@ public struct OTPTrainingSet: Sendable {
     public var experts: [Int32]
     /// The weights the model sums the slots' outputs with, `[n, k]`.
     public var weights: [Float]
-    /// Each slot's expert output for the token, `[n, k, H]`.
+    /// Each slot's expert output for the token, `[n, k, H]`; empty in a set that carries
+    /// measured `damage` instead (the end-to-end targets keep no outputs).
     public var expertOutputs: [Float]
     /// Measured harm of dropping slot j (1..<k) alone, `[n, k−1]`: the change in the token's
     /// next-token log-likelihood or the KL of its next-token distribution (`PruningDamage`); may be
@@ -41,7 +42,7 @@ public struct OTPTrainingSet: Sendable {
         precondition(slots >= 1 && hiddenSize >= 1 && hidden.count == n * hiddenSize, "hidden is not [n, H]")
         precondition(probabilities.count == n * slots && experts.count == n * slots && weights.count == n * slots,
                      "probabilities, experts and weights must be [n, k]")
-        precondition(expertOutputs.count == n * slots * hiddenSize, "expertOutputs must be [n, k, H]")
+        precondition(expertOutputs.isEmpty || expertOutputs.count == n * slots * hiddenSize, "expertOutputs must be [n, k, H] or empty")
         precondition(experts.allSatisfy { $0 >= 0 && Int($0) < expertCount }, "expert index out of range")
         self.layer = layer
         self.count = n
@@ -58,7 +59,10 @@ public struct OTPTrainingSet: Sendable {
     /// The unit every pruning loss in this set is measured in: `mean_t Σ_j d_tj` with `damage`,
     /// otherwise `mean_t ‖y_full(t)‖²`.
     public var lossScale: Double {
-        guard let damage else { return outputScale }
+        guard let damage else {
+            precondition(!expertOutputs.isEmpty || count == 0, "a pruning set needs its expert outputs or measured damage")
+            return outputScale
+        }
         return count > 0 ? damage.reduce(0.0) { $0 + abs(Double($1)) } / Double(count) : 0
     }
 

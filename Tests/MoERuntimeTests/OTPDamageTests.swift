@@ -44,7 +44,7 @@ import ModelFormat
         let s = Self.set(count: 24, slots: 3, seed: 5) { x, w in x[0] * x[1] + w }
         let objective = OTPObjective(set: s)
         var random = PruningRandom(seed: 9)
-        var parameters = (0..<objective.parameterCount).map { _ in 0.5 * random.gaussian() }
+        let parameters = (0..<objective.parameterCount).map { _ in 0.5 * random.gaussian() }
         let tokens = Array(0..<24)
         let noise = (0..<(24 * 2)).map { _ -> Float in let u = random.uniform(); return log(u) - log(1 - u) }
         var gradient = [Float](repeating: 0, count: objective.parameterCount), scratch = gradient
@@ -54,16 +54,7 @@ import ModelFormat
         }
         _ = objective.lossAndGradient(parameters: parameters, tokens: tokens, noise: noise, temperature: 0.8, hard: false, keep: 0.6,
                                       penalty: 5, gradient: &gradient)
-        var worst: Float = 0
-        for i in parameters.indices {
-            let eps: Float = 1e-2, saved = parameters[i]
-            parameters[i] = saved + eps
-            let plus = value(parameters)
-            parameters[i] = saved - eps
-            let minus = value(parameters)
-            parameters[i] = saved
-            worst = max(worst, abs(Float((plus - minus) / Double(2 * eps)) - gradient[i]))
-        }
+        let worst = zip(PruningTests.centralDifferences(parameters, value: value), gradient).map { abs($0 - $1) }.max()!
         let norm = gradient.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
         #expect(norm > 1e-4)
         #expect(worst <= PruningTests.gradientTolerance * norm, "worst |fd − analytic| = \(worst), ‖analytic‖ = \(norm)")

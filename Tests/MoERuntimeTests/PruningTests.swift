@@ -141,7 +141,7 @@ import ModelFormat
         let set = Self.syntheticSet(count: 24, hiddenSize: 6, expertCount: 5, slots: 3, seed: 5, damage: Self.hiddenDamage)
         let objective = OTPObjective(set: set)
         var random = PruningRandom(seed: 9)
-        var parameters = (0..<objective.parameterCount).map { _ in 0.5 * random.gaussian() }
+        let parameters = (0..<objective.parameterCount).map { _ in 0.5 * random.gaussian() }
         let tokens = Array(0..<24).shuffled(using: &random)
         let noise = (0..<(24 * 2)).map { _ -> Float in let u = random.uniform(); return log(u) - log(1 - u) }
         var gradient = [Float](repeating: 0, count: objective.parameterCount), scratch = gradient
@@ -151,16 +151,7 @@ import ModelFormat
         }
         _ = objective.lossAndGradient(parameters: parameters, tokens: tokens, noise: noise, temperature: 0.8, hard: false,
                                       keep: 0.6, penalty: 5, gradient: &gradient)
-        var numeric = [Float](repeating: 0, count: parameters.count)
-        for i in parameters.indices {
-            let eps: Float = 1e-2, saved = parameters[i]
-            parameters[i] = saved + eps
-            let plus = value(parameters)
-            parameters[i] = saved - eps
-            let minus = value(parameters)
-            parameters[i] = saved
-            numeric[i] = Float((plus - minus) / Double(2 * eps))
-        }
+        let numeric = Self.centralDifferences(parameters, value: value)
         let difference = zip(numeric, gradient).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
         let norm = gradient.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
         #expect(norm > 1e-4)
@@ -169,6 +160,19 @@ import ModelFormat
         for range in [0..<objective.offsetA, objective.offsetA..<objective.offsetB, objective.offsetB..<objective.offsetC,
                       objective.offsetC..<objective.parameterCount] {
             #expect(gradient[range].contains { $0 != 0 })
+        }
+    }
+
+    /// `∂value/∂p_i` by central differences of step `eps`.
+    static func centralDifferences(_ parameters: [Float], eps: Float = 1e-2, value: ([Float]) -> Double) -> [Float] {
+        var p = parameters
+        return parameters.indices.map { i in
+            p[i] = parameters[i] + eps
+            let plus = value(p)
+            p[i] = parameters[i] - eps
+            let minus = value(p)
+            p[i] = parameters[i]
+            return Float((plus - minus) / Double(2 * eps))
         }
     }
 

@@ -86,9 +86,9 @@ extension PackedCheckpoint {
             if let error = error as? PackedFormatError { return ModelFormatError(file: path(name), "tensor \(error)") }
             return error
         }
-        let configObject: [String: Any]
-        do { configObject = try config() } catch { throw describe(error, "config.json") }
-        try writeJSON(configObject, to: path("config.json"))
+        let configObject: [String: Any], configData: Data
+        do { (configObject, configData) = (try config(), try configText()) } catch { throw describe(error, "config.json") }
+        try AtomicFile.write(configData, to: path("config.json"))
         try writeJSON(configObject["quantization_config"]!, to: path("quantize_config.json"))
         if let allocationReport { try AtomicFile.write(allocationReport, to: path(Self.allocationFileName)) }
 

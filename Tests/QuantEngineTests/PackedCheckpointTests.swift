@@ -126,6 +126,23 @@ import Testing
         #expect(embed.file.metadata["format"] == "pt")
     }
 
+    /// The source config's text is kept as written (`0.0` stays a float: transformers rejects an
+    /// int for `router_jitter_noise`), with `quantization_config` added last.
+    @Test func configKeepsTheSourceNumbersAsWritten() throws {
+        let parent = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        var checkpoint = Self.checkpoint(options: .init())
+        let source = "{\n  \"model_type\": \"mixtral\",\n  \"router_jitter_noise\": 0.0,\n  \"rope_theta\": 1000000.0,\n  \"hidden_size\": 16\n}\n"
+        checkpoint.sourceConfig = Data(source.utf8)
+        try checkpoint.write(to: parent + "/packed")
+        let written = try String(contentsOfFile: parent + "/packed/config.json", encoding: .utf8)
+        #expect(written.hasPrefix("{\n  \"model_type\": \"mixtral\",\n  \"router_jitter_noise\": 0.0,\n  \"rope_theta\": 1000000.0,\n  \"hidden_size\": 16,\n  \"quantization_config\": {"))
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(written.utf8)) as? [String: Any])
+        #expect((config["quantization_config"] as? [String: Any])?["quant_method"] as? String == "gptq")
+        let separate = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/quantize_config.json"))) as? [String: Any]
+        #expect(separate?["quant_method"] as? String == "gptq")
+    }
+
     @Test func configDeclaresDefaultsAndEveryDifferingModule() throws {
         let parent = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: parent) }

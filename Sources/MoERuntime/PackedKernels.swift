@@ -34,8 +34,9 @@ extension Kernels {
     /// `x · Ŵᵀ (+ bias)` for `tokens` rows of `x` (`[tokens, in]`) with packed weights.
     /// `naturalOrder`: whether `g_idx[i] == i / groupSize` (see `hasNaturalGroupOrder`); pass the
     /// value checked once at load, or leave it `nil` to have it checked here (O(in)).
+    /// `int8Activations`: see `Kernels.int8Activations` (whose value it takes by default).
     public static func linear(_ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil,
-                              naturalOrder: Bool? = nil) -> [Float] {
+                              naturalOrder: Bool? = nil, int8Activations: Bool = Kernels.int8Activations) -> [Float] {
         precondition(x.count == tokens * packed.inFeatures, "x is not [tokens, in]")
         precondition(bias == nil || bias!.count == packed.outFeatures)
         if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: packed, bias: bias) }
@@ -48,10 +49,11 @@ extension Kernels {
                     packed.scales.withUnsafeBufferPointer { scales in
                         packed.gIdx.withUnsafeBufferPointer { gIdx in
                             y.withUnsafeMutableBufferPointer { y in
-                                let operands = PackedOperands(packed: packed, x: x.baseAddress!, tokens: tokens,
+                                var operands = PackedOperands(packed: packed, x: x.baseAddress!, tokens: tokens,
                                                               qweight: qweight.baseAddress!, qzeros: qzeros.baseAddress,
                                                               scales: scales.baseAddress!, gIdx: gIdx.baseAddress!,
                                                               y: y.baseAddress!, naturalOrder: natural)
+                                operands.int8Activations = int8Activations
                                 PackedKernel.run(operands)
                             }
                         }
@@ -161,6 +163,8 @@ struct PackedOperands: @unchecked Sendable {
     let gIdx: UnsafePointer<Int32>
     var y: UnsafeMutablePointer<Float>
     let naturalOrder: Bool
+    /// Decode through `PackedKernel.Int8Decode` where it applies.
+    var int8Activations = false
 
     init(packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,
          qzeros: UnsafePointer<UInt32>?, scales: UnsafePointer<UInt16>, gIdx: UnsafePointer<Int32>,
@@ -281,10 +285,14 @@ enum PackedKernel {
                 let single = operands.token(t)
                 // Tiles of 16 outputs through the decode kernel; the last `out % 16` through the tile path.
                 let tiles = out / Decode.tile
-                let prepared = Decode.prepare(single)
-                defer { prepared.deallocate() }
-                parallelFor(tiles, work: out * operands.inFeatures) { range in
-                    Decode.run(single, prepared: prepared, tiles: range)
+                if Int8Decode.applies(single) {
+                    let prepared = Int8Decode.prepare(single)
+                    defer { prepared.deallocate() }
+                    splitGroups(single) { part, groups in Int8Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles) }
+                } else {
+                    let prepared = Decode.prepare(single)
+                    defer { prepared.deallocate() }
+                    splitGroups(single) { part, groups in Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles) }
                 }
                 if tiles * Decode.tile < out {
                     Tile.run(single, outputs: (tiles * Decode.tile)..<out)
@@ -298,6 +306,29 @@ enum PackedKernel {
         }
     }
 
+    /// The decode kernels' threading: each worker takes a contiguous range of groups for all
+    /// outputs, so that it streams whole word rows (`qweight` is `[wordRows, out]`) from one place
+    /// in memory instead of short pieces of every row (splitting the outputs read 256 bytes of each
+    /// 4 KB row of a [1024, 3584] matrix per worker). Workers add into their own zeroed copy of `y`,
+    /// summed into `y` in order at the end. Small calls run in one piece, straight into `y`.
+    static func splitGroups(_ operands: PackedOperands, _ body: @Sendable (PackedOperands, Range<Int>) -> Void) {
+        let groups = operands.groups, out = operands.outFeatures
+        guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, groups > 1 else {
+            return body(operands, 0..<groups)
+        }
+        let parts = min(groups, 4 * cores)
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: parts * out)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: parts * out)
+        let shared = SendablePointer(pointer: partial)
+        DispatchQueue.concurrentPerform(iterations: parts) { c in
+            var part = operands
+            part.y = shared.pointer + c * out
+            body(part, (c * groups / parts)..<((c + 1) * groups / parts))
+        }
+        for c in 0..<parts { Kernels.addScaled(operands.y, partial + c * out, 1, out) }
+    }
+
     /// Runs `body` over `count` items in contiguous ranges: on all cores when `work` is large enough,
     /// with several ranges per core so that a busy core does not hold the others up.
     static func parallelFor(_ count: Int, work: Int, _ body: @Sendable (Range<Int>) -> Void) {
@@ -308,4 +339,8 @@ enum PackedKernel {
             body((c * count / chunks)..<((c + 1) * count / chunks))
         }
     }
+}
+
+struct SendablePointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
 }

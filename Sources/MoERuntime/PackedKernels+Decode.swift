@@ -131,7 +131,7 @@ extension PackedKernel {
                     for start in stride(from: rows.lowerBound, to: rows.upperBound, by: rowsPerSweep) {
                         sweep(W.self, operands, prepared, rows: start..<min(start + rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
                     }
-                    flush(operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
+                    flush(W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
                 }
             }
         }
@@ -146,7 +146,7 @@ extension PackedKernel {
                     for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
                         sweep3(operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles, sums: sums)
                     }
-                    flush(operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
+                    flush(Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
                 }
             }
         }
@@ -160,8 +160,9 @@ extension PackedKernel {
 
         /// Adds group `g`'s `s·(f·Σ x q − z·Σ x)` to `y` for every tile, `Σ x q` from `sums` and
         /// `Σ x` = `groupSum` (`f` = `factor`: 1 here, the group's activation scale for int8 sums).
-        static func flush(_ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>,
-                          groupSum: Float, factor: Float? = nil) {
+        @inline(__always)
+        static func flush<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>,
+                                         groupSum: Float, factor: Float? = nil) {
             let sum = Vector(repeating: groupSum)
             for tileIndex in tiles {
                 let o = tileIndex * tile
@@ -170,8 +171,8 @@ extension PackedKernel {
                 var r0 = y.loadUnaligned(as: Vector.self), r1 = y.loadUnaligned(fromByteOffset: 32, as: Vector.self)
                 var s0 = a.load(as: Vector.self), s1 = a.load(fromByteOffset: 32, as: Vector.self)
                 if let factor { s0 *= factor; s1 *= factor }
-                r0.addProduct(operands.scales8(group: g, output: o), s0 - operands.zeros8(group: g, output: o) * sum)
-                r1.addProduct(operands.scales8(group: g, output: o + 8), s1 - operands.zeros8(group: g, output: o + 8) * sum)
+                r0.addProduct(operands.scales8(group: g, output: o), s0 - operands.zeros8(bits: W.bits, group: g, output: o) * sum)
+                r1.addProduct(operands.scales8(group: g, output: o + 8), s1 - operands.zeros8(bits: W.bits, group: g, output: o + 8) * sum)
                 y.storeBytes(of: r0, as: Vector.self)
                 y.storeBytes(of: r1, toByteOffset: 32, as: Vector.self)
             }

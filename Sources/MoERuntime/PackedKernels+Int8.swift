@@ -113,7 +113,7 @@ extension PackedKernel {
                     for start in stride(from: rows.lowerBound, to: rows.upperBound, by: Decode.rowsPerSweep) {
                         sweep(W.self, operands, prepared, rows: start..<min(start + Decode.rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
                     }
-                    Decode.flush(operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g], factor: prepared.steps[g])
+                    Decode.flush(W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g], factor: prepared.steps[g])
                 }
             }
         }

@@ -207,7 +207,11 @@ struct PackedOperands: @unchecked Sendable {
     /// Zero word `index` of group `g` with v1's `zero − 1` undone (widths 2, 4, 8): plus
     /// `Σ 2^(bits·k)` over the word's values, carries included (see `Kernels.referenceZero`).
     @inline(__always)
-    func restoredZeroWord(group g: Int, index: Int) -> UInt32 {
+    func restoredZeroWord(group g: Int, index: Int) -> UInt32 { restoredZeroWord(bits: bits, group: g, index: index) }
+
+    /// The same with the width given (a constant in the width-specialised kernels).
+    @inline(__always)
+    func restoredZeroWord(bits: Int, group g: Int, index: Int) -> UInt32 {
         let perWord = 32 / bits
         let values = min(perWord, outFeatures - index * perWord)
         let ones: UInt32 = bits == 2 ? 0x5555_5555 : bits == 4 ? 0x1111_1111 : 0x0101_0101
@@ -233,7 +237,11 @@ struct PackedOperands: @unchecked Sendable {
 
     /// Zeros of outputs `o ..< o + 8` of group `g` (`o` a multiple of 8, all eight outputs present).
     @inline(__always)
-    func zeros8(group g: Int, output o: Int) -> SIMD8<Float> {
+    func zeros8(group g: Int, output o: Int) -> SIMD8<Float> { zeros8(bits: bits, group: g, output: o) }
+
+    /// The same with the width given (a constant in the width-specialised kernels).
+    @inline(__always)
+    func zeros8(bits: Int, group g: Int, output o: Int) -> SIMD8<Float> {
         guard bits != 1, let qzeros else { return SIMD8(repeating: 0.5) }
         let mask = SIMD8<UInt32>(repeating: UInt32((1 << bits) - 1))
         let codes: SIMD8<UInt32>
@@ -247,11 +255,11 @@ struct PackedOperands: @unchecked Sendable {
             let low = UInt32(truncatingIfNeeded: stream >> UInt64(offset))
             codes = ((SIMD8(repeating: low) &>> SIMD8(0, 3, 6, 9, 12, 15, 18, 21)) &+ 1) & mask
         case 8:
-            let low = restoredZeroWord(group: g, index: o / 4), high = restoredZeroWord(group: g, index: o / 4 + 1)
+            let low = restoredZeroWord(bits: bits, group: g, index: o / 4), high = restoredZeroWord(bits: bits, group: g, index: o / 4 + 1)
             codes = (SIMD8(low, low, low, low, high, high, high, high) &>> SIMD8(0, 8, 16, 24, 0, 8, 16, 24)) & mask
         default:
             let perWord = 32 / bits, b = UInt32(bits)
-            let word = restoredZeroWord(group: g, index: o / perWord) >> UInt32(bits * (o % perWord))
+            let word = restoredZeroWord(bits: bits, group: g, index: o / perWord) >> UInt32(bits * (o % perWord))
             codes = (SIMD8(repeating: word) &>> SIMD8(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b)) & mask
         }
         return SIMD8<Float>(unsafeBitCast(codes, to: SIMD8<Int32>.self))

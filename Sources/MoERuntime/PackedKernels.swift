@@ -319,7 +319,7 @@ enum PackedKernel {
     /// in memory instead of short pieces of every row (splitting the outputs read 256 bytes of each
     /// 4 KB row of a [1024, 3584] matrix per worker). Workers add into their own zeroed copy of `y`,
     /// summed into `y` in order at the end. Small calls run in one piece, straight into `y`.
-    static func splitGroups(_ operands: PackedOperands, _ body: @Sendable (PackedOperands, Range<Int>) -> Void) {
+    static func splitGroups(_ operands: PackedOperands, _ body: @escaping @Sendable (PackedOperands, Range<Int>) -> Void) {
         let groups = operands.groups, out = operands.outFeatures
         guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, groups > 1 else {
             return body(operands, 0..<groups)
@@ -329,7 +329,7 @@ enum PackedKernel {
         defer { partial.deallocate() }
         partial.initialize(repeating: 0, count: parts * out)
         let shared = SendablePointer(pointer: partial)
-        DispatchQueue.concurrentPerform(iterations: parts) { c in
+        Parallel.perform(iterations: parts) { c in
             var part = operands
             part.y = shared.pointer + c * out
             body(part, (c * groups / parts)..<((c + 1) * groups / parts))
@@ -339,11 +339,11 @@ enum PackedKernel {
 
     /// Runs `body` over `count` items in contiguous ranges: on all cores when `work` is large enough,
     /// with several ranges per core so that a busy core does not hold the others up.
-    static func parallelFor(_ count: Int, work: Int, _ body: @Sendable (Range<Int>) -> Void) {
+    static func parallelFor(_ count: Int, work: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) {
         guard count > 0 else { return }
         guard work >= parallelWork, cores > 1, count > 1 else { return body(0..<count) }
         let chunks = min(count, 8 * cores)
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        Parallel.perform(iterations: chunks) { c in
             body((c * count / chunks)..<((c + 1) * count / chunks))
         }
     }

@@ -15,7 +15,7 @@ extension PackedKernel {
     /// The decode matvec (one token, `g_idx` in natural order, groups of whole blocks): by far the
     /// most time of a packed decode step is spent here.
     ///
-    /// Tiles of 16 outputs (two SIMD8 vectors); a chunk of tiles per thread. Group by group, the
+    /// Tiles of 16 outputs (two SIMD8 vectors); threads take ranges of groups (`splitGroups`). Group by group, the
     /// chunk's tiles are swept across 8 word rows at a time (two rows per step, eight independent
     /// FMA chains), each tile's `Σ_i x_i·q_i` kept in scratch; at the end of the group
     /// `s·(Σ x_i q_i − z·Σ x_i)` is added to `y`.

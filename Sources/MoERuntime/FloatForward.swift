@@ -202,7 +202,7 @@ public final class FloatForward {
                             }
                         }
                         if count * (position + count) * dim * heads >= 1 << 18 {
-                            DispatchQueue.concurrentPerform(iterations: heads, execute: body)
+                            Parallel.perform(iterations: heads, body)
                         } else {
                             for h in 0..<heads { body(h) }
                         }

@@ -46,7 +46,7 @@ public enum Kernels {
                         }
                     }
                     if work >= 1 << 18 && chunks > 1 {
-                        DispatchQueue.concurrentPerform(iterations: chunks, execute: body)
+                        Parallel.perform(iterations: chunks, body)
                     } else {
                         for c in 0..<chunks { body(c) }
                     }
@@ -131,7 +131,7 @@ public enum Kernels {
                             }
                         }
                         if tokens * outFeatures * inFeatures >= 1 << 18 && chunks > 1 {
-                            DispatchQueue.concurrentPerform(iterations: chunks, execute: body)
+                            Parallel.perform(iterations: chunks, body)
                         } else {
                             for c in 0..<chunks { body(c) }
                         }

@@ -15,7 +15,7 @@ extension PackedKernel {
     /// The decode matvec (one token, `g_idx` in natural order, groups of whole blocks): by far the
     /// most time of a packed decode step is spent here.
     ///
-    /// Tiles of 16 outputs (two SIMD8 vectors); a chunk of tiles per thread. Group by group, the
+    /// Tiles of 16 outputs (two SIMD8 vectors); threads take ranges of groups (`splitGroups`). Group by group, the
     /// chunk's tiles are swept across 8 word rows at a time (two rows per step, eight independent
     /// FMA chains), each tile's `Σ_i x_i·q_i` kept in scratch; at the end of the group
     /// `s·(Σ x_i q_i − z·Σ x_i)` is added to `y`.
@@ -88,13 +88,14 @@ extension PackedKernel {
             return Prepared(scaledX: scaledX, groupSums: groupSums, blocks: blocks)
         }
 
-        static func run(_ operands: PackedOperands, prepared: Prepared, tiles: Range<Int>) {
+        /// Adds groups `groups`' terms of outputs `16·tiles` to `operands.y`.
+        static func run(_ operands: PackedOperands, prepared: Prepared, groups: Range<Int>, tiles: Range<Int>) {
             switch operands.bits {
-            case 1: run(Width1.self, operands, prepared, tiles)
-            case 2: run(Width2.self, operands, prepared, tiles)
-            case 3: run3(operands, prepared, tiles)
-            case 4: run(Width4.self, operands, prepared, tiles)
-            case 8: run(Width8.self, operands, prepared, tiles)
+            case 1: run(Width1.self, operands, prepared, groups, tiles)
+            case 2: run(Width2.self, operands, prepared, groups, tiles)
+            case 3: run3(operands, prepared, groups, tiles)
+            case 4: run(Width4.self, operands, prepared, groups, tiles)
+            case 8: run(Width8.self, operands, prepared, groups, tiles)
             default: preconditionFailure("unsupported width \(operands.bits)")
             }
         }
@@ -121,31 +122,31 @@ extension PackedKernel {
 
         /// Group by group; within a group, a few rows at a time across all tiles of the chunk, each
         /// tile's `Σ x q` kept in scratch until the group ends.
-        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ tiles: Range<Int>) {
+        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>) {
             let rowsPerGroup = operands.groupSize / (32 / W.bits)
             withSums(tiles) { sums in
-                for g in 0..<operands.groups {
+                for g in groups {
                     let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
                     sums.initialize(repeating: 0, count: tiles.count * tile)
                     for start in stride(from: rows.lowerBound, to: rows.upperBound, by: rowsPerSweep) {
                         sweep(W.self, operands, prepared, rows: start..<min(start + rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
                     }
-                    flush(operands, group: g, tiles: tiles, sums: sums, prepared)
+                    flush(W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
                 }
             }
         }
 
-        static func run3(_ operands: PackedOperands, _ prepared: Prepared, _ tiles: Range<Int>) {
+        static func run3(_ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>) {
             let blocksPerGroup = operands.groupSize / 32
             withSums(tiles) { sums in
-                for g in 0..<operands.groups {
+                for g in groups {
                     let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, prepared.blocks)
                     sums.initialize(repeating: 0, count: tiles.count * tile)
                     let step = max(1, rowsPerSweep / 3)
                     for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
                         sweep3(operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles, sums: sums)
                     }
-                    flush(operands, group: g, tiles: tiles, sums: sums, prepared)
+                    flush(Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
                 }
             }
         }
@@ -157,16 +158,21 @@ extension PackedKernel {
             body(bytes.bindMemory(to: Float.self, capacity: tiles.count * tile))
         }
 
-        /// Adds group `g`'s `s·(Σ x q − z·Σ x)` to `y` for every tile.
-        static func flush(_ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>, _ prepared: Prepared) {
-            let sum = Vector(repeating: prepared.groupSums[g])
+        /// Adds group `g`'s `s·(f·Σ x q − z·Σ x)` to `y` for every tile, `Σ x q` from `sums` and
+        /// `Σ x` = `groupSum` (`f` = `factor`: 1 here, the group's activation scale for int8 sums).
+        @inline(__always)
+        static func flush<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>,
+                                         groupSum: Float, factor: Float? = nil) {
+            let sum = Vector(repeating: groupSum)
             for tileIndex in tiles {
                 let o = tileIndex * tile
                 let a = UnsafeRawPointer(sums + (tileIndex - tiles.lowerBound) * tile)
                 let y = UnsafeMutableRawPointer(operands.y + o)
                 var r0 = y.loadUnaligned(as: Vector.self), r1 = y.loadUnaligned(fromByteOffset: 32, as: Vector.self)
-                r0.addProduct(operands.scales8(group: g, output: o), a.load(as: Vector.self) - operands.zeros8(group: g, output: o) * sum)
-                r1.addProduct(operands.scales8(group: g, output: o + 8), a.load(fromByteOffset: 32, as: Vector.self) - operands.zeros8(group: g, output: o + 8) * sum)
+                var s0 = a.load(as: Vector.self), s1 = a.load(fromByteOffset: 32, as: Vector.self)
+                if let factor { s0 *= factor; s1 *= factor }
+                r0.addProduct(operands.scales8(group: g, output: o), s0 - operands.zeros8(bits: W.bits, group: g, output: o) * sum)
+                r1.addProduct(operands.scales8(group: g, output: o + 8), s1 - operands.zeros8(bits: W.bits, group: g, output: o + 8) * sum)
                 y.storeBytes(of: r0, as: Vector.self)
                 y.storeBytes(of: r1, toByteOffset: 32, as: Vector.self)
             }

@@ -34,8 +34,9 @@ extension Kernels {
     /// `x · Ŵᵀ (+ bias)` for `tokens` rows of `x` (`[tokens, in]`) with packed weights.
     /// `naturalOrder`: whether `g_idx[i] == i / groupSize` (see `hasNaturalGroupOrder`); pass the
     /// value checked once at load, or leave it `nil` to have it checked here (O(in)).
+    /// `int8Activations`: see `Kernels.int8Activations` (whose value it takes by default).
     public static func linear(_ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil,
-                              naturalOrder: Bool? = nil) -> [Float] {
+                              naturalOrder: Bool? = nil, int8Activations: Bool = Kernels.int8Activations) -> [Float] {
         precondition(x.count == tokens * packed.inFeatures, "x is not [tokens, in]")
         precondition(bias == nil || bias!.count == packed.outFeatures)
         if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: packed, bias: bias) }
@@ -48,10 +49,11 @@ extension Kernels {
                     packed.scales.withUnsafeBufferPointer { scales in
                         packed.gIdx.withUnsafeBufferPointer { gIdx in
                             y.withUnsafeMutableBufferPointer { y in
-                                let operands = PackedOperands(packed: packed, x: x.baseAddress!, tokens: tokens,
+                                var operands = PackedOperands(packed: packed, x: x.baseAddress!, tokens: tokens,
                                                               qweight: qweight.baseAddress!, qzeros: qzeros.baseAddress,
                                                               scales: scales.baseAddress!, gIdx: gIdx.baseAddress!,
                                                               y: y.baseAddress!, naturalOrder: natural)
+                                operands.int8Activations = int8Activations
                                 PackedKernel.run(operands)
                             }
                         }
@@ -161,6 +163,8 @@ struct PackedOperands: @unchecked Sendable {
     let gIdx: UnsafePointer<Int32>
     var y: UnsafeMutablePointer<Float>
     let naturalOrder: Bool
+    /// Decode through `PackedKernel.Int8Decode` where it applies.
+    var int8Activations = false
 
     init(packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,
          qzeros: UnsafePointer<UInt32>?, scales: UnsafePointer<UInt16>, gIdx: UnsafePointer<Int32>,
@@ -203,7 +207,11 @@ struct PackedOperands: @unchecked Sendable {
     /// Zero word `index` of group `g` with v1's `zero − 1` undone (widths 2, 4, 8): plus
     /// `Σ 2^(bits·k)` over the word's values, carries included (see `Kernels.referenceZero`).
     @inline(__always)
-    func restoredZeroWord(group g: Int, index: Int) -> UInt32 {
+    func restoredZeroWord(group g: Int, index: Int) -> UInt32 { restoredZeroWord(bits: bits, group: g, index: index) }
+
+    /// The same with the width given (a constant in the width-specialised kernels).
+    @inline(__always)
+    func restoredZeroWord(bits: Int, group g: Int, index: Int) -> UInt32 {
         let perWord = 32 / bits
         let values = min(perWord, outFeatures - index * perWord)
         let ones: UInt32 = bits == 2 ? 0x5555_5555 : bits == 4 ? 0x1111_1111 : 0x0101_0101
@@ -229,7 +237,11 @@ struct PackedOperands: @unchecked Sendable {
 
     /// Zeros of outputs `o ..< o + 8` of group `g` (`o` a multiple of 8, all eight outputs present).
     @inline(__always)
-    func zeros8(group g: Int, output o: Int) -> SIMD8<Float> {
+    func zeros8(group g: Int, output o: Int) -> SIMD8<Float> { zeros8(bits: bits, group: g, output: o) }
+
+    /// The same with the width given (a constant in the width-specialised kernels).
+    @inline(__always)
+    func zeros8(bits: Int, group g: Int, output o: Int) -> SIMD8<Float> {
         guard bits != 1, let qzeros else { return SIMD8(repeating: 0.5) }
         let mask = SIMD8<UInt32>(repeating: UInt32((1 << bits) - 1))
         let codes: SIMD8<UInt32>
@@ -243,11 +255,11 @@ struct PackedOperands: @unchecked Sendable {
             let low = UInt32(truncatingIfNeeded: stream >> UInt64(offset))
             codes = ((SIMD8(repeating: low) &>> SIMD8(0, 3, 6, 9, 12, 15, 18, 21)) &+ 1) & mask
         case 8:
-            let low = restoredZeroWord(group: g, index: o / 4), high = restoredZeroWord(group: g, index: o / 4 + 1)
+            let low = restoredZeroWord(bits: bits, group: g, index: o / 4), high = restoredZeroWord(bits: bits, group: g, index: o / 4 + 1)
             codes = (SIMD8(low, low, low, low, high, high, high, high) &>> SIMD8(0, 8, 16, 24, 0, 8, 16, 24)) & mask
         default:
             let perWord = 32 / bits, b = UInt32(bits)
-            let word = restoredZeroWord(group: g, index: o / perWord) >> UInt32(bits * (o % perWord))
+            let word = restoredZeroWord(bits: bits, group: g, index: o / perWord) >> UInt32(bits * (o % perWord))
             codes = (SIMD8(repeating: word) &>> SIMD8(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b)) & mask
         }
         return SIMD8<Float>(unsafeBitCast(codes, to: SIMD8<Int32>.self))
@@ -281,10 +293,14 @@ enum PackedKernel {
                 let single = operands.token(t)
                 // Tiles of 16 outputs through the decode kernel; the last `out % 16` through the tile path.
                 let tiles = out / Decode.tile
-                let prepared = Decode.prepare(single)
-                defer { prepared.deallocate() }
-                parallelFor(tiles, work: out * operands.inFeatures) { range in
-                    Decode.run(single, prepared: prepared, tiles: range)
+                if Int8Decode.applies(single) {
+                    let prepared = Int8Decode.prepare(single)
+                    defer { prepared.deallocate() }
+                    splitGroups(single) { part, groups in Int8Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles) }
+                } else {
+                    let prepared = Decode.prepare(single)
+                    defer { prepared.deallocate() }
+                    splitGroups(single) { part, groups in Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles) }
                 }
                 if tiles * Decode.tile < out {
                     Tile.run(single, outputs: (tiles * Decode.tile)..<out)
@@ -298,14 +314,41 @@ enum PackedKernel {
         }
     }
 
+    /// The decode kernels' threading: each worker takes a contiguous range of groups for all
+    /// outputs, so that it streams whole word rows (`qweight` is `[wordRows, out]`) from one place
+    /// in memory instead of short pieces of every row (splitting the outputs read 256 bytes of each
+    /// 4 KB row of a [1024, 3584] matrix per worker). Workers add into their own zeroed copy of `y`,
+    /// summed into `y` in order at the end. Small calls run in one piece, straight into `y`.
+    static func splitGroups(_ operands: PackedOperands, _ body: @escaping @Sendable (PackedOperands, Range<Int>) -> Void) {
+        let groups = operands.groups, out = operands.outFeatures
+        guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, groups > 1 else {
+            return body(operands, 0..<groups)
+        }
+        let parts = min(groups, 4 * cores)
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: parts * out)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: parts * out)
+        let shared = SendablePointer(pointer: partial)
+        Parallel.perform(iterations: parts) { c in
+            var part = operands
+            part.y = shared.pointer + c * out
+            body(part, (c * groups / parts)..<((c + 1) * groups / parts))
+        }
+        for c in 0..<parts { Kernels.addScaled(operands.y, partial + c * out, 1, out) }
+    }
+
     /// Runs `body` over `count` items in contiguous ranges: on all cores when `work` is large enough,
     /// with several ranges per core so that a busy core does not hold the others up.
-    static func parallelFor(_ count: Int, work: Int, _ body: @Sendable (Range<Int>) -> Void) {
+    static func parallelFor(_ count: Int, work: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) {
         guard count > 0 else { return }
         guard work >= parallelWork, cores > 1, count > 1 else { return body(0..<count) }
         let chunks = min(count, 8 * cores)
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+        Parallel.perform(iterations: chunks) { c in
             body((c * count / chunks)..<((c + 1) * count / chunks))
         }
     }
+}
+
+struct SendablePointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
 }

@@ -41,6 +41,9 @@ extension PMQ {
         @Flag(name: .customLong("act-order"), help: "Also time packed widths with an act-order g_idx: as stored (the general path) and reordered at load (`act-ord.seq`).")
         var actOrder = false
 
+        @Flag(name: .customLong("int8-activations"), help: "Also time 1-, 2- and 4-bit decode with int8 activations (`N-bit int8`).")
+        var int8Activations = false
+
         @Option(name: .customLong("stream-bytes"), help: "Bytes of distinct copies per format, to defeat the caches.")
         var streamBytes: Int = 256 << 20
 
@@ -155,6 +158,13 @@ extension PMQ {
                     let natural = !actOrder
                     formats.append(Format(name: "\(bits)-bit" + (actOrder ? " act-order" : ""), bytes: bytes,
                                           run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) }, copies: count))
+                    if int8Activations && !actOrder && [1, 2, 4].contains(bits) {
+                        formats.append(Format(name: "\(bits)-bit int8", bytes: bytes, run: {
+                            Kernels.int8Activations = true
+                            defer { Kernels.int8Activations = false }
+                            return Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural)
+                        }, copies: count))
+                    }
                     if actOrder {
                         // The same layers rewritten at load so that groups are contiguous.
                         let reordered = layers.map { Kernels.groupContiguous($0)! }

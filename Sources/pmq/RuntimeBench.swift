@@ -25,7 +25,12 @@ extension PMQ {
         @Flag(name: .customLong("skip-reference"), help: "Do not time the scalar reference kernels.")
         var skipReference = false
 
+        @Flag(name: .customLong("int8-activations"),
+              help: "Decode 1-, 2- and 4-bit packed linears with int8 activations (integer dot products; not bit-exact).")
+        var int8Activations = false
+
         func run() throws {
+            Kernels.int8Activations = int8Activations
             let loaded = try FloatModel(directory: model)
             let config = loaded.config
             let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }

@@ -29,13 +29,17 @@ final class WorkerPool: @unchecked Sendable {
     /// `generation << 32 | next iteration`: a helper claims an iteration of the region it saw
     /// by compare-and-swap, so it can never claim one of a later region.
     private let claim = Atomic<Int>(0)
+    /// `generation << 32 | iterations` of the current region. A helper checks its claim against
+    /// this, not against `iterations`: a helper that loaded the claim word of a region that has
+    /// since ended must not read the next region's count and claim one of its iterations under
+    /// the old generation (that iteration would then run twice, and `finished` count wrong).
+    private let size = Atomic<Int>(0)
     private let finished = Atomic<Int>(0)
     private let busy = Atomic<Bool>(false)
     private let sleepers = Atomic<Int>(0)
     private let condition = NSCondition()
     /// The current region (written by the caller before it publishes the generation).
     private var body: (@Sendable (Int) -> Void)?
-    private var iterations = 0
     private var generation = 0
 
     private init(helpers: Int) {
@@ -51,9 +55,9 @@ final class WorkerPool: @unchecked Sendable {
         guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
         defer { busy.store(false, ordering: .releasing) }
         self.body = body
-        iterations = count
         generation = (generation + 1) & 0x7FFF_FFFF
         finished.store(0, ordering: .relaxed)
+        size.store(generation << 32 | count, ordering: .releasing)
         claim.store(generation << 32, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             condition.lock()
@@ -72,7 +76,11 @@ final class WorkerPool: @unchecked Sendable {
             let value = claim.load(ordering: .acquiring)
             guard value >> 32 == generation else { return }
             let index = value & 0xFFFF_FFFF
-            guard index < iterations else { return }
+            // A successful exchange below proves `value` was still current, so the region is
+            // `generation`'s and not finished (its iteration `index` is unclaimed): `size` and
+            // `body` are that region's.
+            let region = size.load(ordering: .acquiring)
+            guard region >> 32 == generation, index < region & 0xFFFF_FFFF else { return }
             guard claim.compareExchange(expected: value, desired: value + 1, ordering: .acquiringAndReleasing).exchanged else { continue }
             body!(index)
             finished.add(1, ordering: .releasing)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import MoERuntime
 
@@ -17,6 +18,10 @@ import Testing
         deinit { values.deallocate() }
     }
 
+    final class Flag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
+
     @Test func everyIterationOnceAcrossManyRegions() {
         for region in 0..<2000 {
             let iterations = 1 + region % 37
@@ -26,10 +31,19 @@ import Testing
         }
     }
 
+    /// Under oversubscription (busy threads beside the callers, so helpers get preempted between
+    /// reading a region's claim word and claiming from it), every region still runs each
+    /// iteration once: a helper holding a stale claim of a finished region must not claim in the
+    /// next one (an earlier pool did, about one run in two under load).
     @Test func concurrentCallers() {
         let failures = Counts(8)
+        let stop = Flag()
+        for _ in 0..<3 {
+            Thread.detachNewThread { while !stop.value.load(ordering: .relaxed) {} }
+        }
+        defer { stop.value.store(true, ordering: .relaxed) }
         DispatchQueue.concurrentPerform(iterations: 8) { caller in
-            for region in 0..<300 {
+            for region in 0..<4000 {
                 let iterations = 3 + (region + caller) % 20
                 let counts = Counts(iterations)
                 Parallel.perform(iterations: iterations) { i in counts.values[i] += 1 }

@@ -86,10 +86,10 @@ extension PackedCheckpoint {
             if let error = error as? PackedFormatError { return ModelFormatError(file: path(name), "tensor \(error)") }
             return error
         }
-        let configObject: [String: Any], configData: Data
-        do { (configObject, configData) = (try config(), try configText()) } catch { throw describe(error, "config.json") }
-        try AtomicFile.write(configData, to: path("config.json"))
-        try writeJSON(configObject["quantization_config"]!, to: path("quantize_config.json"))
+        let config: (text: Data, quantization: [String: Any])
+        do { config = try self.config() } catch { throw describe(error, "config.json") }
+        try AtomicFile.write(config.text, to: path("config.json"))
+        try writeJSON(config.quantization, to: path("quantize_config.json"))
         if let allocationReport { try AtomicFile.write(allocationReport, to: path(Self.allocationFileName)) }
 
         let units: [[StoredTensor]]

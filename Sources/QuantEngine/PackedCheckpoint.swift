@@ -257,39 +257,35 @@ public struct PackedCheckpoint: Sendable {
         return summary
     }
 
-    /// The `config.json` to write: the source's text as it is, with `quantization_config` added
-    /// as its last member. Splicing text rather than re-encoding keeps the source's numbers as
-    /// written: a JSON round trip turns `0.0` into `0`, and transformers then rejects
+    /// The `config.json` to write, and the `quantization_config` it declares (also written
+    /// alone as `quantize_config.json`): the source's text as it is, with `quantization_config`
+    /// added as its last member. Splicing text rather than re-encoding keeps the source's numbers
+    /// as written: a JSON round trip turns `0.0` into `0`, and transformers then rejects
     /// `router_jitter_noise: 0` ("expected float, got int"). A source that already declares a
     /// `quantization_config` has it replaced through a JSON round trip instead.
-    public func configText() throws -> Data {
-        let object = try config()
-        let quantization = try JSONSerialization.data(withJSONObject: object["quantization_config"]!,
-                                                      options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-        guard let source = String(data: sourceConfig, encoding: .utf8), let close = source.lastIndex(of: "}"),
-              (try? JSONSerialization.jsonObject(with: sourceConfig) as? [String: Any])?["quantization_config"] == nil else {
-            return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-                + Data("\n".utf8)
+    public func config() throws -> (text: Data, quantization: [String: Any]) {
+        guard var object = (try? JSONSerialization.jsonObject(with: sourceConfig)) as? [String: Any] else {
+            throw PackedFormatError(tensor: nil, "the source config.json is not a JSON object")
+        }
+        let declared = object["quantization_config"] != nil
+        let quantization = try quantizationConfig()
+        object["quantization_config"] = quantization
+        let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        guard !declared, let source = String(data: sourceConfig, encoding: .utf8), let close = source.lastIndex(of: "}") else {
+            return (try JSONSerialization.data(withJSONObject: object, options: options) + Data("\n".utf8), quantization)
         }
         var head = String(source[..<close])
         while let last = head.last, last.isWhitespace { head.removeLast() }
-        let member = "\"quantization_config\": " + String(decoding: quantization, as: UTF8.self).replacingOccurrences(of: "\n", with: "\n  ")
+        let member = "\"quantization_config\": "
+            + String(decoding: try JSONSerialization.data(withJSONObject: quantization, options: options), as: UTF8.self)
+                .replacingOccurrences(of: "\n", with: "\n  ")
         let text = head + (head.hasSuffix("{") ? "" : ",") + "\n  " + member + "\n}\n"
         // What is written must parse to the same object.
         guard let reparsed = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
               reparsed.keys.sorted() == object.keys.sorted() else {
             throw PackedFormatError(tensor: nil, "the source config.json could not be extended with quantization_config")
         }
-        return Data(text.utf8)
-    }
-
-    /// The source `config.json` with `quantization_config` set.
-    public func config() throws -> [String: Any] {
-        guard var object = (try? JSONSerialization.jsonObject(with: sourceConfig)) as? [String: Any] else {
-            throw PackedFormatError(tensor: nil, "the source config.json is not a JSON object")
-        }
-        object["quantization_config"] = try quantizationConfig()
-        return object
+        return (Data(text.utf8), quantization)
     }
 
     // MARK: shards

@@ -106,10 +106,7 @@ public struct PruningCalibration {
             }
         ) { layer, capture in
             let captured = capture.trainingSet()
-            let set = fisher?.transform(captured) ?? captured
-            var training = options.training
-            training.seed = options.training.seed &+ UInt64(layer)
-            let (gate, report) = OTPTrainer.train(set: set, options: training)
+            let (gate, report) = trainGate(set: fisher?.transform(captured) ?? captured)
             gates[layer] = gate
             reports[layer] = report
             betas[layer] = report.odpBeta   // ODP calibrated by the trainer to the same fraction, on the same tokens
@@ -125,6 +122,13 @@ public struct PruningCalibration {
 }
 
 extension PruningCalibration {
+    /// One layer's gate, seeded by the options' seed plus the layer index.
+    func trainGate(set: OTPTrainingSet) -> (gate: OTPGate, report: OTPTrainingReport) {
+        var training = options.training
+        training.seed = options.training.seed &+ UInt64(set.layer)
+        return OTPTrainer.train(set: set, options: training)
+    }
+
     /// The end-to-end targets: every layer's drop damage measured on the unpruned model in one
     /// pass over the windows (`PruningDamage`), each layer's gate trained on it, then (global
     /// budget) the experts-per-token budget spread over the layers. A layer's damage is measured
@@ -136,9 +140,7 @@ extension PruningCalibration {
         var gates: [Int: OTPGate] = [:], betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
         for (layer, set) in sets.sorted(by: { $0.key < $1.key }) {
-            var training = options.training
-            training.seed = options.training.seed &+ UInt64(layer)
-            let (gate, report) = OTPTrainer.train(set: set, options: training)
+            let (gate, report) = trainGate(set: set)
             gates[layer] = gate
             reports[layer] = report
             betas[layer] = report.odpBeta

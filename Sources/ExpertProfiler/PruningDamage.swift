@@ -181,6 +181,9 @@ public enum RandomDropProbe {
                            progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> [Layer] {
         let config = model.config
         let vocab = config.vocabSize
+        guard config.routing.topK >= 2 else {
+            throw ModelFormatError(file: model.directory, "top-\(config.routing.topK) routing leaves nothing to drop (the probe needs top-k ≥ 2)")
+        }
         let windows = try CalibrationWindows.count(tokens: tokens, samples: samples, sequenceLength: n)
         let states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: n)
         let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }

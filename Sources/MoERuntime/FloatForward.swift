@@ -164,51 +164,51 @@ public final class FloatForward {
         q.withUnsafeBufferPointer { q in
             keys.withUnsafeBufferPointer { keys in
                 values.withUnsafeBufferPointer { values in
-                  ownKeys.withUnsafeBufferPointer { ownKeys in
-                    ownValues.withUnsafeBufferPointer { ownValues in
-                    context.withUnsafeMutableBufferPointer { context in
-                        let buffers = AttentionBuffers(q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
-                                                       context: context.baseAddress!,
-                                                       // An empty array's buffer may still have an address.
-                                                       ownKeys: own == nil ? nil : ownKeys.baseAddress,
-                                                       ownValues: own == nil ? nil : ownValues.baseAddress)
-                        let body: @Sendable (Int) -> Void = { h in
-                            let kv = h / group
-                            var scores = [Float](repeating: 0, count: position + count)
-                            scores.withUnsafeMutableBufferPointer { scores in
-                                for t in 0..<count {
-                                    let last = position + t
-                                    let query = buffers.q + (t * heads + h) * dim
-                                    let lastKey = buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys + (last * kvHeads + kv) * dim
-                                    let lastValue = buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.values + (last * kvHeads + kv) * dim
-                                    var peak = -Float.infinity
-                                    for s in 0...last {
-                                        let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
-                                        let score = Kernels.dot(query, key, dim) * scale
-                                        scores[s] = score
-                                        peak = max(peak, score)
+                    ownKeys.withUnsafeBufferPointer { ownKeys in
+                        ownValues.withUnsafeBufferPointer { ownValues in
+                            context.withUnsafeMutableBufferPointer { context in
+                                let buffers = AttentionBuffers(q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
+                                                               context: context.baseAddress!,
+                                                               // An empty array's buffer may still have an address.
+                                                               ownKeys: own == nil ? nil : ownKeys.baseAddress,
+                                                               ownValues: own == nil ? nil : ownValues.baseAddress)
+                                let body: @Sendable (Int) -> Void = { h in
+                                    let kv = h / group
+                                    var scores = [Float](repeating: 0, count: position + count)
+                                    scores.withUnsafeMutableBufferPointer { scores in
+                                        for t in 0..<count {
+                                            let last = position + t
+                                            let query = buffers.q + (t * heads + h) * dim
+                                            let lastKey = buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys + (last * kvHeads + kv) * dim
+                                            let lastValue = buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.values + (last * kvHeads + kv) * dim
+                                            var peak = -Float.infinity
+                                            for s in 0...last {
+                                                let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
+                                                let score = Kernels.dot(query, key, dim) * scale
+                                                scores[s] = score
+                                                peak = max(peak, score)
+                                            }
+                                            var total: Float = 0
+                                            for s in 0...last {
+                                                scores[s] = Foundation.exp(scores[s] - peak)
+                                                total += scores[s]
+                                            }
+                                            let out = buffers.context + (t * heads + h) * dim
+                                            for s in 0...last {
+                                                let value = s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
+                                                Kernels.addScaled(out, value, scores[s] / total, dim)
+                                            }
+                                        }
                                     }
-                                    var total: Float = 0
-                                    for s in 0...last {
-                                        scores[s] = Foundation.exp(scores[s] - peak)
-                                        total += scores[s]
-                                    }
-                                    let out = buffers.context + (t * heads + h) * dim
-                                    for s in 0...last {
-                                        let value = s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
-                                        Kernels.addScaled(out, value, scores[s] / total, dim)
-                                    }
+                                }
+                                if count * (position + count) * dim * heads >= 1 << 18 {
+                                    Parallel.perform(iterations: heads, body)
+                                } else {
+                                    for h in 0..<heads { body(h) }
                                 }
                             }
                         }
-                        if count * (position + count) * dim * heads >= 1 << 18 {
-                            Parallel.perform(iterations: heads, body)
-                        } else {
-                            for h in 0..<heads { body(h) }
-                        }
                     }
-                    }
-                  }
                 }
             }
         }

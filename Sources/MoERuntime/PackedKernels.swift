@@ -328,7 +328,7 @@ enum PackedKernel {
         let partial = UnsafeMutablePointer<Float>.allocate(capacity: parts * out)
         defer { partial.deallocate() }
         partial.initialize(repeating: 0, count: parts * out)
-        let shared = SendablePointer(pointer: partial)
+        let shared = UnsafeSendable(partial)
         Parallel.perform(iterations: parts) { c in
             var part = operands
             part.y = shared.pointer + c * out
@@ -349,6 +349,3 @@ enum PackedKernel {
     }
 }
 
-struct SendablePointer: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<Float>
-}

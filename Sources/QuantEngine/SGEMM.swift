@@ -294,7 +294,7 @@ enum Threads {
 }
 
 /// A raw pointer handed to concurrent tasks that touch disjoint parts of it.
-struct UnsafeSendable<T>: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<T>
-    init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
+public struct UnsafeSendable<T>: @unchecked Sendable {
+    public let pointer: UnsafeMutablePointer<T>
+    public init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
 }

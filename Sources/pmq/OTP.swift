@@ -140,9 +140,6 @@ extension PMQ {
 
         func run() throws {
             let loaded = try FloatModel(directory: model, lazy: true)
-            guard loaded.config.routing.topK >= 2 else {
-                throw ModelFormatError(file: model, "top-\(loaded.config.routing.topK) routing leaves nothing to drop")
-            }
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let progress = StagedProgress("otp probe", quiet: quiet)

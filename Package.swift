@@ -1,10 +1,22 @@
 // swift-tools-version: 6.0
 // pmq — mixed-precision compression of Mixture-of-Experts models (MC-MoE / MC# recipe).
-// Module direction is one-way: pmq (CLI) → engines (PMQSolver, ExpertProfiler, QuantEngine) → core.
+// One target per stage of the pipeline, profile → allocate → pack → run (+ pruning calibration),
+// over two core targets. Dependencies point one way: pmq (CLI) → stages → core.
+//
+//   ModelFormat     core: every file format: safetensors, config.json, tokenizer, token files, packed GPTQ tensors
+//   Kernels         core: the one parallel-for, BLAS-like float kernels, SGEMM, Cholesky, dequantizing kernels
+//   Quantization    GPTQ and the group quantizers, Hessian accumulation: the numerics profile and pack share
+//   MoERuntime      run: model weights, one file per architecture, forward pass, evaluation, pruning policies
+//   Calibration     calibration windows through the model layer by layer; per-expert routing statistics, Hessians
+//   ExpertProfiler  profile: routing statistics, GPTQ error per expert and width, layer sensitivity
+//   PMQSolver       allocate: profile → integer program → CBC (through CCbc) → allocation report; sweeps
+//   QuantEngine     pack: GPTQ of a whole model at the allocated widths → packed checkpoint
+//   OTPTraining     pruning calibration: damage of each expert drop, OTP gate training, ODP calibration
+//   pmq             the command line: parses options, calls the stages, prints
 import PackageDescription
 
 /// Kernels are compiled for Haswell (AVX2 + FMA, x86-64-v3): without a target CPU, SIMD `addProduct`
-/// becomes a libm `fmaf` call per lane (shared/DESIGN.md §6). The binary needs such a CPU
+/// becomes a libm `fmaf` call per lane (docs/KERNELS.md). The binary needs such a CPU
 /// (Intel Haswell / AMD Zen or newer) on x86-64; other architectures use their defaults.
 let kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
@@ -15,11 +27,15 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "pmq", targets: ["pmq"]),
+        .library(name: "ModelFormat", targets: ["ModelFormat"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
+        .library(name: "Quantization", targets: ["Quantization"]),
+        .library(name: "MoERuntime", targets: ["MoERuntime"]),
+        .library(name: "Calibration", targets: ["Calibration"]),
+        .library(name: "ExpertProfiler", targets: ["ExpertProfiler"]),
         .library(name: "PMQSolver", targets: ["PMQSolver"]),
         .library(name: "QuantEngine", targets: ["QuantEngine"]),
-        .library(name: "ExpertProfiler", targets: ["ExpertProfiler"]),
-        .library(name: "ModelFormat", targets: ["ModelFormat"]),
-        .library(name: "MoERuntime", targets: ["MoERuntime"]),
+        .library(name: "OTPTraining", targets: ["OTPTraining"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,29 +47,58 @@ let package = Package(
             pkgConfig: "cbc",
             providers: [.apt(["coinor-libcbc-dev"]), .brew(["cbc"])]
         ),
-        // Core file handling: safetensors, config.json, tokenizers, token files, atomic writes.
         .target(name: "ModelFormat"),
-        // Quantizers, GPTQ kernels, bit packing and the packed-checkpoint writer.
-        .target(name: "QuantEngine", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
-        // Calibration runs: profiles, and the layer-by-layer quantization of a whole model.
-        .target(name: "ExpertProfiler", dependencies: ["QuantEngine", "ModelFormat", "MoERuntime"], swiftSettings: kernelSettings),
-        // Model definition and forward pass: float and packed weights, expert pruning (ODP, OTP).
-        .target(name: "MoERuntime", dependencies: ["ModelFormat", "QuantEngine"], swiftSettings: kernelSettings),
-        // Profile → integer program → CBC → allocation report; Pareto sweeps.
+        .target(name: "Kernels", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
+        .target(name: "Quantization", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
+        .target(name: "MoERuntime", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
+        .target(
+            name: "Calibration",
+            dependencies: ["MoERuntime", "Quantization", "Kernels", "ModelFormat"],
+            swiftSettings: kernelSettings
+        ),
+        .target(
+            name: "ExpertProfiler",
+            dependencies: ["Calibration", "MoERuntime", "Quantization", "Kernels", "ModelFormat"],
+            swiftSettings: kernelSettings
+        ),
         .target(name: "PMQSolver", dependencies: ["CCbc", "ModelFormat"]),
+        .target(
+            name: "QuantEngine",
+            dependencies: ["Calibration", "MoERuntime", "Quantization", "Kernels", "ModelFormat"],
+            swiftSettings: kernelSettings
+        ),
+        .target(
+            name: "OTPTraining",
+            dependencies: ["Calibration", "MoERuntime", "Kernels", "ModelFormat"],
+            swiftSettings: kernelSettings
+        ),
         .executableTarget(
             name: "pmq",
             dependencies: [
-                "PMQSolver", "ExpertProfiler", "QuantEngine", "MoERuntime", "ModelFormat",
+                "PMQSolver", "ExpertProfiler", "QuantEngine", "OTPTraining", "Calibration", "MoERuntime", "Quantization",
+                "Kernels", "ModelFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Fixture paths and test-input generators shared by the test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ModelFormatTests", dependencies: ["TestSupport", "ModelFormat"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ModelFormat"]),
+        .testTarget(name: "QuantizationTests", dependencies: ["TestSupport", "Quantization", "Kernels", "ModelFormat"]),
+        .testTarget(name: "MoERuntimeTests", dependencies: ["TestSupport", "MoERuntime", "Kernels", "ModelFormat"]),
+        .testTarget(
+            name: "ExpertProfilerTests",
+            dependencies: ["TestSupport", "ExpertProfiler", "Calibration", "MoERuntime", "Quantization", "ModelFormat"]
+        ),
         .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver", "ModelFormat"]),
-        .testTarget(name: "QuantEngineTests", dependencies: ["QuantEngine", "ExpertProfiler", "ModelFormat"]),
+        .testTarget(
+            name: "QuantEngineTests",
+            dependencies: ["TestSupport", "QuantEngine", "Calibration", "Quantization", "MoERuntime", "Kernels", "ModelFormat"]
+        ),
+        .testTarget(
+            name: "OTPTrainingTests",
+            dependencies: ["TestSupport", "OTPTraining", "Calibration", "MoERuntime", "Kernels", "ModelFormat"]
+        ),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
-        .testTarget(name: "ModelFormatTests", dependencies: ["ModelFormat"]),
-        .testTarget(name: "ExpertProfilerTests", dependencies: ["ExpertProfiler", "MoERuntime", "ModelFormat", "QuantEngine"],
-                    path: "Tests/ExpertProfilerTests"),
-        .testTarget(name: "MoERuntimeTests", dependencies: ["MoERuntime", "ModelFormat", "QuantEngine"]),
     ]
 )

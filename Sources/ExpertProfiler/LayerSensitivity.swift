@@ -1,7 +1,8 @@
 import Foundation
+import Calibration
 import ModelFormat
+import Kernels
 import MoERuntime
-import QuantEngine
 
 /// How much the model's loss grows when one MoE layer's experts are quantized: the exchange rate
 /// between a layer's output-space GPTQ errors and the end-to-end loss, which the layer-local

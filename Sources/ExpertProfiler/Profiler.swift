@@ -1,7 +1,8 @@
 import Foundation
+import Calibration
 import ModelFormat
+import Quantization
 import MoERuntime
-import QuantEngine
 
 /// The calibration run: routing statistics and, per expert and candidate width, the GPTQ output
 /// error `tr((W − Q) H (W − Q)ᵀ)` of its gate, up and down projections with Hessians built from
@@ -31,51 +32,6 @@ public struct Profiler {
             self.sequenceLength = sequenceLength
             self.samples = samples
             self.dampening = dampening
-        }
-    }
-
-    /// One layer's routing statistics and Hessians, filled by the forward pass.
-    final class LayerStatistics: RouterObserver {
-        let layer: Int
-        var frequency: [Int]
-        var mass: [Double]
-        var inputHessians: [HessianAccumulator]
-        var downHessians: [HessianAccumulator]
-        private var pendingInput: [Float] = []
-
-        init(layer: Int, config: MoEModelConfig) {
-            self.layer = layer
-            frequency = Array(repeating: 0, count: config.expertCount)
-            mass = Array(repeating: 0, count: config.expertCount)
-            inputHessians = Array(repeating: HessianAccumulator(dimension: config.hiddenSize), count: config.expertCount)
-            downHessians = Array(repeating: HessianAccumulator(dimension: config.expertIntermediateSize), count: config.expertCount)
-        }
-
-        func moeInput(layer: Int, hidden: [Float], count: Int) {
-            if layer == self.layer { pendingInput = hidden }
-        }
-
-        func routed(layer: Int, token: Int, probabilities: [Float], experts chosen: [Int], weights: [Float]) {
-            guard layer == self.layer else { return }
-            for expert in chosen {
-                frequency[expert] += 1
-                mass[expert] += Double(probabilities[expert])
-            }
-        }
-
-        /// The expert's Hessians (gate/up input, down input) in Double; an expert no token reached
-        /// gets `H = I` (its error is then measured in weight space).
-        func hessians(expert: Int) -> (input: [Double], down: [Double]) {
-            guard frequency[expert] > 0 else {
-                return (Profiler.identity(inputHessians[expert].dimension), Profiler.identity(downHessians[expert].dimension))
-            }
-            return (inputHessians[expert].matrix, downHessians[expert].matrix)
-        }
-
-        func expertActivations(layer: Int, expert: Int, tokens: [Int], activations: [Float]) {
-            guard layer == self.layer else { return }
-            inputHessians[expert].add(pendingInput, rows: tokens)
-            downHessians[expert].add(activations)
         }
     }
 
@@ -121,7 +77,7 @@ public struct Profiler {
         for layer in 0..<(targets.last.map { $0 + 1 } ?? 0) {
             let isTarget = targets.contains(layer)
             let saved = isTarget ? try checkpoint?.load(layer: layer) : nil
-            let statistics = isTarget && saved == nil ? LayerStatistics(layer: layer, config: config) : nil
+            let statistics = isTarget && saved == nil ? ExpertStatistics(layer: layer, config: config) : nil
             let needForward = statistics != nil || targets.contains { $0 > layer }
             let forwardStart = ContinuousClock.now
             // A lazy model holds only this layer's matrices from here to `unpin`.
@@ -182,7 +138,7 @@ public struct Profiler {
 
     /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
     /// linears packed at the sensitivity reference width.
-    func measure(layer: Int, _ statistics: LayerStatistics, progress: (Int, Int) -> Void) throws
+    func measure(layer: Int, _ statistics: ExpertStatistics, progress: (Int, Int) -> Void) throws
         -> (ProfileDocument.Layer, [TensorRole: PackedLinear]) {
         var reference: [TensorRole: PackedLinear] = [:]
         let config = model.config
@@ -230,11 +186,5 @@ public struct Profiler {
             hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
         }
         return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order \(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|tokens \(String(hash, radix: 16))"
-    }
-
-    static func identity(_ n: Int) -> [Double] {
-        var h = [Double](repeating: 0, count: n * n)
-        for i in 0..<n { h[i * n + i] = 1 }
-        return h
     }
 }

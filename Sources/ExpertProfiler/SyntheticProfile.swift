@@ -1,6 +1,5 @@
 import Foundation
 import ModelFormat
-import QuantEngine
 
 /// Seeded synthetic profiles of real MoE shapes, for testing and benchmarking the allocator at
 /// scale before (or without) a calibration run. Their statistics are drawn, not measured, and

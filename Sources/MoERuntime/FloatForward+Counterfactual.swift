@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 extension FloatForward {
     /// One decoder layer over `count` tokens this session has already run through `layer` (their

@@ -1,5 +1,6 @@
 import Foundation
 import ModelFormat
+import Kernels
 
 /// The float forward pass, following transformers' modeling_mixtral / modeling_qwen2_moe /
 /// modeling_qwen3_moe / modeling_olmoe. Stateful: keys and values of earlier positions stay in a

@@ -1,6 +1,6 @@
 import Foundation
 import ModelFormat
-import QuantEngine
+import Kernels
 
 /// An MoE model's weights, read from a Hugging Face directory through the architecture's tensor
 /// map: matrices in the checkpoint's precision (bf16 stays bf16, f16 and f32 become f32, GPTQ-packed

@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// Everything a packed model directory holds (docs/PACKED_FORMAT.md), before it is written:
 /// the source model's `config.json`, float tensors passed through, the packed expert linears by

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import ModelFormat
 import MoERuntime
+import ModelFormat
 
 extension PMQ {
     struct Eval: ParsableCommand {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import ModelFormat
-import QuantEngine
+import Quantization
 
 extension PMQ {
     struct GPTQBench: ParsableCommand {
@@ -48,7 +49,7 @@ extension PMQ {
         func run() throws {
             // (a) FMA peak, (b) SGEMM on a square problem: the yardsticks, measured now. The host is
             // shared and noisy: the peak is the best of 5 short trials, SGEMM the median and best of 5.
-            func best(_ threads: Int) -> Double { (0..<5).map { _ in SGEMM.measureFMAPeak(threads: threads, seconds: 0.2) }.max()! }
+            func best(_ threads: Int) -> Double { (0..<5).map { _ in SGEMM.measureFMAPeak(threads: threads, duration: 0.2) }.max()! }
             let peak1 = best(1), peak2 = best(2)
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let peakCores = cores > 2 ? best(cores) : peak2

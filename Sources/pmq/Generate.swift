@@ -1,8 +1,7 @@
 import ArgumentParser
-import ExpertProfiler
 import Foundation
-import ModelFormat
 import MoERuntime
+import ModelFormat
 
 extension PMQ {
     struct Generate: ParsableCommand {

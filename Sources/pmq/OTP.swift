@@ -1,8 +1,8 @@
 import ArgumentParser
-import ExpertProfiler
 import Foundation
-import ModelFormat
 import MoERuntime
+import ModelFormat
+import OTPTraining
 
 extension PruningCalibration.Target: ExpressibleByArgument {}
 extension PruningCalibration.Budget: ExpressibleByArgument {}

@@ -1,8 +1,7 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import ModelFormat
-import MoERuntime
-import QuantEngine
 
 extension PMQ {
     struct PackedBench: ParsableCommand {
@@ -160,9 +159,7 @@ extension PMQ {
                                           run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) }, copies: count))
                     if int8Activations && !actOrder && [1, 2, 4].contains(bits) {
                         formats.append(Format(name: "\(bits)-bit int8", bytes: bytes, run: {
-                            Kernels.int8Activations = true
-                            defer { Kernels.int8Activations = false }
-                            return Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural)
+                            Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural, int8Activations: true)
                         }, copies: count))
                     }
                     if actOrder {

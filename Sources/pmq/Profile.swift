@@ -1,8 +1,8 @@
 import ArgumentParser
 import ExpertProfiler
 import Foundation
-import ModelFormat
 import MoERuntime
+import ModelFormat
 
 extension PMQ {
     struct Profile: ParsableCommand {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
-import ModelFormat
+import Kernels
 import MoERuntime
+import ModelFormat
 
 extension PMQ {
     struct RuntimeBench: ParsableCommand {
@@ -30,7 +31,10 @@ extension PMQ {
         var int8Activations = false
 
         func run() throws {
-            Kernels.int8Activations = int8Activations
+            try Kernels.$int8Activations.withValue(int8Activations) { try benchmark() }
+        }
+
+        func benchmark() throws {
             let loaded = try FloatModel(directory: model)
             let config = loaded.config
             let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }
@@ -74,9 +78,7 @@ extension PMQ {
             emit(String(format: "SIMD kernels:   prefill %8.1f tokens/s   decode %7.2f tokens/s   streaming %.2f GB/s = %.0f%% of bandwidth",
                         fast.prefill, fast.decode, fast.decode * bytesPerToken / 1e9, 100 * fast.decode * bytesPerToken / bandwidth))
             if !skipReference {
-                Kernels.useReferenceKernels = true
-                let reference = try measure()
-                Kernels.useReferenceKernels = false
+                let reference = try Kernels.$useReferenceKernels.withValue(true) { try measure() }
                 emit(String(format: "scalar kernels: prefill %8.1f tokens/s   decode %7.2f tokens/s   (SIMD speed-up: prefill %.1f×, decode %.1f×)",
                             reference.prefill, reference.decode, fast.prefill / reference.prefill, fast.decode / reference.decode))
             }

@@ -1,13 +1,13 @@
 import Foundation
-import ModelFormat
-import MoERuntime
-import QuantEngine
-import Testing
+@testable import ModelFormat
+@testable import Quantization
+@testable import MoERuntime
 @testable import ExpertProfiler
+import TestSupport
+import Testing
 
 @Suite struct ProfilerTests {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/tiny")
+    static let fixtures = TestFixtures.tiny
 
     /// freq and mass equal those computed from transformers' own router on the same tokens.
     @Test(arguments: MoEArchitecture.allCases)
@@ -66,7 +66,7 @@ import Testing
 
 @Suite struct ProfilerSliceTests {
     static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false) throws -> ProfileDocument {
-        let directory = ProfilerTests.fixtures.appendingPathComponent("qwen3_moe").path
+        let directory = TestFixtures.tiny.appendingPathComponent("qwen3_moe").path
         let model = try FloatModel(directory: directory, lazy: lazy)
         let tokens = (0..<48).map { ($0 * 29 + 3) % 96 }
         return try Profiler(model: model, options: .init(widths: widths, groupSize: 16, sequenceLength: 16, samples: 3))

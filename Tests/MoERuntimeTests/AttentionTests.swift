@@ -1,7 +1,7 @@
 import Foundation
-import ModelFormat
-import Testing
+@testable import ModelFormat
 @testable import MoERuntime
+import Testing
 
 /// The SIMD, head-parallel attention against the scalar reference loop.
 @Suite struct AttentionTests {

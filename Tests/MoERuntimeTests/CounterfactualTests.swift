@@ -1,7 +1,7 @@
 import Foundation
-import ModelFormat
-import Testing
+@testable import ModelFormat
 @testable import MoERuntime
+import Testing
 
 /// `counterfactualLayer`: every row equals what the ordinary decode path gives that token when
 /// only its own input to the layer differs (the tokens before it as they were).

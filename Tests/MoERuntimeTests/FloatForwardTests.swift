@@ -1,13 +1,14 @@
 import Foundation
-import Testing
-import ModelFormat
+@testable import ModelFormat
+@testable import Kernels
 @testable import MoERuntime
+import TestSupport
+import Testing
 
 /// The float forward pass against transformers' logits and routing on tiny checkpoints of each
 /// architecture (tools/fixtures/make_tiny_models.py).
 @Suite struct FloatForwardTests {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/tiny")
+    static let fixtures = TestFixtures.tiny
     /// Max abs logit difference allowed against transformers with f32 weights.
     static let logitTolerance: Float = 1e-3
 
@@ -97,27 +98,6 @@ import ModelFormat
         #expect(throws: ModelFormatError.self) { try file.validate(vocabSize: 96) }
         try Data([1, 0, 0]).write(to: URL(fileURLWithPath: path))
         #expect(throws: ModelFormatError.self) { try TokenFile(path: path) }
-    }
-}
-
-@Suite struct KernelTests {
-    /// The SIMD, multi-threaded linear layer against the scalar reference, on odd sizes (tails)
-    /// and on sizes large enough to take the threaded path.
-    @Test(arguments: [(1, 7, 5), (3, 33, 17), (2, 130, 257), (5, 1024, 300), (8, 40, 9), (9, 517, 130)])
-    func linearMatchesReference(tokens: Int, inFeatures: Int, outFeatures: Int) {
-        var state: UInt32 = 7
-        func next() -> Float {
-            state = state &* 1_664_525 &+ 1_013_904_223
-            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 23)
-        }
-        let x = (0..<(tokens * inFeatures)).map { _ in next() }
-        let w = (0..<(outFeatures * inFeatures)).map { _ in next() }
-        let bias = (0..<outFeatures).map { _ in next() }
-        let fast = Kernels.linear(x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
-        let reference = Kernels.referenceLinear(x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
-        // Different summation order: allow float rounding proportional to the row length.
-        let tolerance = Float(inFeatures) * 1e-6 * 4
-        #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= tolerance * max(1, abs($1)) })
     }
 }
 

@@ -1,12 +1,12 @@
 import Foundation
-import Testing
 @testable import ModelFormat
+import TestSupport
+import Testing
 
 /// Configs and tensor maps against checkpoints written by transformers' own `save_pretrained`
 /// (tools/fixtures/make_tiny_models.py).
 @Suite struct ModelConfigTests {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/tiny")
+    static let fixtures = TestFixtures.tiny
 
     @Test(arguments: MoEArchitecture.allCases)
     func mapCoversTheCheckpointExactly(architecture: MoEArchitecture) throws {

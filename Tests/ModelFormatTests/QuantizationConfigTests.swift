@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 @testable import ModelFormat
+import Testing
 
 /// `quantization_config` as GPTQModel reads it: default width, `dynamic` overrides matched at the
 /// start of the module name, `-:` skips.

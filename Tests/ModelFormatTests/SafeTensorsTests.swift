@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 @testable import ModelFormat
+import Testing
 
 @Suite struct SafeTensorsTests {
     static func temporaryPath(_ name: String) -> String {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 @testable import ModelFormat
+import Testing
 
 /// The Swift BPE against the `tokenizers` library's own ids (tools/fixtures/make_tokenizer_fixtures.py).
 @Suite struct TokenizerTests {

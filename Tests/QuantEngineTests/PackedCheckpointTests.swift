@@ -1,7 +1,8 @@
 import Foundation
-import ModelFormat
-import Testing
+@testable import ModelFormat
 @testable import QuantEngine
+import TestSupport
+import Testing
 
 /// The packed model directory (docs/PACKED_FORMAT.md): tensors, config fields, atomic writes.
 @Suite struct PackedCheckpointTests {
@@ -12,7 +13,7 @@ import Testing
     }
 
     static func linear(out: Int, inputs: Int, bits: Int, groupSize: Int, seed: UInt64) -> PackedLinear {
-        var generator = PackingTests.Generator(state: seed)
+        var generator = TestGenerator(state: seed)
         let groups = (inputs + groupSize - 1) / groupSize
         let maxCode = (1 << bits) - 1
         let codes = (0..<(out * inputs)).map { _ in generator.int(maxCode + 1) }

@@ -16,18 +16,18 @@ public final class MSEOraclePruner: ExpertPruner {
         self.thresholds = thresholds
     }
 
-    /// `d_j` for every slot j ≥ 1 of every token of `set`, `[n, k − 1]`.
-    public static func dropErrors(set: OTPTrainingSet) -> [Float] {
-        let k = set.slots, h = set.hiddenSize
-        var errors = [Float](repeating: 0, count: set.count * (k - 1))
+    /// `d_j` for every slot j ≥ 1 of `count` tokens, `[n, k − 1]`, from each slot's expert output
+    /// (`[n, k, H]`) and weight (`[n, k]`).
+    public static func dropErrors(expertOutputs: [Float], weights: [Float], count: Int, slots k: Int, hiddenSize h: Int) -> [Float] {
+        var errors = [Float](repeating: 0, count: count * (k - 1))
         var full = [Float](repeating: 0, count: h), partial = [Float](repeating: 0, count: h)
-        set.expertOutputs.withUnsafeBufferPointer { outputs in
-            set.weights.withUnsafeBufferPointer { weights in
-                for t in 0..<set.count {
+        expertOutputs.withUnsafeBufferPointer { outputs in
+            weights.withUnsafeBufferPointer { weights in
+                for t in 0..<count {
                     let e = outputs.baseAddress! + t * k * h, w = weights.baseAddress! + t * k
-                    PruningLoss.combine(e, w, mask: nil, slots: k, hiddenSize: h, into: &full)
+                    ExpertMix.combine(e, w, mask: nil, slots: k, hiddenSize: h, into: &full)
                     for j in 1..<k {
-                        PruningLoss.combine(e, w, mask: (0..<k).map { $0 != j }, slots: k, hiddenSize: h, into: &partial)
+                        ExpertMix.combine(e, w, mask: (0..<k).map { $0 != j }, slots: k, hiddenSize: h, into: &partial)
                         var sum: Float = 0
                         for i in 0..<h { sum += (full[i] - partial[i]) * (full[i] - partial[i]) }
                         errors[t * (k - 1) + j - 1] = sum
@@ -36,15 +36,6 @@ public final class MSEOraclePruner: ExpertPruner {
             }
         }
         return errors
-    }
-
-    /// τ such that the fraction `keep` of all top-k slots (top-1 included) is kept on `set`.
-    public static func calibrateThreshold(set: OTPTrainingSet, keep: Double) -> Float {
-        let errors = dropErrors(set: set).sorted(by: >)
-        let extra = min(max(Int((keep * Double(set.count * set.slots)).rounded()) - set.count, 0), errors.count)
-        if extra == 0 { return .infinity }
-        if extra == errors.count { return 0 }
-        return (errors[extra - 1] + errors[extra]) / 2
     }
 
     public func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
@@ -57,10 +48,7 @@ public final class MSEOraclePruner: ExpertPruner {
             outputs += forward.swiglu(x, count: 1, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
                                       down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
         }
-        let set = OTPTrainingSet(layer: layer, hiddenSize: h, slots: k, expertCount: config.expertCount, hidden: x,
-                                 probabilities: experts.map { probabilities[$0] }, experts: experts.map { Int32($0) },
-                                 weights: weights, expertOutputs: outputs)
-        let errors = Self.dropErrors(set: set)
+        let errors = Self.dropErrors(expertOutputs: outputs, weights: weights, count: 1, slots: k, hiddenSize: h)
         return (0..<k).map { $0 == 0 || errors[$0 - 1] >= threshold }
     }
 }

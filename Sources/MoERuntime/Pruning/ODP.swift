@@ -48,12 +48,4 @@ public final class ODPPruner: ExpertPruner, Sendable {
         let above = ratios[extra - 1], below = ratios[extra]
         return above > below ? (above + below) / 2 : above
     }
-
-    /// One β per layer so each keeps the fraction `keep` of its top-k slots on its calibration set:
-    /// the ODP that runs as many experts per token as an OTP gate trained to the same `keep`.
-    public static func calibrate(sets: [OTPTrainingSet], keep: Double) -> ODPPruner {
-        ODPPruner(betas: Dictionary(uniqueKeysWithValues: sets.map {
-            ($0.layer, calibrateBeta(probabilities: $0.probabilities, slots: $0.slots, keep: keep))
-        }))
-    }
 }

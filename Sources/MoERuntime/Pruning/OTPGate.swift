@@ -1,5 +1,6 @@
 import Foundation
 import ModelFormat
+import Kernels
 
 /// One tensor of a stored OTP gate: its name after `model.layers.N.<moe block>.`, shape, values.
 public typealias OTPTensor = (suffix: String, shape: [Int], values: [Float])
@@ -75,7 +76,7 @@ public struct OTPGate: Sendable, Equatable {
 
     /// `log(p_j / p_1)`, clamped (`minimumLogRatio`).
     @inline(__always)
-    static func logRatio(_ pj: Float, _ p1: Float) -> Float {
+    public static func logRatio(_ pj: Float, _ p1: Float) -> Float {
         guard pj > 0, p1 > 0 else { return minimumLogRatio }
         return max(log(pj / p1), minimumLogRatio)
     }

@@ -1,0 +1,64 @@
+import Foundation
+import ModelFormat
+import MoERuntime
+
+/// The calibration windows every layer-by-layer pass starts from.
+public enum CalibrationWindows {
+    /// GPTQ's sequential pass: the windows go through the decoder layers one at a time, each layer
+    /// pinned while it runs. An MoE layer runs with `observer(layer)` watching
+    /// (`afterWindow(layer, window, observer)` after each window), then `finish(layer, observer)`
+    /// runs; with `rerun`, the layer then runs again from its inputs with whatever `finish`
+    /// installed (quantized experts, a pruner), so the next layer sees that output.
+    public static func layerByLayer<Observer: RouterObserver>(
+        model: FloatModel, session: FloatForward, states: inout [[Float]], sequenceLength: Int, rerun: Bool,
+        observer makeObserver: (Int) -> Observer, afterWindow: (Int, Int, Observer) -> Void = { _, _, _ in },
+        finish: (Int, Observer) throws -> Void
+    ) throws {
+        let config = model.config
+        for layer in 0..<config.layerCount {
+            try model.pin(layer: layer)
+            defer { model.unpin(layer: layer) }
+            guard config.moeLayers[layer] else {
+                forward(session, layer: layer, states: &states, sequenceLength: sequenceLength)
+                continue
+            }
+            let inputs = rerun ? states : []
+            let observer = makeObserver(layer)
+            session.observer = observer
+            forward(session, layer: layer, states: &states, sequenceLength: sequenceLength) { afterWindow(layer, $0, observer) }
+            session.observer = nil
+            try finish(layer, observer)
+            if rerun {
+                states = inputs
+                forward(session, layer: layer, states: &states, sequenceLength: sequenceLength)
+            }
+        }
+    }
+
+    /// Runs every window's hidden states through one decoder layer (each window its own sequence);
+    /// `each(window)` after each.
+    public static func forward(_ session: FloatForward, layer: Int, states: inout [[Float]], sequenceLength: Int,
+                        each: (Int) -> Void = { _ in }) {
+        for window in states.indices {
+            session.reset()
+            session.forwardLayer(layer, &states[window], count: sequenceLength)
+            each(window)
+        }
+    }
+
+    public static func count(tokens: [Int], samples: Int, sequenceLength: Int) throws -> Int {
+        let windows = min(samples, tokens.count / sequenceLength)
+        guard windows >= 1 else {
+            throw ModelFormatError(file: "calibration tokens", "\(tokens.count) tokens are fewer than one window of --seq-len \(sequenceLength)")
+        }
+        return windows
+    }
+
+    /// The windows' token embeddings, `[windows][sequenceLength · hidden]`.
+    public static func embed(model: FloatModel, tokens: [Int], windows: Int, sequenceLength: Int) -> [[Float]] {
+        let embeddings = model.matrix(.embeddings)
+        return (0..<windows).map { window in
+            tokens[(window * sequenceLength)..<((window + 1) * sequenceLength)].flatMap { embeddings.row($0) }
+        }
+    }
+}

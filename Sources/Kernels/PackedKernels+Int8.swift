@@ -1,0 +1,178 @@
+import ModelFormat
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
+extension Kernels {
+    /// Opt-in (off by default, so results stay those of the float kernels): decode matvecs of 1-,
+    /// 2- and 4-bit packed linears quantize the activations to int8 per quantization group and take
+    /// integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does. The result differs from
+    /// the float kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127`
+    /// the group's activation step (tested against `referenceLinear`). x86-64 (AVX2) only; other
+    /// widths, other architectures and prefill keep the float kernels.
+    /// A task-local, set for a scope with `Kernels.$int8Activations.withValue`.
+    @TaskLocal public static var int8Activations = false
+}
+
+extension PackedKernel {
+    /// The decode matvec with int8 activations: per group `g` and output, `Σ_i x_i·q_i` becomes
+    /// `d_g·Σ_i x̂_i·q_i` with `x̂_i = round(x_i/d_g)` in int8 and the codes as unsigned bytes, summed
+    /// exactly in integers by `vpmaddubsw` (byte pairs → int16) and `vpmaddwd` (int16 pairs → int32);
+    /// `Σ x` of the zero term is `d_g·Σ x̂` so that the group's algebra is exact for x̂.
+    ///
+    /// A word holds `32 / bits` codes of one output, `8 / bits` per byte: "plane" `p` of a word is
+    /// its bytes' `p`-th codes, `(w >> bits·p) & mask` per byte, i.e. codes `p, P + p, 2P + p, 3P + p`
+    /// (`P = 8 / bits`), and meets the four int8 inputs of those positions packed in one word
+    /// (`Prepared.planes`), broadcast to the 8 outputs of a vector. 16-bit partial sums are widened
+    /// every `rowsPerWiden` word rows, before they can overflow. Tiles of 16 outputs, threads, the
+    /// row sweeps and the per-group flush are `Decode`'s.
+    enum Int8Decode {
+        static func applies(_ operands: PackedOperands) -> Bool {
+            #if arch(x86_64)
+            return operands.int8Activations && [1, 2, 4].contains(operands.bits) && Decode.applies(operands)
+            #else
+            return false
+            #endif
+        }
+
+        /// Per-call inputs shared by all tiles.
+        struct Prepared: @unchecked Sendable {
+            /// `[wordRows, 8 / bits]`: per word row and plane, four int8 inputs (zero past the last input).
+            let planes: UnsafeMutablePointer<UInt32>
+            /// Per group: the activation step `d_g` and `d_g·Σ x̂`.
+            let steps: UnsafeMutablePointer<Float>
+            let groupSums: UnsafeMutablePointer<Float>
+
+            func deallocate() {
+                planes.deallocate()
+                steps.deallocate()
+                groupSums.deallocate()
+            }
+        }
+
+        static func prepare(_ operands: PackedOperands) -> Prepared {
+            let bits = operands.bits, perWord = 32 / bits, planeCount = 8 / bits
+            let inputs = operands.inFeatures, groupSize = operands.groupSize
+            let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: operands.wordRows * perWord)
+            defer { quantized.deallocate() }
+            quantized.initialize(repeating: 0, count: operands.wordRows * perWord)
+            let steps = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
+            let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
+            for g in 0..<operands.groups {
+                let range = (g * groupSize)..<min((g + 1) * groupSize, inputs)
+                var peak: Float = 0
+                for i in range { peak = max(peak, abs(operands.x[i])) }
+                let step = peak / 127, inverse = peak > 0 ? 127 / peak : 0
+                var sum: Int32 = 0
+                for i in range {
+                    let q = Int8(min(max((operands.x[i] * inverse).rounded(), -127), 127))
+                    quantized[i] = q
+                    sum += Int32(q)
+                }
+                steps[g] = step
+                groupSums[g] = step * Float(sum)
+            }
+            let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: operands.wordRows * planeCount)
+            for row in 0..<operands.wordRows {
+                let x = quantized + row * perWord
+                for p in 0..<planeCount {
+                    var word: UInt32 = 0
+                    for j in 0..<4 { word |= UInt32(UInt8(bitPattern: x[j * planeCount + p])) << UInt32(8 * j) }
+                    planes[row * planeCount + p] = word
+                }
+            }
+            return Prepared(planes: planes, steps: steps, groupSums: groupSums)
+        }
+
+        /// Adds groups `groups`' terms of outputs `16·tiles` to `operands.y`.
+        static func run(_ operands: PackedOperands, prepared: Prepared, groups: Range<Int>, tiles: Range<Int>) {
+            #if arch(x86_64)
+            switch operands.bits {
+            case 1: run(Width1.self, operands, prepared, groups, tiles)
+            case 2: run(Width2.self, operands, prepared, groups, tiles)
+            case 4: run(Width4.self, operands, prepared, groups, tiles)
+            default: preconditionFailure("no int8 decode kernel for width \(operands.bits)")
+            }
+            #else
+            preconditionFailure("int8 decode kernel needs x86-64")
+            #endif
+        }
+
+        #if arch(x86_64)
+        typealias Words = SIMD8<UInt32>
+        typealias Shorts = SIMD16<Int16>
+        typealias Ints = SIMD8<Int32>
+
+        /// Word rows whose 16-bit partial sums fit: each row adds at most `planes · 2 · maxCode · 127`.
+        static func rowsPerWiden(bits: Int) -> Int { 32767 / ((8 / bits) * 2 * ((1 << bits) - 1) * 127) }
+
+        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>) {
+            let rowsPerGroup = operands.groupSize / (32 / W.bits)
+            Decode.withSums(tiles) { sums in
+                for g in groups {
+                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
+                    sums.initialize(repeating: 0, count: tiles.count * Decode.tile)
+                    for start in stride(from: rows.lowerBound, to: rows.upperBound, by: Decode.rowsPerSweep) {
+                        sweep(W.self, operands, prepared, rows: start..<min(start + Decode.rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
+                    }
+                    Decode.flush(W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g], factor: prepared.steps[g])
+                }
+            }
+        }
+
+        @inline(never)
+        static func sweep<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+                                         tiles: Range<Int>, sums: UnsafeMutablePointer<Float>) {
+            for tileIndex in tiles {
+                let (a0, a1) = integerSums(W.self, operands, prepared, rows: rows, output: tileIndex * Decode.tile)
+                Decode.add(sums + (tileIndex - tiles.lowerBound) * Decode.tile, SIMD8<Float>(a0), SIMD8<Float>(a1))
+            }
+        }
+
+        /// `Σ_i x̂_i·q_i` over word rows `rows` for outputs `o ..< o + 16`, exact in int32.
+        @inline(__always)
+        static func integerSums<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+                                               output o: Int) -> (Ints, Ints) {
+            let bits = W.bits, planeCount = 8 / W.bits
+            let mask = Words(repeating: UInt32((1 << bits) - 1) * 0x0101_0101)
+            let widen = rowsPerWiden(bits: bits)
+            let ones = Shorts(repeating: 1)
+            let out = operands.outFeatures
+            var t0 = Ints(), t1 = Ints()
+            var row = rows.lowerBound
+            while row < rows.upperBound {
+                let stop = min(row + widen, rows.upperBound)
+                var s0 = Shorts(), s1 = Shorts()
+                while row < stop {
+                    let p = operands.qweight + (row &* out &+ o)
+                    let w0 = UnsafeRawPointer(p).loadUnaligned(as: Words.self)
+                    let w1 = UnsafeRawPointer(p + 8).loadUnaligned(as: Words.self)
+                    let x = prepared.planes + row &* planeCount
+                    for plane in 0..<planeCount {
+                        let shift = Words(repeating: UInt32(bits * plane))
+                        let xs = Words(repeating: x[plane])
+                        s0 &+= maddubs((w0 &>> shift) & mask, xs)
+                        s1 &+= maddubs((w1 &>> shift) & mask, xs)
+                    }
+                    row &+= 1
+                }
+                t0 &+= madd(s0, ones)
+                t1 &+= madd(s1, ones)
+            }
+            return (t0, t1)
+        }
+
+        /// Per 16-bit lane: `a[2k]·b[2k] + a[2k+1]·b[2k+1]`, `a` unsigned and `b` signed bytes.
+        @inline(__always)
+        static func maddubs(_ a: Words, _ b: Words) -> Shorts {
+            unsafeBitCast(_mm256_maddubs_epi16(unsafeBitCast(a, to: __m256i.self), unsafeBitCast(b, to: __m256i.self)), to: Shorts.self)
+        }
+
+        /// Per 32-bit lane: `a[2k]·b[2k] + a[2k+1]·b[2k+1]` of 16-bit lanes.
+        @inline(__always)
+        static func madd(_ a: Shorts, _ b: Shorts) -> Ints {
+            unsafeBitCast(_mm256_madd_epi16(unsafeBitCast(a, to: __m256i.self), unsafeBitCast(b, to: __m256i.self)), to: Ints.self)
+        }
+        #endif
+    }
+}

@@ -1,0 +1,94 @@
+@testable import Kernels
+import Testing
+
+/// The SGEMM kernel against the plain triple loop (`SGEMM.referenceMultiply`), on shapes that
+/// are not multiples of the 6 × 16 tile, a single row, depths below and above one packed block.
+@Suite struct SGEMMTests {
+    /// Float products summed over k: allow k · ε of the magnitude of the sum (|values| ≤ 1).
+    static func tolerance(_ k: Int) -> Float { Float(k) * 2e-7 + 1e-6 }
+
+    static func random(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed
+        return (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max)
+        }
+    }
+
+    struct Shape: CustomTestStringConvertible, Sendable {
+        var m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
+        var testDescription: String { "\(m)×\(k) · \(k)×\(n)\(transposeA ? " Aᵀ" : "")\(transposeB ? " Bᵀ" : "")" }
+    }
+
+    static let shapes: [Shape] = [
+        .init(m: 1, n: 1, k: 1, transposeA: false, transposeB: false),
+        .init(m: 1, n: 37, k: 5, transposeA: false, transposeB: false),
+        .init(m: 7, n: 17, k: 130, transposeA: false, transposeB: true),
+        .init(m: 13, n: 33, k: 127, transposeA: true, transposeB: false),
+        .init(m: 100, n: 50, k: 300, transposeA: false, transposeB: false),
+        .init(m: 97, n: 161, k: 257, transposeA: true, transposeB: true),
+        .init(m: 200, n: 16, k: 64, transposeA: false, transposeB: false),
+    ]
+
+    @Test(arguments: shapes)
+    func matchesTheTripleLoop(_ s: Shape) {
+        let a = Self.random(s.m * s.k, seed: 1), b = Self.random(s.k * s.n, seed: 2)
+        // C has a wider leading dimension; the padding must stay untouched.
+        let ldc = s.n + 3
+        let initial = Self.random(s.m * ldc, seed: 3)
+        var fast = initial, reference = initial
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                let av = s.transposeA ? SGEMM.Matrix(a.baseAddress!, rowStride: 1, columnStride: s.m)
+                                      : SGEMM.Matrix(a.baseAddress!, rowStride: s.k)
+                let bv = s.transposeB ? SGEMM.Matrix(b.baseAddress!, rowStride: 1, columnStride: s.k)
+                                      : SGEMM.Matrix(b.baseAddress!, rowStride: s.n)
+                fast.withUnsafeMutableBufferPointer {
+                    SGEMM.multiply(m: s.m, n: s.n, k: s.k, alpha: -1, a: av, b: bv, c: $0.baseAddress!, ldc: ldc)
+                }
+                reference.withUnsafeMutableBufferPointer {
+                    SGEMM.referenceMultiply(m: s.m, n: s.n, k: s.k, alpha: -1, a: av, b: bv, c: $0.baseAddress!, ldc: ldc)
+                }
+            }
+        }
+        let worst = zip(fast, reference).map { abs($0 - $1) }.max()!
+        #expect(worst <= Self.tolerance(s.k), "max difference \(worst)")
+        for i in 0..<s.m { for j in s.n..<ldc { #expect(fast[i * ldc + j] == initial[i * ldc + j]) } }
+    }
+
+    @Test func lowerOnlyComputesTheLowerTriangleAndStaysInside() {
+        let m = 211, k = 70
+        let a = Self.random(m * k, seed: 4)
+        var fast = [Float](repeating: 0, count: m * m), reference = fast
+        a.withUnsafeBufferPointer { a in
+            let view = SGEMM.Matrix(a.baseAddress!, rowStride: k)
+            fast.withUnsafeMutableBufferPointer {
+                SGEMM.multiply(m: m, n: m, k: k, a: view, b: view.transposed, c: $0.baseAddress!, ldc: m, lowerOnly: true)
+            }
+            reference.withUnsafeMutableBufferPointer {
+                SGEMM.referenceMultiply(m: m, n: m, k: k, alpha: 1, a: view, b: view.transposed, c: $0.baseAddress!, ldc: m)
+            }
+        }
+        for i in 0..<m { for j in 0...i { #expect(abs(fast[i * m + j] - reference[i * m + j]) <= Self.tolerance(k)) } }
+    }
+
+    @Test func resultsDoNotDependOnTheThreadCount() {
+        let m = 301, n = 283, k = 290
+        let a = Self.random(m * k, seed: 5), b = Self.random(k * n, seed: 6)
+        func run() -> [Float] {
+            var c = [Float](repeating: 0, count: m * n)
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    c.withUnsafeMutableBufferPointer {
+                        SGEMM.multiply(m: m, n: n, k: k, a: .init(a.baseAddress!, rowStride: k), b: .init(b.baseAddress!, rowStride: n),
+                                       c: $0.baseAddress!, ldc: n)
+                    }
+                }
+            }
+            return c
+        }
+        let threaded = run()
+        let serial = Parallel.$serial.withValue(true) { run() }
+        #expect(threaded == serial)
+    }
+}

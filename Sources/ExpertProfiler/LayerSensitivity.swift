@@ -19,12 +19,12 @@ enum LayerSensitivity {
     }
 
     /// `references[layer]`: the layer's expert linears at the reference width, by tensor role.
-    static func measure(model: FloatModel, tokens: [Int], windows: Int, sequenceLength: Int,
+    static func measure(model: MoEModel, tokens: [Int], windows: Int, sequenceLength: Int,
                         references: [Int: [TensorRole: PackedLinear]],
                         progress: (String, Int, Int) -> Void) throws -> [Measurement] {
         let config = model.config
         let targets = references.keys.sorted()
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         let windowTokens = (0..<windows).map { Array(tokens[($0 * sequenceLength)..<(($0 + 1) * sequenceLength)]) }
         let start = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: sequenceLength)
         // Variant 0 is the float model; variant v ≥ 1 quantizes layer targets[v − 1].

@@ -35,7 +35,7 @@ public struct Profiler {
         }
     }
 
-    public let model: FloatModel
+    public let model: MoEModel
     public let options: Options
 
     /// The width layers are quantized at to measure their sensitivity.
@@ -45,7 +45,7 @@ public struct Profiler {
         return sorted.first { $0 >= 2 } ?? sorted[0]
     }
 
-    public init(model: FloatModel, options: Options) {
+    public init(model: MoEModel, options: Options) {
         self.model = model
         self.options = options
     }
@@ -70,41 +70,40 @@ public struct Profiler {
             try LayerCheckpoint(directory: $0, fingerprint: fingerprint(tokens: tokens, windows: windows))
         }
 
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         var finished: [ProfileDocument.Layer] = []
         var references: [Int: [TensorRole: PackedLinear]] = [:]
-        for layer in 0..<(targets.last.map { $0 + 1 } ?? 0) {
-            let isTarget = targets.contains(layer)
-            let saved = isTarget ? try checkpoint?.load(layer: layer) : nil
-            let statistics = isTarget && saved == nil ? ExpertStatistics(layer: layer, config: config) : nil
-            let needForward = statistics != nil || targets.contains { $0 > layer }
-            let forwardStart = ContinuousClock.now
-            // A lazy model holds only this layer's matrices from here to `unpin`.
-            if needForward || statistics != nil { try model.pin(layer: layer) }
-            defer { model.unpin(layer: layer) }
-            if needForward {
-                session.observer = statistics
-                CalibrationWindows.forward(session, layer: layer, states: &states, sequenceLength: options.sequenceLength) {
-                    if statistics != nil { progress("layer \(layer): calibration windows", $0 + 1, windows) }
+        var forwardStart = ContinuousClock.now
+        try CalibrationWindows.layerByLayer(
+            model: model, session: session, states: &states, sequenceLength: options.sequenceLength, rerun: false,
+            layers: targets.last.map { $0 + 1 } ?? 0,
+            observer: { layer -> ExpertStatistics? in
+                guard targets.contains(layer) else { return nil }
+                if let saved = try checkpoint?.load(layer: layer) {
+                    finished.append(saved)
+                    if let stored = try checkpoint?.loadReference(layer: layer) {
+                        references[layer] = referenceRoles(layer: layer, stored)
+                    }
+                    return nil
                 }
-                session.observer = nil
+                forwardStart = ContinuousClock.now
+                return ExpertStatistics(layer: layer, config: config)
+            },
+            afterWindow: { layer, window, _ in progress("layer \(layer): calibration windows", window + 1, windows) }
+        ) { layer, statistics in
+            let forwardSeconds = seconds(since: forwardStart)
+            let quantizationStart = ContinuousClock.now
+            var (measured, reference) = try measure(layer: layer, statistics) { done, total in
+                progress("layer \(layer): experts quantized", done, total)
             }
-            if let saved {
-                finished.append(saved)
-                if let stored = try checkpoint?.loadReference(layer: layer) { references[layer] = referenceRoles(layer: layer, stored) }
-            } else if let statistics {
-                let forwardSeconds = seconds(since: forwardStart)
-                let quantizationStart = ContinuousClock.now
-                var (measured, reference) = try measure(layer: layer, statistics) { done, total in progress("layer \(layer): experts quantized", done, total) }
-                measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
-                if let checkpoint {
-                    try checkpoint.saveReference(layer: layer, linears: Dictionary(uniqueKeysWithValues: reference.map { (model.moduleName($0.key), $0.value) }))
-                    try checkpoint.save(measured)
-                }
-                finished.append(measured)
-                references[layer] = reference
+            measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
+            if let checkpoint {
+                try checkpoint.saveReference(layer: layer, linears: Dictionary(uniqueKeysWithValues: reference.map { (model.moduleName($0.key), $0.value) }))
+                try checkpoint.save(measured)
             }
+            finished.append(measured)
+            references[layer] = reference
         }
         // Layer sensitivity needs the whole model's forward pass: whole-model runs only.
         let sensitivityWindows = min(options.sensitivityWindows, windows)

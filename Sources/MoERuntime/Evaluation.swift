@@ -40,12 +40,12 @@ public struct Evaluation: Sendable, Encodable {
         }
     }
 
-    public static func run(model: FloatModel, tokens: [Int], sequenceLength: Int, pruner: ExpertPruner? = nil,
+    public static func run(model: MoEModel, tokens: [Int], sequenceLength: Int, pruner: ExpertPruner? = nil,
                            pruning: String = "none", decodeTokens: Int = 0,
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> Evaluation {
         precondition(sequenceLength >= 2)
         let counter = Counter(layers: model.config.layerCount, experts: model.config.expertCount)
-        let session = FloatForward(model: model, observer: counter)
+        let session = ForwardPass(model: model, observer: counter)
         session.pruner = pruner
         let vocab = model.config.vocabSize
         let start = ContinuousClock.now
@@ -76,7 +76,7 @@ public struct Evaluation: Sendable, Encodable {
     }
 
     /// Tokens/s of one-at-a-time decoding with the KV cache, median of three runs (the host is noisy).
-    static func measureDecode(session: FloatForward, tokens: [Int], count: Int) throws -> Double {
+    static func measureDecode(session: ForwardPass, tokens: [Int], count: Int) throws -> Double {
         let length = min(count, session.model.config.maxPositions - 1, tokens.count - 1)
         guard length > 0 else { return 0 }
         var rates: [Double] = []

@@ -38,7 +38,8 @@ extension TensorRole {
     }
 }
 
-/// Tensor names on disk per architecture (as `save_pretrained` writes them; DESIGN §4).
+/// Tensor names on disk (as `save_pretrained` writes them): the common names here, what differs
+/// per architecture from its definition (`Architectures/`).
 public struct ArchitectureMap: Sendable {
     public let architecture: MoEArchitecture
 
@@ -52,10 +53,12 @@ public struct ArchitectureMap: Sendable {
     }
 
     public func name(_ role: TensorRole) -> String {
-        let moe = architecture == .mixtral ? "block_sparse_moe" : "mlp"
+        let definition = architecture.definition
+        let moe = definition.moeBlock, linears = definition.expertLinears
         func layer(_ index: Int) -> String { "model.layers.\(index)" }
-        func expert(_ l: Int, _ e: Int, _ mixtralName: String, _ name: String) -> String {
-            architecture == .mixtral ? "\(layer(l)).\(moe).experts.\(e).\(mixtralName).weight" : "\(layer(l)).mlp.experts.\(e).\(name).weight"
+        func expert(_ l: Int, _ e: Int, _ linear: String) -> String { "\(layer(l)).\(moe).experts.\(e).\(linear).weight" }
+        func shared(_ l: Int, _ linear: String) -> String {
+            "\(layer(l)).mlp.\(definition.sharedExpert?.module ?? "shared_expert").\(linear).weight"
         }
         switch role {
         case .embeddings: return "model.embed_tokens.weight"
@@ -73,13 +76,13 @@ public struct ArchitectureMap: Sendable {
         case let .queryNorm(l): return "\(layer(l)).self_attn.q_norm.weight"
         case let .keyNorm(l): return "\(layer(l)).self_attn.k_norm.weight"
         case let .router(l): return "\(layer(l)).\(moe).gate.weight"
-        case let .expertGate(l, e): return expert(l, e, "w1", "gate_proj")
-        case let .expertUp(l, e): return expert(l, e, "w3", "up_proj")
-        case let .expertDown(l, e): return expert(l, e, "w2", "down_proj")
-        case let .sharedExpertGate(l): return "\(layer(l)).mlp.shared_expert.gate_proj.weight"
-        case let .sharedExpertUp(l): return "\(layer(l)).mlp.shared_expert.up_proj.weight"
-        case let .sharedExpertDown(l): return "\(layer(l)).mlp.shared_expert.down_proj.weight"
-        case let .sharedExpertScale(l): return "\(layer(l)).mlp.shared_expert_gate.weight"
+        case let .expertGate(l, e): return expert(l, e, linears.gate)
+        case let .expertUp(l, e): return expert(l, e, linears.up)
+        case let .expertDown(l, e): return expert(l, e, linears.down)
+        case let .sharedExpertGate(l): return shared(l, "gate_proj")
+        case let .sharedExpertUp(l): return shared(l, "up_proj")
+        case let .sharedExpertDown(l): return shared(l, "down_proj")
+        case let .sharedExpertScale(l): return "\(layer(l)).mlp.\(definition.sharedExpert?.gate ?? "shared_expert_gate").weight"
         case let .denseGate(l): return "\(layer(l)).mlp.gate_proj.weight"
         case let .denseUp(l): return "\(layer(l)).mlp.up_proj.weight"
         case let .denseDown(l): return "\(layer(l)).mlp.down_proj.weight"

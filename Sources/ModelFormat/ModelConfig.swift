@@ -1,14 +1,5 @@
 import Foundation
 
-/// The MoE architectures pmq reads. Adding one means a case here, a config reader and a tensor
-/// map in `ArchitectureMap` — not a rewrite.
-public enum MoEArchitecture: String, Sendable, CaseIterable {
-    case mixtral
-    case qwen2MoE = "qwen2_moe"
-    case qwen3MoE = "qwen3_moe"
-    case olmoe
-}
-
 /// How a token's experts are picked and weighted.
 public struct RoutingRule: Sendable, Equatable {
     /// Experts per token.
@@ -96,36 +87,7 @@ public struct MoEModelConfig: Sendable, Equatable {
             denseIntermediateSize: 0, sharedExpertIntermediateSize: 0,
             attentionBias: false, qkNorm: .none, clipQKV: nil,
             moeLayers: Array(repeating: true, count: layers))
-        switch architecture {
-        case .mixtral:
-            config.expertCount = try fields.positive("num_local_experts")
-            config.expertIntermediateSize = try fields.positive("intermediate_size")
-            config.denseIntermediateSize = config.expertIntermediateSize
-        case .qwen2MoE, .qwen3MoE:
-            // transformers 5 writes Qwen3-MoE's expert count as num_local_experts.
-            config.expertCount = try fields.positive(fields.value("num_experts") == nil ? "num_local_experts" : "num_experts")
-            config.expertIntermediateSize = try fields.positive("moe_intermediate_size")
-            config.denseIntermediateSize = try fields.positive("intermediate_size", default: config.expertIntermediateSize)
-            config.routing.normalizeTopK = try fields.bool("norm_topk_prob", default: architecture == .qwen3MoE)
-            let step = try fields.positive("decoder_sparse_step", default: 1)
-            let denseOnly = Set(try fields.integers("mlp_only_layers", default: []))
-            config.moeLayers = (0..<layers).map { !denseOnly.contains($0) && ($0 + 1) % step == 0 }
-            if architecture == .qwen2MoE {
-                config.sharedExpertIntermediateSize = try fields.nonNegative("shared_expert_intermediate_size", default: 0)
-                config.attentionBias = try fields.bool("qkv_bias", default: true)
-            } else {
-                config.attentionBias = try fields.bool("attention_bias", default: false)
-                config.qkNorm = .perHead
-            }
-        case .olmoe:
-            config.expertCount = try fields.positive("num_experts")
-            config.expertIntermediateSize = try fields.positive("intermediate_size")
-            config.denseIntermediateSize = config.expertIntermediateSize
-            config.routing.normalizeTopK = try fields.bool("norm_topk_prob", default: false)
-            config.attentionBias = try fields.bool("attention_bias", default: false)
-            config.qkNorm = .fullProjection
-            config.clipQKV = try fields.optionalNumber("clip_qkv")
-        }
+        try architecture.definition.configure(&config, fields)
         guard config.routing.topK <= config.expertCount else {
             throw ModelFormatError(file: file, "num_experts_per_tok \(config.routing.topK) exceeds the \(config.expertCount) experts")
         }

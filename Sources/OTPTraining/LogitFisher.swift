@@ -26,13 +26,13 @@ struct LogitFisher {
     let hidden: Int
 
     /// One unpruned float pass over the windows to the head.
-    init(model: FloatModel, states start: [[Float]], sequenceLength: Int) throws {
+    init(model: MoEModel, states start: [[Float]], sequenceLength: Int) throws {
         let config = model.config
         hidden = config.hiddenSize
         m = hidden
         normWeight = model.weight(.finalNorm)
         head = (config.tieWordEmbeddings ? model.matrix(.embeddings) : model.matrix(.lmHead)).floats
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         var states = start
         for layer in 0..<config.layerCount {
             try model.pin(layer: layer)

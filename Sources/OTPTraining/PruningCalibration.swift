@@ -71,10 +71,10 @@ public struct PruningCalibration {
         public var seconds: Double
     }
 
-    public let model: FloatModel
+    public let model: MoEModel
     public let options: Options
 
-    public init(model: FloatModel, options: Options) {
+    public init(model: MoEModel, options: Options) {
         self.model = model
         self.options = options
     }
@@ -86,7 +86,7 @@ public struct PruningCalibration {
             throw ModelFormatError(file: model.directory, "top-\(config.routing.topK) routing leaves nothing to prune (OTP needs top-k ≥ 2)")
         }
         let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         if options.target.isEndToEnd {
             return try runEndToEnd(states: states, tokens: tokens, progress: progress, start: start)

@@ -14,7 +14,7 @@ import MoERuntime
 /// outputs (`PruningCapture`) and the final distributions. Then, per MoE layer `l` and slot `j`,
 /// every token's layer output loses its slot-j contribution — `δ = y_full − y(m without j)`, the
 /// kept weights rescaled as the runtime does — and the later layers run as per-token
-/// counterfactuals (`FloatForward.counterfactualLayer`: each token sees the unperturbed sequence
+/// counterfactuals (`ForwardPass.counterfactualLayer`: each token sees the unperturbed sequence
 /// before it), so all tokens' effects are measured in one batched pass per (l, j). The approximation:
 /// the change in later tokens' attention to the perturbed one, and interactions between drops at
 /// several layers or slots, are not counted.
@@ -37,7 +37,7 @@ enum PruningDamage {
     }
 
     /// Per MoE layer: the captured set with `damage` `[n, k−1]` filled in.
-    static func measure(model: FloatModel, states: [[Float]], sequenceLength: Int, measure: Measure,
+    static func measure(model: MoEModel, states: [[Float]], sequenceLength: Int, measure: Measure,
                         progress: (String, Int, Int) -> Void) throws -> [Int: OTPTrainingSet] {
         let config = model.config
         let (hidden, k, vocab) = (config.hiddenSize, config.routing.topK, config.vocabSize)
@@ -46,7 +46,7 @@ enum PruningDamage {
         defer { for layer in 0..<config.layerCount { model.unpin(layer: layer) } }
         let captures = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, PruningCapture(layer: $0, config: config, keepExpertOutputs: false)) })
         let observer = AllLayers(captures: Array(captures.values))
-        let session = FloatForward(model: model, observer: observer)
+        let session = ForwardPass(model: model, observer: observer)
         var damage = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, [Float]()) })
         let n = sequenceLength
         for (window, start) in states.enumerated() {
@@ -179,7 +179,7 @@ public enum RandomDropProbe {
         public var meanDeltaNLL: Double
     }
 
-    public static func run(model: FloatModel, tokens: [Int], samples: Int, sequenceLength n: Int, rate: Double, seed: UInt64,
+    public static func run(model: MoEModel, tokens: [Int], samples: Int, sequenceLength n: Int, rate: Double, seed: UInt64,
                            progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> [Layer] {
         let config = model.config
         let vocab = config.vocabSize
@@ -191,7 +191,7 @@ public enum RandomDropProbe {
         let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }
         for layer in 0..<config.layerCount { try model.pin(layer: layer) }
         defer { for layer in 0..<config.layerCount { model.unpin(layer: layer) } }
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         func logProbabilities(_ start: [Float]) -> [Float] {
             session.reset()
             var x = start

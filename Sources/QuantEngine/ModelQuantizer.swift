@@ -37,10 +37,10 @@ public struct ModelQuantizer {
         public var seconds: Double
     }
 
-    public let model: FloatModel
+    public let model: MoEModel
     public let options: Options
 
-    public init(model: FloatModel, options: Options) {
+    public init(model: MoEModel, options: Options) {
         self.model = model
         self.options = options
     }
@@ -50,7 +50,7 @@ public struct ModelQuantizer {
         let start = ContinuousClock.now
         let config = model.config
         let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         let gptq = GPTQ(options: .init(groupSize: plan.groupSize, blockSize: 128, dampening: options.dampening,
                                        actOrder: options.actOrder, clipSearch: options.clipSearch))

@@ -23,7 +23,7 @@ extension PMQ {
         var maxTokens: Int?
 
         @Option(help: ArgumentHelp("Expert pruning: none, odp (MC-MoE's threshold rule), otp (learned gates; `pmq otp train`), oracle-mse (diagnostic: runs every top-k expert to decide; the best any gate can do on the output-MSE loss), or odp-matched (diagnostic: ODP at the per-layer fractions a globally budgeted OTP keeps).", valueName: "none|odp|otp|oracle-mse|odp-matched"))
-        var prune: PruneChoice = .none
+        var prune: PruningPolicy = .none
 
         @Option(name: .customLong("odp-beta"), help: "ODP threshold for every layer (default: the per-layer thresholds `pmq otp train` calibrated, else 0.5).")
         var odpBeta: Double?
@@ -45,14 +45,17 @@ extension PMQ {
         }
 
         func run() throws {
-            let loaded = try FloatModel(directory: model)
+            let loaded = try MoEModel(directory: model)
             let file = try TokenFile(path: tokens)
             try file.validate(vocabSize: loaded.config.vocabSize)
             guard seqLen <= loaded.config.maxPositions else {
                 throw ValidationError("--seq-len \(seqLen) exceeds the model's max_position_embeddings \(loaded.config.maxPositions)")
             }
             let ids = maxTokens.map { Array(file.tokens.prefix($0)) } ?? file.tokens
-            let pruner = try prune.pruner(model: loaded, directory: model, odpBeta: odpBeta)
+            let pruner: ExpertPruner?
+            do { pruner = try prune.pruner(model: loaded, directory: model, odpBeta: odpBeta) } catch let error as PruningPolicy.Missing {
+                throw ValidationError(error.message)
+            }
             let progress = Progress("eval", quiet: quiet)
             let result = try Evaluation.run(model: loaded, tokens: ids, sequenceLength: seqLen, pruner: pruner, pruning: prune.rawValue,
                                             decodeTokens: decodeTokens) { done, total in
@@ -75,34 +78,4 @@ extension PMQ {
     }
 }
 
-enum PruneChoice: String, ExpressibleByArgument, CaseIterable {
-    case none, odp, otp
-    case oracleMSE = "oracle-mse"
-    case odpMatched = "odp-matched"
-
-    /// The pruner for `model` (loaded from `directory`): OTP and calibrated ODP come from its pruning file.
-    func pruner(model: FloatModel, directory: String, odpBeta: Double?) throws -> ExpertPruner? {
-        let layers = model.config.layerCount
-        switch self {
-        case .none: return nil
-        case .odp:
-            if let odpBeta { return ODPPruner(beta: Float(odpBeta), layers: layers) }
-            return try PruningFile.read(directory: directory, config: model.config)?.odp ?? ODPPruner(beta: 0.5, layers: layers)
-        case .otp:
-            guard let stored = try PruningFile.read(directory: directory, config: model.config) else {
-                throw ValidationError("\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
-            }
-            return stored.otp
-        case .oracleMSE:
-            guard let stored = try PruningFile.read(directory: directory, config: model.config), !stored.oracleThresholds.isEmpty else {
-                throw ValidationError("\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) --target output …` first (the end-to-end targets keep no expert outputs to calibrate it)")
-            }
-            return MSEOraclePruner(model: model, thresholds: stored.oracleThresholds)
-        case .odpMatched:
-            guard let matched = try PruningFile.read(directory: directory, config: model.config)?.odpMatched else {
-                throw ValidationError("\(directory) has no per-layer matched ODP thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) --budget global …` first")
-            }
-            return matched
-        }
-    }
-}
+extension PruningPolicy: ExpressibleByArgument {}

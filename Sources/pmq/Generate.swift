@@ -34,11 +34,11 @@ extension PMQ {
         }
 
         func run() throws {
-            let loaded = try FloatModel(directory: model)
+            let loaded = try MoEModel(directory: model)
             let tokenizer = try BPETokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
             var ids = tokenizer.encode(prompt)
             guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
-            let session = FloatForward(model: loaded)
+            let session = ForwardPass(model: loaded)
             let vocab = loaded.config.vocabSize
             var random = Sampler(seed: seed)
             let start = ContinuousClock.now

@@ -75,7 +75,7 @@ extension PMQ {
         var effectiveBudget: PruningCalibration.Budget { budget ?? (target.isEndToEnd ? .global : .layer) }
 
         func run() throws {
-            let loaded = try FloatModel(directory: model, lazy: true)
+            let loaded = try MoEModel(directory: model, lazy: true)
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let training = OTPTrainingOptions(keep: keep, epochs: epochs, seed: seed)
@@ -139,7 +139,7 @@ extension PMQ {
         }
 
         func run() throws {
-            let loaded = try FloatModel(directory: model, lazy: true)
+            let loaded = try MoEModel(directory: model, lazy: true)
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let progress = StagedProgress("otp probe", quiet: quiet)

@@ -60,7 +60,7 @@ extension PMQ {
 
         func run() throws {
             // Lazy: one layer's weights in memory at a time.
-            let loaded = try FloatModel(directory: model, lazy: true)
+            let loaded = try MoEModel(directory: model, lazy: true)
             let file = try TokenFile(path: calibration.calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: calibration.seqLen,

@@ -51,7 +51,7 @@ extension PMQ {
 
         func run() throws {
             guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
-            let loaded = try FloatModel(directory: model, lazy: true)
+            let loaded = try MoEModel(directory: model, lazy: true)
             guard loaded.quantization == nil else { throw ModelFormatError(file: model, "is already quantized; quantize the float model") }
             let plan: AllocationPlan
             if let allocation {

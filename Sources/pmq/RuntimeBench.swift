@@ -35,7 +35,7 @@ extension PMQ {
         }
 
         func benchmark() throws {
-            let loaded = try FloatModel(directory: model)
+            let loaded = try MoEModel(directory: model)
             let config = loaded.config
             let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }
             // Bytes of the weights one decode token reads, as held (f32, bf16 or packed): attention,
@@ -60,7 +60,7 @@ extension PMQ {
             func measure() throws -> (prefill: Double, decode: Double) {
                 var prefillRates: [Double] = [], decodeRates: [Double] = []
                 for _ in 0..<max(1, repeats) {
-                    let session = FloatForward(model: loaded)
+                    let session = ForwardPass(model: loaded)
                     var start = ContinuousClock.now
                     _ = try session.logits(tokens)
                     prefillRates.append(Double(prefill) / seconds(since: start))

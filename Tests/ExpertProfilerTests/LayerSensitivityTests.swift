@@ -12,7 +12,7 @@ import Testing
 @Suite struct LayerSensitivityTests {
     @Test func deltaNLLMatchesAWholeModelEvaluation() throws {
         let directory = TestFixtures.tiny.appendingPathComponent("mixtral").path
-        let model = try FloatModel(directory: directory, lazy: true)
+        let model = try MoEModel(directory: directory, lazy: true)
         let config = model.config
         let tokens = TestFixtures.calibrationTokens(vocab: config.vocabSize)
         let gptq = GPTQ(options: .init(groupSize: 16))
@@ -29,17 +29,17 @@ import Testing
         let measured = try LayerSensitivity.measure(model: model, tokens: tokens, windows: 2, sequenceLength: 16, references: references) { _, _, _ in }
         #expect(measured.map(\.layer) == [0, 1])
         // Independent: the whole forward pass (`logits`) on an eager model with the layer replaced.
-        func meanNLL(_ model: FloatModel) throws -> Double {
+        func meanNLL(_ model: MoEModel) throws -> Double {
             var total = 0.0
             for window in 0..<2 {
                 let ids = Array(tokens[(window * 16)..<((window + 1) * 16)])
-                total += Evaluation.negativeLogLikelihood(logits: try FloatForward(model: model).logits(ids), tokens: ids, vocab: config.vocabSize)
+                total += Evaluation.negativeLogLikelihood(logits: try ForwardPass(model: model).logits(ids), tokens: ids, vocab: config.vocabSize)
             }
             return total / Double(2 * 15)
         }
-        let float = try meanNLL(try FloatModel(directory: directory))
+        let float = try meanNLL(try MoEModel(directory: directory))
         for entry in measured {
-            let quantized = try FloatModel(directory: directory)
+            let quantized = try MoEModel(directory: directory)
             for (role, linear) in references[entry.layer]! {
                 quantized.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
             }

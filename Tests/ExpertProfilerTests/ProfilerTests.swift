@@ -17,7 +17,7 @@ import Testing
         let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
         let routing = try reference.bytes("routing").bindMemory(to: Int32.self).map { Int($0) }
         let probabilities = try reference.floats("router_probs")
-        let model = try FloatModel(directory: directory)
+        let model = try MoEModel(directory: directory)
         let config = model.config
         let document = try Profiler(model: model, options: .init(widths: [2, 4], groupSize: 16, sequenceLength: ids.count, samples: 1))
             .run(tokens: ids, description: "fixture")
@@ -67,7 +67,7 @@ import Testing
 @Suite struct ProfilerSliceTests {
     static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false) throws -> ProfileDocument {
         let directory = TestFixtures.tiny.appendingPathComponent("qwen3_moe").path
-        let model = try FloatModel(directory: directory, lazy: lazy)
+        let model = try MoEModel(directory: directory, lazy: lazy)
         let tokens = (0..<48).map { ($0 * 29 + 3) % 96 }
         return try Profiler(model: model, options: .init(widths: widths, groupSize: 16, sequenceLength: 16, samples: 3))
             .run(tokens: tokens, description: "slices", layers: layers, checkpointDirectory: checkpoint)

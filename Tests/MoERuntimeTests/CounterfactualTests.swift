@@ -8,11 +8,11 @@ import Testing
 @Suite struct CounterfactualTests {
     @Test(arguments: ["mixtral", "qwen2_moe"])
     func eachRowIsThatTokensDecodeWithOnlyItsInputChanged(architecture: String) throws {
-        let model = try FloatModel(directory: FloatForwardTests.fixtures.appendingPathComponent(architecture).path)
+        let model = try MoEModel(directory: ForwardPassTests.fixtures.appendingPathComponent(architecture).path)
         let config = model.config
         let (n, hidden, layers) = (11, config.hiddenSize, config.layerCount)
         let ids = (0..<n).map { ($0 * 7 + 3) % config.vocabSize }
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         var x = session.embed(ids)
         var outputs: [[Float]] = []
         for layer in 0..<layers {
@@ -36,7 +36,7 @@ import Testing
 
         var changed = 0
         for t in 0..<n {
-            let reference = FloatForward(model: model)
+            let reference = ForwardPass(model: model)
             if t > 0 { _ = try reference.logits(Array(ids[0..<t])) }   // the unperturbed prefix, position t next
             var row = Array(perturbed[(t * hidden)..<((t + 1) * hidden)])
             for layer in 1..<layers { reference.forwardLayer(layer, &row, count: 1) }

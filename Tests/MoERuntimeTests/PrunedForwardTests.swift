@@ -15,7 +15,7 @@ import Testing
 
     /// The tiny Mixtral fixture copied with `num_experts_per_tok` changed.
     static func mixtral(topK: Int) throws -> String {
-        let source = FloatForwardTests.fixtures.appendingPathComponent("mixtral")
+        let source = ForwardPassTests.fixtures.appendingPathComponent("mixtral")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-pruned-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: source.appendingPathComponent("model.safetensors"), to: directory.appendingPathComponent("model.safetensors"))
@@ -28,13 +28,13 @@ import Testing
     @Test func droppingTheSecondExpertEqualsTopOneRouting() throws {
         // Mixtral renormalises its top-k weights, so top-2 pruned to its top-1 (weight rescaled
         // to 1) must equal a top-1 Mixtral.
-        let topTwo = try FloatModel(directory: try Self.mixtral(topK: 2))
-        let topOne = try FloatModel(directory: try Self.mixtral(topK: 1))
+        let topTwo = try MoEModel(directory: try Self.mixtral(topK: 2))
+        let topOne = try MoEModel(directory: try Self.mixtral(topK: 1))
         let ids = Array(0..<24).map { ($0 * 7 + 3) % topTwo.config.vocabSize }
-        let pruned = FloatForward(model: topTwo)
+        let pruned = ForwardPass(model: topTwo)
         pruned.pruner = TopOne()
         let logits = try pruned.logits(ids)
-        let expected = try FloatForward(model: topOne).logits(ids)
+        let expected = try ForwardPass(model: topOne).logits(ids)
         let worst = zip(logits, expected).map { abs($0 - $1) }.max()!
         #expect(worst <= 1e-5, "max |Δlogit| = \(worst)")
         for layer in 0..<topTwo.config.layerCount {
@@ -42,7 +42,7 @@ import Testing
             #expect(pruned.expertsRun[layer] == ids.count)
         }
         // And pruning does change the output of the top-2 model.
-        let unpruned = FloatForward(model: topTwo)
+        let unpruned = ForwardPass(model: topTwo)
         let full = try unpruned.logits(ids)
         #expect(zip(full, logits).map { abs($0 - $1) }.max()! > 1e-3)
         #expect(unpruned.expertsRun.allSatisfy { $0 == 2 * ids.count })
@@ -51,15 +51,15 @@ import Testing
     }
 
     @Test func noPruningChangesNothing() throws {
-        let model = try FloatModel(directory: FloatForwardTests.fixtures.appendingPathComponent("qwen2_moe").path)
+        let model = try MoEModel(directory: ForwardPassTests.fixtures.appendingPathComponent("qwen2_moe").path)
         let ids = Array(0..<16).map { ($0 * 5 + 1) % model.config.vocabSize }
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         session.pruner = NoPruning()
-        #expect(try session.logits(ids) == (try FloatForward(model: model).logits(ids)))
+        #expect(try session.logits(ids) == (try ForwardPass(model: model).logits(ids)))
     }
 
     @Test func pruningFileRoundTripsAndRejectsStrayTensors() throws {
-        let model = try FloatModel(directory: FloatForwardTests.fixtures.appendingPathComponent("mixtral").path)
+        let model = try MoEModel(directory: ForwardPassTests.fixtures.appendingPathComponent("mixtral").path)
         let config = model.config
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-pruning-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -11,7 +11,7 @@ import Testing
 @Suite struct LogitFisherTests {
     @Test func mappedDistancesAreTheLogitChangeVariance() throws {
         let directory = TestFixtures.tiny.appendingPathComponent("mixtral").path
-        let model = try FloatModel(directory: directory)
+        let model = try MoEModel(directory: directory)
         let config = model.config
         let tokens = TestFixtures.calibrationTokens(vocab: config.vocabSize)
         let states = CalibrationWindows.embed(model: model, tokens: tokens, windows: 2, sequenceLength: 16)

@@ -20,9 +20,9 @@ import Testing
         #expect(MSEOraclePruner.calibrateThreshold(set: set, keep: 1) == 0)
         #expect(MSEOraclePruner.calibrateThreshold(set: set, keep: 0.5) == .infinity)
         // In the forward pass: an infinite threshold is top-1 routing, zero keeps every expert.
-        let model = try FloatModel(directory: Self.fixtures.appendingPathComponent("mixtral").path)
+        let model = try MoEModel(directory: Self.fixtures.appendingPathComponent("mixtral").path)
         let ids = Array(0..<12).map { ($0 * 7 + 3) % model.config.vocabSize }
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         session.pruner = MSEOraclePruner(model: model, thresholds: [0: .infinity, 1: 0])
         _ = try session.logits(ids)
         #expect(session.expertsRun == [ids.count, 2 * ids.count])

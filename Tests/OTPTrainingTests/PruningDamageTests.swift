@@ -21,15 +21,15 @@ import Testing
         }
     }
 
-    static func logProbabilities(_ model: FloatModel, _ tokens: [Int], pruner: ExpertPruner?) throws -> [Float] {
-        let session = FloatForward(model: model)
+    static func logProbabilities(_ model: MoEModel, _ tokens: [Int], pruner: ExpertPruner?) throws -> [Float] {
+        let session = ForwardPass(model: model)
         session.pruner = pruner
         return PruningDamage.logSoftmax(try session.logits(tokens), vocab: model.config.vocabSize)
     }
 
     @Test(arguments: ["mixtral", "qwen2_moe"])
     func damageEqualsAForwardPassWithThatOneDrop(architecture: String) throws {
-        let model = try FloatModel(directory: TestFixtures.tiny.appendingPathComponent(architecture).path)
+        let model = try MoEModel(directory: TestFixtures.tiny.appendingPathComponent(architecture).path)
         let config = model.config
         let (n, windows, vocab, k) = (9, 3, config.vocabSize, config.routing.topK)
         let tokens = (0..<(n * windows + 1)).map { ($0 * 11 + 5) % vocab }
@@ -62,7 +62,7 @@ import Testing
 
     /// A position whose next token is not in the file gets no damage.
     @Test func lastPositionWithoutANextTokenIsZero() throws {
-        let model = try FloatModel(directory: TestFixtures.tiny.appendingPathComponent("mixtral").path)
+        let model = try MoEModel(directory: TestFixtures.tiny.appendingPathComponent("mixtral").path)
         let n = 8
         let tokens = (0..<n).map { ($0 * 5 + 1) % model.config.vocabSize }
         let states = CalibrationWindows.embed(model: model, tokens: tokens, windows: 1, sequenceLength: n)
@@ -82,7 +82,7 @@ import Testing
     }
 
     @Test func rateOneEqualsDroppingEveryTokensExtraExperts() throws {
-        let model = try FloatModel(directory: TestFixtures.tiny.appendingPathComponent("mixtral").path)
+        let model = try MoEModel(directory: TestFixtures.tiny.appendingPathComponent("mixtral").path)
         let (n, vocab) = (10, model.config.vocabSize)
         let tokens = (0..<(2 * n)).map { ($0 * 13 + 2) % vocab }
         let probe = try RandomDropProbe.run(model: model, tokens: tokens, samples: 2, sequenceLength: n, rate: 1, seed: 3)

@@ -32,7 +32,7 @@ import Testing
     @Test(arguments: [(MoEArchitecture.mixtral, false), (.qwen2MoE, false), (.mixtral, true)])
     func packedModelMatchesTheFloatPathOnDequantizedWeights(architecture: MoEArchitecture, actOrder: Bool) throws {
         let source = Self.tiny.appendingPathComponent(architecture.rawValue).path
-        let float = try FloatModel(directory: source, lazy: true)
+        let float = try MoEModel(directory: source, lazy: true)
         let plan = Self.mixedPlan(float.config)
         let output = try ModelQuantizer(model: float, options: .init(sequenceLength: 16, samples: 4, actOrder: actOrder))
             .run(tokens: TestFixtures.calibrationTokens(vocab: float.config.vocabSize), plan: plan)
@@ -44,9 +44,9 @@ import Testing
         try PackedModelExport.write(sourceDirectory: source, output: output, actOrder: actOrder, keepF32: true, to: out)
         defer { try? FileManager.default.removeItem(atPath: out) }
 
-        let packed = try FloatModel(directory: out)
+        let packed = try MoEModel(directory: out)
         // The reference: the source model with every expert replaced by its dequantized weights.
-        let reference = try FloatModel(directory: source)
+        let reference = try MoEModel(directory: source)
         var widthsSeen = Set<Int>()
         for layer in 0..<reference.config.layerCount where reference.config.moeLayers[layer] {
             for expert in 0..<reference.config.expertCount {
@@ -65,12 +65,12 @@ import Testing
         }
         #expect(widthsSeen == [1, 2, 3, 4, 8])
         let ids = Array(TestFixtures.calibrationTokens(vocab: float.config.vocabSize).prefix(16))
-        let packedLogits = try FloatForward(model: packed).logits(ids)
-        let referenceLogits = try FloatForward(model: reference).logits(ids)
+        let packedLogits = try ForwardPass(model: packed).logits(ids)
+        let referenceLogits = try ForwardPass(model: reference).logits(ids)
         let worst = zip(packedLogits, referenceLogits).map { abs($0 - $1) }.max()!
         #expect(worst <= 1e-4, "max |Δlogit| = \(worst)")
         // Quantization did change the model.
-        let floatLogits = try FloatForward(model: try FloatModel(directory: source)).logits(ids)
+        let floatLogits = try ForwardPass(model: try MoEModel(directory: source)).logits(ids)
         #expect(zip(packedLogits, floatLogits).map { abs($0 - $1) }.max()! > 1e-4)
     }
 

@@ -9,10 +9,10 @@ import Foundation
 public final class MSEOraclePruner: ExpertPruner {
     public let thresholds: [Int: Float]
     /// Runs the token's top-k experts (its own session: the caller's is mid-forward).
-    let forward: FloatForward
+    let forward: ForwardPass
 
-    public init(model: FloatModel, thresholds: [Int: Float]) {
-        forward = FloatForward(model: model)
+    public init(model: MoEModel, thresholds: [Int: Float]) {
+        forward = ForwardPass(model: model)
         self.thresholds = thresholds
     }
 

@@ -7,7 +7,7 @@ import Kernels
 /// linears stay packed — `qweight`/`qzeros`/`scales`/`g_idx`, widths from `quantization_config`),
 /// vectors (norms, biases) in f32. Every tensor the map expects must be present with its shape,
 /// and none may be left over.
-public final class FloatModel: @unchecked Sendable {
+public final class MoEModel: @unchecked Sendable {
     public let config: MoEModelConfig
     public let directory: String
     /// Lazy models keep the checkpoint mapped and read a matrix when asked (or when its layer is

@@ -7,7 +7,7 @@ import Testing
 
 /// The float forward pass against transformers' logits and routing on tiny checkpoints of each
 /// architecture (tools/fixtures/make_tiny_models.py).
-@Suite struct FloatForwardTests {
+@Suite struct ForwardPassTests {
     static let fixtures = TestFixtures.tiny
     /// Max abs logit difference allowed against transformers with f32 weights.
     static let logitTolerance: Float = 1e-3
@@ -20,18 +20,18 @@ import Testing
     }
 
     /// A tiny checkpoint with transformers' input ids and logits for it.
-    static func fixture(_ architecture: MoEArchitecture) throws -> (model: FloatModel, reference: SafeTensorsFile, ids: [Int], logits: [Float]) {
+    static func fixture(_ architecture: MoEArchitecture) throws -> (model: MoEModel, reference: SafeTensorsFile, ids: [Int], logits: [Float]) {
         let directory = fixtures.appendingPathComponent(architecture.rawValue).path
         let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
         let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
-        return (try FloatModel(directory: directory), reference, ids, try reference.floats("logits"))
+        return (try MoEModel(directory: directory), reference, ids, try reference.floats("logits"))
     }
 
     @Test(arguments: MoEArchitecture.allCases)
     func prefillMatchesTransformers(architecture: MoEArchitecture) throws {
         let (model, reference, ids, expected) = try Self.fixture(architecture)
         let recorder = Recorder()
-        let logits = try FloatForward(model: model, observer: recorder).logits(ids)
+        let logits = try ForwardPass(model: model, observer: recorder).logits(ids)
         #expect(logits.count == expected.count)
         let worst = zip(logits, expected).map { abs($0 - $1) }.max() ?? .infinity
         #expect(worst <= Self.logitTolerance, "max |Δlogit| = \(worst)")
@@ -50,7 +50,7 @@ import Testing
     func decodeWithKVCacheMatchesTransformers(architecture: MoEArchitecture) throws {
         let (model, _, ids, expected) = try Self.fixture(architecture)
         let vocab = model.config.vocabSize
-        let session = FloatForward(model: model)
+        let session = ForwardPass(model: model)
         // A 5-token prefill, then one token at a time.
         var logits = try session.logits(Array(ids.prefix(5)))
         for token in ids.dropFirst(5) { logits += try session.logits([token]) }
@@ -59,19 +59,19 @@ import Testing
         #expect(logits.count == ids.count * vocab)
         #expect(worst <= Self.logitTolerance, "max |Δlogit| = \(worst)")
         session.reset()
-        #expect(try session.logits(ids) == (try FloatForward(model: model).logits(ids)))
+        #expect(try session.logits(ids) == (try ForwardPass(model: model).logits(ids)))
     }
 
     @Test func rejectsTokensOutsideTheVocabulary() throws {
-        let model = try FloatModel(directory: Self.fixtures.appendingPathComponent("mixtral").path)
-        #expect(throws: ModelFormatError.self) { try FloatForward(model: model).logits([1, 96]) }
+        let model = try MoEModel(directory: Self.fixtures.appendingPathComponent("mixtral").path)
+        #expect(throws: ModelFormatError.self) { try ForwardPass(model: model).logits([1, 96]) }
     }
 }
 
 @Suite struct EvaluationTests {
     /// Perplexity equals the one computed from transformers' own logits (same label shift).
     @Test func perplexityMatchesReferenceLogits() throws {
-        let (model, _, ids, logits) = try FloatForwardTests.fixture(.qwen2MoE)
+        let (model, _, ids, logits) = try ForwardPassTests.fixture(.qwen2MoE)
         let vocab = model.config.vocabSize
         var nll = 0.0
         for t in 0..<(ids.count - 1) {
@@ -105,7 +105,7 @@ import Testing
     static func copyFixture(_ architecture: MoEArchitecture) throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-ckpt-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: FloatForwardTests.fixtures.appendingPathComponent("\(architecture.rawValue)/config.json").path,
+        try FileManager.default.copyItem(atPath: ForwardPassTests.fixtures.appendingPathComponent("\(architecture.rawValue)/config.json").path,
                                          toPath: directory + "/config.json")
         return directory
     }
@@ -113,7 +113,7 @@ import Testing
     /// Rewrites the fixture's tensors, filtered, into `shards` files with an index.
     static func rewrite(_ architecture: MoEArchitecture, into directory: String, shards: Int, keep: (String) -> Bool = { _ in true },
                         extra: [String: [Float]] = [:]) throws {
-        let source = try SafeTensorsFile(path: FloatForwardTests.fixtures.appendingPathComponent("\(architecture.rawValue)/model.safetensors").path)
+        let source = try SafeTensorsFile(path: ForwardPassTests.fixtures.appendingPathComponent("\(architecture.rawValue)/model.safetensors").path)
         var writers = [SafeTensorsWriter](repeating: SafeTensorsWriter(), count: shards)
         var weightMap: [String: String] = [:]
         for (position, name) in source.names.filter(keep).enumerated() {
@@ -135,9 +135,9 @@ import Testing
         let directory = try Self.copyFixture(.qwen3MoE)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Self.rewrite(.qwen3MoE, into: directory, shards: 3)
-        let (single, _, ids, _) = try FloatForwardTests.fixture(.qwen3MoE)
-        let sharded = try FloatModel(directory: directory)
-        #expect(try FloatForward(model: sharded).logits(ids) == (try FloatForward(model: single).logits(ids)))
+        let (single, _, ids, _) = try ForwardPassTests.fixture(.qwen3MoE)
+        let sharded = try MoEModel(directory: directory)
+        #expect(try ForwardPass(model: sharded).logits(ids) == (try ForwardPass(model: single).logits(ids)))
     }
 
     @Test func missingAndLeftoverTensorsAreNamed() throws {
@@ -145,14 +145,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Self.rewrite(.mixtral, into: directory, shards: 2, keep: { $0 != "model.layers.1.block_sparse_moe.experts.3.w2.weight" })
         do {
-            _ = try FloatModel(directory: directory)
+            _ = try MoEModel(directory: directory)
             Issue.record("a checkpoint without a tensor loaded")
         } catch let error as ModelFormatError {
             #expect(error.problem == "missing tensor model.layers.1.block_sparse_moe.experts.3.w2.weight")
             #expect(error.file.hasSuffix("model.safetensors.index.json"))
         }
         try Self.rewrite(.mixtral, into: directory, shards: 2, extra: ["model.layers.0.block_sparse_moe.experts.9.w1.weight": [1, 2]])
-        #expect(throws: ModelFormatError.self) { try FloatModel(directory: directory) }
+        #expect(throws: ModelFormatError.self) { try MoEModel(directory: directory) }
     }
 }
 
@@ -178,7 +178,7 @@ import Testing
 
     /// A bf16 checkpoint runs in bf16 and gives the logits of the same weights held as f32.
     @Test func bf16CheckpointMatchesItsF32Twin() throws {
-        let source = try SafeTensorsFile(path: FloatForwardTests.fixtures.appendingPathComponent("mixtral/model.safetensors").path)
+        let source = try SafeTensorsFile(path: ForwardPassTests.fixtures.appendingPathComponent("mixtral/model.safetensors").path)
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-bf16-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         var halves = SafeTensorsWriter(), singles = SafeTensorsWriter()
@@ -193,17 +193,17 @@ import Testing
         }
         for (directory, writer) in [("bf16", halves), ("f32", singles)] {
             try FileManager.default.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: FloatForwardTests.fixtures.appendingPathComponent("mixtral/config.json").path, toPath: "\(root)/\(directory)/config.json")
+            try FileManager.default.copyItem(atPath: ForwardPassTests.fixtures.appendingPathComponent("mixtral/config.json").path, toPath: "\(root)/\(directory)/config.json")
             try writer.write(to: "\(root)/\(directory)/model.safetensors")
         }
-        let half = try FloatModel(directory: root + "/bf16"), single = try FloatModel(directory: root + "/f32")
+        let half = try MoEModel(directory: root + "/bf16"), single = try MoEModel(directory: root + "/f32")
         if case .bf16 = half.matrix(.expertGate(layer: 0, expert: 0)).storage {} else { Issue.record("bf16 weights were widened on load") }
         #expect(half.weightBytes < single.weightBytes)
         let ids = [1, 17, 42, 5, 88, 23, 64, 9, 31, 77]
-        let a = try FloatForward(model: half).logits(ids), b = try FloatForward(model: single).logits(ids)
+        let a = try ForwardPass(model: half).logits(ids), b = try ForwardPass(model: single).logits(ids)
         #expect(zip(a, b).map { abs($0 - $1) }.max()! <= 1e-4)
         // Decode path too.
-        let session = FloatForward(model: half)
+        let session = ForwardPass(model: half)
         var stepped: [Float] = []
         for id in ids { stepped += try session.logits([id]) }
         #expect(zip(stepped, b).map { abs($0 - $1) }.max()! <= 1e-4)
@@ -214,11 +214,11 @@ extension CheckpointLoadingTests {
     /// A lazy model (matrices read on demand or per pinned layer) computes exactly what an eager one does.
     @Test(arguments: MoEArchitecture.allCases)
     func lazyModelMatchesEager(architecture: MoEArchitecture) throws {
-        let (eager, _, ids, _) = try FloatForwardTests.fixture(architecture)
-        let lazy = try FloatModel(directory: eager.directory, lazy: true)
-        #expect(try FloatForward(model: lazy).logits(ids) == (try FloatForward(model: eager).logits(ids)))
+        let (eager, _, ids, _) = try ForwardPassTests.fixture(architecture)
+        let lazy = try MoEModel(directory: eager.directory, lazy: true)
+        #expect(try ForwardPass(model: lazy).logits(ids) == (try ForwardPass(model: eager).logits(ids)))
         try lazy.pin(layer: 1)
-        #expect(try FloatForward(model: lazy).logits(ids) == (try FloatForward(model: eager).logits(ids)))
+        #expect(try ForwardPass(model: lazy).logits(ids) == (try ForwardPass(model: eager).logits(ids)))
         lazy.unpin(layer: 1)
         #expect(lazy.parameterCount == eager.parameterCount)
     }

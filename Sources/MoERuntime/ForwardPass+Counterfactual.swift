@@ -1,7 +1,7 @@
 import Foundation
 import Kernels
 
-extension FloatForward {
+extension ForwardPass {
     /// One decoder layer over `count` tokens this session has already run through `layer` (their
     /// keys and values at positions `start…` are in the cache), as if each token *alone* had the
     /// residual `x`: token t attends to the cached keys and values of the positions before it —
@@ -26,7 +26,7 @@ extension FloatForward {
         }
         decoderLayer(layer, &x, count: count) { normed in
             let (q, k, v) = projections(normed, count: count, layer: layer, offset: start)
-            let context = Self.attention(q: q, keys: keyCache[layer], values: valueCache[layer], count: count, position: start,
+            let context = Attention.causal(q: q, keys: keyCache[layer], values: valueCache[layer], count: count, position: start,
                                          heads: config.attentionHeads, kvHeads: config.keyValueHeads, dim: config.headDim,
                                          own: (k, v))
             return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))

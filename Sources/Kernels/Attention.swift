@@ -1,0 +1,117 @@
+import Foundation
+
+/// Causal scaled dot-product attention with grouped-query heads over a KV cache: SIMD dot products
+/// and updates, heads split across cores when the work is large, beside the plain scalar loop it
+/// is tested against.
+public enum Attention {
+    /// Causal scaled dot-product attention of `count` queries at positions `position…` over the
+    /// cached keys and values `[position + count, kvHeads · dim]`; returns `[count, heads · dim]`.
+    /// SIMD dot products and updates, heads split across cores when the work is large; the scalar
+    /// loop (`reference`) runs instead under `Kernels.useReferenceKernels`.
+    /// With `own` (`[count, kvHeads · dim]` each), query t's own position `position + t` uses its
+    /// row of `own` instead of the cache: a per-token counterfactual (`ForwardPass.counterfactualLayer`).
+    public static func causal(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
+                          dim: Int, own: (keys: [Float], values: [Float])? = nil) -> [Float] {
+        let group = heads / kvHeads
+        let scale = 1 / Float(dim).squareRoot()
+        var context = [Float](repeating: 0, count: count * heads * dim)
+        if Kernels.useReferenceKernels {
+            return reference(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+                                      kvHeads: kvHeads, dim: dim, own: own)
+        }
+        let ownKeys = own?.keys ?? [], ownValues = own?.values ?? []
+        q.withUnsafeBufferPointer { q in
+            keys.withUnsafeBufferPointer { keys in
+                values.withUnsafeBufferPointer { values in
+                    ownKeys.withUnsafeBufferPointer { ownKeys in
+                        ownValues.withUnsafeBufferPointer { ownValues in
+                            context.withUnsafeMutableBufferPointer { context in
+                                let buffers = AttentionBuffers(q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
+                                                               context: context.baseAddress!,
+                                                               // An empty array's buffer may still have an address.
+                                                               ownKeys: own == nil ? nil : ownKeys.baseAddress,
+                                                               ownValues: own == nil ? nil : ownValues.baseAddress)
+                                let body: @Sendable (Int) -> Void = { h in
+                                    let kv = h / group
+                                    var scores = [Float](repeating: 0, count: position + count)
+                                    scores.withUnsafeMutableBufferPointer { scores in
+                                        for t in 0..<count {
+                                            let last = position + t
+                                            let query = buffers.q + (t * heads + h) * dim
+                                            let lastKey = buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys + (last * kvHeads + kv) * dim
+                                            let lastValue = buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.values + (last * kvHeads + kv) * dim
+                                            var peak = -Float.infinity
+                                            for s in 0...last {
+                                                let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
+                                                let score = Kernels.dot(query, key, dim) * scale
+                                                scores[s] = score
+                                                peak = max(peak, score)
+                                            }
+                                            var total: Float = 0
+                                            for s in 0...last {
+                                                scores[s] = Foundation.exp(scores[s] - peak)
+                                                total += scores[s]
+                                            }
+                                            let out = buffers.context + (t * heads + h) * dim
+                                            for s in 0...last {
+                                                let value = s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
+                                                Kernels.addScaled(out, value, scores[s] / total, dim)
+                                            }
+                                        }
+                                    }
+                                }
+                                if count * (position + count) * dim * heads >= 1 << 18 {
+                                    Parallel.perform(iterations: heads, body)
+                                } else {
+                                    for h in 0..<heads { body(h) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return context
+    }
+
+    /// The plain scalar attention loop: the reference for `attention`.
+    public static func reference(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
+                                   dim: Int, own: (keys: [Float], values: [Float])? = nil) -> [Float] {
+        let group = heads / kvHeads
+        let scale = 1 / Float(dim).squareRoot()
+        var context = [Float](repeating: 0, count: count * heads * dim)
+        var scores = [Float]()
+        for h in 0..<heads {
+            let kv = h / group
+            for t in 0..<count {
+                scores.removeAll(keepingCapacity: true)
+                let last = position + t   // causal: attend to every cached position up to this one
+                // With `own`, the query's own position reads its own row.
+                func key(_ s: Int, _ i: Int) -> Float { s == last && own != nil ? own!.keys[(t * kvHeads + kv) * dim + i] : keys[(s * kvHeads + kv) * dim + i] }
+                func value(_ s: Int, _ i: Int) -> Float { s == last && own != nil ? own!.values[(t * kvHeads + kv) * dim + i] : values[(s * kvHeads + kv) * dim + i] }
+                for s in 0...last {
+                    var dot: Float = 0
+                    for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * key(s, i) }
+                    scores.append(dot * scale)
+                }
+                Kernels.softmax(&scores)
+                for s in 0...last {
+                    let p = scores[s]
+                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * value(s, i) }
+                }
+            }
+        }
+        return context
+    }
+}
+
+/// Raw pointers of one attention call; heads write disjoint rows of `context`.
+struct AttentionBuffers: @unchecked Sendable {
+    let q: UnsafePointer<Float>
+    let keys: UnsafePointer<Float>
+    let values: UnsafePointer<Float>
+    let context: UnsafeMutablePointer<Float>
+    /// Per query, its own position's key and value (`counterfactualLayer`); nil: the cache's.
+    var ownKeys: UnsafePointer<Float>? = nil
+    var ownValues: UnsafePointer<Float>? = nil
+}

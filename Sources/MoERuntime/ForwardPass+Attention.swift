@@ -1,0 +1,44 @@
+import Foundation
+import Kernels
+import ModelFormat
+
+extension ForwardPass {
+    /// Causal self-attention with RoPE and grouped-query heads.
+    func attend(_ x: [Float], count: Int, layer: Int) -> [Float] {
+        let config = model.config
+        let (q, k, v) = projections(x, count: count, layer: layer, offset: position)
+        keyCache[layer] += k
+        valueCache[layer] += v
+        let keys = keyCache[layer], values = valueCache[layer]
+        let context = Attention.causal(q: q, keys: keys, values: values, count: count, position: position, heads: config.attentionHeads,
+                                     kvHeads: config.keyValueHeads, dim: config.headDim)
+        return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
+    }
+
+    /// Queries, keys and values of `count` tokens at positions `offset…`, after any QK norm, clipping and RoPE.
+    func projections(_ x: [Float], count: Int, layer: Int, offset: Int) -> (q: [Float], k: [Float], v: [Float]) {
+        let config = model.config
+        let heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
+        let eps = Float(config.rmsNormEps)
+        var q = Kernels.linear(x, tokens: count, matrix: model.matrix(.query(layer: layer)), bias: model.optionalWeight(.queryBias(layer: layer)))
+        var k = Kernels.linear(x, tokens: count, matrix: model.matrix(.key(layer: layer)), bias: model.optionalWeight(.keyBias(layer: layer)))
+        var v = Kernels.linear(x, tokens: count, matrix: model.matrix(.value(layer: layer)), bias: model.optionalWeight(.valueBias(layer: layer)))
+        switch config.qkNorm {
+        case .none: break
+        case .perHead:
+            q = Kernels.rmsNorm(q, width: dim, weight: model.weight(.queryNorm(layer: layer)), eps: eps)
+            k = Kernels.rmsNorm(k, width: dim, weight: model.weight(.keyNorm(layer: layer)), eps: eps)
+        case .fullProjection:
+            q = Kernels.rmsNorm(q, width: heads * dim, weight: model.weight(.queryNorm(layer: layer)), eps: eps)
+            k = Kernels.rmsNorm(k, width: kvHeads * dim, weight: model.weight(.keyNorm(layer: layer)), eps: eps)
+        }
+        if let clip = config.clipQKV.map(Float.init) {
+            for i in q.indices { q[i] = min(max(q[i], -clip), clip) }
+            for i in k.indices { k[i] = min(max(k[i], -clip), clip) }
+            for i in v.indices { v[i] = min(max(v[i], -clip), clip) }
+        }
+        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta, offset: offset)
+        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta, offset: offset)
+        return (q, k, v)
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import Kernels
+import ModelFormat
+
+extension ForwardPass {
+    /// The MoE block: softmax router → top-k → optional renormalisation → weighted SwiGLU experts,
+    /// plus Qwen2-MoE's sigmoid-gated shared expert. Tokens are grouped by expert so that each
+    /// expert runs once over all of its tokens (a matrix product in prefill, not a matvec each).
+    func moe(_ x: [Float], count: Int, layer: Int) -> [Float] {
+        let config = model.config
+        let hidden = config.hiddenSize, experts = config.expertCount
+        observer?.moeInput(layer: layer, hidden: x, count: count)
+        let logits = Kernels.linear(x, tokens: count, matrix: model.matrix(.router(layer: layer)))
+        var assigned = [[(token: Int, weight: Float)]](repeating: [], count: experts)
+        for t in 0..<count {
+            var probabilities = Array(logits[(t * experts)..<((t + 1) * experts)])
+            Kernels.softmax(&probabilities)
+            let chosen = Routing.topK(probabilities, k: config.routing.topK)
+            var weights = chosen.map { probabilities[$0] }
+            if config.routing.normalizeTopK {
+                let sum = weights.reduce(0, +)
+                weights = weights.map { $0 / sum }
+            }
+            observer?.routed(layer: layer, token: t, probabilities: probabilities, experts: chosen, weights: weights)
+            var kept = chosen
+            if let pruner {
+                let flags = x.withUnsafeBufferPointer {
+                    pruner.keep(layer: layer, hidden: UnsafeBufferPointer(rebasing: $0[(t * hidden)..<((t + 1) * hidden)]),
+                                probabilities: probabilities, experts: chosen, weights: weights)
+                }
+                precondition(flags.count == chosen.count && flags.contains(true), "a pruner must keep at least one expert")
+                if flags.contains(false) {
+                    // The kept experts' weights are rescaled to the full top-k's sum.
+                    let total = weights.reduce(0, +)
+                    kept = zip(chosen, flags).filter(\.1).map(\.0)
+                    let keptWeights = zip(weights, flags).filter(\.1).map(\.0)
+                    let keptTotal = keptWeights.reduce(0, +)
+                    weights = keptWeights.map { keptTotal > 0 ? $0 * total / keptTotal : $0 }
+                }
+            }
+            expertsRun[layer] += kept.count
+            for (expert, weight) in zip(kept, weights) { assigned[expert].append((t, weight)) }
+        }
+        tokensRouted[layer] += count
+        var output = [Float](repeating: 0, count: count * hidden)
+        for expert in 0..<experts where !assigned[expert].isEmpty {
+            let tokens = assigned[expert]
+            var rows = [Float](repeating: 0, count: tokens.count * hidden)
+            for (row, entry) in tokens.enumerated() {
+                for i in 0..<hidden { rows[row * hidden + i] = x[entry.token * hidden + i] }
+            }
+            let y = swiglu(rows, count: tokens.count, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
+                           down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize) { activations in
+                observer?.expertActivations(layer: layer, expert: expert, tokens: tokens.map(\.token), activations: activations)
+            }
+            observer?.expertOutputs(layer: layer, expert: expert, tokens: tokens.map(\.token), outputs: y)
+            for (row, entry) in tokens.enumerated() {
+                for i in 0..<hidden { output[entry.token * hidden + i] += entry.weight * y[row * hidden + i] }
+            }
+        }
+        if config.sharedExpertIntermediateSize > 0 {
+            let shared = swiglu(x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
+                                down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
+            let gates = Kernels.linear(x, tokens: count, matrix: model.matrix(.sharedExpertScale(layer: layer)))
+            for t in 0..<count {
+                let gate = Kernels.sigmoid(gates[t])
+                for i in 0..<hidden { output[t * hidden + i] += gate * shared[t * hidden + i] }
+            }
+        }
+        return output
+    }
+
+    /// `down(silu(gate(x)) ⊙ up(x))`.
+    func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int,
+                activations: ([Float]) -> Void = { _ in }) -> [Float] {
+        let g = Kernels.linear(x, tokens: count, matrix: model.matrix(gate))
+        let u = Kernels.linear(x, tokens: count, matrix: model.matrix(up))
+        var h = [Float](repeating: 0, count: g.count)
+        for i in h.indices { h[i] = Kernels.silu(g[i]) * u[i] }
+        activations(h)
+        return Kernels.linear(h, tokens: count, matrix: model.matrix(down))
+    }
+}

@@ -27,16 +27,16 @@ struct LayerCheckpoint {
 
     func path(_ layer: Int) -> String { "\(directory)/layer-\(layer).json" }
 
-    func load(layer: Int) throws -> ProfileDocument.Layer? {
+    func load(layer: Int) throws -> Profile.Layer? {
         guard let data = FileManager.default.contents(atPath: path(layer)) else { return nil }
         do {
-            return try JSONDecoder().decode(ProfileDocument.Layer.self, from: data)
+            return try JSONDecoder().decode(Profile.Layer.self, from: data)
         } catch {
             throw ModelFormatError(file: path(layer), "unreadable saved layer (delete it to recompute): \(error)")
         }
     }
 
-    func save(_ layer: ProfileDocument.Layer) throws {
+    func save(_ layer: Profile.Layer) throws {
         try AtomicFile.writeJSON(layer, to: path(layer.index))
     }
 

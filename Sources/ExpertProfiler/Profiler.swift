@@ -57,7 +57,7 @@ public struct Profiler {
     /// last finished one. `progress(stage, done, total)`.
     public func run(tokens: [Int], description: String, layers requested: Range<Int>? = nil,
                     checkpointDirectory: String? = nil,
-                    progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> ProfileDocument {
+                    progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> Profile {
         let runStart = ContinuousClock.now
         let config = model.config
         let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
@@ -72,7 +72,7 @@ public struct Profiler {
 
         let session = ForwardPass(model: model)
         var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
-        var finished: [ProfileDocument.Layer] = []
+        var finished: [Profile.Layer] = []
         var references: [Int: [TensorRole: PackedLinear]] = [:]
         var forwardStart = ContinuousClock.now
         try CalibrationWindows.layerByLayer(
@@ -118,7 +118,7 @@ public struct Profiler {
         }
         // The directory as the user named it ("examples/model"), not just its last component.
         let name = model.directory.hasSuffix("/") ? String(model.directory.dropLast()) : model.directory
-        return ProfileDocument(model: .init(name: name, architecture: config.architecture.rawValue),
+        return Profile(model: .init(name: name, architecture: config.architecture.rawValue),
                                calibration: .init(tokens: windows * options.sequenceLength, description: description),
                                widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
                                seconds: seconds(since: runStart))
@@ -138,13 +138,13 @@ public struct Profiler {
     /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
     /// linears packed at the sensitivity reference width.
     func measure(layer: Int, _ statistics: ExpertStatistics, progress: (Int, Int) -> Void) throws
-        -> (ProfileDocument.Layer, [TensorRole: PackedLinear]) {
+        -> (Profile.Layer, [TensorRole: PackedLinear]) {
         var reference: [TensorRole: PackedLinear] = [:]
         let config = model.config
         let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening,
                                        actOrder: options.actOrder, clipSearch: options.clipSearch))
         let hidden = config.hiddenSize, width = config.expertIntermediateSize
-        var experts: [ProfileDocument.Expert] = []
+        var experts: [Profile.Expert] = []
         for expert in 0..<config.expertCount {
             let reached = statistics.frequency[expert] > 0
             let (inputH, downH) = statistics.hessians(expert: expert)
@@ -168,14 +168,14 @@ public struct Profiler {
                 errors.append((bits, max(0, e)))
                 bytes.append((bits, PackedLayout.expertBytes(hidden: hidden, intermediate: width, bits: bits, groupSize: options.groupSize)))
             }
-            experts.append(ProfileDocument.Expert(
+            experts.append(Profile.Expert(
                 index: expert, params: 3 * Int64(hidden) * Int64(width),
                 freq: Double(statistics.frequency[expert]), mass: statistics.mass[expert],
                 error: WidthMap(errors), bytes: WidthMap(bytes), tokens: statistics.frequency[expert],
                 note: reached ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
             progress(expert + 1, config.expertCount)
         }
-        return (ProfileDocument.Layer(index: layer, experts: experts), reference)
+        return (Profile.Layer(index: layer, experts: experts), reference)
     }
 
     /// Identifies a run's inputs, so that a checkpoint is only resumed by the same run.

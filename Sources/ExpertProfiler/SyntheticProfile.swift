@@ -45,20 +45,20 @@ public struct SyntheticProfile: Sendable {
         self.calibrationTokens = calibrationTokens
     }
 
-    public func document() -> ProfileDocument {
+    public func document() -> Profile {
         var random = SplitMix64(seed: seed)
         let params = shape.paramsPerExpert
         let bytes = WidthMap(shape.widths.map { width in
             (width, PackedLayout.expertBytes(hidden: shape.hidden, intermediate: shape.intermediate, bits: width, groupSize: groupSize))
         })
-        var layers: [ProfileDocument.Layer] = []
+        var layers: [Profile.Layer] = []
         for layer in 0..<shape.layers {
             // Deeper layers matter a little more (larger error scale), as measured on real MoEs.
             let layerScale = 1 + Double(layer) / Double(shape.layers)
             var popularity = (0..<shape.experts).map { _ in exp(shape.routingSpread * random.gaussian()) }
             let total = popularity.reduce(0, +)
             popularity = popularity.map { $0 / total }
-            var experts: [ProfileDocument.Expert] = []
+            var experts: [Profile.Expert] = []
             for expert in 0..<shape.experts {
                 let routed = (popularity[expert] * Double(calibrationTokens * shape.topK)).rounded()
                 let mass = popularity[expert] * exp(0.25 * random.gaussian()) * Double(calibrationTokens)
@@ -77,7 +77,7 @@ public struct SyntheticProfile: Sendable {
             }
             layers.append(.init(index: layer, experts: experts))
         }
-        return ProfileDocument(
+        return Profile(
             model: .init(name: "synthetic-\(shape.name) (synthetic, seed \(seed))", architecture: shape.architecture),
             calibration: .init(tokens: calibrationTokens,
                                description: "synthetic: seeded log-normal routing statistics and errors (seed \(seed)), not measured from a model"),

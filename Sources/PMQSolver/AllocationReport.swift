@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// The allocation report (format `pmq-allocation`, version 1): the contract between the
 /// allocator and the packer. See README "Allocation report".

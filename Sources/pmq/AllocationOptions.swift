@@ -1,4 +1,5 @@
 import ArgumentParser
+import ModelFormat
 import PMQSolver
 
 extension CostModel.Scope: ExpressibleByArgument {}
@@ -81,7 +82,7 @@ struct AllocationOptions: ParsableArguments {
     }
 
     /// Reads the profile and prints its warnings on stderr.
-    func loadProfile() throws -> Profile {
+    func loadProfile() throws -> ModelFormat.Profile {
         let result = try ProfileReader.read(path: profile)
         for warning in result.warnings.prefix(10) { printError("warning: \(warning)") }
         if result.warnings.count > 10 { printError("warning: … and \(result.warnings.count - 10) more experts whose error grows with width") }

@@ -104,12 +104,12 @@ extension PMQ {
 
         func run() throws {
             guard !slices.isEmpty else { throw ValidationError("name at least one slice") }
-            var merged: ProfileDocument? = nil
+            var merged: ModelFormat.Profile? = nil
             var seen = Set<Int>()
             for path in slices {
                 guard let data = FileManager.default.contents(atPath: path) else { throw ModelFormatError(file: path, "cannot read") }
-                let slice: ProfileDocument
-                do { slice = try JSONDecoder().decode(ProfileDocument.self, from: data) } catch {
+                let slice: ModelFormat.Profile
+                do { slice = try JSONDecoder().decode(ModelFormat.Profile.self, from: data) } catch {
                     throw ModelFormatError(file: path, "not a pmq profile")
                 }
                 if let first = merged {

@@ -65,7 +65,7 @@ import Testing
 }
 
 @Suite struct ProfilerSliceTests {
-    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false) throws -> ProfileDocument {
+    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false) throws -> Profile {
         let directory = TestFixtures.tiny.appendingPathComponent("qwen3_moe").path
         let model = try MoEModel(directory: directory, lazy: lazy)
         let tokens = (0..<48).map { ($0 * 29 + 3) % 96 }
@@ -75,7 +75,7 @@ import Testing
 
     /// The document without its wall times, which differ from run to run (and, with
     /// `sensitivity: false`, without the layer sensitivities only whole-model runs measure).
-    static func json(_ document: ProfileDocument, sensitivity: Bool = true) throws -> Data {
+    static func json(_ document: Profile, sensitivity: Bool = true) throws -> Data {
         var document = document
         document.seconds = nil
         for index in document.layers.indices {
@@ -107,7 +107,7 @@ import Testing
         let whole = try Self.run(checkpoint: checkpoint)
         #expect(FileManager.default.fileExists(atPath: checkpoint + "/layer-1.json"))
         // A saved layer is used as is on the next run: mark it and see the mark come back.
-        var saved = try JSONDecoder().decode(ProfileDocument.Layer.self, from: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/layer-1.json")))
+        var saved = try JSONDecoder().decode(Profile.Layer.self, from: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/layer-1.json")))
         saved.experts[0].note = "from the checkpoint"
         try JSONEncoder().encode(saved).write(to: URL(fileURLWithPath: checkpoint + "/layer-1.json"))
         let resumed = try Self.run(checkpoint: checkpoint)

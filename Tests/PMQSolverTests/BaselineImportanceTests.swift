@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import ModelFormat
 @testable import PMQSolver
 
 /// The size-matched baselines: same program and budget, costs that ignore the measured errors.
@@ -10,7 +11,7 @@ import Testing
             let share = Double(8 - index)
             let error: [Int: Double] = [2: 1 + Double(index * index), 3: 0.1]
             let bytes: [Int: Int64] = [2: 300, 3: 420]
-            return Profile.Expert(index: index, params: 1000, freq: share, mass: share, error: error, bytes: bytes)
+            return Profile.Expert(index: index, params: 1000, freq: share, mass: share, error: WidthMap(error), bytes: WidthMap(bytes))
         }
         return Profile(model: .init(name: "t", architecture: "mixtral"), calibration: .init(tokens: 0, description: ""),
                        widths: [2, 3], groupSize: 128, layers: [.init(index: 0, experts: experts)])
@@ -53,7 +54,7 @@ import Testing
             let experts = (0..<4).map { (expert: Int) -> Profile.Expert in
                 let error: [Int: Double] = [2: 4 * scale, 3: 1 * scale]
                 let bytes: [Int: Int64] = [2: 300, 3: 420]
-                return Profile.Expert(index: expert, params: 1000, freq: 1, mass: 1, error: error, bytes: bytes)
+                return Profile.Expert(index: expert, params: 1000, freq: 1, mass: 1, error: WidthMap(error), bytes: WidthMap(bytes))
             }
             return Profile.Layer(index: index, experts: experts, sensitivity: delta.map { .init(width: 2, deltaNLL: $0) })
         }

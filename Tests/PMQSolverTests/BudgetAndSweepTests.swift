@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import ModelFormat
 @testable import PMQSolver
 
 @Suite struct BudgetTests {

@@ -1,4 +1,5 @@
 import Testing
+@testable import ModelFormat
 @testable import PMQSolver
 
 /// CBC's optimum against exhaustive enumeration on hundreds of small random programs.

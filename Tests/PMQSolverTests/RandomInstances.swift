@@ -50,7 +50,7 @@ struct InstanceGenerator {
                     bytes[width] = params * Int64(width) / 8 + groups * 6 * Int64(1 + width % 3)
                 }
                 let freq = int(0...5) == 0 ? 0 : unit() * 10
-                experts.append(.init(index: expert, params: params, freq: freq, mass: freq * (0.5 + unit()), error: error, bytes: bytes))
+                experts.append(.init(index: expert, params: params, freq: freq, mass: freq * (0.5 + unit()), error: WidthMap(error), bytes: WidthMap(bytes)))
             }
             layers.append(.init(index: layer, experts: experts))
         }

@@ -29,7 +29,7 @@ enum JSONValue: Decodable {
         do {
             return try decoder.decode(JSONValue.self, from: data)
         } catch {
-            throw SolverError.malformedJSON(file: file, reason: syntaxErrorDetail(data))
+            throw ModelFormatError(file: file, "not valid JSON: \(syntaxErrorDetail(data))")
         }
     }
 
@@ -72,8 +72,8 @@ struct JSONField {
     let path: String
     let file: String
 
-    func fail(_ reason: String) -> SolverError {
-        .invalidField(file: file, field: path.isEmpty ? "(document)" : path, reason: reason)
+    func fail(_ reason: String) -> ModelFormatError {
+        ModelFormatError(file: file, "\(path.isEmpty ? "(document)" : path): \(reason)")
     }
 
     func child(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
@@ -82,7 +82,7 @@ struct JSONField {
     func member(_ key: String) throws -> JSONField {
         guard case let .object(members) = value else { throw fail("expected an object, got \(value.typeName)") }
         guard let found = members[key] else {
-            throw SolverError.invalidField(file: file, field: child(key), reason: "missing")
+            throw ModelFormatError(file: file, "\(child(key)): missing")
         }
         return JSONField(value: found, path: child(key), file: file)
     }

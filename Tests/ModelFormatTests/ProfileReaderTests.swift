@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import PMQSolver
+@testable import ModelFormat
 
 @Suite struct ProfileReaderTests {
     static let valid = """
@@ -89,7 +89,7 @@ import Testing
     }
 
     @Test func missingFileIsNamed() {
-        #expect(throws: SolverError.self) { try ProfileReader.read(path: "/nonexistent/profile.json") }
+        #expect(throws: ModelFormatError.self) { try ProfileReader.read(path: "/nonexistent/profile.json") }
         do {
             _ = try ProfileReader.read(path: "/nonexistent/profile.json")
         } catch {

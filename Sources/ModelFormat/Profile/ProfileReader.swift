@@ -1,6 +1,6 @@
 import Foundation
 
-/// Reads and validates a `pmq-profile` v1 file. Every problem is reported as one line naming the
+/// Reads and validates a `pmq-profile` v1 file (docs/FORMATS.md §1). Every problem is reported as one line naming the
 /// file and the field; soft problems (errors that grow with width) come back as warnings.
 public enum ProfileReader {
     public struct Result: Sendable {
@@ -13,7 +13,7 @@ public enum ProfileReader {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw SolverError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+            throw ModelFormatError(file: path, "cannot read: \((error as NSError).localizedDescription)")
         }
         return try parse(data, file: path)
     }
@@ -48,8 +48,7 @@ public enum ProfileReader {
         for element in try widthsField.elements() {
             let width = Int(try element.integer())
             guard Profile.supportedWidths.contains(width) else {
-                throw SolverError.unknownWidth(file: file, width: width,
-                    reason: "at \(element.path) is not supported (pmq packs \(Profile.supportedWidths.sorted().map(String.init).joined(separator: ", ")))")
+                throw ModelFormatError(file: file, "width \(width): at \(element.path) is not supported (pmq packs \(Profile.supportedWidths.sorted().map(String.init).joined(separator: ", ")))")
             }
             guard !widths.contains(width) else { throw element.fail("width \(width) is listed twice") }
             widths.append(width)
@@ -92,7 +91,8 @@ public enum ProfileReader {
                 let widthField = try field.member("width")
                 let width = Int(try widthField.integer())
                 guard widths.contains(width) else { throw widthField.fail("\(width) is not one of the profile's widths \(widths)") }
-                sensitivity = .init(width: width, deltaNLL: try field.member("deltaNLL").double())
+                sensitivity = .init(width: width, deltaNLL: try field.member("deltaNLL").double(),
+                                    tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) })
             }
             layers.append(Profile.Layer(index: layerIndex, experts: experts, sensitivity: sensitivity))
         }
@@ -127,19 +127,19 @@ public enum ProfileReader {
         }
         for width in widths {
             guard error[width] != nil else {
-                throw SolverError.invalidField(file: field.file, field: errorField.child(String(width)), reason: "missing (the profile lists width \(width))")
+                throw ModelFormatError(file: field.file, "\(errorField.child(String(width))): missing (the profile lists width \(width))")
             }
             guard bytes[width] != nil else {
-                throw SolverError.invalidField(file: field.file, field: bytesField.child(String(width)), reason: "missing (the profile lists width \(width))")
+                throw ModelFormatError(file: field.file, "\(bytesField.child(String(width))): missing (the profile lists width \(width))")
             }
         }
-        return Profile.Expert(index: index, params: params, freq: freq, mass: mass, error: error, bytes: bytes)
+        return Profile.Expert(index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes))
     }
 
     private static func widthKey(_ key: String, _ field: JSONField, widths: [Int]) throws -> Int {
         guard let width = Int(key) else { throw field.fail("key is not a bit width") }
         guard widths.contains(width) else {
-            throw SolverError.unknownWidth(file: field.file, width: width, reason: "at \(field.path) is not in the profile's widths \(widths)")
+            throw ModelFormatError(file: field.file, "width \(width): at \(field.path) is not in the profile's widths \(widths)")
         }
         return width
     }

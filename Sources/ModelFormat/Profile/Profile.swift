@@ -1,0 +1,179 @@
+import Foundation
+
+/// The expert profile (`pmq-profile`, version 1; docs/FORMATS.md §1): the contract between the
+/// profiler, which writes it, and the allocator, which reads it with `ProfileReader` (strict, every
+/// problem named by field). One type for both sides: values as the profiler measured them.
+public struct Profile: Codable, Sendable, Equatable {
+    public struct Model: Codable, Sendable, Equatable {
+        public var name: String
+        public var architecture: String
+        public init(name: String, architecture: String) {
+            self.name = name
+            self.architecture = architecture
+        }
+    }
+
+    public struct Calibration: Codable, Sendable, Equatable {
+        public var tokens: Int
+        public var description: String
+        public init(tokens: Int, description: String) {
+            self.tokens = tokens
+            self.description = description
+        }
+    }
+
+    public struct Expert: Codable, Sendable, Equatable {
+        /// Expert index within its layer.
+        public var index: Int
+        /// Parameters of the expert (gate + up + down).
+        public var params: Int64
+        /// Routing frequency (tokens that put this expert in their top-k); any non-negative scale.
+        public var freq: Double
+        /// Routing-probability mass; any non-negative scale.
+        public var mass: Double
+        /// Output-space quantization error per candidate width.
+        public var error: WidthMap<Double>
+        /// Real packed size in bytes per candidate width (weights + scales + zeros + index).
+        public var bytes: WidthMap<Int64>
+        /// Calibration tokens routed to the expert (absent in synthetic profiles).
+        public var tokens: Int?
+        /// How the error was measured when the usual way was impossible.
+        public var note: String?
+
+        public init(index: Int, params: Int64, freq: Double, mass: Double, error: WidthMap<Double>, bytes: WidthMap<Int64>,
+                    tokens: Int? = nil, note: String? = nil) {
+            self.index = index
+            self.params = params
+            self.freq = freq
+            self.mass = mass
+            self.error = error
+            self.bytes = bytes
+            self.tokens = tokens
+            self.note = note
+        }
+    }
+
+    public struct Layer: Codable, Sendable, Equatable {
+        public var index: Int
+        public var experts: [Expert]
+        /// Wall time of this layer's stages: calibration forward pass and Hessians, GPTQ.
+        public var seconds: StageSeconds?
+        /// End-to-end loss increase when this layer's experts are all quantized at `width`.
+        public var sensitivity: Sensitivity?
+
+        public init(index: Int, experts: [Expert], seconds: StageSeconds? = nil, sensitivity: Sensitivity? = nil) {
+            self.index = index
+            self.experts = experts
+            self.seconds = seconds
+            self.sensitivity = sensitivity
+        }
+    }
+
+    /// `deltaNLL`: mean next-token NLL (nats; may be ≤ 0 within noise) over `tokens` calibration
+    /// tokens with this layer's experts GPTQ-quantized at `width` and every other layer float,
+    /// minus the float model's.
+    public struct Sensitivity: Codable, Sendable, Equatable {
+        public var width: Int
+        public var deltaNLL: Double
+        public var tokens: Int?
+        public init(width: Int, deltaNLL: Double, tokens: Int? = nil) {
+            self.width = width
+            self.deltaNLL = deltaNLL
+            self.tokens = tokens
+        }
+    }
+
+    public struct StageSeconds: Codable, Sendable, Equatable {
+        public var forward: Double
+        public var quantization: Double
+        public init(forward: Double, quantization: Double) {
+            self.forward = forward
+            self.quantization = quantization
+        }
+    }
+
+    public static let formatName = "pmq-profile"
+    public static let currentVersion = 1
+    /// Widths pmq knows how to pack.
+    public static let supportedWidths: Set<Int> = [1, 2, 3, 4, 8]
+
+    public var format = Profile.formatName
+    public var version = Profile.currentVersion
+    public var model: Model
+    public var calibration: Calibration
+    /// Candidate widths, ascending.
+    public var widths: [Int]
+    public var groupSize: Int
+    public var layers: [Layer]
+    /// Wall time of the whole run (absent in synthetic profiles).
+    public var seconds: Double?
+
+    public init(model: Model, calibration: Calibration, widths: [Int], groupSize: Int, layers: [Layer],
+                seconds: Double? = nil) {
+        self.model = model
+        self.calibration = calibration
+        self.widths = widths
+        self.groupSize = groupSize
+        self.layers = layers
+        self.seconds = seconds
+    }
+
+    public var expertCount: Int { layers.reduce(0) { $0 + $1.experts.count } }
+    public var totalParams: Int64 { layers.reduce(0) { $0 + $1.experts.reduce(0) { $0 + $1.params } } }
+
+    /// Writes the profile atomically as JSON.
+    public func write(to path: String) throws {
+        try AtomicFile.writeJSON(self, to: path)
+    }
+}
+
+/// A width → value map encoded as a JSON object with keys in ascending width order (`{"1": …, "2": …}`).
+public struct WidthMap<Value: Codable & Sendable & Equatable>: Codable, Sendable, Equatable,
+    ExpressibleByDictionaryLiteral {
+    public var entries: [(width: Int, value: Value)]
+
+    public init(_ entries: [(width: Int, value: Value)]) {
+        self.entries = entries.sorted { $0.width < $1.width }
+    }
+
+    public init(_ values: [Int: Value]) {
+        self.init(values.map { (width: $0.key, value: $0.value) })
+    }
+
+    public init(dictionaryLiteral elements: (Int, Value)...) {
+        self.init(elements.map { (width: $0.0, value: $0.1) })
+    }
+
+    /// The value at `width`, nil when the map has none.
+    public subscript(width: Int) -> Value? {
+        entries.first { $0.width == width }?.value
+    }
+
+    public var widths: [Int] { entries.map(\.width) }
+
+    public static func == (a: WidthMap, b: WidthMap) -> Bool {
+        a.entries.count == b.entries.count && zip(a.entries, b.entries).allSatisfy { $0.width == $1.width && $0.value == $1.value }
+    }
+
+    private struct WidthKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { return nil }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: WidthKey.self)
+        for entry in entries { try container.encode(entry.value, forKey: WidthKey(stringValue: String(entry.width))) }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: WidthKey.self)
+        entries = try container.allKeys.map { key in
+            guard let width = Int(key.stringValue) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "not a bit width")
+            }
+            return (width, try container.decode(Value.self, forKey: key))
+        }.sorted { $0.width < $1.width }
+    }
+}

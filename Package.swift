@@ -19,7 +19,7 @@ import PackageDescription
 /// becomes a libm `fmaf` call per lane (docs/KERNELS.md). The binary needs such a CPU
 /// (Intel Haswell / AMD Zen or newer) on x86-64; other architectures use their defaults.
 let kernelSettings: [SwiftSetting] = [
-    .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux])),
+    .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux]))
 ]
 
 let package = Package(
@@ -38,7 +38,7 @@ let package = Package(
         .library(name: "OTPTraining", targets: ["OTPTraining"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
     ],
     targets: [
         // COIN-OR CBC's C API (Cbc_C_Interface.h), found through pkg-config.
@@ -75,7 +75,8 @@ let package = Package(
         .executableTarget(
             name: "pmq",
             dependencies: [
-                "PMQSolver", "ExpertProfiler", "QuantEngine", "OTPTraining", "Calibration", "MoERuntime", "Quantization",
+                "PMQSolver", "ExpertProfiler", "QuantEngine", "OTPTraining", "Calibration", "MoERuntime",
+                "Quantization",
                 "Kernels", "ModelFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -84,7 +85,8 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ModelFormatTests", dependencies: ["TestSupport", "ModelFormat"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "ModelFormat"]),
-        .testTarget(name: "QuantizationTests", dependencies: ["TestSupport", "Quantization", "Kernels", "ModelFormat"]),
+        .testTarget(
+            name: "QuantizationTests", dependencies: ["TestSupport", "Quantization", "Kernels", "ModelFormat"]),
         .testTarget(name: "MoERuntimeTests", dependencies: ["TestSupport", "MoERuntime", "Kernels", "ModelFormat"]),
         .testTarget(
             name: "ExpertProfilerTests",
@@ -93,7 +95,9 @@ let package = Package(
         .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver", "ModelFormat"]),
         .testTarget(
             name: "QuantEngineTests",
-            dependencies: ["TestSupport", "QuantEngine", "Calibration", "Quantization", "MoERuntime", "Kernels", "ModelFormat"]
+            dependencies: [
+                "TestSupport", "QuantEngine", "Calibration", "Quantization", "MoERuntime", "Kernels", "ModelFormat",
+            ]
         ),
         .testTarget(
             name: "OTPTrainingTests",

@@ -3,5 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Formatting is part of the tests: .swift-format (4-space indent, lines of at most 120 columns).
+# `swift format -i -r Sources Tests Package.swift` fixes what this reports.
+swift format lint --strict --recursive Sources Tests Package.swift
 swift build --build-tests
 swift test

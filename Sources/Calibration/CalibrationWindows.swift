@@ -31,7 +31,9 @@ public enum CalibrationWindows {
             defer { model.unpin(layer: layer) }
             let inputs = rerun ? states : []
             session.observer = observer
-            forward(session, layer: layer, states: &states, sequenceLength: sequenceLength) { afterWindow(layer, $0, observer) }
+            forward(session, layer: layer, states: &states, sequenceLength: sequenceLength) {
+                afterWindow(layer, $0, observer)
+            }
             session.observer = nil
             try finish(layer, observer)
             if rerun {
@@ -43,8 +45,10 @@ public enum CalibrationWindows {
 
     /// Runs every window's hidden states through one decoder layer (each window its own sequence);
     /// `each(window)` after each.
-    public static func forward(_ session: ForwardPass, layer: Int, states: inout [[Float]], sequenceLength: Int,
-                        each: (Int) -> Void = { _ in }) {
+    public static func forward(
+        _ session: ForwardPass, layer: Int, states: inout [[Float]], sequenceLength: Int,
+        each: (Int) -> Void = { _ in }
+    ) {
         for window in states.indices {
             session.reset()
             session.forwardLayer(layer, &states[window], count: sequenceLength)
@@ -55,7 +59,9 @@ public enum CalibrationWindows {
     public static func count(tokens: [Int], samples: Int, sequenceLength: Int) throws -> Int {
         let windows = min(samples, tokens.count / sequenceLength)
         guard windows >= 1 else {
-            throw ModelFormatError(file: "calibration tokens", "\(tokens.count) tokens are fewer than one window of --seq-len \(sequenceLength)")
+            throw ModelFormatError(
+                file: "calibration tokens",
+                "\(tokens.count) tokens are fewer than one window of --seq-len \(sequenceLength)")
         }
         return windows
     }

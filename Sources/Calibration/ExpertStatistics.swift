@@ -19,7 +19,8 @@ public final class ExpertStatistics: RouterObserver {
         frequency = Array(repeating: 0, count: config.expertCount)
         mass = Array(repeating: 0, count: config.expertCount)
         inputHessians = Array(repeating: HessianAccumulator(dimension: config.hiddenSize), count: config.expertCount)
-        downHessians = Array(repeating: HessianAccumulator(dimension: config.expertIntermediateSize), count: config.expertCount)
+        downHessians = Array(
+            repeating: HessianAccumulator(dimension: config.expertIntermediateSize), count: config.expertCount)
     }
 
     public func moeInput(layer: Int, hidden: [Float], count: Int) {

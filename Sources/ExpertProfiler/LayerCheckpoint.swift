@@ -18,7 +18,8 @@ struct LayerCheckpoint {
         }
         if let existing = try? String(contentsOfFile: marker, encoding: .utf8) {
             guard existing == fingerprint else {
-                throw ModelFormatError(file: directory, "holds layers of a different profiling run (\(existing)); delete it to start over")
+                throw ModelFormatError(
+                    file: directory, "holds layers of a different profiling run (\(existing)); delete it to start over")
             }
         } else {
             try AtomicFile.write(fingerprint, to: marker)
@@ -47,7 +48,8 @@ struct LayerCheckpoint {
         var writer = SafeTensorsWriter()
         for (module, linear) in linears.sorted(by: { $0.key < $1.key }) {
             for tensor in try PackedCheckpoint.storedTensors(of: linear, module: module) {
-                try writer.add(tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data)
+                try writer.add(
+                    tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data)
             }
             writer.metadata[module] = "\(linear.bits) \(linear.groupSize) \(linear.outFeatures) \(linear.inFeatures)"
         }
@@ -61,9 +63,12 @@ struct LayerCheckpoint {
         var linears: [String: PackedLinear] = [:]
         for (module, shape) in file.metadata {
             let numbers = shape.split(separator: " ").compactMap { Int($0) }
-            guard numbers.count == 4 else { throw ModelFormatError(file: path, "metadata for \(module) is not 'bits group out in'") }
-            linears[module] = try PackedLinear.read(from: file, prefix: module, bits: numbers[0], groupSize: numbers[1],
-                                                    outFeatures: numbers[2], inFeatures: numbers[3])
+            guard numbers.count == 4 else {
+                throw ModelFormatError(file: path, "metadata for \(module) is not 'bits group out in'")
+            }
+            linears[module] = try PackedLinear.read(
+                from: file, prefix: module, bits: numbers[0], groupSize: numbers[1],
+                outFeatures: numbers[2], inFeatures: numbers[3])
         }
         return linears
     }

@@ -19,14 +19,17 @@ enum LayerSensitivity {
     }
 
     /// `references[layer]`: the layer's expert linears at the reference width, by tensor role.
-    static func measure(model: MoEModel, tokens: [Int], windows: Int, sequenceLength: Int,
-                        references: [Int: [TensorRole: PackedLinear]],
-                        progress: (String, Int, Int) -> Void) throws -> [Measurement] {
+    static func measure(
+        model: MoEModel, tokens: [Int], windows: Int, sequenceLength: Int,
+        references: [Int: [TensorRole: PackedLinear]],
+        progress: (String, Int, Int) -> Void
+    ) throws -> [Measurement] {
         let config = model.config
         let targets = references.keys.sorted()
         let session = ForwardPass(model: model)
         let windowTokens = (0..<windows).map { Array(tokens[($0 * sequenceLength)..<(($0 + 1) * sequenceLength)]) }
-        let start = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: sequenceLength)
+        let start = CalibrationWindows.embed(
+            model: model, tokens: tokens, windows: windows, sequenceLength: sequenceLength)
         // Variant 0 is the float model; variant v ≥ 1 quantizes layer targets[v − 1].
         var states = Array(repeating: start, count: targets.count + 1)
         for layer in 0..<config.layerCount {
@@ -37,10 +40,14 @@ enum LayerSensitivity {
                 if variant > 0, targets[variant - 1] == layer {
                     for (role, linear) in references[layer]! {
                         originals.append((role, model.matrix(role)))
-                        model.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
+                        model.replace(
+                            role,
+                            with: Matrix(
+                                rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
                     }
                 }
-                CalibrationWindows.forward(session, layer: layer, states: &states[variant], sequenceLength: sequenceLength)
+                CalibrationWindows.forward(
+                    session, layer: layer, states: &states[variant], sequenceLength: sequenceLength)
                 for (role, matrix) in originals { model.replace(role, with: matrix) }
             }
             progress("layer sensitivity: layers run", layer + 1, config.layerCount)
@@ -49,7 +56,8 @@ enum LayerSensitivity {
         for variant in states.indices {
             for window in 0..<windows {
                 let logits = session.outputLogits(states[variant][window], count: sequenceLength)
-                losses[variant] += Evaluation.negativeLogLikelihood(logits: logits, tokens: windowTokens[window], vocab: config.vocabSize)
+                losses[variant] += Evaluation.negativeLogLikelihood(
+                    logits: logits, tokens: windowTokens[window], vocab: config.vocabSize)
             }
             losses[variant] /= Double(windows * (sequenceLength - 1))
         }

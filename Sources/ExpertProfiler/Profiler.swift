@@ -21,8 +21,11 @@ public struct Profiler {
         /// The width each layer is quantized at for its sensitivity (default: the smallest
         /// candidate width ≥ 2, else the smallest).
         public var sensitivityWidth: Int?
-        public init(widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128, dampening: Double = 0.01,
-                    actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 8, sensitivityWidth: Int? = nil) {
+        public init(
+            widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128,
+            dampening: Double = 0.01,
+            actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 8, sensitivityWidth: Int? = nil
+        ) {
             self.sensitivityWindows = sensitivityWindows
             self.sensitivityWidth = sensitivityWidth
             self.actOrder = actOrder
@@ -55,15 +58,20 @@ public struct Profiler {
     /// are gathered and its experts quantized, and only then the next layer runs. With a
     /// `checkpointDirectory`, each finished layer is saved there and a rerun continues after the
     /// last finished one. `progress(stage, done, total)`.
-    public func run(tokens: [Int], description: String, layers requested: Range<Int>? = nil,
-                    checkpointDirectory: String? = nil,
-                    progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> Profile {
+    public func run(
+        tokens: [Int], description: String, layers requested: Range<Int>? = nil,
+        checkpointDirectory: String? = nil,
+        progress: (String, Int, Int) -> Void = { _, _, _ in }
+    ) throws -> Profile {
         let runStart = ContinuousClock.now
         let config = model.config
-        let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
+        let windows = try CalibrationWindows.count(
+            tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
         let range = requested ?? 0..<config.layerCount
         guard range.lowerBound >= 0, range.upperBound <= config.layerCount, !range.isEmpty else {
-            throw ModelFormatError(file: model.directory, "layers \(range.lowerBound)..<\(range.upperBound) are not within the model's \(config.layerCount)")
+            throw ModelFormatError(
+                file: model.directory,
+                "layers \(range.lowerBound)..<\(range.upperBound) are not within the model's \(config.layerCount)")
         }
         let targets = range.filter { config.moeLayers[$0] }
         let checkpoint = try checkpointDirectory.map {
@@ -71,7 +79,8 @@ public struct Profiler {
         }
 
         let session = ForwardPass(model: model)
-        var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        var states = CalibrationWindows.embed(
+            model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         var finished: [Profile.Layer] = []
         var references: [Int: [TensorRole: PackedLinear]] = [:]
         var forwardStart = ContinuousClock.now
@@ -99,7 +108,9 @@ public struct Profiler {
             }
             measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
             if let checkpoint {
-                try checkpoint.saveReference(layer: layer, linears: Dictionary(uniqueKeysWithValues: reference.map { (model.moduleName($0.key), $0.value) }))
+                try checkpoint.saveReference(
+                    layer: layer,
+                    linears: Dictionary(uniqueKeysWithValues: reference.map { (model.moduleName($0.key), $0.value) }))
                 try checkpoint.save(measured)
             }
             finished.append(measured)
@@ -107,21 +118,26 @@ public struct Profiler {
         }
         // Layer sensitivity needs the whole model's forward pass: whole-model runs only.
         let sensitivityWindows = min(options.sensitivityWindows, windows)
-        if sensitivityWindows > 0, options.widths.contains(referenceWidth), range == 0..<config.layerCount, Set(references.keys) == Set(targets) {
-            let measured = try LayerSensitivity.measure(model: model, tokens: tokens, windows: sensitivityWindows,
-                                                        sequenceLength: options.sequenceLength, references: references, progress: progress)
+        if sensitivityWindows > 0, options.widths.contains(referenceWidth), range == 0..<config.layerCount,
+            Set(references.keys) == Set(targets)
+        {
+            let measured = try LayerSensitivity.measure(
+                model: model, tokens: tokens, windows: sensitivityWindows,
+                sequenceLength: options.sequenceLength, references: references, progress: progress)
             for entry in measured {
                 let position = finished.firstIndex { $0.index == entry.layer }!
-                finished[position].sensitivity = .init(width: referenceWidth, deltaNLL: entry.deltaNLL,
-                                                       tokens: sensitivityWindows * options.sequenceLength)
+                finished[position].sensitivity = .init(
+                    width: referenceWidth, deltaNLL: entry.deltaNLL,
+                    tokens: sensitivityWindows * options.sequenceLength)
             }
         }
         // The directory as the user named it ("examples/model"), not just its last component.
         let name = model.directory.hasSuffix("/") ? String(model.directory.dropLast()) : model.directory
-        return Profile(model: .init(name: name, architecture: config.architecture.rawValue),
-                               calibration: .init(tokens: windows * options.sequenceLength, description: description),
-                               widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
-                               seconds: seconds(since: runStart))
+        return Profile(
+            model: .init(name: name, architecture: config.architecture.rawValue),
+            calibration: .init(tokens: windows * options.sequenceLength, description: description),
+            widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
+            seconds: seconds(since: runStart))
     }
 
     /// A layer's reference linears as saved (by module name), back to tensor roles.
@@ -138,11 +154,14 @@ public struct Profiler {
     /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
     /// linears packed at the sensitivity reference width.
     func measure(layer: Int, _ statistics: ExpertStatistics, progress: (Int, Int) -> Void) throws
-        -> (Profile.Layer, [TensorRole: PackedLinear]) {
+        -> (Profile.Layer, [TensorRole: PackedLinear])
+    {
         var reference: [TensorRole: PackedLinear] = [:]
         let config = model.config
-        let gptq = GPTQ(options: .init(groupSize: options.groupSize, blockSize: 128, dampening: options.dampening,
-                                       actOrder: options.actOrder, clipSearch: options.clipSearch))
+        let gptq = GPTQ(
+            options: .init(
+                groupSize: options.groupSize, blockSize: 128, dampening: options.dampening,
+                actOrder: options.actOrder, clipSearch: options.clipSearch))
         let hidden = config.hiddenSize, width = config.expertIntermediateSize
         var experts: [Profile.Expert] = []
         for expert in 0..<config.expertCount {
@@ -152,27 +171,40 @@ public struct Profiler {
             var bytes: [(width: Int, value: Int64)] = []
             // Gate, up, down: each at every width from one Cholesky factor.
             let widths = options.widths.sorted()
-            let linears = try zip(TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH]).map { role, hessian in
+            let linears = try zip(TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH]).map {
+                role, hessian in
                 let weight = model.matrix(role)
-                return (role, weight, try gptq.quantize(weight: weight.floats, rows: weight.rows, columns: weight.columns,
-                                                        hessian: hessian, widths: widths))
+                return (
+                    role, weight,
+                    try gptq.quantize(
+                        weight: weight.floats, rows: weight.rows, columns: weight.columns,
+                        hessian: hessian, widths: widths)
+                )
             }
             for (position, bits) in widths.enumerated() {
                 let e = linears.reduce(0) { $0 + $1.2[position].error }
                 if bits == referenceWidth {
                     for (role, weight, results) in linears {
-                        reference[role] = PackedLinear(packing: results[position], rows: weight.rows, columns: weight.columns,
-                                                       bits: bits, groupSize: options.groupSize)
+                        reference[role] = PackedLinear(
+                            packing: results[position], rows: weight.rows, columns: weight.columns,
+                            bits: bits, groupSize: options.groupSize)
                     }
                 }
                 errors.append((bits, max(0, e)))
-                bytes.append((bits, PackedLayout.expertBytes(hidden: hidden, intermediate: width, bits: bits, groupSize: options.groupSize)))
+                bytes.append(
+                    (
+                        bits,
+                        PackedLayout.expertBytes(
+                            hidden: hidden, intermediate: width, bits: bits, groupSize: options.groupSize)
+                    ))
             }
-            experts.append(Profile.Expert(
-                index: expert, params: 3 * Int64(hidden) * Int64(width),
-                freq: Double(statistics.frequency[expert]), mass: statistics.mass[expert],
-                error: WidthMap(errors), bytes: WidthMap(bytes), tokens: statistics.frequency[expert],
-                note: reached ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
+            experts.append(
+                Profile.Expert(
+                    index: expert, params: 3 * Int64(hidden) * Int64(width),
+                    freq: Double(statistics.frequency[expert]), mass: statistics.mass[expert],
+                    error: WidthMap(errors), bytes: WidthMap(bytes), tokens: statistics.frequency[expert],
+                    note: reached
+                        ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
             progress(expert + 1, config.expertCount)
         }
         return (Profile.Layer(index: layer, experts: experts), reference)
@@ -184,6 +216,10 @@ public struct Profiler {
         for token in tokens.prefix(windows * options.sequenceLength) {
             hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
         }
-        return "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq \(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order \(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|tokens \(String(hash, radix: 16))"
+        return
+            "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq "
+            + "\(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order "
+            + "\(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|tokens "
+            + "\(String(hash, radix: 16))"
     }
 }

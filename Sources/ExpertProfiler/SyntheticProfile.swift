@@ -25,12 +25,15 @@ public struct SyntheticProfile: Sendable {
     }
 
     public static let shapes: [String: Shape] = [
-        "mixtral-8x7b": Shape(name: "mixtral-8x7b", architecture: "mixtral", layers: 32, experts: 8, topK: 2,
-                              hidden: 4096, intermediate: 14336, widths: [1, 2, 3], routingSpread: 0.35),
-        "deepseek-v3": Shape(name: "deepseek-v3", architecture: "deepseek_v3", layers: 58, experts: 256, topK: 8,
-                             hidden: 7168, intermediate: 2048, widths: [1, 2, 3, 4], routingSpread: 0.8),
-        "qwen3-30b-a3b": Shape(name: "qwen3-30b-a3b", architecture: "qwen3_moe", layers: 48, experts: 128, topK: 8,
-                               hidden: 2048, intermediate: 768, widths: [1, 2, 3, 4], routingSpread: 0.7),
+        "mixtral-8x7b": Shape(
+            name: "mixtral-8x7b", architecture: "mixtral", layers: 32, experts: 8, topK: 2,
+            hidden: 4096, intermediate: 14336, widths: [1, 2, 3], routingSpread: 0.35),
+        "deepseek-v3": Shape(
+            name: "deepseek-v3", architecture: "deepseek_v3", layers: 58, experts: 256, topK: 8,
+            hidden: 7168, intermediate: 2048, widths: [1, 2, 3, 4], routingSpread: 0.8),
+        "qwen3-30b-a3b": Shape(
+            name: "qwen3-30b-a3b", architecture: "qwen3_moe", layers: 48, experts: 128, topK: 8,
+            hidden: 2048, intermediate: 768, widths: [1, 2, 3, 4], routingSpread: 0.7),
     ]
 
     public var shape: Shape
@@ -48,9 +51,14 @@ public struct SyntheticProfile: Sendable {
     public func document() -> Profile {
         var random = SplitMix64(seed: seed)
         let params = shape.paramsPerExpert
-        let bytes = WidthMap(shape.widths.map { width in
-            (width, PackedLayout.expertBytes(hidden: shape.hidden, intermediate: shape.intermediate, bits: width, groupSize: groupSize))
-        })
+        let bytes = WidthMap(
+            shape.widths.map { width in
+                (
+                    width,
+                    PackedLayout.expertBytes(
+                        hidden: shape.hidden, intermediate: shape.intermediate, bits: width, groupSize: groupSize)
+                )
+            })
         var layers: [Profile.Layer] = []
         for layer in 0..<shape.layers {
             // Deeper layers matter a little more (larger error scale), as measured on real MoEs.
@@ -72,15 +80,21 @@ public struct SyntheticProfile: Sendable {
                     previous = error
                     errors.append((width, error))
                 }
-                experts.append(.init(index: expert, params: params, freq: routed, mass: mass,
-                                     error: WidthMap(errors), bytes: bytes))
+                experts.append(
+                    .init(
+                        index: expert, params: params, freq: routed, mass: mass,
+                        error: WidthMap(errors), bytes: bytes))
             }
             layers.append(.init(index: layer, experts: experts))
         }
         return Profile(
             model: .init(name: "synthetic-\(shape.name) (synthetic, seed \(seed))", architecture: shape.architecture),
-            calibration: .init(tokens: calibrationTokens,
-                               description: "synthetic: seeded log-normal routing statistics and errors (seed \(seed)), not measured from a model"),
+            calibration: .init(
+                tokens: calibrationTokens,
+                description:
+                    "synthetic: seeded log-normal routing statistics and errors (seed \(seed)), not measured from a "
+                    + "model"
+            ),
             widths: shape.widths, groupSize: groupSize, layers: layers)
     }
 }

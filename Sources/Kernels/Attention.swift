@@ -10,14 +10,17 @@ public enum Attention {
     /// loop (`reference`) runs instead under `Kernels.useReferenceKernels`.
     /// With `own` (`[count, kvHeads · dim]` each), query t's own position `position + t` uses its
     /// row of `own` instead of the cache: a per-token counterfactual (`ForwardPass.counterfactualLayer`).
-    public static func causal(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
-                          dim: Int, own: (keys: [Float], values: [Float])? = nil) -> [Float] {
+    public static func causal(
+        q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
+        dim: Int, own: (keys: [Float], values: [Float])? = nil
+    ) -> [Float] {
         let group = heads / kvHeads
         let scale = 1 / Float(dim).squareRoot()
         var context = [Float](repeating: 0, count: count * heads * dim)
         if Kernels.useReferenceKernels {
-            return reference(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
-                                      kvHeads: kvHeads, dim: dim, own: own)
+            return reference(
+                q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+                kvHeads: kvHeads, dim: dim, own: own)
         }
         let ownKeys = own?.keys ?? [], ownValues = own?.values ?? []
         q.withUnsafeBufferPointer { q in
@@ -26,11 +29,12 @@ public enum Attention {
                     ownKeys.withUnsafeBufferPointer { ownKeys in
                         ownValues.withUnsafeBufferPointer { ownValues in
                             context.withUnsafeMutableBufferPointer { context in
-                                let buffers = AttentionBuffers(q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
-                                                               context: context.baseAddress!,
-                                                               // An empty array's buffer may still have an address.
-                                                               ownKeys: own == nil ? nil : ownKeys.baseAddress,
-                                                               ownValues: own == nil ? nil : ownValues.baseAddress)
+                                let buffers = AttentionBuffers(
+                                    q: q.baseAddress!, keys: keys.baseAddress!, values: values.baseAddress!,
+                                    context: context.baseAddress!,
+                                    // An empty array's buffer may still have an address.
+                                    ownKeys: own == nil ? nil : ownKeys.baseAddress,
+                                    ownValues: own == nil ? nil : ownValues.baseAddress)
                                 let body: @Sendable (Int) -> Void = { h in
                                     let kv = h / group
                                     var scores = [Float](repeating: 0, count: position + count)
@@ -38,8 +42,12 @@ public enum Attention {
                                         for t in 0..<count {
                                             let last = position + t
                                             let query = buffers.q + (t * heads + h) * dim
-                                            let lastKey = buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys + (last * kvHeads + kv) * dim
-                                            let lastValue = buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.values + (last * kvHeads + kv) * dim
+                                            let lastKey =
+                                                buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys
+                                                + (last * kvHeads + kv) * dim
+                                            let lastValue =
+                                                buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers
+                                                .values + (last * kvHeads + kv) * dim
                                             var peak = -Float.infinity
                                             for s in 0...last {
                                                 let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
@@ -54,7 +62,8 @@ public enum Attention {
                                             }
                                             let out = buffers.context + (t * heads + h) * dim
                                             for s in 0...last {
-                                                let value = s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
+                                                let value =
+                                                    s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
                                                 Kernels.addScaled(out, value, scores[s] / total, dim)
                                             }
                                         }
@@ -75,8 +84,10 @@ public enum Attention {
     }
 
     /// The plain scalar attention loop: the reference for `attention`.
-    public static func reference(q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
-                                   dim: Int, own: (keys: [Float], values: [Float])? = nil) -> [Float] {
+    public static func reference(
+        q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
+        dim: Int, own: (keys: [Float], values: [Float])? = nil
+    ) -> [Float] {
         let group = heads / kvHeads
         let scale = 1 / Float(dim).squareRoot()
         var context = [Float](repeating: 0, count: count * heads * dim)
@@ -85,10 +96,16 @@ public enum Attention {
             let kv = h / group
             for t in 0..<count {
                 scores.removeAll(keepingCapacity: true)
-                let last = position + t   // causal: attend to every cached position up to this one
+                let last = position + t // causal: attend to every cached position up to this one
                 // With `own`, the query's own position reads its own row.
-                func key(_ s: Int, _ i: Int) -> Float { s == last && own != nil ? own!.keys[(t * kvHeads + kv) * dim + i] : keys[(s * kvHeads + kv) * dim + i] }
-                func value(_ s: Int, _ i: Int) -> Float { s == last && own != nil ? own!.values[(t * kvHeads + kv) * dim + i] : values[(s * kvHeads + kv) * dim + i] }
+                func key(_ s: Int, _ i: Int) -> Float {
+                    s == last && own != nil
+                        ? own!.keys[(t * kvHeads + kv) * dim + i] : keys[(s * kvHeads + kv) * dim + i]
+                }
+                func value(_ s: Int, _ i: Int) -> Float {
+                    s == last && own != nil
+                        ? own!.values[(t * kvHeads + kv) * dim + i] : values[(s * kvHeads + kv) * dim + i]
+                }
                 for s in 0...last {
                     var dot: Float = 0
                     for i in 0..<dim { dot += q[(t * heads + h) * dim + i] * key(s, i) }

@@ -77,12 +77,14 @@ public enum Cholesky {
                         let from = rows.pointer + i * n, to = copy.pointer + i * b
                         for j in 0..<b { to[j] = from[j]; from[j] = 0 }
                     }
-                    SGEMM.multiply(m: m, n: b, k: b, a: .init(panel, rowStride: b),
-                                   b: SGEMM.Matrix(inverse, rowStride: 1, columnStride: block), c: source, ldc: n)
+                    SGEMM.multiply(
+                        m: m, n: b, k: b, a: .init(panel, rowStride: b),
+                        b: SGEMM.Matrix(inverse, rowStride: 1, columnStride: block), c: source, ldc: n)
                     // Trailing update, lower triangle: A[k1:, k1:] −= P Pᵀ.
                     let p = SGEMM.Matrix(source, rowStride: n)
-                    SGEMM.multiply(m: m, n: m, k: b, alpha: -1, a: p, b: p.transposed, c: a + k1 * n + k1, ldc: n,
-                                   lowerOnly: true)
+                    SGEMM.multiply(
+                        m: m, n: m, k: b, alpha: -1, a: p, b: p.transposed, c: a + k1 * n + k1, ldc: n,
+                        lowerOnly: true)
                 }
                 k0 = k1
             }
@@ -91,9 +93,12 @@ public enum Cholesky {
 
     /// Unblocked Cholesky of one diagonal block (Double inside), written back to `a`, and the
     /// inverse of the factor into `inverse` (`block` leading dimension, zero above the diagonal).
-    static func factorDiagonalBlock(_ a: UnsafeMutablePointer<Float>, ldA: Int, size b: Int,
-                                    inverse: UnsafeMutablePointer<Float>) throws {
-        let l = UnsafeMutablePointer<Double>.allocate(capacity: b * b), li = UnsafeMutablePointer<Double>.allocate(capacity: b * b)
+    static func factorDiagonalBlock(
+        _ a: UnsafeMutablePointer<Float>, ldA: Int, size b: Int,
+        inverse: UnsafeMutablePointer<Float>
+    ) throws {
+        let l = UnsafeMutablePointer<Double>.allocate(capacity: b * b),
+            li = UnsafeMutablePointer<Double>.allocate(capacity: b * b)
         defer { l.deallocate(); li.deallocate() }
         l.initialize(repeating: 0, count: b * b)
         li.initialize(repeating: 0, count: b * b)
@@ -133,8 +138,12 @@ public enum Cholesky {
         var s0 = SIMD4<Double>(), s1 = SIMD4<Double>()
         var i = 0
         while i + 8 <= count {
-            s0.addProduct(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(y + i).loadUnaligned(as: SIMD4<Double>.self))
-            s1.addProduct(UnsafeRawPointer(x + i + 4).loadUnaligned(as: SIMD4<Double>.self), UnsafeRawPointer(y + i + 4).loadUnaligned(as: SIMD4<Double>.self))
+            s0.addProduct(
+                UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Double>.self),
+                UnsafeRawPointer(y + i).loadUnaligned(as: SIMD4<Double>.self))
+            s1.addProduct(
+                UnsafeRawPointer(x + i + 4).loadUnaligned(as: SIMD4<Double>.self),
+                UnsafeRawPointer(y + i + 4).loadUnaligned(as: SIMD4<Double>.self))
             i += 8
         }
         var sum = (s0 + s1).sum()
@@ -147,10 +156,13 @@ public enum Cholesky {
 
     /// `X = L⁻¹` (lower triangle of `x`, `[n, n]`; upper blocks untouched) by column blocks:
     /// `X_jj = L_jj⁻¹`, `X_ij = −L_ii⁻¹ · Σ_{j ≤ p < i} L_ip X_pj`.
-    static func invertLower(_ l: UnsafePointer<Float>, n: Int, inverses: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>) {
+    static func invertLower(
+        _ l: UnsafePointer<Float>, n: Int, inverses: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>
+    ) {
         let blocks = (n + block - 1) / block
         let output = UnsafeSendable(x)
-        let lower = UnsafeSendable(UnsafeMutablePointer(mutating: l)), diagonal = UnsafeSendable(UnsafeMutablePointer(mutating: inverses))
+        let lower = UnsafeSendable(UnsafeMutablePointer(mutating: l)),
+            diagonal = UnsafeSendable(UnsafeMutablePointer(mutating: inverses))
         Parallel.perform(iterations: blocks) { jb in
             let x = output.pointer, l = lower.pointer, inverses = diagonal.pointer
             let j0 = jb * block, j1 = min(j0 + block, n), w = j1 - j0
@@ -158,17 +170,22 @@ public enum Cholesky {
             // X[j0..<n, j-block], packed once as its rows are found (B of every step below).
             var packed = SGEMM.PackedB.allocate(k: w, n: w, capacity: n - j0)
             defer { t.deallocate(); packed.deallocate() }
-            for i in 0..<w { for j in 0..<w { x[(j0 + i) * n + j0 + j] = inverses[jb * block * block + i * block + j] } }
+            for i in 0..<w {
+                for j in 0..<w { x[(j0 + i) * n + j0 + j] = inverses[jb * block * block + i * block + j] }
+            }
             packed.pack(.init(x + j0 * n + j0, rowStride: n), rows: 0..<w)
             var i0 = j1
             while i0 < n {
                 let i1 = min(i0 + block, n), h = i1 - i0
                 t.initialize(repeating: 0, count: h * w)
                 packed.k = i0 - j0
-                SGEMM.multiply(m: h, alpha: 1, a: .init(l + i0 * n + j0, rowStride: n), packed: packed, c: t, ldc: w, threaded: false)
+                SGEMM.multiply(
+                    m: h, alpha: 1, a: .init(l + i0 * n + j0, rowStride: n), packed: packed, c: t, ldc: w,
+                    threaded: false)
                 for i in 0..<h { (x + (i0 + i) * n + j0).initialize(repeating: 0, count: w) }
-                SGEMM.multiply(m: h, n: w, k: h, alpha: -1, a: .init(inverses + (i0 / block) * block * block, rowStride: block),
-                               b: .init(t, rowStride: w), c: x + i0 * n + j0, ldc: n, threaded: false)
+                SGEMM.multiply(
+                    m: h, n: w, k: h, alpha: -1, a: .init(inverses + (i0 / block) * block * block, rowStride: block),
+                    b: .init(t, rowStride: w), c: x + i0 * n + j0, ldc: n, threaded: false)
                 packed.pack(.init(x + j0 * n + j0, rowStride: n), rows: (i0 - j0)..<(i1 - j0))
                 i0 = i1
             }

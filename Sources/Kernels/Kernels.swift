@@ -11,11 +11,14 @@ public enum Kernels {
     /// `y[t, o] = Σ_i x[t, i] · w[o, i]` (+ bias[o]): a linear layer over `tokens` rows, with `w`
     /// in PyTorch's `[out, in]` layout. By far the most time is spent here. SIMD dot products
     /// with four accumulators; output rows split across cores when the work is large enough.
-    public static func linear(_ x: [Float], tokens: Int, weight w: [Float], outFeatures: Int, inFeatures: Int,
-                              bias: [Float]? = nil) -> [Float] {
+    public static func linear(
+        _ x: [Float], tokens: Int, weight w: [Float], outFeatures: Int, inFeatures: Int,
+        bias: [Float]? = nil
+    ) -> [Float] {
         precondition(x.count == tokens * inFeatures && w.count == outFeatures * inFeatures)
         if useReferenceKernels {
-            return referenceLinear(x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
+            return referenceLinear(
+                x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
         }
         var y = [Float](repeating: 0, count: tokens * outFeatures)
         x.withUnsafeBufferPointer { x in
@@ -42,7 +45,8 @@ public enum Kernels {
                         while t < tokens {
                             let row = buffers.x + t * inFeatures
                             for o in first..<last {
-                                buffers.y[t * outFeatures + o] = dot(row, buffers.w + o * inFeatures, inFeatures) + (bias?[o] ?? 0)
+                                buffers.y[t * outFeatures + o] =
+                                    dot(row, buffers.w + o * inFeatures, inFeatures) + (bias?[o] ?? 0)
                             }
                             t += 1
                         }
@@ -62,16 +66,21 @@ public enum Kernels {
     public static func linear(_ x: [Float], tokens: Int, matrix: Matrix, bias: [Float]? = nil) -> [Float] {
         switch matrix.storage {
         case let .f32(w):
-            return linear(x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+            return linear(
+                x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
         case let .bf16(w):
             if useReferenceKernels || matrix.columns % 2 != 0 {
-                return referenceLinear(x, tokens: tokens, weight: matrix.floats, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+                return referenceLinear(
+                    x, tokens: tokens, weight: matrix.floats, outFeatures: matrix.rows, inFeatures: matrix.columns,
+                    bias: bias)
             }
-            return linearBF16(x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+            return linearBF16(
+                x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
         case let .packed(weights):
             if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: weights.linear, bias: bias) }
             if let contiguous = weights.contiguous {
-                return linear(x, tokens: tokens, packed: contiguous.linear, bias: bias, inputOrder: contiguous.inputOrder)
+                return linear(
+                    x, tokens: tokens, packed: contiguous.linear, bias: bias, inputOrder: contiguous.inputOrder)
             }
             return linear(x, tokens: tokens, packed: weights.linear, bias: bias, naturalOrder: weights.naturalOrder)
         }
@@ -81,8 +90,10 @@ public enum Kernels {
     /// values per 32-bit word widened by shifts and masks (no per-lane conversion calls), against x
     /// split into even and odd elements once per token. Prefill: each chunk of weight rows is
     /// widened to f32 once and reused for every token.
-    static func linearBF16(_ x: [Float], tokens: Int, weight w: [UInt16], outFeatures: Int, inFeatures: Int,
-                           bias: [Float]?) -> [Float] {
+    static func linearBF16(
+        _ x: [Float], tokens: Int, weight w: [UInt16], outFeatures: Int, inFeatures: Int,
+        bias: [Float]?
+    ) -> [Float] {
         precondition(x.count == tokens * inFeatures && w.count == outFeatures * inFeatures && inFeatures % 2 == 0)
         var y = [Float](repeating: 0, count: tokens * outFeatures)
         let half = inFeatures / 2
@@ -98,28 +109,39 @@ public enum Kernels {
             x.withUnsafeBufferPointer { x in
                 w.withUnsafeBufferPointer { w in
                     y.withUnsafeMutableBufferPointer { y in
-                        let buffers = BuffersBF16(xSplit: xs.baseAddress!, x: x.baseAddress!, w: w.baseAddress!, y: y.baseAddress!)
+                        let buffers = BuffersBF16(
+                            xSplit: xs.baseAddress!, x: x.baseAddress!, w: w.baseAddress!, y: y.baseAddress!)
                         let chunk = 16
                         let chunks = (outFeatures + chunk - 1) / chunk
                         let body: @Sendable (Int) -> Void = { c in
                             let first = c * chunk, last = min(first + chunk, outFeatures)
                             if tokens >= 4 {
-                                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (last - first) * inFeatures)
+                                let scratch = UnsafeMutablePointer<Float>.allocate(
+                                    capacity: (last - first) * inFeatures)
                                 defer { scratch.deallocate() }
                                 for o in first..<last {
-                                    widenBF16(buffers.w + o * inFeatures, into: scratch + (o - first) * inFeatures, count: inFeatures)
+                                    widenBF16(
+                                        buffers.w + o * inFeatures, into: scratch + (o - first) * inFeatures,
+                                        count: inFeatures)
                                 }
                                 var t = 0
                                 while t + 4 <= tokens {
                                     for o in first..<last {
-                                        let sums = dot4(buffers.x + t * inFeatures, inFeatures, scratch + (o - first) * inFeatures, inFeatures)
-                                        for r in 0..<4 { buffers.y[(t + r) * outFeatures + o] = sums[r] + (bias?[o] ?? 0) }
+                                        let sums = dot4(
+                                            buffers.x + t * inFeatures, inFeatures, scratch + (o - first) * inFeatures,
+                                            inFeatures)
+                                        for r in 0..<4 {
+                                            buffers.y[(t + r) * outFeatures + o] = sums[r] + (bias?[o] ?? 0)
+                                        }
                                     }
                                     t += 4
                                 }
                                 while t < tokens {
                                     for o in first..<last {
-                                        buffers.y[t * outFeatures + o] = dot(buffers.x + t * inFeatures, scratch + (o - first) * inFeatures, inFeatures) + (bias?[o] ?? 0)
+                                        buffers.y[t * outFeatures + o] =
+                                            dot(
+                                                buffers.x + t * inFeatures, scratch + (o - first) * inFeatures,
+                                                inFeatures) + (bias?[o] ?? 0)
                                     }
                                     t += 1
                                 }
@@ -127,7 +149,9 @@ public enum Kernels {
                                 for t in 0..<tokens {
                                     let even = buffers.xSplit + t * inFeatures
                                     for o in first..<last {
-                                        buffers.y[t * outFeatures + o] = dotBF16(even, even + half, buffers.w + o * inFeatures, pairs: half) + (bias?[o] ?? 0)
+                                        buffers.y[t * outFeatures + o] =
+                                            dotBF16(even, even + half, buffers.w + o * inFeatures, pairs: half)
+                                            + (bias?[o] ?? 0)
                                     }
                                 }
                             }
@@ -146,7 +170,9 @@ public enum Kernels {
 
     /// `Σ_j even[j]·w[2j] + odd[j]·w[2j+1]` over `pairs` bf16 pairs.
     @inline(__always)
-    static func dotBF16(_ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, _ w: UnsafePointer<UInt16>, pairs: Int) -> Float {
+    static func dotBF16(
+        _ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, _ w: UnsafePointer<UInt16>, pairs: Int
+    ) -> Float {
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
         let raw = UnsafeRawPointer(w), re = UnsafeRawPointer(even), ro = UnsafeRawPointer(odd)
         let low = SIMD8<UInt32>(repeating: 0xFFFF_0000)
@@ -154,15 +180,25 @@ public enum Kernels {
         while j + 16 <= pairs {
             let w0 = raw.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<UInt32>.self)
             let w1 = raw.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<UInt32>.self)
-            a0.addProduct(unsafeBitCast(w0 &<< 16, to: SIMD8<Float>.self), re.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self))
-            b0.addProduct(unsafeBitCast(w0 & low, to: SIMD8<Float>.self), ro.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self))
-            a1.addProduct(unsafeBitCast(w1 &<< 16, to: SIMD8<Float>.self), re.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<Float>.self))
-            b1.addProduct(unsafeBitCast(w1 & low, to: SIMD8<Float>.self), ro.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<Float>.self))
+            a0.addProduct(
+                unsafeBitCast(w0 &<< 16, to: SIMD8<Float>.self),
+                re.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self))
+            b0.addProduct(
+                unsafeBitCast(w0 & low, to: SIMD8<Float>.self),
+                ro.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self))
+            a1.addProduct(
+                unsafeBitCast(w1 &<< 16, to: SIMD8<Float>.self),
+                re.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<Float>.self))
+            b1.addProduct(
+                unsafeBitCast(w1 & low, to: SIMD8<Float>.self),
+                ro.loadUnaligned(fromByteOffset: 4 * (j + 8), as: SIMD8<Float>.self))
             j += 16
         }
         var sum = ((a0 + a1) + (b0 + b1)).sum()
         while j < pairs {
-            sum += even[j] * Float(bitPattern: UInt32(w[2 * j]) << 16) + odd[j] * Float(bitPattern: UInt32(w[2 * j + 1]) << 16)
+            sum +=
+                even[j] * Float(bitPattern: UInt32(w[2 * j]) << 16) + odd[j]
+                * Float(bitPattern: UInt32(w[2 * j + 1]) << 16)
             j += 1
         }
         return sum
@@ -189,7 +225,9 @@ public enum Kernels {
 
     /// `y[i] += scale · x[i]`.
     @inline(__always)
-    public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ scale: Float, _ count: Int) {
+    public static func addScaled(
+        _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ scale: Float, _ count: Int
+    ) {
         let splat = SIMD8<Float>(repeating: scale)
         let rawX = UnsafeRawPointer(x), rawY = UnsafeMutableRawPointer(y)
         var i = 0
@@ -212,14 +250,24 @@ public enum Kernels {
         var i = 0
         let rawA = UnsafeRawPointer(a), rawB = UnsafeRawPointer(b)
         while i + 32 <= count {
-            s0.addProduct(rawA.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self), rawB.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
-            s1.addProduct(rawA.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self), rawB.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
-            s2.addProduct(rawA.loadUnaligned(fromByteOffset: 4 * (i + 16), as: SIMD8<Float>.self), rawB.loadUnaligned(fromByteOffset: 4 * (i + 16), as: SIMD8<Float>.self))
-            s3.addProduct(rawA.loadUnaligned(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self), rawB.loadUnaligned(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self))
+            s0.addProduct(
+                rawA.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self),
+                rawB.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            s1.addProduct(
+                rawA.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self),
+                rawB.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self))
+            s2.addProduct(
+                rawA.loadUnaligned(fromByteOffset: 4 * (i + 16), as: SIMD8<Float>.self),
+                rawB.loadUnaligned(fromByteOffset: 4 * (i + 16), as: SIMD8<Float>.self))
+            s3.addProduct(
+                rawA.loadUnaligned(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self),
+                rawB.loadUnaligned(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self))
             i += 32
         }
         while i + 8 <= count {
-            s0.addProduct(rawA.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self), rawB.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            s0.addProduct(
+                rawA.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self),
+                rawB.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
             i += 8
         }
         var sum = ((s0 + s1) + (s2 + s3)).sum()
@@ -232,11 +280,13 @@ public enum Kernels {
 
     /// Dot products of one weight row with four consecutive rows of x (`stride` apart).
     @inline(__always)
-    static func dot4(_ x: UnsafePointer<Float>, _ stride: Int, _ w: UnsafePointer<Float>, _ count: Int) -> SIMD4<Float> {
+    static func dot4(_ x: UnsafePointer<Float>, _ stride: Int, _ w: UnsafePointer<Float>, _ count: Int) -> SIMD4<Float>
+    {
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
         let rw = UnsafeRawPointer(w)
-        let r0 = UnsafeRawPointer(x), r1 = UnsafeRawPointer(x + stride), r2 = UnsafeRawPointer(x + 2 * stride), r3 = UnsafeRawPointer(x + 3 * stride)
+        let r0 = UnsafeRawPointer(x), r1 = UnsafeRawPointer(x + stride), r2 = UnsafeRawPointer(x + 2 * stride),
+            r3 = UnsafeRawPointer(x + 3 * stride)
         var i = 0
         while i + 16 <= count {
             let w0 = rw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
@@ -264,8 +314,10 @@ public enum Kernels {
     }
 
     /// The plain scalar linear layer: the reference the fast one is tested against.
-    public static func referenceLinear(_ x: [Float], tokens: Int, weight w: [Float], outFeatures: Int, inFeatures: Int,
-                                       bias: [Float]? = nil) -> [Float] {
+    public static func referenceLinear(
+        _ x: [Float], tokens: Int, weight w: [Float], outFeatures: Int, inFeatures: Int,
+        bias: [Float]? = nil
+    ) -> [Float] {
         var y = [Float](repeating: 0, count: tokens * outFeatures)
         for t in 0..<tokens {
             for o in 0..<outFeatures {

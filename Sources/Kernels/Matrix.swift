@@ -38,7 +38,8 @@ public struct Matrix: Sendable {
     public func row(_ index: Int) -> [Float] {
         switch storage {
         case let .f32(values): return Array(values[(index * columns)..<((index + 1) * columns)])
-        case let .bf16(values): return values[(index * columns)..<((index + 1) * columns)].map { Float(bitPattern: UInt32($0) << 16) }
+        case let .bf16(values):
+            return values[(index * columns)..<((index + 1) * columns)].map { Float(bitPattern: UInt32($0) << 16) }
         case .packed: return Array(floats[(index * columns)..<((index + 1) * columns)])
         }
     }

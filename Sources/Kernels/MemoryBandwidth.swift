@@ -27,7 +27,7 @@ public enum MemoryBandwidth {
                     d += base.load(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self)
                     i += 32
                 }
-                if (a + b + c + d).sum() == -1 { print("") }   // keep the loads alive
+                if (a + b + c + d).sum() == -1 { print("") } // keep the loads alive
             }
             let seconds = ModelFormat.seconds(since: start)
             best = max(best, Double(slice * threads * 4) / seconds)

@@ -59,7 +59,7 @@ extension PackedKernel {
                 case 18...20: return 3 * k - 54
                 case 22...28: return 3 * k - 64
                 case 29...31: return 3 * k - 87
-                default: return 0   // 10 and 21, assembled from two words
+                default: return 0 // 10 and 21, assembled from two words
                 }
             }
             let perWord = 32 / bits
@@ -72,11 +72,15 @@ extension PackedKernel {
             let scaledX = UnsafeMutablePointer<Float>.allocate(capacity: blocks * perBlock)
             scaledX.initialize(repeating: 0, count: blocks * perBlock)
             var factors = [Float](repeating: 1, count: perBlock)
-            for k in 0..<perBlock { factors[k] = Float(sign: .plus, exponent: -position(k, bits: operands.bits), significand: 1) }
+            for k in 0..<perBlock {
+                factors[k] = Float(sign: .plus, exponent: -position(k, bits: operands.bits), significand: 1)
+            }
             let inputs = operands.inFeatures
             factors.withUnsafeBufferPointer { factors in
                 for start in stride(from: 0, to: inputs, by: perBlock) {
-                    for k in 0..<min(perBlock, inputs - start) { scaledX[start + k] = operands.x[start + k] * factors[k] }
+                    for k in 0..<min(perBlock, inputs - start) {
+                        scaledX[start + k] = operands.x[start + k] * factors[k]
+                    }
                 }
             }
             let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
@@ -122,14 +126,18 @@ extension PackedKernel {
 
         /// Group by group; within a group, a few rows at a time across all tiles of the chunk, each
         /// tile's `Σ x q` kept in scratch until the group ends.
-        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>) {
+        static func run<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
+        ) {
             let rowsPerGroup = operands.groupSize / (32 / W.bits)
             withSums(tiles) { sums in
                 for g in groups {
                     let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
                     sums.initialize(repeating: 0, count: tiles.count * tile)
                     for start in stride(from: rows.lowerBound, to: rows.upperBound, by: rowsPerSweep) {
-                        sweep(W.self, operands, prepared, rows: start..<min(start + rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
+                        sweep(
+                            W.self, operands, prepared, rows: start..<min(start + rowsPerSweep, rows.upperBound),
+                            tiles: tiles, sums: sums)
                     }
                     flush(W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
                 }
@@ -144,7 +152,9 @@ extension PackedKernel {
                     sums.initialize(repeating: 0, count: tiles.count * tile)
                     let step = max(1, rowsPerSweep / 3)
                     for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
-                        sweep3(operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles, sums: sums)
+                        sweep3(
+                            operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles,
+                            sums: sums)
                     }
                     flush(Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g])
                 }
@@ -161,8 +171,10 @@ extension PackedKernel {
         /// Adds group `g`'s `s·(f·Σ x q − z·Σ x)` to `y` for every tile, `Σ x q` from `sums` and
         /// `Σ x` = `groupSum` (`f` = `factor`: 1 here, the group's activation scale for int8 sums).
         @inline(__always)
-        static func flush<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>,
-                                         groupSum: Float, factor: Float? = nil) {
+        static func flush<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>,
+            groupSum: Float, factor: Float? = nil
+        ) {
             let sum = Vector(repeating: groupSum)
             for tileIndex in tiles {
                 let o = tileIndex * tile
@@ -171,8 +183,12 @@ extension PackedKernel {
                 var r0 = y.loadUnaligned(as: Vector.self), r1 = y.loadUnaligned(fromByteOffset: 32, as: Vector.self)
                 var s0 = a.load(as: Vector.self), s1 = a.load(fromByteOffset: 32, as: Vector.self)
                 if let factor { s0 *= factor; s1 *= factor }
-                r0.addProduct(operands.scales8(group: g, output: o), s0 - operands.zeros8(bits: W.bits, group: g, output: o) * sum)
-                r1.addProduct(operands.scales8(group: g, output: o + 8), s1 - operands.zeros8(bits: W.bits, group: g, output: o + 8) * sum)
+                r0.addProduct(
+                    operands.scales8(group: g, output: o), s0 - operands.zeros8(bits: W.bits, group: g, output: o) * sum
+                )
+                r1.addProduct(
+                    operands.scales8(group: g, output: o + 8),
+                    s1 - operands.zeros8(bits: W.bits, group: g, output: o + 8) * sum)
                 y.storeBytes(of: r0, as: Vector.self)
                 y.storeBytes(of: r1, toByteOffset: 32, as: Vector.self)
             }
@@ -186,8 +202,10 @@ extension PackedKernel {
         }
 
         @inline(never)
-        static func sweep<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
-                                         tiles: Range<Int>, sums: UnsafeMutablePointer<Float>) {
+        static func sweep<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+            tiles: Range<Int>, sums: UnsafeMutablePointer<Float>
+        ) {
             for tileIndex in tiles {
                 let (a0, a1) = groupSums(W.self, operands, prepared, rows: rows, output: tileIndex * tile)
                 add(sums + (tileIndex - tiles.lowerBound) * tile, a0, a1)
@@ -195,7 +213,10 @@ extension PackedKernel {
         }
 
         @inline(never)
-        static func sweep3(_ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>) {
+        static func sweep3(
+            _ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, tiles: Range<Int>,
+            sums: UnsafeMutablePointer<Float>
+        ) {
             for tileIndex in tiles {
                 let (a0, a1) = groupSums3(operands, prepared, blocks: blocks, output: tileIndex * tile)
                 add(sums + (tileIndex - tiles.lowerBound) * tile, a0, a1)
@@ -205,8 +226,10 @@ extension PackedKernel {
         /// `Σ_i x_i·q_i` over word rows `rows` for outputs `o ..< o + 16` (widths 1, 2, 4, 8: a block
         /// is one word row of `32 / bits` codes), two rows at a time for four independent FMA chains.
         @inline(__always)
-        static func groupSums<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
-                                             output o: Int) -> (Vector, Vector) {
+        static func groupSums<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+            output o: Int
+        ) -> (Vector, Vector) {
             let bits = W.bits, perWord = 32 / W.bits
             let out = operands.outFeatures
             let top = UInt32(32 - bits), mask = UInt32((1 << bits) - 1)
@@ -220,7 +243,8 @@ extension PackedKernel {
                 // Codes k and k + 1 into separate accumulators: eight independent FMA chains.
                 var k = 0
                 while k + 2 < perWord {
-                    let m = Words(repeating: mask << UInt32(bits * k)), n = Words(repeating: mask << UInt32(bits * (k + 1)))
+                    let m = Words(repeating: mask << UInt32(bits * k)),
+                        n = Words(repeating: mask << UInt32(bits * (k + 1)))
                     let va = Vector(repeating: xa[k]), vb = Vector(repeating: xb[k])
                     a0.addProduct(va, float(wa0 & m))
                     a1.addProduct(va, float(wa1 & m))
@@ -274,11 +298,14 @@ extension PackedKernel {
 
         /// Adds codes at in-place positions `3j + offset`, `j < count`, of `w` (for outputs `o`, `o + 8`).
         @inline(__always)
-        static func inPlace3(_ u: Words, _ v: Words, _ x: UnsafeMutablePointer<Float>, offset: Int, count: Int,
-                             _ a0: inout Vector, _ a1: inout Vector, _ b0: inout Vector, _ b1: inout Vector) {
+        static func inPlace3(
+            _ u: Words, _ v: Words, _ x: UnsafeMutablePointer<Float>, offset: Int, count: Int,
+            _ a0: inout Vector, _ a1: inout Vector, _ b0: inout Vector, _ b1: inout Vector
+        ) {
             var j = 0
             while j + 2 <= count {
-                let m = Words(repeating: 7 << UInt32(3 * j + offset)), n = Words(repeating: 7 << UInt32(3 * j + 3 + offset))
+                let m = Words(repeating: 7 << UInt32(3 * j + offset)),
+                    n = Words(repeating: 7 << UInt32(3 * j + 3 + offset))
                 let x0 = Vector(repeating: x[j]), x1 = Vector(repeating: x[j + 1])
                 a0.addProduct(x0, smallFloat(u & m))
                 a1.addProduct(x0, smallFloat(v & m))
@@ -300,7 +327,9 @@ extension PackedKernel {
         /// a word's codes above bit 20 are shifted down once (`position(_:bits:)` says where each
         /// code is read).
         @inline(__always)
-        static func groupSums3(_ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, output o: Int) -> (Vector, Vector) {
+        static func groupSums3(_ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, output o: Int) -> (
+            Vector, Vector
+        ) {
             let seven = Words(repeating: 7)
             var a0 = Vector(), a1 = Vector(), b0 = Vector(), b1 = Vector()
             for block in blocks {
@@ -308,12 +337,12 @@ extension PackedKernel {
                 let (u1, v1) = words3(operands, block: block, row: 1, output: o)
                 let (u2, v2) = words3(operands, block: block, row: 2, output: o)
                 let x = prepared.scaledX + 32 &* block
-                inPlace3(u0, v0, x, offset: 0, count: 7, &a0, &a1, &b0, &b1)            // codes 0…6
-                inPlace3(u0 &>> 21, v0 &>> 21, x + 7, offset: 0, count: 3, &a0, &a1, &b0, &b1)   // 7…9
-                inPlace3(u1, v1, x + 11, offset: 1, count: 7, &a0, &a1, &b0, &b1)       // 11…17
-                inPlace3(u1 &>> 22, v1 &>> 22, x + 18, offset: 0, count: 3, &a0, &a1, &b0, &b1)  // 18…20
-                inPlace3(u2, v2, x + 22, offset: 2, count: 7, &a0, &a1, &b0, &b1)       // 22…28
-                inPlace3(u2 &>> 23, v2 &>> 23, x + 29, offset: 0, count: 3, &a0, &a1, &b0, &b1)  // 29…31
+                inPlace3(u0, v0, x, offset: 0, count: 7, &a0, &a1, &b0, &b1) // codes 0…6
+                inPlace3(u0 &>> 21, v0 &>> 21, x + 7, offset: 0, count: 3, &a0, &a1, &b0, &b1) // 7…9
+                inPlace3(u1, v1, x + 11, offset: 1, count: 7, &a0, &a1, &b0, &b1) // 11…17
+                inPlace3(u1 &>> 22, v1 &>> 22, x + 18, offset: 0, count: 3, &a0, &a1, &b0, &b1) // 18…20
+                inPlace3(u2, v2, x + 22, offset: 2, count: 7, &a0, &a1, &b0, &b1) // 22…28
+                inPlace3(u2 &>> 23, v2 &>> 23, x + 29, offset: 0, count: 3, &a0, &a1, &b0, &b1) // 29…31
                 let x10 = Vector(repeating: x[10]), x21 = Vector(repeating: x[21])
                 a0.addProduct(x10, smallFloat(((u0 &>> 30) | (u1 &<< 2)) & seven))
                 a1.addProduct(x10, smallFloat(((v0 &>> 30) | (v1 &<< 2)) & seven))

@@ -106,23 +106,31 @@ extension PackedKernel {
         /// Word rows whose 16-bit partial sums fit: each row adds at most `planes · 2 · maxCode · 127`.
         static func rowsPerWiden(bits: Int) -> Int { 32767 / ((8 / bits) * 2 * ((1 << bits) - 1) * 127) }
 
-        static func run<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>) {
+        static func run<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
+        ) {
             let rowsPerGroup = operands.groupSize / (32 / W.bits)
             Decode.withSums(tiles) { sums in
                 for g in groups {
                     let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
                     sums.initialize(repeating: 0, count: tiles.count * Decode.tile)
                     for start in stride(from: rows.lowerBound, to: rows.upperBound, by: Decode.rowsPerSweep) {
-                        sweep(W.self, operands, prepared, rows: start..<min(start + Decode.rowsPerSweep, rows.upperBound), tiles: tiles, sums: sums)
+                        sweep(
+                            W.self, operands, prepared, rows: start..<min(start + Decode.rowsPerSweep, rows.upperBound),
+                            tiles: tiles, sums: sums)
                     }
-                    Decode.flush(W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g], factor: prepared.steps[g])
+                    Decode.flush(
+                        W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],
+                        factor: prepared.steps[g])
                 }
             }
         }
 
         @inline(never)
-        static func sweep<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
-                                         tiles: Range<Int>, sums: UnsafeMutablePointer<Float>) {
+        static func sweep<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+            tiles: Range<Int>, sums: UnsafeMutablePointer<Float>
+        ) {
             for tileIndex in tiles {
                 let (a0, a1) = integerSums(W.self, operands, prepared, rows: rows, output: tileIndex * Decode.tile)
                 Decode.add(sums + (tileIndex - tiles.lowerBound) * Decode.tile, SIMD8<Float>(a0), SIMD8<Float>(a1))
@@ -131,8 +139,10 @@ extension PackedKernel {
 
         /// `Σ_i x̂_i·q_i` over word rows `rows` for outputs `o ..< o + 16`, exact in int32.
         @inline(__always)
-        static func integerSums<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
-                                               output o: Int) -> (Ints, Ints) {
+        static func integerSums<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
+            output o: Int
+        ) -> (Ints, Ints) {
             let bits = W.bits, planeCount = 8 / W.bits
             let mask = Words(repeating: UInt32((1 << bits) - 1) * 0x0101_0101)
             let widen = rowsPerWiden(bits: bits)
@@ -165,13 +175,17 @@ extension PackedKernel {
         /// Per 16-bit lane: `a[2k]·b[2k] + a[2k+1]·b[2k+1]`, `a` unsigned and `b` signed bytes.
         @inline(__always)
         static func maddubs(_ a: Words, _ b: Words) -> Shorts {
-            unsafeBitCast(_mm256_maddubs_epi16(unsafeBitCast(a, to: __m256i.self), unsafeBitCast(b, to: __m256i.self)), to: Shorts.self)
+            unsafeBitCast(
+                _mm256_maddubs_epi16(unsafeBitCast(a, to: __m256i.self), unsafeBitCast(b, to: __m256i.self)),
+                to: Shorts.self)
         }
 
         /// Per 32-bit lane: `a[2k]·b[2k] + a[2k+1]·b[2k+1]` of 16-bit lanes.
         @inline(__always)
         static func madd(_ a: Shorts, _ b: Shorts) -> Ints {
-            unsafeBitCast(_mm256_madd_epi16(unsafeBitCast(a, to: __m256i.self), unsafeBitCast(b, to: __m256i.self)), to: Ints.self)
+            unsafeBitCast(
+                _mm256_madd_epi16(unsafeBitCast(a, to: __m256i.self), unsafeBitCast(b, to: __m256i.self)), to: Ints.self
+            )
         }
         #endif
     }

@@ -10,7 +10,9 @@ extension Kernels {
     /// may be shorter), the only shape GPTQ's act-order produces.
     public static func groupContiguous(_ packed: PackedLinear) -> (reordered: PackedLinear, inputOrder: [Int32])? {
         let inputs = packed.inFeatures, out = packed.outFeatures, bits = packed.bits, groupSize = packed.groupSize
-        guard packed.gIdx.count == inputs, packed.gIdx.allSatisfy({ $0 >= 0 && Int($0) < packed.groups }) else { return nil }
+        guard packed.gIdx.count == inputs, packed.gIdx.allSatisfy({ $0 >= 0 && Int($0) < packed.groups }) else {
+            return nil
+        }
         // Stable sort of the inputs by group.
         var members = [[Int32]](repeating: [], count: packed.groups)
         for i in 0..<inputs { members[Int(packed.gIdx[i])].append(Int32(i)) }
@@ -36,15 +38,18 @@ extension Kernels {
                 }
             }
         }
-        let reordered = PackedLinear(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize, qweight: qweight,
-                                     qzeros: packed.qzeros, scales: packed.scales,
-                                     gIdx: (0..<inputs).map { Int32($0 / groupSize) })
+        let reordered = PackedLinear(
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize, qweight: qweight,
+            qzeros: packed.qzeros, scales: packed.scales,
+            gIdx: (0..<inputs).map { Int32($0 / groupSize) })
         return (reordered, order)
     }
 
     /// `linear` of a layer reordered by `groupContiguous`: `x`'s inputs are gathered in
     /// `inputOrder` first (O(tokens · in)).
-    public static func linear(_ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil, inputOrder: [Int32]) -> [Float] {
+    public static func linear(
+        _ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil, inputOrder: [Int32]
+    ) -> [Float] {
         precondition(inputOrder.count == packed.inFeatures && x.count == tokens * packed.inFeatures)
         let inputs = packed.inFeatures
         var gathered = [Float](repeating: 0, count: x.count)

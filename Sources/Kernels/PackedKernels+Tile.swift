@@ -33,19 +33,25 @@ extension PackedKernel {
             let tables = tableBytes.bindMemory(to: Float.self, capacity: tableFloats)
             for tile in 0..<tiles {
                 let o = outputs.lowerBound + tile * width
-                fillTable(operands, tables + tile * 2 * operands.groups * width, output: o, lanes: min(width, outputs.upperBound - o))
+                fillTable(
+                    operands, tables + tile * 2 * operands.groups * width, output: o,
+                    lanes: min(width, outputs.upperBound - o))
             }
             for k0 in stride(from: 0, to: operands.inFeatures, by: depth) {
                 let k1 = min(k0 + depth, operands.inFeatures)
                 for tile in 0..<tiles {
                     let o = outputs.lowerBound + tile * width, lanes = min(width, outputs.upperBound - o)
-                    dequantize(operands, tables + tile * 2 * operands.groups * width, into: scratch, output: o, lanes: lanes, inputs: k0..<k1)
+                    dequantize(
+                        operands, tables + tile * 2 * operands.groups * width, into: scratch, output: o, lanes: lanes,
+                        inputs: k0..<k1)
                     multiply(operands, scratch, output: o, lanes: lanes, inputs: k0..<k1)
                 }
             }
         }
 
-        static func fillTable(_ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>, output o: Int, lanes: Int) {
+        static func fillTable(
+            _ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>, output o: Int, lanes: Int
+        ) {
             let offsets = table + operands.groups * width
             for g in 0..<operands.groups {
                 for v in 0..<2 {
@@ -94,8 +100,10 @@ extension PackedKernel {
         }
 
         /// Scratch row `i − inputs.lowerBound` = weights `Ŵ[o ..< o + 16, i]`.
-        static func dequantize(_ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>, into scratch: UnsafeMutablePointer<Float>,
-                               output o: Int, lanes: Int, inputs: Range<Int>) {
+        static func dequantize(
+            _ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>, into scratch: UnsafeMutablePointer<Float>,
+            output o: Int, lanes: Int, inputs: Range<Int>
+        ) {
             switch operands.bits {
             case 1: dequantize(Width1.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
             case 2: dequantize(Width2.self, operands, table, into: scratch, output: o, lanes: lanes, inputs: inputs)
@@ -106,8 +114,10 @@ extension PackedKernel {
             }
         }
 
-        static func dequantize<W: PackedWidth>(_: W.Type, _ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>,
-                                               into scratch: UnsafeMutablePointer<Float>, output o: Int, lanes: Int, inputs: Range<Int>) {
+        static func dequantize<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ table: UnsafeMutablePointer<Float>,
+            into scratch: UnsafeMutablePointer<Float>, output o: Int, lanes: Int, inputs: Range<Int>
+        ) {
             let bits = W.bits
             let perBlock = bits == 3 ? 32 : 32 / bits, wordsPerBlock = bits == 3 ? 3 : 1
             let offsets = table + operands.groups * width
@@ -121,13 +131,18 @@ extension PackedKernel {
                 for block in firstBlock..<endBlock {
                     let row = block &* wordsPerBlock
                     let w0 = words(operands, row: row, output: o + 8 * v, lanes: vectorLanes)
-                    let w1 = wordsPerBlock > 1 ? words(operands, row: row + 1, output: o + 8 * v, lanes: vectorLanes) : Words()
-                    let w2 = wordsPerBlock > 1 ? words(operands, row: row + 2, output: o + 8 * v, lanes: vectorLanes) : Words()
+                    let w1 =
+                        wordsPerBlock > 1
+                        ? words(operands, row: row + 1, output: o + 8 * v, lanes: vectorLanes) : Words()
+                    let w2 =
+                        wordsPerBlock > 1
+                        ? words(operands, row: row + 2, output: o + 8 * v, lanes: vectorLanes) : Words()
                     let first = block &* perBlock, count = min(first + perBlock, inputs.upperBound) &- first
                     let destination = UnsafeMutableRawPointer(scratch + (first - inputs.lowerBound) * width + 8 * v)
                     @inline(__always) func store(_ k: Int, _ codes: Words, _ s: Vector, _ offset: Vector) {
                         let q = Vector(unsafeBitCast(codes, to: SIMD8<Int32>.self))
-                        destination.storeBytes(of: offset.addingProduct(q, s), toByteOffset: 4 &* width &* k, as: Vector.self)
+                        destination.storeBytes(
+                            of: offset.addingProduct(q, s), toByteOffset: 4 &* width &* k, as: Vector.self)
                     }
                     @inline(__always) func entry(_ g: Int) -> (Vector, Vector) {
                         let index: Int = g &* width &+ 8 &* v
@@ -162,7 +177,10 @@ extension PackedKernel {
         }
 
         /// `y[t, o ..< o + lanes] += Σ_i x[t, i] · scratch[i]` for every token.
-        static func multiply(_ operands: PackedOperands, _ scratch: UnsafeMutablePointer<Float>, output o: Int, lanes: Int, inputs: Range<Int>) {
+        static func multiply(
+            _ operands: PackedOperands, _ scratch: UnsafeMutablePointer<Float>, output o: Int, lanes: Int,
+            inputs: Range<Int>
+        ) {
             let tokens = operands.tokens, stride = operands.inFeatures, out = operands.outFeatures
             let count = inputs.count
             let w = UnsafeRawPointer(scratch)
@@ -171,7 +189,9 @@ extension PackedKernel {
                 if lanes == width {
                     let raw = UnsafeMutableRawPointer(y)
                     raw.storeBytes(of: raw.loadUnaligned(as: Vector.self) + a0, as: Vector.self)
-                    raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: 32, as: Vector.self) + a1, toByteOffset: 32, as: Vector.self)
+                    raw.storeBytes(
+                        of: raw.loadUnaligned(fromByteOffset: 32, as: Vector.self) + a1, toByteOffset: 32,
+                        as: Vector.self)
                 } else {
                     for l in 0..<lanes { y[l] += l < 8 ? a0[l] : a1[l - 8] }
                 }

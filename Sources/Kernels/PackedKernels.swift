@@ -35,8 +35,10 @@ extension Kernels {
     /// `naturalOrder`: whether `g_idx[i] == i / groupSize` (see `hasNaturalGroupOrder`); pass the
     /// value checked once at load, or leave it `nil` to have it checked here (O(in)).
     /// `int8Activations`: see `Kernels.int8Activations` (whose value it takes by default).
-    public static func linear(_ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil,
-                              naturalOrder: Bool? = nil, int8Activations: Bool = Kernels.int8Activations) -> [Float] {
+    public static func linear(
+        _ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil,
+        naturalOrder: Bool? = nil, int8Activations: Bool = Kernels.int8Activations
+    ) -> [Float] {
         precondition(x.count == tokens * packed.inFeatures, "x is not [tokens, in]")
         precondition(bias == nil || bias!.count == packed.outFeatures)
         if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: packed, bias: bias) }
@@ -49,10 +51,11 @@ extension Kernels {
                     packed.scales.withUnsafeBufferPointer { scales in
                         packed.gIdx.withUnsafeBufferPointer { gIdx in
                             y.withUnsafeMutableBufferPointer { y in
-                                var operands = PackedOperands(packed: packed, x: x.baseAddress!, tokens: tokens,
-                                                              qweight: qweight.baseAddress!, qzeros: qzeros.baseAddress,
-                                                              scales: scales.baseAddress!, gIdx: gIdx.baseAddress!,
-                                                              y: y.baseAddress!, naturalOrder: natural)
+                                var operands = PackedOperands(
+                                    packed: packed, x: x.baseAddress!, tokens: tokens,
+                                    qweight: qweight.baseAddress!, qzeros: qzeros.baseAddress,
+                                    scales: scales.baseAddress!, gIdx: gIdx.baseAddress!,
+                                    y: y.baseAddress!, naturalOrder: natural)
                                 operands.int8Activations = int8Activations
                                 PackedKernel.run(operands)
                             }
@@ -87,7 +90,8 @@ extension Kernels {
     /// The obviously right packed linear layer: every code decoded with plain shifts from its
     /// word(s), every weight formed as `scale · (q − zero)`, one scalar loop. The reference the
     /// fast kernels are tested against.
-    public static func referenceLinear(_ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil) -> [Float] {
+    public static func referenceLinear(_ x: [Float], tokens: Int, packed: PackedLinear, bias: [Float]? = nil) -> [Float]
+    {
         precondition(x.count == tokens * packed.inFeatures)
         let out = packed.outFeatures, inputs = packed.inFeatures
         var y = [Float](repeating: 0, count: tokens * out)
@@ -95,7 +99,9 @@ extension Kernels {
             var w = [Float](repeating: 0, count: inputs)
             for i in 0..<inputs {
                 let g = Int(packed.gIdx[i])
-                w[i] = referenceScale(packed, group: g, output: o) * (Float(referenceCode(packed, output: o, input: i)) - referenceZero(packed, group: g, output: o))
+                w[i] =
+                    referenceScale(packed, group: g, output: o)
+                    * (Float(referenceCode(packed, output: o, input: i)) - referenceZero(packed, group: g, output: o))
             }
             for t in 0..<tokens {
                 var sum: Float = 0
@@ -166,11 +172,14 @@ struct PackedOperands: @unchecked Sendable {
     /// Decode through `PackedKernel.Int8Decode` where it applies.
     var int8Activations = false
 
-    init(packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,
-         qzeros: UnsafePointer<UInt32>?, scales: UnsafePointer<UInt16>, gIdx: UnsafePointer<Int32>,
-         y: UnsafeMutablePointer<Float>, naturalOrder: Bool) {
+    init(
+        packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,
+        qzeros: UnsafePointer<UInt32>?, scales: UnsafePointer<UInt16>, gIdx: UnsafePointer<Int32>,
+        y: UnsafeMutablePointer<Float>, naturalOrder: Bool
+    ) {
         precondition(packed.qweight.count == packed.wordRows * packed.outFeatures, "qweight is not [⌈in·bits/32⌉, out]")
-        precondition(packed.qzeros.count == packed.groups * packed.zeroWordsPerGroup, "qzeros is not [groups, ⌈out·bits/32⌉]")
+        precondition(
+            packed.qzeros.count == packed.groups * packed.zeroWordsPerGroup, "qzeros is not [groups, ⌈out·bits/32⌉]")
         precondition(packed.scales.count == packed.groups * packed.outFeatures, "scales is not [groups, out]")
         precondition(packed.gIdx.count == packed.inFeatures, "g_idx is not [in]")
         outFeatures = packed.outFeatures
@@ -255,7 +264,8 @@ struct PackedOperands: @unchecked Sendable {
             let low = UInt32(truncatingIfNeeded: stream >> UInt64(offset))
             codes = ((SIMD8(repeating: low) &>> SIMD8(0, 3, 6, 9, 12, 15, 18, 21)) &+ 1) & mask
         case 8:
-            let low = restoredZeroWord(bits: bits, group: g, index: o / 4), high = restoredZeroWord(bits: bits, group: g, index: o / 4 + 1)
+            let low = restoredZeroWord(bits: bits, group: g, index: o / 4),
+                high = restoredZeroWord(bits: bits, group: g, index: o / 4 + 1)
             codes = (SIMD8(low, low, low, low, high, high, high, high) &>> SIMD8(0, 8, 16, 24, 0, 8, 16, 24)) & mask
         default:
             let perWord = 32 / bits, b = UInt32(bits)
@@ -296,11 +306,15 @@ enum PackedKernel {
                 if Int8Decode.applies(single) {
                     let prepared = Int8Decode.prepare(single)
                     defer { prepared.deallocate() }
-                    splitGroups(single) { part, groups in Int8Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles) }
+                    splitGroups(single) { part, groups in
+                        Int8Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles)
+                    }
                 } else {
                     let prepared = Decode.prepare(single)
                     defer { prepared.deallocate() }
-                    splitGroups(single) { part, groups in Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles) }
+                    splitGroups(single) { part, groups in
+                        Decode.run(part, prepared: prepared, groups: groups, tiles: 0..<tiles)
+                    }
                 }
                 if tiles * Decode.tile < out {
                     Tile.run(single, outputs: (tiles * Decode.tile)..<out)
@@ -319,7 +333,9 @@ enum PackedKernel {
     /// in memory instead of short pieces of every row (splitting the outputs read 256 bytes of each
     /// 4 KB row of a [1024, 3584] matrix per worker). Workers add into their own zeroed copy of `y`,
     /// summed into `y` in order at the end. Small calls run in one piece, straight into `y`.
-    static func splitGroups(_ operands: PackedOperands, _ body: @escaping @Sendable (PackedOperands, Range<Int>) -> Void) {
+    static func splitGroups(
+        _ operands: PackedOperands, _ body: @escaping @Sendable (PackedOperands, Range<Int>) -> Void
+    ) {
         let groups = operands.groups, out = operands.outFeatures
         guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, groups > 1 else {
             return body(operands, 0..<groups)
@@ -348,4 +364,3 @@ enum PackedKernel {
         }
     }
 }
-

@@ -103,7 +103,8 @@ final class WorkerPool: @unchecked Sendable {
             // `body` are that region's.
             let region = size.load(ordering: .acquiring)
             guard region >> 32 == generation, index < region & 0xFFFF_FFFF else { return }
-            guard claim.compareExchange(expected: value, desired: value + 1, ordering: .acquiringAndReleasing).exchanged else { continue }
+            guard claim.compareExchange(expected: value, desired: value + 1, ordering: .acquiringAndReleasing).exchanged
+            else { continue }
             body!(index)
             finished.add(1, ordering: .releasing)
         }

@@ -85,8 +85,10 @@ public enum SGEMM {
     /// `C[m × n] += α · A[m × k] · B[k × n]`, multi-threaded over row blocks of C.
     /// With `lowerOnly`, only the elements `C(i, j)` with `j ≤ i` are required (others may be
     /// written too, within the rounded-up micro-tiles of the diagonal, but never beyond column n).
-    public static func multiply(m: Int, n: Int, k: Int, alpha: Float = 1, a: Matrix, b: Matrix,
-                                c: UnsafeMutablePointer<Float>, ldc: Int, lowerOnly: Bool = false, threaded: Bool = true) {
+    public static func multiply(
+        m: Int, n: Int, k: Int, alpha: Float = 1, a: Matrix, b: Matrix,
+        c: UnsafeMutablePointer<Float>, ldc: Int, lowerOnly: Bool = false, threaded: Bool = true
+    ) {
         guard m > 0, n > 0, k > 0 else { return }
         let packed = PackedB.allocate(k: k, n: n)
         defer { packed.deallocate() }
@@ -95,8 +97,10 @@ public enum SGEMM {
     }
 
     /// `C += α · A · B` with B already packed.
-    public static func multiply(m: Int, alpha: Float, a: Matrix, packed: PackedB, c: UnsafeMutablePointer<Float>, ldc: Int,
-                         lowerOnly: Bool = false, threaded: Bool = true) {
+    public static func multiply(
+        m: Int, alpha: Float, a: Matrix, packed: PackedB, c: UnsafeMutablePointer<Float>, ldc: Int,
+        lowerOnly: Bool = false, threaded: Bool = true
+    ) {
         let k = packed.k, n = packed.n
         guard m > 0, n > 0, k > 0 else { return }
         let blocks = (m + mc - 1) / mc
@@ -116,8 +120,10 @@ public enum SGEMM {
     }
 
     /// One row block of C (at most `mc` rows), all depth blocks, columns `0..<columns`.
-    static func rowBlock(rows: Range<Int>, columns: Int, alpha: Float, a: Matrix, packed: PackedB,
-                         c: UnsafeMutablePointer<Float>, ldc: Int) {
+    static func rowBlock(
+        rows: Range<Int>, columns: Int, alpha: Float, a: Matrix, packed: PackedB,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         let k = packed.k
         let m = rows.count
         let rowPanels = (m + mr - 1) / mr
@@ -139,8 +145,9 @@ public enum SGEMM {
                     let aPanel = packedA + rp * mr * depth, cRow = c + (rows.lowerBound + i0) * ldc
                     for panel in firstPanel..<lastPanel {
                         let j0 = panel * nr
-                        kernel(depth, aPanel, packed.data + panel * packed.panelStride + p0 * nr, cRow + j0, ldc, alpha,
-                               height: height, width: min(nr, columns - j0))
+                        kernel(
+                            depth, aPanel, packed.data + panel * packed.panelStride + p0 * nr, cRow + j0, ldc, alpha,
+                            height: height, width: min(nr, columns - j0))
                     }
                 }
                 firstPanel = lastPanel
@@ -175,8 +182,10 @@ public enum SGEMM {
     /// The micro-kernel: a `6 × 16` tile of C += α · (packed A panel) · (packed B panel) over
     /// `k`; `height`/`width` < the tile only at the edges of C.
     @inline(__always)
-    static func kernel(_ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                       _ ldc: Int, _ alpha: Float, height: Int, width: Int) {
+    static func kernel(
+        _ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+        _ ldc: Int, _ alpha: Float, height: Int, width: Int
+    ) {
         typealias V = SIMD16<Float>
         var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
         var ap = a, bp = b
@@ -216,13 +225,17 @@ public enum SGEMM {
     }
 
     /// Plain triple loop, `C += α · A · B` (Double accumulation): the test oracle.
-    public static func referenceMultiply(m: Int, n: Int, k: Int, alpha: Float, a: Matrix, b: Matrix,
-                                  c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func referenceMultiply(
+        m: Int, n: Int, k: Int, alpha: Float, a: Matrix, b: Matrix,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         for i in 0..<m {
             for j in 0..<n {
                 var sum = 0.0
                 for p in 0..<k {
-                    sum += Double(a.base[i * a.rowStride + p * a.columnStride]) * Double(b.base[p * b.rowStride + j * b.columnStride])
+                    sum +=
+                        Double(a.base[i * a.rowStride + p * a.columnStride])
+                        * Double(b.base[p * b.rowStride + j * b.columnStride])
                 }
                 c[i * ldc + j] += Float(Double(alpha) * sum)
             }
@@ -257,7 +270,8 @@ public enum SGEMM {
         typealias V = SIMD16<Float>
         // 6 chains × 2 ymm = 12 independent FMA chains (latency 4 × 2 pipes needs ≥ 8), plus
         // the two operands: all in the 16 ymm registers.
-        var x0 = V(repeating: seed), x1 = V(repeating: 1.1), x2 = V(repeating: 1.2), x3 = V(repeating: 1.3), x4 = V(repeating: 1.4)
+        var x0 = V(repeating: seed), x1 = V(repeating: 1.1), x2 = V(repeating: 1.2), x3 = V(repeating: 1.3),
+            x4 = V(repeating: 1.4)
         var x5 = V(repeating: 1.5)
         let m = V(repeating: 0.999_999), d = V(repeating: 1e-7)
         for _ in 0..<iterations {

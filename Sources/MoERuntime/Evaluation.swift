@@ -34,15 +34,19 @@ public struct Evaluation: Sendable, Encodable {
 
     final class Counter: RouterObserver {
         var counts: [[Int]]
-        init(layers: Int, experts: Int) { counts = Array(repeating: Array(repeating: 0, count: experts), count: layers) }
+        init(layers: Int, experts: Int) {
+            counts = Array(repeating: Array(repeating: 0, count: experts), count: layers)
+        }
         func routed(layer: Int, token: Int, probabilities: [Float], experts: [Int], weights: [Float]) {
             for expert in experts { counts[layer][expert] += 1 }
         }
     }
 
-    public static func run(model: MoEModel, tokens: [Int], sequenceLength: Int, pruner: ExpertPruner? = nil,
-                           pruning: String = "none", decodeTokens: Int = 0,
-                           progress: (Int, Int) -> Void = { _, _ in }) throws -> Evaluation {
+    public static func run(
+        model: MoEModel, tokens: [Int], sequenceLength: Int, pruner: ExpertPruner? = nil,
+        pruning: String = "none", decodeTokens: Int = 0,
+        progress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> Evaluation {
         precondition(sequenceLength >= 2)
         let counter = Counter(layers: model.config.layerCount, experts: model.config.expertCount)
         let session = ForwardPass(model: model, observer: counter)
@@ -62,17 +66,23 @@ public struct Evaluation: Sendable, Encodable {
         }
         let seconds = ModelFormat.seconds(since: start)
         let moeLayers = (0..<model.config.layerCount).filter { model.config.moeLayers[$0] }
-        let perLayer = moeLayers.map { session.tokensRouted[$0] > 0 ? Double(session.expertsRun[$0]) / Double(session.tokensRouted[$0]) : 0 }
+        let perLayer = moeLayers.map {
+            session.tokensRouted[$0] > 0 ? Double(session.expertsRun[$0]) / Double(session.tokensRouted[$0]) : 0
+        }
         let storage = model.expertStorage
-        let decodeSpeed = try decodeTokens > 0 ? measureDecode(session: session, tokens: tokens, count: decodeTokens) : 0
-        return Evaluation(tokens: tokens.count, predicted: predicted, windows: windows, sequenceLength: sequenceLength,
-                          negativeLogLikelihood: nll / Double(max(predicted, 1)), perplexity: Foundation.exp(nll / Double(max(predicted, 1))),
-                          seconds: seconds, tokensPerSecond: Double(tokens.count) / seconds,
-                          peakResidentBytes: peakResidentBytes(), expertTokens: counter.counts,
-                          layerExpertsPerToken: perLayer, expertsPerToken: perLayer.isEmpty ? 0 : perLayer.reduce(0, +) / Double(perLayer.count),
-                          pruning: pruning, decodeTokens: decodeTokens, decodeTokensPerSecond: decodeSpeed,
-                          expertBytes: storage.bytes, expertParameters: storage.parameters, averageBits: storage.nominalBits,
-                          effectiveBits: storage.parameters > 0 ? Double(storage.bytes * 8) / Double(storage.parameters) : 0)
+        let decodeSpeed =
+            try decodeTokens > 0 ? measureDecode(session: session, tokens: tokens, count: decodeTokens) : 0
+        return Evaluation(
+            tokens: tokens.count, predicted: predicted, windows: windows, sequenceLength: sequenceLength,
+            negativeLogLikelihood: nll / Double(max(predicted, 1)),
+            perplexity: Foundation.exp(nll / Double(max(predicted, 1))),
+            seconds: seconds, tokensPerSecond: Double(tokens.count) / seconds,
+            peakResidentBytes: peakResidentBytes(), expertTokens: counter.counts,
+            layerExpertsPerToken: perLayer,
+            expertsPerToken: perLayer.isEmpty ? 0 : perLayer.reduce(0, +) / Double(perLayer.count),
+            pruning: pruning, decodeTokens: decodeTokens, decodeTokensPerSecond: decodeSpeed,
+            expertBytes: storage.bytes, expertParameters: storage.parameters, averageBits: storage.nominalBits,
+            effectiveBits: storage.parameters > 0 ? Double(storage.bytes * 8) / Double(storage.parameters) : 0)
     }
 
     /// Tokens/s of one-at-a-time decoding with the KV cache, median of three runs (the host is noisy).

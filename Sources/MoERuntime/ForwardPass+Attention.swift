@@ -10,8 +10,9 @@ extension ForwardPass {
         keyCache[layer] += k
         valueCache[layer] += v
         let keys = keyCache[layer], values = valueCache[layer]
-        let context = Attention.causal(q: q, keys: keys, values: values, count: count, position: position, heads: config.attentionHeads,
-                                     kvHeads: config.keyValueHeads, dim: config.headDim)
+        let context = Attention.causal(
+            q: q, keys: keys, values: values, count: count, position: position, heads: config.attentionHeads,
+            kvHeads: config.keyValueHeads, dim: config.headDim)
         return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
     }
 
@@ -20,9 +21,15 @@ extension ForwardPass {
         let config = model.config
         let heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
         let eps = Float(config.rmsNormEps)
-        var q = Kernels.linear(x, tokens: count, matrix: model.matrix(.query(layer: layer)), bias: model.optionalWeight(.queryBias(layer: layer)))
-        var k = Kernels.linear(x, tokens: count, matrix: model.matrix(.key(layer: layer)), bias: model.optionalWeight(.keyBias(layer: layer)))
-        var v = Kernels.linear(x, tokens: count, matrix: model.matrix(.value(layer: layer)), bias: model.optionalWeight(.valueBias(layer: layer)))
+        var q = Kernels.linear(
+            x, tokens: count, matrix: model.matrix(.query(layer: layer)),
+            bias: model.optionalWeight(.queryBias(layer: layer)))
+        var k = Kernels.linear(
+            x, tokens: count, matrix: model.matrix(.key(layer: layer)),
+            bias: model.optionalWeight(.keyBias(layer: layer)))
+        var v = Kernels.linear(
+            x, tokens: count, matrix: model.matrix(.value(layer: layer)),
+            bias: model.optionalWeight(.valueBias(layer: layer)))
         switch config.qkNorm {
         case .none: break
         case .perHead:

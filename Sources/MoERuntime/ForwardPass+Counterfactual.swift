@@ -16,8 +16,9 @@ extension ForwardPass {
     public func counterfactualLayer(_ layer: Int, _ x: inout [Float], count: Int, start: Int = 0) {
         let config = model.config
         let rowWidth = config.keyValueHeads * config.headDim
-        precondition(keyCache[layer].count >= (start + count) * rowWidth,
-                     "counterfactualLayer needs the tokens' keys and values in layer \(layer)'s cache (run forwardLayer first)")
+        precondition(
+            keyCache[layer].count >= (start + count) * rowWidth,
+            "counterfactualLayer needs the tokens' keys and values in layer \(layer)'s cache (run forwardLayer first)")
         let savedObserver = observer, savedRouted = tokensRouted, savedRun = expertsRun
         observer = nil
         defer {
@@ -26,9 +27,10 @@ extension ForwardPass {
         }
         decoderLayer(layer, &x, count: count) { normed in
             let (q, k, v) = projections(normed, count: count, layer: layer, offset: start)
-            let context = Attention.causal(q: q, keys: keyCache[layer], values: valueCache[layer], count: count, position: start,
-                                         heads: config.attentionHeads, kvHeads: config.keyValueHeads, dim: config.headDim,
-                                         own: (k, v))
+            let context = Attention.causal(
+                q: q, keys: keyCache[layer], values: valueCache[layer], count: count, position: start,
+                heads: config.attentionHeads, kvHeads: config.keyValueHeads, dim: config.headDim,
+                own: (k, v))
             return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
         }
     }

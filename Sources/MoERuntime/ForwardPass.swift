@@ -60,10 +60,13 @@ public final class ForwardPass {
         let config = model.config
         let count = tokens.count
         guard position + count <= config.maxPositions else {
-            throw ModelFormatError(file: model.directory, "sequence of \(position + count) tokens exceeds max_position_embeddings \(config.maxPositions)")
+            throw ModelFormatError(
+                file: model.directory,
+                "sequence of \(position + count) tokens exceeds max_position_embeddings \(config.maxPositions)")
         }
         for token in tokens where !(0..<config.vocabSize).contains(token) {
-            throw ModelFormatError(file: model.directory, "token id \(token) is outside the vocabulary (size \(config.vocabSize))")
+            throw ModelFormatError(
+                file: model.directory, "token id \(token) is outside the vocabulary (size \(config.vocabSize))")
         }
         var x = embed(tokens)
         for layer in 0..<config.layerCount { forwardLayer(layer, &x, count: count) }
@@ -74,7 +77,8 @@ public final class ForwardPass {
     /// The final norm and LM head over the last layer's hidden states `[count, hidden]`.
     public func outputLogits(_ x: [Float], count: Int) -> [Float] {
         let config = model.config
-        let final = Kernels.rmsNorm(x, width: config.hiddenSize, weight: model.weight(.finalNorm), eps: Float(config.rmsNormEps))
+        let final = Kernels.rmsNorm(
+            x, width: config.hiddenSize, weight: model.weight(.finalNorm), eps: Float(config.rmsNormEps))
         let head = config.tieWordEmbeddings ? model.matrix(.embeddings) : model.matrix(.lmHead)
         return Kernels.linear(final, tokens: count, matrix: head)
     }
@@ -104,9 +108,12 @@ public final class ForwardPass {
         let attention = attend(normed)
         for i in x.indices { x[i] += attention[i] }
         let normed2 = Kernels.rmsNorm(x, width: hidden, weight: model.weight(.mlpNorm(layer: layer)), eps: eps)
-        let mlp = config.moeLayers[layer] ? moe(normed2, count: count, layer: layer)
-            : swiglu(normed2, count: count, gate: .denseGate(layer: layer), up: .denseUp(layer: layer),
-                     down: .denseDown(layer: layer), width: config.denseIntermediateSize)
+        let mlp =
+            config.moeLayers[layer]
+            ? moe(normed2, count: count, layer: layer)
+            : swiglu(
+                normed2, count: count, gate: .denseGate(layer: layer), up: .denseUp(layer: layer),
+                down: .denseDown(layer: layer), width: config.denseIntermediateSize)
         for i in x.indices { x[i] += mlp[i] }
     }
 }

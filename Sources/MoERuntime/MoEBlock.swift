@@ -25,10 +25,12 @@ extension ForwardPass {
             var kept = chosen
             if let pruner {
                 let flags = x.withUnsafeBufferPointer {
-                    pruner.keep(layer: layer, hidden: UnsafeBufferPointer(rebasing: $0[(t * hidden)..<((t + 1) * hidden)]),
-                                probabilities: probabilities, experts: chosen, weights: weights)
+                    pruner.keep(
+                        layer: layer, hidden: UnsafeBufferPointer(rebasing: $0[(t * hidden)..<((t + 1) * hidden)]),
+                        probabilities: probabilities, experts: chosen, weights: weights)
                 }
-                precondition(flags.count == chosen.count && flags.contains(true), "a pruner must keep at least one expert")
+                precondition(
+                    flags.count == chosen.count && flags.contains(true), "a pruner must keep at least one expert")
                 if flags.contains(false) {
                     // The kept experts' weights are rescaled to the full top-k's sum.
                     let total = weights.reduce(0, +)
@@ -49,9 +51,13 @@ extension ForwardPass {
             for (row, entry) in tokens.enumerated() {
                 for i in 0..<hidden { rows[row * hidden + i] = x[entry.token * hidden + i] }
             }
-            let y = swiglu(rows, count: tokens.count, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
-                           down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize) { activations in
-                observer?.expertActivations(layer: layer, expert: expert, tokens: tokens.map(\.token), activations: activations)
+            let y = swiglu(
+                rows, count: tokens.count, gate: .expertGate(layer: layer, expert: expert),
+                up: .expertUp(layer: layer, expert: expert),
+                down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize
+            ) { activations in
+                observer?.expertActivations(
+                    layer: layer, expert: expert, tokens: tokens.map(\.token), activations: activations)
             }
             observer?.expertOutputs(layer: layer, expert: expert, tokens: tokens.map(\.token), outputs: y)
             for (row, entry) in tokens.enumerated() {
@@ -59,8 +65,9 @@ extension ForwardPass {
             }
         }
         if config.sharedExpertIntermediateSize > 0 {
-            let shared = swiglu(x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
-                                down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
+            let shared = swiglu(
+                x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
+                down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
             let gates = Kernels.linear(x, tokens: count, matrix: model.matrix(.sharedExpertScale(layer: layer)))
             for t in 0..<count {
                 let gate = Kernels.sigmoid(gates[t])
@@ -71,8 +78,10 @@ extension ForwardPass {
     }
 
     /// `down(silu(gate(x)) ⊙ up(x))`.
-    func swiglu(_ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int,
-                activations: ([Float]) -> Void = { _ in }) -> [Float] {
+    func swiglu(
+        _ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int,
+        activations: ([Float]) -> Void = { _ in }
+    ) -> [Float] {
         let g = Kernels.linear(x, tokens: count, matrix: model.matrix(gate))
         let u = Kernels.linear(x, tokens: count, matrix: model.matrix(up))
         var h = [Float](repeating: 0, count: g.count)

@@ -35,14 +35,19 @@ public final class MoEModel: @unchecked Sendable {
         for (role, shape) in map.expectedTensors(config) {
             let name = map.name(role), module = map.moduleName(role)
             if shape.count == 2, files.file(containing: name) == nil, let quantization, module != name,
-               files.file(containing: module + ".qweight") != nil {
+                files.file(containing: module + ".qweight") != nil
+            {
                 guard let width = try quantization.width(of: module) else {
-                    throw ModelFormatError(file: quantization.file, "\(module) is declared unquantized but the checkpoint has only its packed tensors")
+                    throw ModelFormatError(
+                        file: quantization.file,
+                        "\(module) is declared unquantized but the checkpoint has only its packed tensors")
                 }
                 packed[role] = (module, width.bits, width.groupSize)
                 shapes[role] = shape
                 if !lazy { matrices[role] = try load(role) }
-                for suffix in Self.packedSuffixes where files.file(containing: module + suffix) != nil { used.insert(module + suffix) }
+                for suffix in Self.packedSuffixes where files.file(containing: module + suffix) != nil {
+                    used.insert(module + suffix)
+                }
                 continue
             }
             guard let file = files.file(containing: name) else {
@@ -54,7 +59,8 @@ public final class MoEModel: @unchecked Sendable {
                     throw ModelFormatError(file: file.path, "tensor \(name) has shape \(info.shape), expected \(shape)")
                 }
                 guard info.dtype.isFloatingPoint else {
-                    throw ModelFormatError(file: file.path, "tensor \(name) is \(info.dtype.rawValue), expected F32, F16 or BF16")
+                    throw ModelFormatError(
+                        file: file.path, "tensor \(name) is \(info.dtype.rawValue), expected F32, F16 or BF16")
                 }
                 shapes[role] = shape
                 if !lazy { matrices[role] = try load(role) }
@@ -65,7 +71,11 @@ public final class MoEModel: @unchecked Sendable {
         }
         let leftover = files.allNames.subtracting(used)
         if !leftover.isEmpty {
-            throw ModelFormatError(file: files.description, "\(leftover.count) tensors this \(config.architecture.rawValue) model does not use, e.g. \(leftover.sorted().first!)")
+            throw ModelFormatError(
+                file: files.description,
+                "\(leftover.count) tensors this \(config.architecture.rawValue) model does not use, e.g. "
+                    + "\(leftover.sorted().first!)"
+            )
         }
         if !lazy { files.releaseAll() }
     }
@@ -75,8 +85,9 @@ public final class MoEModel: @unchecked Sendable {
         let shape = shapes[role]!
         if let source = packed[role] {
             let file = files.file(containing: source.module + ".qweight")!
-            let linear = try PackedLinear.read(from: file, prefix: source.module, bits: source.bits, groupSize: source.groupSize,
-                                               outFeatures: shape[0], inFeatures: shape[1])
+            let linear = try PackedLinear.read(
+                from: file, prefix: source.module, bits: source.bits, groupSize: source.groupSize,
+                outFeatures: shape[0], inFeatures: shape[1])
             return Matrix(rows: shape[0], columns: shape[1], storage: .packed(PackedWeights(linear)))
         }
         let name = map.name(role)
@@ -107,7 +118,9 @@ public final class MoEModel: @unchecked Sendable {
         for role in shapes.keys where role.layer == layer {
             matrices[role] = nil
             if let source = packed[role] {
-                for suffix in Self.packedSuffixes { files.file(containing: source.module + suffix)?.release(source.module + suffix) }
+                for suffix in Self.packedSuffixes {
+                    files.file(containing: source.module + suffix)?.release(source.module + suffix)
+                }
             } else {
                 let name = map.name(role)
                 files.file(containing: name)?.release(name)
@@ -137,12 +150,18 @@ public final class MoEModel: @unchecked Sendable {
         if let value = matrices[role] { return value }
         guard lazy, shapes[role] != nil else { preconditionFailure("no matrix for \(role)") }
         // Validated at load time; a failure here means the file changed underneath us.
-        guard let value = try? load(role) else { preconditionFailure("cannot read \(map.name(role)) from \(directory)") }
+        guard let value = try? load(role) else {
+            preconditionFailure("cannot read \(map.name(role)) from \(directory)")
+        }
         return value
     }
 
-    public var parameterCount: Int { vectors.values.reduce(0) { $0 + $1.count } + shapes.values.reduce(0) { $0 + $1[0] * $1[1] } }
-    public var weightBytes: Int { vectors.values.reduce(0) { $0 + 4 * $1.count } + matrices.values.reduce(0) { $0 + $1.byteCount } }
+    public var parameterCount: Int {
+        vectors.values.reduce(0) { $0 + $1.count } + shapes.values.reduce(0) { $0 + $1[0] * $1[1] }
+    }
+    public var weightBytes: Int {
+        vectors.values.reduce(0) { $0 + 4 * $1.count } + matrices.values.reduce(0) { $0 + $1.byteCount }
+    }
     /// The expert linears as held (eager models): their parameters, bytes (packed: codes, zeros,
     /// scales and g_idx; float: the values) and nominal bits per parameter (packed: the width).
     public var expertStorage: (parameters: Int, bytes: Int, nominalBits: Double) {

@@ -24,9 +24,9 @@ extension TensorRole {
         switch self {
         case .embeddings, .finalNorm, .lmHead: return nil
         case let .attentionNorm(l), let .mlpNorm(l), let .query(l), let .key(l), let .value(l), let .output(l),
-             let .queryBias(l), let .keyBias(l), let .valueBias(l), let .queryNorm(l), let .keyNorm(l), let .router(l),
-             let .sharedExpertGate(l), let .sharedExpertUp(l), let .sharedExpertDown(l), let .sharedExpertScale(l),
-             let .denseGate(l), let .denseUp(l), let .denseDown(l):
+            let .queryBias(l), let .keyBias(l), let .valueBias(l), let .queryNorm(l), let .keyNorm(l), let .router(l),
+            let .sharedExpertGate(l), let .sharedExpertUp(l), let .sharedExpertDown(l), let .sharedExpertScale(l),
+            let .denseGate(l), let .denseUp(l), let .denseDown(l):
             return l
         case let .expertGate(l, _), let .expertUp(l, _), let .expertDown(l, _): return l
         }
@@ -34,7 +34,10 @@ extension TensorRole {
 
     /// An expert's three linears: gate, up, down.
     public static func expertLinears(layer: Int, expert: Int) -> [TensorRole] {
-        [.expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert), .expertDown(layer: layer, expert: expert)]
+        [
+            .expertGate(layer: layer, expert: expert), .expertUp(layer: layer, expert: expert),
+            .expertDown(layer: layer, expert: expert),
+        ]
     }
 }
 
@@ -56,7 +59,9 @@ public struct ArchitectureMap: Sendable {
         let definition = architecture.definition
         let moe = definition.moeBlock, linears = definition.expertLinears
         func layer(_ index: Int) -> String { "model.layers.\(index)" }
-        func expert(_ l: Int, _ e: Int, _ linear: String) -> String { "\(layer(l)).\(moe).experts.\(e).\(linear).weight" }
+        func expert(_ l: Int, _ e: Int, _ linear: String) -> String {
+            "\(layer(l)).\(moe).experts.\(e).\(linear).weight"
+        }
         func shared(_ l: Int, _ linear: String) -> String {
             "\(layer(l)).mlp.\(definition.sharedExpert?.module ?? "shared_expert").\(linear).weight"
         }
@@ -82,7 +87,8 @@ public struct ArchitectureMap: Sendable {
         case let .sharedExpertGate(l): return shared(l, "gate_proj")
         case let .sharedExpertUp(l): return shared(l, "up_proj")
         case let .sharedExpertDown(l): return shared(l, "down_proj")
-        case let .sharedExpertScale(l): return "\(layer(l)).mlp.\(definition.sharedExpert?.gate ?? "shared_expert_gate").weight"
+        case let .sharedExpertScale(l):
+            return "\(layer(l)).mlp.\(definition.sharedExpert?.gate ?? "shared_expert_gate").weight"
         case let .denseGate(l): return "\(layer(l)).mlp.gate_proj.weight"
         case let .denseUp(l): return "\(layer(l)).mlp.up_proj.weight"
         case let .denseDown(l): return "\(layer(l)).mlp.down_proj.weight"
@@ -97,11 +103,16 @@ public struct ArchitectureMap: Sendable {
         var result: [(TensorRole, [Int])] = [(.embeddings, [config.vocabSize, hidden]), (.finalNorm, [hidden])]
         if !config.tieWordEmbeddings { result.append((.lmHead, [config.vocabSize, hidden])) }
         for l in 0..<config.layerCount {
-            result += [(.attentionNorm(layer: l), [hidden]), (.mlpNorm(layer: l), [hidden]),
-                       (.query(layer: l), [qWidth, hidden]), (.key(layer: l), [kvWidth, hidden]),
-                       (.value(layer: l), [kvWidth, hidden]), (.output(layer: l), [hidden, qWidth])]
+            result += [
+                (.attentionNorm(layer: l), [hidden]), (.mlpNorm(layer: l), [hidden]),
+                (.query(layer: l), [qWidth, hidden]), (.key(layer: l), [kvWidth, hidden]),
+                (.value(layer: l), [kvWidth, hidden]), (.output(layer: l), [hidden, qWidth]),
+            ]
             if config.attentionBias {
-                result += [(.queryBias(layer: l), [qWidth]), (.keyBias(layer: l), [kvWidth]), (.valueBias(layer: l), [kvWidth])]
+                result += [
+                    (.queryBias(layer: l), [qWidth]), (.keyBias(layer: l), [kvWidth]),
+                    (.valueBias(layer: l), [kvWidth]),
+                ]
             }
             switch config.qkNorm {
             case .none: break
@@ -112,17 +123,25 @@ public struct ArchitectureMap: Sendable {
                 let width = config.expertIntermediateSize
                 result.append((.router(layer: l), [config.expertCount, hidden]))
                 for e in 0..<config.expertCount {
-                    result += [(.expertGate(layer: l, expert: e), [width, hidden]), (.expertUp(layer: l, expert: e), [width, hidden]),
-                               (.expertDown(layer: l, expert: e), [hidden, width])]
+                    result += [
+                        (.expertGate(layer: l, expert: e), [width, hidden]),
+                        (.expertUp(layer: l, expert: e), [width, hidden]),
+                        (.expertDown(layer: l, expert: e), [hidden, width]),
+                    ]
                 }
                 if config.sharedExpertIntermediateSize > 0 {
                     let shared = config.sharedExpertIntermediateSize
-                    result += [(.sharedExpertGate(layer: l), [shared, hidden]), (.sharedExpertUp(layer: l), [shared, hidden]),
-                               (.sharedExpertDown(layer: l), [hidden, shared]), (.sharedExpertScale(layer: l), [1, hidden])]
+                    result += [
+                        (.sharedExpertGate(layer: l), [shared, hidden]), (.sharedExpertUp(layer: l), [shared, hidden]),
+                        (.sharedExpertDown(layer: l), [hidden, shared]), (.sharedExpertScale(layer: l), [1, hidden]),
+                    ]
                 }
             } else {
                 let width = config.denseIntermediateSize
-                result += [(.denseGate(layer: l), [width, hidden]), (.denseUp(layer: l), [width, hidden]), (.denseDown(layer: l), [hidden, width])]
+                result += [
+                    (.denseGate(layer: l), [width, hidden]), (.denseUp(layer: l), [width, hidden]),
+                    (.denseDown(layer: l), [hidden, width]),
+                ]
             }
         }
         return result

@@ -20,12 +20,15 @@ public struct CheckpointFiles: CustomStringConvertible, @unchecked Sendable {
                 throw ModelFormatError(file: index, "cannot read")
             }
             guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let weightMap = object["weight_map"] as? [String: String] else {
+                let weightMap = object["weight_map"] as? [String: String]
+            else {
                 throw ModelFormatError(file: index, "not a safetensors index (no weight_map)")
             }
             var shards: [String: SafeTensorsFile] = [:]
             for shard in Set(weightMap.values).sorted() {
-                guard !shard.contains("/") else { throw ModelFormatError(file: index, "shard name \(shard) leaves the directory") }
+                guard !shard.contains("/") else {
+                    throw ModelFormatError(file: index, "shard name \(shard) leaves the directory")
+                }
                 shards[shard] = try SafeTensorsFile(path: (directory as NSString).appendingPathComponent(shard))
             }
             for (name, shard) in weightMap where shards[shard]?.tensors[name] == nil {

@@ -1,11 +1,16 @@
 /// bf16/f16/f32 → f32 conversion of raw little-endian tensor bytes. bf16 is the top half of an
 /// f32; f16 goes through Swift's Float16 (hardware conversion where the CPU has it).
 public enum FloatConversion {
-    public static func toFloat32(_ raw: UnsafeRawBufferPointer, dtype: TensorDType, into output: UnsafeMutableBufferPointer<Float>) {
+    public static func toFloat32(
+        _ raw: UnsafeRawBufferPointer, dtype: TensorDType, into output: UnsafeMutableBufferPointer<Float>
+    ) {
         switch dtype {
         case .f32:
             let count = min(raw.count / 4, output.count)
-            for index in 0..<count { output[index] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self).littleEndian) }
+            for index in 0..<count {
+                output[index] = Float(
+                    bitPattern: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self).littleEndian)
+            }
         case .bf16:
             let count = min(raw.count / 2, output.count)
             for index in 0..<count {
@@ -15,7 +20,8 @@ public enum FloatConversion {
         case .f16:
             let count = min(raw.count / 2, output.count)
             for index in 0..<count {
-                output[index] = Float(float16Bits: raw.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self).littleEndian)
+                output[index] = Float(
+                    float16Bits: raw.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self).littleEndian)
             }
         default:
             preconditionFailure("not a floating-point dtype: \(dtype)")
@@ -30,10 +36,10 @@ extension Float {
         let exponent = Int((bits >> 10) & 0x1F)
         var mantissa = UInt32(bits & 0x3FF)
         if exponent == 0x1F {
-            self = Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))   // inf / nan
+            self = Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13)) // inf / nan
         } else if exponent == 0 {
-            if mantissa == 0 { self = Float(bitPattern: sign); return }    // ±0
-            var shift: UInt32 = 0                                           // subnormal: normalise
+            if mantissa == 0 { self = Float(bitPattern: sign); return } // ±0
+            var shift: UInt32 = 0 // subnormal: normalise
             while mantissa & 0x400 == 0 { mantissa <<= 1; shift += 1 }
             mantissa &= 0x3FF
             self = Float(bitPattern: sign | ((113 - shift) << 23) | (mantissa << 13))
@@ -52,7 +58,7 @@ extension Float {
         let e = exponent - 127 + 15
         if e >= 0x1F { return sign | 0x7C00 }
         if e <= 0 {
-            if e < -10 { return sign }   // below half the smallest subnormal: ±0
+            if e < -10 { return sign } // below half the smallest subnormal: ±0
             let full = mantissa | 0x80_0000
             let shift = UInt32(14 - e)
             var half = full >> shift
@@ -62,7 +68,8 @@ extension Float {
         }
         var half = UInt32(e) << 10 | (mantissa >> 13)
         let remainder = mantissa & 0x1FFF
-        if remainder > 0x1000 || (remainder == 0x1000 && half & 1 == 1) { half += 1 }   // may carry into the exponent: correct
+        // Round to nearest even; a carry into the exponent is correct.
+        if remainder > 0x1000 || (remainder == 0x1000 && half & 1 == 1) { half += 1 }
         return sign | UInt16(half)
     }
 }

@@ -65,7 +65,11 @@ public struct MoEModelConfig: Sendable, Equatable {
         let fields = ConfigFields(object: object, file: file)
         let modelType = try fields.string("model_type")
         guard let architecture = MoEArchitecture(rawValue: modelType) else {
-            throw ModelFormatError(file: file, "unsupported architecture '\(modelType)' (pmq reads \(MoEArchitecture.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw ModelFormatError(
+                file: file,
+                "unsupported architecture '\(modelType)' (pmq reads "
+                    + "\(MoEArchitecture.allCases.map(\.rawValue).joined(separator: ", ")))"
+            )
         }
         let hidden = try fields.positive("hidden_size")
         let heads = try fields.positive("num_attention_heads")
@@ -89,12 +93,17 @@ public struct MoEModelConfig: Sendable, Equatable {
             moeLayers: Array(repeating: true, count: layers))
         try architecture.definition.configure(&config, fields)
         guard config.routing.topK <= config.expertCount else {
-            throw ModelFormatError(file: file, "num_experts_per_tok \(config.routing.topK) exceeds the \(config.expertCount) experts")
+            throw ModelFormatError(
+                file: file, "num_experts_per_tok \(config.routing.topK) exceeds the \(config.expertCount) experts")
         }
         guard heads % config.keyValueHeads == 0 else {
-            throw ModelFormatError(file: file, "num_attention_heads \(heads) is not a multiple of num_key_value_heads \(config.keyValueHeads)")
+            throw ModelFormatError(
+                file: file,
+                "num_attention_heads \(heads) is not a multiple of num_key_value_heads \(config.keyValueHeads)")
         }
-        guard config.headDim % 2 == 0 else { throw ModelFormatError(file: file, "head_dim \(config.headDim) must be even for RoPE") }
+        guard config.headDim % 2 == 0 else {
+            throw ModelFormatError(file: file, "head_dim \(config.headDim) must be even for RoPE")
+        }
         return config
     }
 }
@@ -104,7 +113,9 @@ struct ConfigFields {
     let object: [String: Any]
     let file: String
 
-    func fail(_ key: String, _ problem: String) -> ModelFormatError { ModelFormatError(file: file, "\(key): \(problem)") }
+    func fail(_ key: String, _ problem: String) -> ModelFormatError {
+        ModelFormatError(file: file, "\(key): \(problem)")
+    }
 
     func value(_ key: String) -> Any? {
         guard let value = object[key], !(value is NSNull) else { return nil }
@@ -130,8 +141,10 @@ struct ConfigFields {
             if let fallback { return fallback }
             throw fail(key, "missing")
         }
-        guard !isJSONBoolean(value), let number = value as? NSNumber, number.doubleValue == number.doubleValue.rounded(),
-              abs(number.doubleValue) < 1e15 else { throw fail(key, "expected an integer") }
+        guard !isJSONBoolean(value), let number = value as? NSNumber,
+            number.doubleValue == number.doubleValue.rounded(),
+            abs(number.doubleValue) < 1e15
+        else { throw fail(key, "expected an integer") }
         return Int(number.doubleValue)
     }
 
@@ -149,7 +162,9 @@ struct ConfigFields {
 
     func optionalNumber(_ key: String) throws -> Double? {
         guard let value = value(key) else { return nil }
-        guard !isJSONBoolean(value), let number = value as? NSNumber, number.doubleValue.isFinite else { throw fail(key, "expected a number") }
+        guard !isJSONBoolean(value), let number = value as? NSNumber, number.doubleValue.isFinite else {
+            throw fail(key, "expected a number")
+        }
         return number.doubleValue
     }
 
@@ -169,7 +184,9 @@ struct ConfigFields {
         guard let value = value(key) else { return fallback }
         guard let list = value as? [Any] else { throw fail(key, "expected a list of integers") }
         return try list.map { item in
-            guard !isJSONBoolean(item), let number = item as? NSNumber, number.doubleValue == number.doubleValue.rounded() else {
+            guard !isJSONBoolean(item), let number = item as? NSNumber,
+                number.doubleValue == number.doubleValue.rounded()
+            else {
                 throw fail(key, "expected a list of integers")
             }
             return Int(number.doubleValue)

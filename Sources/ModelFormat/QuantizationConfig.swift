@@ -27,30 +27,37 @@ public struct QuantizationConfig: Sendable, Equatable {
     public static func read(directory: String) throws -> QuantizationConfig? {
         let path = (directory as NSString).appendingPathComponent("config.json")
         guard let data = FileManager.default.contents(atPath: path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
             throw ModelFormatError(file: path, "cannot read a JSON object")
         }
         guard let value = object["quantization_config"] else { return nil }
-        guard let section = value as? [String: Any] else { throw ModelFormatError(file: path, "quantization_config is not an object") }
+        guard let section = value as? [String: Any] else {
+            throw ModelFormatError(file: path, "quantization_config is not an object")
+        }
         func integer(_ key: String, in dictionary: [String: Any], default fallback: Int? = nil) throws -> Int {
             guard let raw = dictionary[key] else {
                 if let fallback { return fallback }
                 throw ModelFormatError(file: path, "quantization_config.\(key) is missing")
             }
-            guard !isJSONBoolean(raw), let number = raw as? NSNumber, number.doubleValue == number.doubleValue.rounded() else {
+            guard !isJSONBoolean(raw), let number = raw as? NSNumber, number.doubleValue == number.doubleValue.rounded()
+            else {
                 throw ModelFormatError(file: path, "quantization_config.\(key) must be an integer")
             }
             return number.intValue
         }
         let method = section["quant_method"] as? String ?? ""
         guard method == "gptq" else {
-            throw ModelFormatError(file: path, "quantization_config.quant_method is \"\(method)\"; pmq runs GPTQ-packed models")
+            throw ModelFormatError(
+                file: path, "quantization_config.quant_method is \"\(method)\"; pmq runs GPTQ-packed models")
         }
         let bits = try integer("bits", in: section)
         let groupSize = try integer("group_size", in: section)
         var rules: [Rule] = []
         if let dynamic = section["dynamic"] {
-            guard let map = dynamic as? [String: Any] else { throw ModelFormatError(file: path, "quantization_config.dynamic is not an object") }
+            guard let map = dynamic as? [String: Any] else {
+                throw ModelFormatError(file: path, "quantization_config.dynamic is not an object")
+            }
             for (key, overrides) in map.sorted(by: { $0.key < $1.key }) {
                 guard let overrides = overrides as? [String: Any] else {
                     throw ModelFormatError(file: path, "quantization_config.dynamic[\"\(key)\"] is not an object")
@@ -58,17 +65,21 @@ public struct QuantizationConfig: Sendable, Equatable {
                 let skip = key.hasPrefix("-:")
                 let pattern = key.hasPrefix("-:") || key.hasPrefix("+:") ? String(key.dropFirst(2)) : key
                 guard (try? NSRegularExpression(pattern: pattern)) != nil else {
-                    throw ModelFormatError(file: path, "quantization_config.dynamic key \"\(key)\" is not a regular expression")
+                    throw ModelFormatError(
+                        file: path, "quantization_config.dynamic key \"\(key)\" is not a regular expression")
                 }
-                rules.append(Rule(pattern: pattern, skip: skip,
-                                  bits: overrides["bits"] == nil ? nil : try integer("bits", in: overrides),
-                                  groupSize: overrides["group_size"] == nil ? nil : try integer("group_size", in: overrides)))
+                rules.append(
+                    Rule(
+                        pattern: pattern, skip: skip,
+                        bits: overrides["bits"] == nil ? nil : try integer("bits", in: overrides),
+                        groupSize: overrides["group_size"] == nil ? nil : try integer("group_size", in: overrides)))
             }
         }
         let descAct = (section["desc_act"] as? Bool) ?? false
         let format = section["checkpoint_format"] as? String ?? "gptq"
-        return QuantizationConfig(method: method, bits: bits, groupSize: groupSize, descAct: descAct,
-                                  checkpointFormat: format, rules: rules, file: path)
+        return QuantizationConfig(
+            method: method, bits: bits, groupSize: groupSize, descAct: descAct,
+            checkpointFormat: format, rules: rules, file: path)
     }
 
     /// Width and group size of `module` (e.g. `model.layers.0.block_sparse_moe.experts.3.w1`), or
@@ -80,7 +91,11 @@ public struct QuantizationConfig: Sendable, Equatable {
             return expression.firstMatch(in: module, options: .anchored, range: range) != nil
         }
         if matches.count > 1, Set(matches.map { "\($0.skip) \($0.bits ?? -1) \($0.groupSize ?? -1)" }).count > 1 {
-            throw ModelFormatError(file: file, "quantization_config.dynamic: patterns \(matches.map(\.pattern)) all match \(module) with different overrides")
+            throw ModelFormatError(
+                file: file,
+                "quantization_config.dynamic: patterns \(matches.map(\.pattern)) all match \(module) with different "
+                    + "overrides"
+            )
         }
         guard let rule = matches.first else { return (bits, groupSize) }
         if rule.skip { return nil }

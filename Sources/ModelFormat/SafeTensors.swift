@@ -57,14 +57,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { throw ModelFormatError(file: path, "cannot open: \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else {
+            throw ModelFormatError(file: path, "cannot open: \(String(cString: strerror(errno)))")
+        }
         defer { close(descriptor) }
         var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw ModelFormatError(file: path, "cannot stat: \(String(cString: strerror(errno)))") }
+        guard fstat(descriptor, &status) == 0 else {
+            throw ModelFormatError(file: path, "cannot stat: \(String(cString: strerror(errno)))")
+        }
         let length = Int(status.st_size)
-        guard length >= 8 else { throw ModelFormatError(file: path, "truncated: \(length) bytes, shorter than the 8-byte header length") }
+        guard length >= 8 else {
+            throw ModelFormatError(file: path, "truncated: \(length) bytes, shorter than the 8-byte header length")
+        }
         let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, descriptor, 0)
-        guard let mapped, mapped != MAP_FAILED else { throw ModelFormatError(file: path, "cannot map: \(String(cString: strerror(errno)))") }
+        guard let mapped, mapped != MAP_FAILED else {
+            throw ModelFormatError(file: path, "cannot map: \(String(cString: strerror(errno)))")
+        }
         let raw = UnsafeRawPointer(mapped)
         do {
             let parsed = try SafeTensorsHeader.parse(UnsafeRawBufferPointer(start: raw, count: length), file: path)
@@ -169,7 +177,9 @@ public enum SafeTensorsHeader {
             }
             guard let entry = value as? [String: Any] else { throw fail("tensor \(name): entry is not an object") }
             guard let dtypeName = entry["dtype"] as? String else { throw fail("tensor \(name): missing dtype") }
-            guard let dtype = TensorDType(rawValue: dtypeName) else { throw fail("tensor \(name): unknown dtype \(dtypeName)") }
+            guard let dtype = TensorDType(rawValue: dtypeName) else {
+                throw fail("tensor \(name): unknown dtype \(dtypeName)")
+            }
             guard let shapeValues = entry["shape"] as? [Any] else { throw fail("tensor \(name): missing shape") }
             var shape: [Int] = []
             var elements = 1
@@ -183,27 +193,38 @@ public enum SafeTensorsHeader {
                 shape.append(size)
             }
             guard let offsets = entry["data_offsets"] as? [Any], offsets.count == 2,
-                  let begin = exactInt(offsets[0]), let end = exactInt(offsets[1]), begin >= 0, begin <= end else {
+                let begin = exactInt(offsets[0]), let end = exactInt(offsets[1]), begin >= 0, begin <= end
+            else {
                 throw fail("tensor \(name): data_offsets must be [begin, end] with 0 ≤ begin ≤ end")
             }
             let (bytes, overflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
             guard !overflow, bytes == end - begin else {
-                throw fail("tensor \(name): shape \(shape) × \(dtype.rawValue) is \(overflow ? "too large" : "\(bytes) bytes") but data_offsets span \(end - begin)")
+                throw fail(
+                    "tensor \(name): shape \(shape) × \(dtype.rawValue) is "
+                        + "\(overflow ? "too large" : "\(bytes) bytes") but data_offsets span \(end - begin)"
+                )
             }
             guard end <= dataLength else {
-                throw fail("tensor \(name): data_offsets [\(begin), \(end)) run past the end of the data (\(dataLength) bytes)")
+                throw fail(
+                    "tensor \(name): data_offsets [\(begin), \(end)) run past the end of the data (\(dataLength) bytes)"
+                )
             }
             tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, dataRange: begin..<end)
         }
         // The data must be covered exactly: sorted spans, each starting where the last ended.
-        let ordered = tensors.values.sorted { ($0.dataRange.lowerBound, $0.dataRange.upperBound, $0.name) < ($1.dataRange.lowerBound, $1.dataRange.upperBound, $1.name) }
+        let ordered = tensors.values.sorted {
+            ($0.dataRange.lowerBound, $0.dataRange.upperBound, $0.name) < (
+                $1.dataRange.lowerBound, $1.dataRange.upperBound, $1.name
+            )
+        }
         var position = 0
         for info in ordered {
             if info.dataRange.lowerBound < position {
                 throw fail("tensor \(info.name): data_offsets overlap another tensor's")
             }
             if info.dataRange.lowerBound > position {
-                throw fail("tensor \(info.name): a hole of \(info.dataRange.lowerBound - position) bytes precedes its data")
+                throw fail(
+                    "tensor \(info.name): a hole of \(info.dataRange.lowerBound - position) bytes precedes its data")
             }
             position = info.dataRange.upperBound
         }
@@ -217,7 +238,7 @@ public enum SafeTensorsHeader {
     static func exactInt(_ value: Any) -> Int? {
         guard !isJSONBoolean(value), let number = value as? NSNumber else { return nil }
         let type = String(cString: number.objCType)
-        if type != "d" && type != "f" { return number.intValue }   // integer literal, full range
+        if type != "d" && type != "f" { return number.intValue } // integer literal, full range
         let double = number.doubleValue
         guard double.isFinite, double == double.rounded(), abs(double) < 9.0e15 else { return nil }
         return Int(double)

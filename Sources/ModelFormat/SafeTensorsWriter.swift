@@ -11,7 +11,11 @@ public struct SafeTensorsWriter {
     public mutating func add(_ name: String, dtype: TensorDType, shape: [Int], data: Data) throws {
         let elements = shape.reduce(1, *)
         guard elements * dtype.byteSize == data.count else {
-            throw ModelFormatError(file: name, "tensor data is \(data.count) bytes, shape \(shape) × \(dtype.rawValue) needs \(elements * dtype.byteSize)")
+            throw ModelFormatError(
+                file: name,
+                "tensor data is \(data.count) bytes, shape \(shape) × \(dtype.rawValue) needs "
+                    + "\(elements * dtype.byteSize)"
+            )
         }
         guard name != "__metadata__", !entries.contains(where: { $0.name == name }) else {
             throw ModelFormatError(file: name, "tensor name used twice")
@@ -29,8 +33,11 @@ public struct SafeTensorsWriter {
         var header: [String: Any] = [:]
         var offset = 0
         for entry in entries {
-            header[entry.name] = ["dtype": entry.dtype.rawValue, "shape": entry.shape,
-                                  "data_offsets": [offset, offset + entry.data.count]] as [String: Any]
+            header[entry.name] =
+                [
+                    "dtype": entry.dtype.rawValue, "shape": entry.shape,
+                    "data_offsets": [offset, offset + entry.data.count],
+                ] as [String: Any]
             offset += entry.data.count
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }

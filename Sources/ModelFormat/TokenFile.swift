@@ -17,13 +17,16 @@ public struct TokenFile: Sendable {
         }
         guard !data.isEmpty else { throw ModelFormatError(file: path, "no tokens") }
         tokens = data.withUnsafeBytes { raw in
-            (0..<(raw.count / 4)).map { Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+            (0..<(raw.count / 4)).map {
+                Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+            }
         }
     }
 
     public func validate(vocabSize: Int) throws {
         if let index = tokens.firstIndex(where: { $0 >= vocabSize }) {
-            throw ModelFormatError(file: path, "token \(index) is id \(tokens[index]), outside the model's vocabulary of \(vocabSize)")
+            throw ModelFormatError(
+                file: path, "token \(index) is id \(tokens[index]), outside the model's vocabulary of \(vocabSize)")
         }
     }
 

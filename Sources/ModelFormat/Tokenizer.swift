@@ -30,7 +30,9 @@ public final class BPETokenizer: @unchecked Sendable {
 
     public init(data: Data, file: String) throws {
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
-        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
+        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw fail("not a JSON object")
+        }
         guard let model = root["model"] as? [String: Any], (model["type"] as? String) == "BPE" else {
             throw fail("model.type: only BPE tokenizers are supported")
         }
@@ -43,9 +45,13 @@ public final class BPETokenizer: @unchecked Sendable {
         var ranks: [Pair: Int] = [:]
         for (rank, merge) in ((model["merges"] as? [Any]) ?? []).enumerated() {
             let parts: [String]
-            if let pair = merge as? [String] { parts = pair } else if let text = merge as? String {
+            if let pair = merge as? [String] {
+                parts = pair
+            } else if let text = merge as? String {
                 parts = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-            } else { throw fail("model.merges[\(rank)]: neither \"a b\" nor [\"a\", \"b\"]") }
+            } else {
+                throw fail("model.merges[\(rank)]: neither \"a b\" nor [\"a\", \"b\"]")
+            }
             guard parts.count == 2 else { throw fail("model.merges[\(rank)]: not a pair") }
             let pair = Pair(left: parts[0], right: parts[1])
             if ranks[pair] == nil { ranks[pair] = rank }
@@ -65,7 +71,10 @@ public final class BPETokenizer: @unchecked Sendable {
         } else if preTokenizer == nil || preTokenizer == "Metaspace", normalizer != nil || preTokenizer == "Metaspace" {
             style = .sentencePiece
         } else {
-            throw fail("pre_tokenizer \(preTokenizer ?? "none") is not supported (ByteLevel, or a sentencepiece-style normalizer)")
+            throw fail(
+                "pre_tokenizer \(preTokenizer ?? "none") is not supported (ByteLevel, or a sentencepiece-style "
+                    + "normalizer)"
+            )
         }
         self.vocab = vocab
         self.tokens = Dictionary(vocab.map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
@@ -73,7 +82,11 @@ public final class BPETokenizer: @unchecked Sendable {
         // Longest first, so that one added token that prefixes another cannot shadow it.
         self.addedTokens = added.sorted { $0.0.count > $1.0.count }
         self.byteFallback = (model["byte_fallback"] as? Bool) ?? false
-        let decoderJSON = String(data: (try? JSONSerialization.data(withJSONObject: root["decoder"] ?? NSNull(), options: [.fragmentsAllowed])) ?? Data(), encoding: .utf8) ?? ""
+        let decoderJSON =
+            String(
+                data: (try? JSONSerialization.data(
+                    withJSONObject: root["decoder"] ?? NSNull(), options: [.fragmentsAllowed])) ?? Data(),
+                encoding: .utf8) ?? ""
         self.stripLeadingSpace = decoderJSON.contains("\"Strip\"")
     }
 
@@ -105,12 +118,15 @@ public final class BPETokenizer: @unchecked Sendable {
         while !rest.isEmpty {
             var earliest: (range: Range<Substring.Index>, id: Int)? = nil
             for (content, id) in addedTokens {
-                if let range = rest.range(of: content), earliest == nil || range.lowerBound < earliest!.range.lowerBound {
+                if let range = rest.range(of: content), earliest == nil || range.lowerBound < earliest!.range.lowerBound
+                {
                     earliest = (range, id)
                 }
             }
             guard let found = earliest else { segments.append(.text(String(rest))); break }
-            if found.range.lowerBound > rest.startIndex { segments.append(.text(String(rest[..<found.range.lowerBound]))) }
+            if found.range.lowerBound > rest.startIndex {
+                segments.append(.text(String(rest[..<found.range.lowerBound])))
+            }
             segments.append(.added(found.id))
             rest = rest[found.range.upperBound...]
         }
@@ -124,7 +140,9 @@ public final class BPETokenizer: @unchecked Sendable {
         while symbols.count > 1 {
             var best: (rank: Int, index: Int)? = nil
             for index in 0..<(symbols.count - 1) {
-                if let rank = ranks[Pair(left: symbols[index], right: symbols[index + 1])], best == nil || rank < best!.rank {
+                if let rank = ranks[Pair(left: symbols[index], right: symbols[index + 1])],
+                    best == nil || rank < best!.rank
+                {
                     best = (rank, index)
                 }
             }
@@ -148,7 +166,9 @@ public final class BPETokenizer: @unchecked Sendable {
             if let id = vocab[symbol] {
                 ids.append(id)
             } else if byteFallback {
-                for byte in Array(symbol.utf8) { if let id = vocab[String(format: "<0x%02X>", byte)] { ids.append(id) } }
+                for byte in Array(symbol.utf8) {
+                    if let id = vocab[String(format: "<0x%02X>", byte)] { ids.append(id) }
+                }
             }
         }
         if word.count < 64 { cache[word] = ids }
@@ -164,14 +184,18 @@ public final class BPETokenizer: @unchecked Sendable {
             for id in ids {
                 guard let token = tokens[id] else { continue }
                 if addedTokens.contains(where: { $0.id == id }) { bytes += Array(token.utf8); continue }
-                for character in token.unicodeScalars { if let byte = ByteLevel.byteOf[character] { bytes.append(byte) } }
+                for character in token.unicodeScalars {
+                    if let byte = ByteLevel.byteOf[character] { bytes.append(byte) }
+                }
             }
             return String(decoding: bytes, as: UTF8.self)
         case .sentencePiece:
             var bytes: [UInt8] = []
             for id in ids {
                 guard let token = tokens[id] else { continue }
-                if token.count == 6, token.hasPrefix("<0x"), token.hasSuffix(">"), let byte = UInt8(token.dropFirst(3).prefix(2), radix: 16) {
+                if token.count == 6, token.hasPrefix("<0x"), token.hasSuffix(">"),
+                    let byte = UInt8(token.dropFirst(3).prefix(2), radix: 16)
+                {
                     bytes.append(byte)
                 } else {
                     bytes += Array(token.replacingOccurrences(of: "▁", with: " ").utf8)

@@ -16,9 +16,12 @@ import MoERuntime
 public enum OTPBudget {
     /// The gates with shifted biases, and each layer's kept fraction of its top-k slots (top-1 included).
     public static func allocate(sets: [Int: OTPTrainingSet], gates: [Int: OTPGate], keep: Double, chunks: Int = 100)
-        -> (gates: [Int: OTPGate], keptFractions: [Int: Double]) {
+        -> (gates: [Int: OTPGate], keptFractions: [Int: Double])
+    {
         let layers = sets.keys.sorted()
-        precondition(layers.allSatisfy { sets[$0]!.damage != nil && gates[$0] != nil }, "a global budget needs every layer's damage and gate")
+        precondition(
+            layers.allSatisfy { sets[$0]!.damage != nil && gates[$0] != nil },
+            "a global budget needs every layer's damage and gate")
         // Per layer: gated slots' damage in the order the gate drops them, as prefix sums.
         var prefix: [Int: [Double]] = [:]
         var totalSlots = 0, gatedSlots = 0

@@ -28,9 +28,11 @@ public struct OTPTrainingOptions: Sendable, Equatable {
     /// Seeds the minibatch order and the Gumbel noise.
     public var seed: UInt64 = 0
 
-    public init(keep: Double = 0.8, epochs: Int = 20, steps: Int? = nil, batchSize: Int = 256, learningRate: Float = 0.02,
-                weightDecay: Float = 0.1, temperatureStart: Float = 2, temperatureEnd: Float = 0.1, penalty: Float = 20,
-                seed: UInt64 = 0) {
+    public init(
+        keep: Double = 0.8, epochs: Int = 20, steps: Int? = nil, batchSize: Int = 256, learningRate: Float = 0.02,
+        weightDecay: Float = 0.1, temperatureStart: Float = 2, temperatureEnd: Float = 0.1, penalty: Float = 20,
+        seed: UInt64 = 0
+    ) {
         self.keep = keep
         self.epochs = epochs
         self.steps = steps
@@ -106,11 +108,15 @@ public struct OTPTrainingReport: Sendable, Equatable {
 /// If the result then does worse than ODP at the same fraction on the training set, ODP's rule is
 /// returned as the gate (`OTPTrainingReport.fellBackToODP`).
 public enum OTPTrainer {
-    public static func train(set: OTPTrainingSet, options: OTPTrainingOptions = .init()) -> (gate: OTPGate, report: OTPTrainingReport) {
+    public static func train(set: OTPTrainingSet, options: OTPTrainingOptions = .init()) -> (
+        gate: OTPGate, report: OTPTrainingReport
+    ) {
         precondition(set.slots >= 2, "OTP needs top-k ≥ 2")
         precondition(set.count > 0, "no training tokens")
-        precondition(options.temperatureStart > 0 && options.temperatureEnd > 0 && options.batchSize >= 1 && options.penalty >= 0,
-                     "temperatures must be positive, the batch at least 1 token, λ not negative")
+        precondition(
+            options.temperatureStart > 0 && options.temperatureEnd > 0 && options.batchSize >= 1
+                && options.penalty >= 0,
+            "temperatures must be positive, the batch at least 1 token, λ not negative")
         let start = Date()
         let objective = OTPObjective(set: set)
         let odpBeta = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: options.keep)
@@ -142,10 +148,12 @@ public enum OTPTrainer {
                 noise[i] = log(u) - log(1 - u)
             }
             let progress = steps > 1 ? Float(step) / Float(steps - 1) : 1
-            let temperature = options.temperatureStart * pow(options.temperatureEnd / options.temperatureStart, progress)
-            let (value, kept) = objective.lossAndGradient(parameters: parameters, tokens: tokens, noise: noise,
-                                                          temperature: temperature, hard: true, keep: Float(options.keep),
-                                                          penalty: options.penalty, gradient: &gradient)
+            let temperature =
+                options.temperatureStart * pow(options.temperatureEnd / options.temperatureStart, progress)
+            let (value, kept) = objective.lossAndGradient(
+                parameters: parameters, tokens: tokens, noise: noise,
+                temperature: temperature, hard: true, keep: Float(options.keep),
+                penalty: options.penalty, gradient: &gradient)
             let rate = options.learningRate * 0.5 * (1 + cos(Float.pi * progress))
             adam.step(&parameters, gradient: gradient, learningRate: rate, decay: decay)
             if step >= steps - max(steps / 10, 1) {
@@ -164,12 +172,17 @@ public enum OTPTrainer {
         // Never hand back a gate that does worse than the rule it started from.
         let fallBack = trained.meanLoss > odp.meanLoss
         let result = fallBack ? odp : trained
-        if fallBack { gate = OTPGate(odpBeta: odpBeta, hiddenSize: set.hiddenSize, slots: set.slots, expertCount: set.expertCount) }
+        if fallBack {
+            gate = OTPGate(odpBeta: odpBeta, hiddenSize: set.hiddenSize, slots: set.slots, expertCount: set.expertCount)
+        }
         let report = OTPTrainingReport(
-            steps: steps, sampledKeptFraction: tailKept / Double(tailSteps), finalObjective: tailObjective / Double(tailSteps),
-            keptFractionBeforeAdjustment: before, keptFraction: fallBack ? keptFraction(gate: gate, set: set) : trained.keptFraction,
+            steps: steps, sampledKeptFraction: tailKept / Double(tailSteps),
+            finalObjective: tailObjective / Double(tailSteps),
+            keptFractionBeforeAdjustment: before,
+            keptFraction: fallBack ? keptFraction(gate: gate, set: set) : trained.keptFraction,
             biasShift: shift, meanLoss: result.meanLoss, trainedMeanLoss: trained.meanLoss, odpBeta: odpBeta,
-            odpMeanLoss: odp.meanLoss, odpMatchedMeanLoss: nil, fellBackToODP: fallBack, seconds: Date().timeIntervalSince(start))
+            odpMeanLoss: odp.meanLoss, odpMatchedMeanLoss: nil, fellBackToODP: fallBack,
+            seconds: Date().timeIntervalSince(start))
         return (gate, report)
     }
 
@@ -181,9 +194,10 @@ public enum OTPTrainer {
             for t in 0..<n {
                 let p1 = set.probabilities[t * k]
                 for j in 1..<k {
-                    z[t * (k - 1) + j - 1] = gate.logit(slot: j, hidden: hidden.baseAddress! + t * h,
-                                                        logRatio: OTPGate.logRatio(set.probabilities[t * k + j], p1),
-                                                        expert: Int(set.experts[t * k + j]))
+                    z[t * (k - 1) + j - 1] = gate.logit(
+                        slot: j, hidden: hidden.baseAddress! + t * h,
+                        logRatio: OTPGate.logRatio(set.probabilities[t * k + j], p1),
+                        expert: Int(set.experts[t * k + j]))
                 }
             }
         }
@@ -251,20 +265,30 @@ final class OTPObjective {
             return variance > 1e-20 ? Float(variance.squareRoot()) : 1
         }
         var features = [Float](repeating: 0, count: n * h)
-        for t in 0..<n { for i in 0..<h { features[t * h + i] = (set.hidden[t * h + i] - meanHidden[i]) / scaleHidden[i] } }
+        for t in 0..<n {
+            for i in 0..<h { features[t * h + i] = (set.hidden[t * h + i] - meanHidden[i]) / scaleHidden[i] }
+        }
         self.features = features
 
         var raw = [Float](repeating: 0, count: n * ranks)
-        for t in 0..<n { for r in 0..<ranks { raw[t * ranks + r] = OTPGate.logRatio(set.probabilities[t * k + r + 1], set.probabilities[t * k]) } }
+        for t in 0..<n {
+            for r in 0..<ranks {
+                raw[t * ranks + r] = OTPGate.logRatio(set.probabilities[t * k + r + 1], set.probabilities[t * k])
+            }
+        }
         var meanRatio = [Float](repeating: 0, count: ranks), scaleRatio = [Float](repeating: 1, count: ranks)
         for r in 0..<ranks {
             var s = 0.0, s2 = 0.0
-            for t in 0..<n { s += Double(raw[t * ranks + r]); s2 += Double(raw[t * ranks + r]) * Double(raw[t * ranks + r]) }
+            for t in 0..<n {
+                s += Double(raw[t * ranks + r]); s2 += Double(raw[t * ranks + r]) * Double(raw[t * ranks + r])
+            }
             let m = s / Double(n), variance = max(s2 / Double(n) - m * m, 0)
             meanRatio[r] = Float(m)
             scaleRatio[r] = variance > 1e-20 ? Float(variance.squareRoot()) : 1
         }
-        for t in 0..<n { for r in 0..<ranks { raw[t * ranks + r] = (raw[t * ranks + r] - meanRatio[r]) / scaleRatio[r] } }
+        for t in 0..<n {
+            for r in 0..<ranks { raw[t * ranks + r] = (raw[t * ranks + r] - meanRatio[r]) / scaleRatio[r] }
+        }
         self.ratios = raw
         self.meanRatio = meanRatio
         self.scaleRatio = scaleRatio
@@ -318,18 +342,22 @@ final class OTPObjective {
             a[r] = p[offsetA + r] / scaleRatio[r]
             b[r] = p[offsetB + r] - Float(shift) - p[offsetA + r] * meanRatio[r] / scaleRatio[r]
         }
-        return OTPGate(hiddenSize: h, slots: k, expertCount: experts, weight: weight, ratioScale: a, bias: b,
-                       expertBias: Array(p[offsetC..<(offsetC + experts)]))
+        return OTPGate(
+            hiddenSize: h, slots: k, expertCount: experts, weight: weight, ratioScale: a, bias: b,
+            expertBias: Array(p[offsetC..<(offsetC + experts)]))
     }
 
     /// The minibatch objective `(1/B) Σ_t ‖r_t‖²/S + λ (f − keep)²` and its gradient (overwritten).
     /// `noise`: logistic noise `[B, R]`. `hard`: straight-through masks `[z + L > 0]` (training);
     /// otherwise the relaxed masks `s` themselves, whose gradient is exact (the finite-difference test).
     /// Returns the objective and the batch's kept fraction `f`.
-    func lossAndGradient(parameters: [Float], tokens: [Int], noise: [Float], temperature tau: Float, hard: Bool,
-                         keep: Float, penalty: Float, gradient: inout [Float]) -> (objective: Double, kept: Double) {
+    func lossAndGradient(
+        parameters: [Float], tokens: [Int], noise: [Float], temperature tau: Float, hard: Bool,
+        keep: Float, penalty: Float, gradient: inout [Float]
+    ) -> (objective: Double, kept: Double) {
         let batch = tokens.count, (k, ranks, h) = (k, ranks, h)
-        precondition(noise.count == batch * ranks && gradient.count == parameterCount && parameters.count == parameterCount)
+        precondition(
+            noise.count == batch * ranks && gradient.count == parameterCount && parameters.count == parameterCount)
         if logit.count < batch * ranks {
             logit = [Float](repeating: 0, count: batch * ranks)
             soft = logit
@@ -345,8 +373,10 @@ final class OTPObjective {
                     for (b, t) in tokens.enumerated() {
                         mask[b * k] = 1
                         for r in 0..<ranks {
-                            let z = Kernels.dot(p.baseAddress! + r * h, x.baseAddress! + t * h, h)
-                                + p[offsetA + r] * rho[t * ranks + r] + p[offsetB + r] + p[offsetC + Int(slotExperts[t * k + r + 1])]
+                            let z =
+                                Kernels.dot(p.baseAddress! + r * h, x.baseAddress! + t * h, h)
+                                + p[offsetA + r] * rho[t * ranks + r] + p[offsetB + r]
+                                + p[offsetC + Int(slotExperts[t * k + r + 1])]
                             let noisy = z + noise[b * ranks + r]
                             let s = 1 / (1 + (-noisy / tau).exponential)
                             logit[b * ranks + r] = z
@@ -381,8 +411,10 @@ final class OTPObjective {
                                     } else {
                                         withUnsafeMutablePointer(to: &dm) { dmPointer in
                                             dmPointer.withMemoryRebound(to: Float.self, capacity: 8) { dm in
-                                                error += PruningLoss.squaredError(gram: gram.baseAddress! + t * k * k, weights: w.baseAddress! + t * k,
-                                                                                  mask: m.baseAddress! + b * k, slots: k, gradient: dm)
+                                                error += PruningLoss.squaredError(
+                                                    gram: gram.baseAddress! + t * k * k,
+                                                    weights: w.baseAddress! + t * k,
+                                                    mask: m.baseAddress! + b * k, slots: k, gradient: dm)
                                             }
                                         }
                                     }

@@ -6,17 +6,20 @@ extension ODPPruner {
     /// One β per layer so each keeps the fraction `keep` of its top-k slots on its calibration set:
     /// the ODP that runs as many experts per token as an OTP gate trained to the same `keep`.
     public static func calibrate(sets: [OTPTrainingSet], keep: Double) -> ODPPruner {
-        ODPPruner(betas: Dictionary(uniqueKeysWithValues: sets.map {
-            ($0.layer, calibrateBeta(probabilities: $0.probabilities, slots: $0.slots, keep: keep))
-        }))
+        ODPPruner(
+            betas: Dictionary(
+                uniqueKeysWithValues: sets.map {
+                    ($0.layer, calibrateBeta(probabilities: $0.probabilities, slots: $0.slots, keep: keep))
+                }))
     }
 }
 
 extension MSEOraclePruner {
     /// `d_j` for every slot j ≥ 1 of every token of `set`, `[n, k − 1]`.
     public static func dropErrors(set: OTPTrainingSet) -> [Float] {
-        dropErrors(expertOutputs: set.expertOutputs, weights: set.weights, count: set.count, slots: set.slots,
-                   hiddenSize: set.hiddenSize)
+        dropErrors(
+            expertOutputs: set.expertOutputs, weights: set.weights, count: set.count, slots: set.slots,
+            hiddenSize: set.hiddenSize)
     }
 
     /// τ such that the fraction `keep` of all top-k slots (top-1 included) is kept on `set`.

@@ -46,8 +46,11 @@ public struct PruningCalibration {
         /// Feed later layers the pruned layer's output (true) or the unpruned one.
         public var propagatePruned: Bool
         public var budget: Budget
-        public init(sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(), propagatePruned: Bool = true,
-                    target: Target = .output, budget: Budget = .layer) {
+        public init(
+            sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(),
+            propagatePruned: Bool = true,
+            target: Target = .output, budget: Budget = .layer
+        ) {
             precondition(budget == .layer || target.isEndToEnd, "a global budget needs an end-to-end target (nll, kl)")
             self.target = target
             self.budget = budget
@@ -83,23 +86,30 @@ public struct PruningCalibration {
         let start = ContinuousClock.now
         let config = model.config
         guard config.routing.topK >= 2 else {
-            throw ModelFormatError(file: model.directory, "top-\(config.routing.topK) routing leaves nothing to prune (OTP needs top-k ≥ 2)")
+            throw ModelFormatError(
+                file: model.directory,
+                "top-\(config.routing.topK) routing leaves nothing to prune (OTP needs top-k ≥ 2)")
         }
-        let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
+        let windows = try CalibrationWindows.count(
+            tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
         let session = ForwardPass(model: model)
-        var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        var states = CalibrationWindows.embed(
+            model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         if options.target.isEndToEnd {
             return try runEndToEnd(states: states, tokens: tokens, progress: progress, start: start)
         }
-        let fisher = options.target == .logits ? try LogitFisher(model: model, states: states, sequenceLength: options.sequenceLength) : nil
+        let fisher =
+            options.target == .logits
+            ? try LogitFisher(model: model, states: states, sequenceLength: options.sequenceLength) : nil
         var gates: [Int: OTPGate] = [:]
         var betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
         var oracle: [Int: Float] = [:]
         try CalibrationWindows.layerByLayer(
-            model: model, session: session, states: &states, sequenceLength: options.sequenceLength, rerun: options.propagatePruned,
+            model: model, session: session, states: &states, sequenceLength: options.sequenceLength,
+            rerun: options.propagatePruned,
             observer: { layer in
-                session.pruner = nil   // every top-k expert runs while the layer is captured
+                session.pruner = nil // every top-k expert runs while the layer is captured
                 return PruningCapture(layer: layer, config: config)
             },
             afterWindow: { layer, window, capture in
@@ -111,15 +121,16 @@ public struct PruningCalibration {
             let (gate, report) = trainGate(set: fisher?.transform(captured) ?? captured)
             gates[layer] = gate
             reports[layer] = report
-            betas[layer] = report.odpBeta   // ODP calibrated by the trainer to the same fraction, on the same tokens
+            betas[layer] = report.odpBeta // ODP calibrated by the trainer to the same fraction, on the same tokens
             oracle[layer] = MSEOraclePruner.calibrateThreshold(set: captured, keep: options.training.keep)
             progress("layer \(layer): gate trained", 1, 1)
             // The rerun (with `propagatePruned`) runs the layer with its new gate.
             session.pruner = OTPPruner(gates: [layer: gate])
         }
         session.pruner = nil
-        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
-                      odpMatched: nil, calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
+        return Output(
+            otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: oracle,
+            odpMatched: nil, calibrationTokens: windows * options.sequenceLength, seconds: seconds(since: start))
     }
 }
 
@@ -135,10 +146,13 @@ extension PruningCalibration {
     /// pass over the windows (`PruningDamage`), each layer's gate trained on it, then (global
     /// budget) the experts-per-token budget spread over the layers. A layer's damage is measured
     /// with the other layers unpruned.
-    func runEndToEnd(states: [[Float]], tokens: [Int], progress: (String, Int, Int) -> Void, start: ContinuousClock.Instant) throws -> Output {
+    func runEndToEnd(
+        states: [[Float]], tokens: [Int], progress: (String, Int, Int) -> Void, start: ContinuousClock.Instant
+    ) throws -> Output {
         let measure: PruningDamage.Measure = options.target == .nll ? .nll(tokens: tokens) : .kl
-        let sets = try PruningDamage.measure(model: model, states: states, sequenceLength: options.sequenceLength, measure: measure,
-                                             progress: progress)
+        let sets = try PruningDamage.measure(
+            model: model, states: states, sequenceLength: options.sequenceLength, measure: measure,
+            progress: progress)
         var gates: [Int: OTPGate] = [:], betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
         for (layer, set) in sets.sorted(by: { $0.key < $1.key }) {
@@ -157,14 +171,18 @@ extension PruningCalibration {
                 let budgeted = evaluate(set: set, pruner: OTPPruner(gates: [layer: shifted[layer]!]))
                 reports[layer]!.keptFraction = fractions[layer]!
                 reports[layer]!.meanLoss = budgeted.meanLoss
-                matchedBetas[layer] = ODPPruner.calibrateBeta(probabilities: set.probabilities, slots: set.slots, keep: fractions[layer]!)
-                reports[layer]!.odpMatchedMeanLoss = evaluate(set: set, pruner: ODPPruner(betas: [layer: matchedBetas[layer]!])).meanLoss
+                matchedBetas[layer] = ODPPruner.calibrateBeta(
+                    probabilities: set.probabilities, slots: set.slots, keep: fractions[layer]!)
+                reports[layer]!.odpMatchedMeanLoss =
+                    evaluate(set: set, pruner: ODPPruner(betas: [layer: matchedBetas[layer]!])).meanLoss
             }
             matched = ODPPruner(betas: matchedBetas)
         }
         // No MSE oracle: the sets keep no expert outputs (memory: the hidden states only).
-        return Output(otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: [:],
-                      odpMatched: matched, calibrationTokens: states.count * options.sequenceLength, seconds: seconds(since: start))
+        return Output(
+            otp: OTPPruner(gates: gates), odp: ODPPruner(betas: betas), reports: reports, oracleThresholds: [:],
+            odpMatched: matched, calibrationTokens: states.count * options.sequenceLength,
+            seconds: seconds(since: start))
     }
 }
 
@@ -241,7 +259,8 @@ final class PruningCapture: RouterObserver {
     }
 
     func trainingSet() -> OTPTrainingSet {
-        OTPTrainingSet(layer: layer, hiddenSize: hiddenSize, slots: slots, expertCount: expertCount, hidden: hidden,
-                       probabilities: probabilities, experts: experts, weights: weights, expertOutputs: expertOutputs)
+        OTPTrainingSet(
+            layer: layer, hiddenSize: hiddenSize, slots: slots, expertCount: expertCount, hidden: hidden,
+            probabilities: probabilities, experts: experts, weights: weights, expertOutputs: expertOutputs)
     }
 }

@@ -37,14 +37,19 @@ enum PruningDamage {
     }
 
     /// Per MoE layer: the captured set with `damage` `[n, k−1]` filled in.
-    static func measure(model: MoEModel, states: [[Float]], sequenceLength: Int, measure: Measure,
-                        progress: (String, Int, Int) -> Void) throws -> [Int: OTPTrainingSet] {
+    static func measure(
+        model: MoEModel, states: [[Float]], sequenceLength: Int, measure: Measure,
+        progress: (String, Int, Int) -> Void
+    ) throws -> [Int: OTPTrainingSet] {
         let config = model.config
         let (hidden, k, vocab) = (config.hiddenSize, config.routing.topK, config.vocabSize)
         let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }
         for layer in 0..<config.layerCount { try model.pin(layer: layer) }
         defer { for layer in 0..<config.layerCount { model.unpin(layer: layer) } }
-        let captures = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, PruningCapture(layer: $0, config: config, keepExpertOutputs: false)) })
+        let captures = Dictionary(
+            uniqueKeysWithValues: moeLayers.map {
+                ($0, PruningCapture(layer: $0, config: config, keepExpertOutputs: false))
+            })
         let observer = AllLayers(captures: Array(captures.values))
         let session = ForwardPass(model: model, observer: observer)
         var damage = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, [Float]()) })
@@ -61,7 +66,7 @@ enum PruningDamage {
             for capture in captures.values { capture.finishChunk() }
             for layer in moeLayers {
                 let capture = captures[layer]!
-                let first = capture.count - n   // this window's first token in the capture
+                let first = capture.count - n // this window's first token in the capture
                 var measured = [Float](repeating: 0, count: n * (k - 1))
                 for slot in 1..<k {
                     var perturbed = outputs[layer]
@@ -69,18 +74,23 @@ enum PruningDamage {
                         capture.chunkSlotOutputs.withUnsafeBufferPointer { e in
                             for t in 0..<n {
                                 let weights = w.baseAddress! + (first + t) * k, rows = e.baseAddress! + t * k * hidden
-                                subtractDropContribution(&perturbed, token: t, slot: slot, weights: weights, outputs: rows, slots: k, hidden: hidden)
+                                subtractDropContribution(
+                                    &perturbed, token: t, slot: slot, weights: weights, outputs: rows, slots: k,
+                                    hidden: hidden)
                             }
                         }
                     }
-                    for later in (layer + 1)..<config.layerCount { session.counterfactualLayer(later, &perturbed, count: n) }
+                    for later in (layer + 1)..<config.layerCount {
+                        session.counterfactualLayer(later, &perturbed, count: n)
+                    }
                     let dropped = logSoftmax(session.outputLogits(perturbed, count: n), vocab: vocab)
                     for t in 0..<n {
                         switch measure {
                         case let .nll(tokens):
                             let next = window * n + t + 1
                             guard next < tokens.count else { continue }
-                            measured[t * (k - 1) + slot - 1] = full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
+                            measured[t * (k - 1) + slot - 1] =
+                                full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
                         case .kl:
                             measured[t * (k - 1) + slot - 1] = klDivergence(full, dropped, row: t, vocab: vocab)
                         }
@@ -101,8 +111,10 @@ enum PruningDamage {
 
     /// Row `token` of `x` (`[n, hidden]`) minus `y_full − y(m)` for the mask that drops `slot`:
     /// `y(m) = Σ_{i≠slot} w_i · (W/D) E_i` with `W = Σ w`, `D = W − w_slot`.
-    static func subtractDropContribution(_ x: inout [Float], token: Int, slot: Int, weights: UnsafePointer<Float>,
-                                         outputs: UnsafePointer<Float>, slots k: Int, hidden: Int) {
+    static func subtractDropContribution(
+        _ x: inout [Float], token: Int, slot: Int, weights: UnsafePointer<Float>,
+        outputs: UnsafePointer<Float>, slots k: Int, hidden: Int
+    ) {
         var total: Float = 0
         for i in 0..<k { total += weights[i] }
         let kept = total - weights[slot]
@@ -152,16 +164,19 @@ final class AllLayers: RouterObserver {
     let captures: [PruningCapture]
     init(captures: [PruningCapture]) { self.captures = captures }
     func routed(layer: Int, token: Int, probabilities: [Float], experts: [Int], weights: [Float]) {
-        for capture in captures { capture.routed(layer: layer, token: token, probabilities: probabilities, experts: experts, weights: weights) }
+        for capture in captures {
+            capture.routed(layer: layer, token: token, probabilities: probabilities, experts: experts, weights: weights)
+        }
     }
     func moeInput(layer: Int, hidden: [Float], count: Int) {
         for capture in captures { capture.moeInput(layer: layer, hidden: hidden, count: count) }
     }
     func expertOutputs(layer: Int, expert: Int, tokens: [Int], outputs: [Float]) {
-        for capture in captures { capture.expertOutputs(layer: layer, expert: expert, tokens: tokens, outputs: outputs) }
+        for capture in captures {
+            capture.expertOutputs(layer: layer, expert: expert, tokens: tokens, outputs: outputs)
+        }
     }
 }
-
 
 /// Which layers can spare an expert: per MoE layer, one pass with the top-k slots beyond the
 /// first dropped for a random `rate` of the tokens in that layer only (the others untouched), and
@@ -179,12 +194,16 @@ public enum RandomDropProbe {
         public var meanDeltaNLL: Double
     }
 
-    public static func run(model: MoEModel, tokens: [Int], samples: Int, sequenceLength n: Int, rate: Double, seed: UInt64,
-                           progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> [Layer] {
+    public static func run(
+        model: MoEModel, tokens: [Int], samples: Int, sequenceLength n: Int, rate: Double, seed: UInt64,
+        progress: (String, Int, Int) -> Void = { _, _, _ in }
+    ) throws -> [Layer] {
         let config = model.config
         let vocab = config.vocabSize
         guard config.routing.topK >= 2 else {
-            throw ModelFormatError(file: model.directory, "top-\(config.routing.topK) routing leaves nothing to drop (the probe needs top-k ≥ 2)")
+            throw ModelFormatError(
+                file: model.directory,
+                "top-\(config.routing.topK) routing leaves nothing to drop (the probe needs top-k ≥ 2)")
         }
         let windows = try CalibrationWindows.count(tokens: tokens, samples: samples, sequenceLength: n)
         let states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: n)
@@ -213,7 +232,8 @@ public enum RandomDropProbe {
                     results[index].meanKL += Double(PruningDamage.klDivergence(full, dropped, row: t, vocab: vocab))
                     let next = window * n + t + 1
                     if next < tokens.count {
-                        results[index].meanDeltaNLL += Double(full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]])
+                        results[index].meanDeltaNLL += Double(
+                            full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]])
                         if index == 0 { nllPositions += 1 }
                     }
                 }
@@ -243,7 +263,9 @@ final class RandomDrop: ExpertPruner {
         random = SplitMix64(seed: seed)
     }
 
-    func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+    func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float])
+        -> [Bool]
+    {
         guard layer == self.layer, random.uniform() < rate else { return experts.map { _ in true } }
         drops += 1
         return experts.indices.map { $0 == 0 }

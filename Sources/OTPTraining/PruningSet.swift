@@ -34,17 +34,25 @@ public struct OTPTrainingSet: Sendable {
     /// negative (the drop helped). When set, it replaces the output MSE as the pruning loss:
     /// `Σ_j (1 − m_j) d_j / D`, `D = mean_t Σ_j |d_tj|` — drops add their harms.
     public var damage: [Float]? {
-        didSet { precondition(damage.map { $0.count == count * (slots - 1) && $0.allSatisfy { $0.isFinite } } ?? true,
-                              "damage must be [n, k−1] and finite") }
+        didSet {
+            precondition(
+                damage.map { $0.count == count * (slots - 1) && $0.allSatisfy { $0.isFinite } } ?? true,
+                "damage must be [n, k−1] and finite")
+        }
     }
 
-    public init(layer: Int, hiddenSize: Int, slots: Int, expertCount: Int, hidden: [Float], probabilities: [Float],
-                experts: [Int32], weights: [Float], expertOutputs: [Float]) {
+    public init(
+        layer: Int, hiddenSize: Int, slots: Int, expertCount: Int, hidden: [Float], probabilities: [Float],
+        experts: [Int32], weights: [Float], expertOutputs: [Float]
+    ) {
         let n = hiddenSize > 0 ? hidden.count / hiddenSize : 0
         precondition(slots >= 1 && hiddenSize >= 1 && hidden.count == n * hiddenSize, "hidden is not [n, H]")
-        precondition(probabilities.count == n * slots && experts.count == n * slots && weights.count == n * slots,
-                     "probabilities, experts and weights must be [n, k]")
-        precondition(expertOutputs.isEmpty || expertOutputs.count == n * slots * hiddenSize, "expertOutputs must be [n, k, H] or empty")
+        precondition(
+            probabilities.count == n * slots && experts.count == n * slots && weights.count == n * slots,
+            "probabilities, experts and weights must be [n, k]")
+        precondition(
+            expertOutputs.isEmpty || expertOutputs.count == n * slots * hiddenSize,
+            "expertOutputs must be [n, k, H] or empty")
         precondition(experts.allSatisfy { $0 >= 0 && Int($0) < expertCount }, "expert index out of range")
         self.layer = layer
         self.count = n
@@ -62,7 +70,8 @@ public struct OTPTrainingSet: Sendable {
     /// otherwise `mean_t ‖y_full(t)‖²`.
     public var lossScale: Double {
         guard let damage else {
-            precondition(!expertOutputs.isEmpty || count == 0, "a pruning set needs its expert outputs or measured damage")
+            precondition(
+                !expertOutputs.isEmpty || count == 0, "a pruning set needs its expert outputs or measured damage")
             return outputScale
         }
         return count > 0 ? damage.reduce(0.0) { $0 + abs(Double($1)) } / Double(count) : 0
@@ -75,9 +84,11 @@ public struct OTPTrainingSet: Sendable {
             weights.withUnsafeBufferPointer { weights in
                 var full = [Float](repeating: 0, count: hiddenSize)
                 for t in 0..<count {
-                    ExpertMix.combine(outputs.baseAddress! + t * slots * hiddenSize, weights.baseAddress! + t * slots,
-                                        mask: nil, slots: slots, hiddenSize: hiddenSize, into: &full)
-                    total += Double(full.withUnsafeBufferPointer { Kernels.dot($0.baseAddress!, $0.baseAddress!, hiddenSize) })
+                    ExpertMix.combine(
+                        outputs.baseAddress! + t * slots * hiddenSize, weights.baseAddress! + t * slots,
+                        mask: nil, slots: slots, hiddenSize: hiddenSize, into: &full)
+                    total += Double(
+                        full.withUnsafeBufferPointer { Kernels.dot($0.baseAddress!, $0.baseAddress!, hiddenSize) })
                 }
             }
         }
@@ -101,8 +112,10 @@ public enum PruningLoss {
     /// `‖r‖² = dᵀGd` and `∂‖r‖²/∂m_j = 2 (W w_j / D) · ((Gd)_j − Σ_i (m_i w_i / D)(Gd)_i)`.
     /// Training never touches the `[k, H]` outputs again: a token costs O(k²), not O(kH).
     @inline(__always)
-    static func squaredError(gram: UnsafePointer<Float>, weights: UnsafePointer<Float>, mask: UnsafePointer<Float>,
-                             slots k: Int, gradient: UnsafeMutablePointer<Float>?) -> Float {
+    static func squaredError(
+        gram: UnsafePointer<Float>, weights: UnsafePointer<Float>, mask: UnsafePointer<Float>,
+        slots k: Int, gradient: UnsafeMutablePointer<Float>?
+    ) -> Float {
         var total: Float = 0, kept: Float = 0
         for j in 0..<k {
             total += weights[j]
@@ -147,9 +160,10 @@ public func evaluate(set: OTPTrainingSet, pruner: ExpertPruner) -> (keptFraction
                 for t in 0..<n {
                     let experts = (0..<k).map { Int(set.experts[t * k + $0]) }
                     for j in 0..<k { probabilities[experts[j]] = set.probabilities[t * k + j] }
-                    let mask = pruner.keep(layer: set.layer, hidden: UnsafeBufferPointer(rebasing: hidden[(t * h)..<(t * h + h)]),
-                                           probabilities: probabilities, experts: experts,
-                                           weights: Array(weights[(t * k)..<(t * k + k)]))
+                    let mask = pruner.keep(
+                        layer: set.layer, hidden: UnsafeBufferPointer(rebasing: hidden[(t * h)..<(t * h + h)]),
+                        probabilities: probabilities, experts: experts,
+                        weights: Array(weights[(t * k)..<(t * k + k)]))
                     for j in 0..<k { probabilities[experts[j]] = 0 }
                     precondition(mask.count == k && mask.contains(true), "a pruner must keep at least one of the top-k")
                     kept += mask.reduce(0) { $0 + ($1 ? 1 : 0) }

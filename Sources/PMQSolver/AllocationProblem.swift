@@ -94,7 +94,9 @@ public struct AllocationProblem: Sendable {
     public var diversityRows: [DiversityRow]
     public var weightUnit: WeightUnit
 
-    public init(items: [Item], budgetRows: [BudgetRow], diversityRows: [DiversityRow] = [], weightUnit: WeightUnit = .bits) {
+    public init(
+        items: [Item], budgetRows: [BudgetRow], diversityRows: [DiversityRow] = [], weightUnit: WeightUnit = .bits
+    ) {
         self.weightUnit = weightUnit
         self.items = items
         self.budgetRows = budgetRows
@@ -122,7 +124,8 @@ public struct AllocationProblem: Sendable {
         guard choice.count == items.count else { return false }
         for (item, option) in zip(items, choice) where !item.options.indices.contains(option) { return false }
         for row in budgetRows where !row.capacity.admits(rowWeight(row, choice)) { return false }
-        for row in diversityRows where !row.items.contains(where: { items[$0].options[choice[$0]].width == row.width }) {
+        for row in diversityRows where !row.items.contains(where: { items[$0].options[choice[$0]].width == row.width })
+        {
             return false
         }
         return true
@@ -136,9 +139,11 @@ public struct AllocationProblem: Sendable {
         var copy = self
         for (index, row) in budgetRows.enumerated() {
             let divisor = Int128(rowWeightDivisor(row))
-            let units = row.capacity.numerator >= 0
+            let units =
+                row.capacity.numerator >= 0
                 ? row.capacity.numerator / (row.capacity.denominator * divisor)
-                : -((-row.capacity.numerator + row.capacity.denominator * divisor - 1) / (row.capacity.denominator * divisor))
+                : -((-row.capacity.numerator + row.capacity.denominator * divisor - 1)
+                    / (row.capacity.denominator * divisor))
             copy.budgetRows[index].capacity = Capacity(numerator: units * divisor, denominator: 1)
         }
         return copy
@@ -189,9 +194,10 @@ public struct AllocationProblem: Sendable {
             // Leaving `current.width` must not empty a diversity row that needs it.
             let pinned = rowsOfItem[index].contains { rowIndex in
                 let row = diversityRows[rowIndex]
-                return row.width == current.width && !row.items.contains {
-                    $0 != index && items[$0].options[result[$0]].width == row.width
-                }
+                return row.width == current.width
+                    && !row.items.contains {
+                        $0 != index && items[$0].options[result[$0]].width == row.width
+                    }
             }
             if pinned { continue }
             let lighter = item.options.indices

@@ -71,8 +71,10 @@ public struct AllocationReport: Codable, Sendable {
     public var parameters: Parameters
     public var layers: [Layer]
 
-    public init(profile: Profile, profilePath: String, problem: AllocationProblem, allocation: Allocation,
-                budget: Budget, model costModel: CostModel, options: SolveOptions) {
+    public init(
+        profile: Profile, profilePath: String, problem: AllocationProblem, allocation: Allocation,
+        budget: Budget, model costModel: CostModel, options: SolveOptions
+    ) {
         var layers = profile.layers.map { Layer(index: $0.index, averageBits: 0, bytes: 0, experts: []) }
         var layerBitParams = [Int64](repeating: 0, count: layers.count)
         var layerParams = [Int64](repeating: 0, count: layers.count)
@@ -83,7 +85,8 @@ public struct AllocationReport: Codable, Sendable {
         }
         for (item, option) in expanded {
             let chosen = item.options[option]
-            layers[item.layer].experts.append(Expert(index: item.expert, bits: chosen.width, bytes: chosen.bytes, cost: chosen.cost))
+            layers[item.layer].experts.append(
+                Expert(index: item.expert, bits: chosen.width, bytes: chosen.bytes, cost: chosen.cost))
             layers[item.layer].bytes += chosen.bytes
             layerBitParams[item.layer] += item.params * Int64(chosen.width)
             layerParams[item.layer] += item.params
@@ -127,17 +130,29 @@ public struct AllocationReport: Codable, Sendable {
         var lines: [String] = []
         let header = ["layer", "avg bits"] + widths.map { "\($0)-bit" } + ["size"]
         let columnWidths = header.map { $0 == "size" ? 12 : max($0.count, 8) }
-        lines.append(zip(header, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: " "))
+        lines.append(
+            zip(header, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(
+                separator: " "))
         for layer in layers {
             var cells = [String(layer.index), String(format: "%.3f", layer.averageBits)]
             for width in widths { cells.append(String(layer.experts.filter { $0.bits == width }.count)) }
             cells.append(formatGB(layer.bytes))
-            lines.append(zip(cells, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: " "))
+            lines.append(
+                zip(cells, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(
+                    separator: " "))
         }
         let counts = widths.map { "\(widthCounts[String($0)] ?? 0)×\($0)-bit" }.joined(separator: ", ")
         lines.append("")
-        lines.append("status \(status.rawValue)  objective \(String(format: "%.6g", objective))  bound \(String(format: "%.6g", bound))  gap \(String(format: "%.2e", gap))  \(String(format: "%.2f", seconds)) s  (CBC: \(cbcColumns) columns, \(fixedExperts) experts fixed by reduced costs, \(nodes) nodes)")
-        lines.append("average \(String(format: "%.4f", averageBits)) bits (effective \(String(format: "%.4f", effectiveBits)))  \(formatGB(bytes))  experts: \(counts)")
+        lines.append(
+            "status \(status.rawValue)  objective \(String(format: "%.6g", objective))  bound "
+                + "\(String(format: "%.6g", bound))  gap \(String(format: "%.2e", gap))  "
+                + "\(String(format: "%.2f", seconds)) s  (CBC: \(cbcColumns) columns, \(fixedExperts) experts fixed by "
+                + "reduced costs, \(nodes) nodes)"
+        )
+        lines.append(
+            "average \(String(format: "%.4f", averageBits)) bits (effective "
+                + "\(String(format: "%.4f", effectiveBits)))  \(formatGB(bytes))  experts: \(counts)"
+        )
         return lines.joined(separator: "\n")
     }
 }

@@ -41,8 +41,10 @@ public struct SolveOptions: Sendable {
     public var threads: Int
     /// Drop options that the Lagrangian bound proves worse than the start before calling CBC.
     public var reducedCostFixing: Bool
-    public init(timeLimit: Double? = nil, relativeGap: Double = 1e-6, verbose: Bool = false, threads: Int = 1,
-                reducedCostFixing: Bool = true) {
+    public init(
+        timeLimit: Double? = nil, relativeGap: Double = 1e-6, verbose: Bool = false, threads: Int = 1,
+        reducedCostFixing: Bool = true
+    ) {
         self.reducedCostFixing = reducedCostFixing
         self.timeLimit = timeLimit
         self.relativeGap = relativeGap
@@ -55,8 +57,10 @@ public struct SolveOptions: Sendable {
 public enum Allocator {
     public static var cbcVersion: String { CbcBackend.version }
 
-    public static func solve(_ original: AllocationProblem, options: SolveOptions = .init(),
-                             warmStart: AllocationProblem.Choice? = nil) throws -> Allocation {
+    public static func solve(
+        _ original: AllocationProblem, options: SolveOptions = .init(),
+        warmStart: AllocationProblem.Choice? = nil
+    ) throws -> Allocation {
         let clock = ContinuousClock.now
         let problem = original.strengthened()
         guard options.relativeGap >= 0, options.relativeGap.isFinite else {
@@ -67,7 +71,10 @@ public enum Allocator {
         }
         if let row = problem.minimumWeightViolations().first {
             let lightest = problem.describe(weight: Double(problem.lightestWeight(row)), of: row)
-            throw SolverError.infeasibleBudget("\(row.label) needs at least \(lightest) with every expert at its smallest width; the budget allows \(problem.describe(weight: row.capacity.value, of: row))")
+            throw SolverError.infeasibleBudget(
+                "\(row.label) needs at least \(lightest) with every expert at its smallest width; the budget allows "
+                    + "\(problem.describe(weight: row.capacity.value, of: row))"
+            )
         }
         guard let greedy = GreedyRelaxation.solve(problem) else {
             throw SolverError.infeasibleBudget("no assignment fits")
@@ -77,12 +84,14 @@ public enum Allocator {
         var start: (choice: AllocationProblem.Choice, name: String)? = nil
         if problem.isFeasible(greedy.choice) { start = (greedy.choice, "greedy") }
         if let warmStart, problem.isFeasible(warmStart),
-           start == nil || problem.objective(warmStart) <= problem.objective(start!.choice) {
+            start == nil || problem.objective(warmStart) <= problem.objective(start!.choice)
+        {
             start = (warmStart, "previous")
         }
 
-        var backendOptions = CbcBackend.Options(timeLimit: options.timeLimit, relativeGap: options.relativeGap,
-                                                verbose: options.verbose, threads: options.threads, preprocess: false)
+        var backendOptions = CbcBackend.Options(
+            timeLimit: options.timeLimit, relativeGap: options.relativeGap,
+            verbose: options.verbose, threads: options.threads, preprocess: false)
         // CBC solves either the whole program or, given a feasible start, the core that
         // reduced-cost fixing leaves (every option it drops is provably worse than the start).
         var fixing: ReducedCostFixing? = nil
@@ -118,7 +127,9 @@ public enum Allocator {
             let startObjective = problem.objective(start!.choice)
             switch outcome {
             case let .solved(choice, bound, stop, nodes):
-                outcome = .solved(choice: fixing.expand(choice), bound: min(bound + fixedCost, startObjective), stop: stop, nodes: nodes)
+                outcome = .solved(
+                    choice: fixing.expand(choice), bound: min(bound + fixedCost, startObjective), stop: stop,
+                    nodes: nodes)
             case let .noSolution(stop, bound):
                 outcome = .noSolution(stop: stop, bound: min(bound + fixedCost, startObjective))
             case .infeasible:
@@ -134,11 +145,16 @@ public enum Allocator {
         var incumbent = "cbc"
         switch outcome {
         case .infeasible:
-            throw SolverError.infeasibleBudget(problem.diversityRows.isEmpty
-                ? "CBC proved the program infeasible"
-                : "no allocation meets the budget and the diversity rule (one expert at the top width and one at the next in every layer)")
+            throw SolverError.infeasibleBudget(
+                problem.diversityRows.isEmpty
+                    ? "CBC proved the program infeasible"
+                    : "no allocation meets the budget and the diversity rule (one expert at the top width and one at "
+                        + "the next in every layer)"
+            )
         case let .noSolution(stop, cbcBound):
-            guard let start else { throw SolverError.solverFailure("CBC stopped (\(stop.rawValue)) without a feasible solution") }
+            guard let start else {
+                throw SolverError.solverFailure("CBC stopped (\(stop.rawValue)) without a feasible solution")
+            }
             choice = start.choice
             incumbent = start.name
             if cbcBound.isFinite { bound = max(bound, cbcBound) }
@@ -154,7 +170,9 @@ public enum Allocator {
             case .other: status = .stopped
             }
             if !problem.isFeasible(choice) {
-                guard let start else { throw SolverError.solverFailure("CBC's solution exceeds the budget in exact arithmetic") }
+                guard let start else {
+                    throw SolverError.solverFailure("CBC's solution exceeds the budget in exact arithmetic")
+                }
                 choice = start.choice
                 incumbent = start.name
                 status = .stopped
@@ -167,8 +185,9 @@ public enum Allocator {
         let objective = problem.objective(choice)
         bound = min(bound, objective)
         let gap = objective > 0 ? max(0, (objective - bound) / objective) : 0
-        return Allocation(choice: choice, status: status, objective: objective, bound: bound, gap: gap,
-                          seconds: seconds(since: clock), nodes: nodes, start: start?.name ?? "none", incumbent: incumbent,
-                          fixedExperts: fixedExperts, cbcColumns: cbcColumns)
+        return Allocation(
+            choice: choice, status: status, objective: objective, bound: bound, gap: gap,
+            seconds: seconds(since: clock), nodes: nodes, start: start?.name ?? "none", incumbent: incumbent,
+            fixedExperts: fixedExperts, cbcColumns: cbcColumns)
     }
 }

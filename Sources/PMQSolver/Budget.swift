@@ -41,7 +41,8 @@ public enum Budget: Sendable, Equatable, CustomStringConvertible {
     /// Exact decimal → rational (`"2.54"` → 254/100). No exponents, no signs.
     static func parseDecimal(_ text: String) -> (Int128, Int128)? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard (1...2).contains(parts.count), parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) else { return nil }
+        guard (1...2).contains(parts.count), parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) })
+        else { return nil }
         let whole = String(parts[0]), fraction = parts.count == 2 ? String(parts[1]) : ""
         guard !(whole.isEmpty && fraction.isEmpty), whole.count + fraction.count <= 30 else { return nil }
         guard let numerator = Int128(whole + fraction) else { return nil }

@@ -34,13 +34,15 @@ enum CbcBackend {
 
     /// Solves `problem`. `start` (if any) must be feasible. The budget rows are tightened by
     /// `tightening` (in row units, see `rowScale`) when an earlier attempt overshot by CBC's tolerance.
-    static func solve(_ problem: AllocationProblem, start: AllocationProblem.Choice?, options: Options,
-                      tightening: Double = 0) -> Outcome {
+    static func solve(
+        _ problem: AllocationProblem, start: AllocationProblem.Choice?, options: Options,
+        tightening: Double = 0
+    ) -> Outcome {
         // CbcMain1, behind Cbc_solve, keeps parameters in static storage: one solve at a time.
         cbcLock.lock()
         defer { cbcLock.unlock() }
         let items = problem.items
-        var columnOf: [Int] = []   // first column of each item
+        var columnOf: [Int] = [] // first column of each item
         var columns = 0
         for item in items {
             columnOf.append(columns)
@@ -57,7 +59,9 @@ enum CbcBackend {
         }
         var diversityRowsOf = [[(row: Int32, width: Int)]](repeating: [], count: items.count)
         for (row, diversity) in problem.diversityRows.enumerated() {
-            for index in diversity.items { diversityRowsOf[index].append((Int32(diversityBase + row), diversity.width)) }
+            for index in diversity.items {
+                diversityRowsOf[index].append((Int32(diversityBase + row), diversity.width))
+            }
         }
 
         // Budget rows in small units: the weights' common divisor when that leaves integers of
@@ -107,8 +111,9 @@ enum CbcBackend {
 
         guard let model = Cbc_newModel() else { return .noSolution(stop: .other, bound: -.infinity) }
         defer { Cbc_deleteModel(model) }
-        Cbc_loadProblem(model, Int32(columns), Int32(rowCount), starts, indices, values,
-                        columnLower, columnUpper, objective, rowLower, rowUpper)
+        Cbc_loadProblem(
+            model, Int32(columns), Int32(rowCount), starts, indices, values,
+            columnLower, columnUpper, objective, rowLower, rowUpper)
         for column in 0..<columns { Cbc_setInteger(model, Int32(column)) }
         Cbc_setObjSense(model, 1)
         Cbc_setLogLevel(model, options.verbose ? 1 : 0)
@@ -142,12 +147,15 @@ enum CbcBackend {
         }
         // After a completed search CBC has proven its incumbent optimal, but the best-possible
         // value it reports can still be the root LP's (seen when the cutoff prunes the root).
-        let bound = (stop == .completed && Cbc_bestSolution(model) != nil ? Cbc_getObjValue(model) : Cbc_getBestPossibleObjValue(model)) * costScale
+        let bound =
+            (stop == .completed && Cbc_bestSolution(model) != nil
+                ? Cbc_getObjValue(model) : Cbc_getBestPossibleObjValue(model)) * costScale
         let solution = Cbc_bestSolution(model)
         guard let solution else {
             if Cbc_isProvenInfeasible(model) != 0 || secondary == 1 { return .infeasible }
             if options.verbose {
-                FileHandle.standardError.write(Data("CBC: status \(status), secondary status \(secondary), no solution\n".utf8))
+                FileHandle.standardError.write(
+                    Data("CBC: status \(status), secondary status \(secondary), no solution\n".utf8))
             }
             return .noSolution(stop: stop, bound: bound)
         }

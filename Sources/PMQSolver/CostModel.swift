@@ -49,8 +49,10 @@ public struct CostModel: Sendable, Equatable {
         }
     }
 
-    public init(alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil,
-                importance: Importance = .measured, layerSensitivity: Bool = true, uniformLayers: Bool = false) {
+    public init(
+        alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil,
+        importance: Importance = .measured, layerSensitivity: Bool = true, uniformLayers: Bool = false
+    ) {
         self.uniformLayers = uniformLayers
         self.importance = importance
         self.layerSensitivity = layerSensitivity
@@ -83,7 +85,12 @@ public struct CostModel: Sendable, Equatable {
         guard let requested = widths else { return profile.widths }
         guard !requested.isEmpty else { throw SolverError.badOption("--widths must name at least one width") }
         for width in requested where !profile.widths.contains(width) {
-            throw SolverError.unknownWidth(file: file, width: width, reason: "was requested but the profile only has widths \(profile.widths.map(String.init).joined(separator: ","))")
+            throw SolverError.unknownWidth(
+                file: file, width: width,
+                reason:
+                    "was requested but the profile only has widths "
+                    + "\(profile.widths.map(String.init).joined(separator: ","))"
+            )
         }
         return Array(Set(requested)).sorted()
     }
@@ -92,7 +99,8 @@ public struct CostModel: Sendable, Equatable {
         guard alpha.isFinite, alpha > 0 else { throw SolverError.badOption("--alpha must be a finite number > 0") }
         guard beta.isFinite, beta >= 0 else { throw SolverError.badOption("--beta must be a finite number ≥ 0") }
         guard !(diversity && uniformLayers) else {
-            throw SolverError.badOption("--mc-diversity needs two widths in a layer; it cannot go with --uniform-layers")
+            throw SolverError.badOption(
+                "--mc-diversity needs two widths in a layer; it cannot go with --uniform-layers")
         }
     }
 
@@ -123,7 +131,9 @@ public struct CostModel: Sendable, Equatable {
                     case .bits: weight = expert.params * Int64(width)
                     case .bytes: weight = bytes
                     }
-                    let value = importance == .measured ? cost(significance: s, error: expert.error[width]!)
+                    let value =
+                        importance == .measured
+                        ? cost(significance: s, error: expert.error[width]!)
                         : s * Double(expert.params) * pow(4, -Double(width))
                     return .init(width: width, weight: weight, bytes: bytes, cost: value * scale)
                 }
@@ -138,13 +148,16 @@ public struct CostModel: Sendable, Equatable {
             for (position, indices) in layerItems.enumerated() {
                 let members = indices.map { items[$0] }
                 let options = members[0].options.indices.map { option in
-                    AllocationProblem.Option(width: members[0].options[option].width,
-                                             weight: members.reduce(0) { $0 + $1.options[option].weight },
-                                             bytes: members.reduce(0) { $0 + $1.options[option].bytes },
-                                             cost: members.reduce(0) { $0 + $1.options[option].cost })
+                    AllocationProblem.Option(
+                        width: members[0].options[option].width,
+                        weight: members.reduce(0) { $0 + $1.options[option].weight },
+                        bytes: members.reduce(0) { $0 + $1.options[option].bytes },
+                        cost: members.reduce(0) { $0 + $1.options[option].cost })
                 }
-                layerLevel.append(.init(layer: position, expert: -1, params: members.reduce(0) { $0 + $1.params }, options: options,
-                                        members: members))
+                layerLevel.append(
+                    .init(
+                        layer: position, expert: -1, params: members.reduce(0) { $0 + $1.params }, options: options,
+                        members: members))
             }
             items = layerLevel
             layerItems = layerItems.indices.map { [$0] }
@@ -163,13 +176,18 @@ public struct CostModel: Sendable, Equatable {
         var rows: [AllocationProblem.BudgetRow] = []
         switch scope {
         case .global:
-            rows.append(.init(items: Array(items.indices), capacity: capacity(params: totalParams), label: "the model",
-                              params: profile.totalParams))
+            rows.append(
+                .init(
+                    items: Array(items.indices), capacity: capacity(params: totalParams), label: "the model",
+                    params: profile.totalParams))
         case .layer:
             for (position, indices) in layerItems.enumerated() {
                 let params = indices.reduce(Int128(0)) { $0 + Int128(items[$1].params) }
-                rows.append(.init(items: indices, capacity: capacity(params: params), label: "layer \(profile.layers[position].index)",
-                                  params: Int64(params)))
+                rows.append(
+                    .init(
+                        items: indices, capacity: capacity(params: params),
+                        label: "layer \(profile.layers[position].index)",
+                        params: Int64(params)))
             }
         }
         var diversityRows: [AllocationProblem.DiversityRow] = []
@@ -194,7 +212,8 @@ extension CostModel {
     /// Whether `makeProblem` rescales layers by their measured sensitivity for this profile.
     public func appliesLayerSensitivity(_ profile: Profile) -> Bool {
         layerSensitivity && importance == .measured && scope == .global && profile.layers.count > 1
-            && profile.layers.allSatisfy { $0.sensitivity != nil } && profile.layers.contains { $0.sensitivity!.deltaNLL > 0 }
+            && profile.layers.allSatisfy { $0.sensitivity != nil }
+            && profile.layers.contains { $0.sensitivity!.deltaNLL > 0 }
     }
 
     /// `λ_l = ΔNLL_l / Σ_e cost(e, reference width)`; a layer whose measured increase is ≤ 0 (noise)
@@ -219,7 +238,6 @@ extension CostModel.Importance {
         return nil
     }
 }
-
 
 /// `x^p` with `x^0 = 1`, `0^p = 0` for p > 0, and exact shortcuts for the common exponents.
 func power(_ x: Double, _ p: Double) -> Double {

@@ -1,7 +1,9 @@
 /// Enumerates every assignment: the obviously right reference the CBC path is tested against.
 /// Only for small problems (the product of option counts must stay below `limit`).
 public enum ExhaustiveSolver {
-    public static func solve(_ problem: AllocationProblem, limit: Int = 5_000_000) -> (choice: AllocationProblem.Choice, objective: Double)? {
+    public static func solve(_ problem: AllocationProblem, limit: Int = 5_000_000) -> (
+        choice: AllocationProblem.Choice, objective: Double
+    )? {
         let counts = problem.items.map(\.options.count)
         var total = 1
         for count in counts {

@@ -17,8 +17,10 @@ public enum FrontWriters {
         public var points: [ParetoSweep.Point]
     }
 
-    public static func write(_ result: ParetoSweep.Result, profile: Profile, profilePath: String, model: CostModel,
-                             directory: String, saveAllocations: Bool) throws {
+    public static func write(
+        _ result: ParetoSweep.Result, profile: Profile, profilePath: String, model: CostModel,
+        directory: String, saveAllocations: Bool
+    ) throws {
         let fileManager = FileManager.default
         do {
             try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -29,28 +31,42 @@ public enum FrontWriters {
             throw FileWriteError(file: directory, reason: (error as NSError).localizedDescription)
         }
         let widths = try model.candidateWidths(for: profile, file: profilePath)
-        let document = Document(model: profile.model.name, profile: profilePath, scope: model.scope.rawValue,
-                                widths: widths, alpha: model.alpha, beta: model.beta, diversity: model.diversity,
-                                seconds: result.seconds, points: result.points)
+        let document = Document(
+            model: profile.model.name, profile: profilePath, scope: model.scope.rawValue,
+            widths: widths, alpha: model.alpha, beta: model.beta, diversity: model.diversity,
+            seconds: result.seconds, points: result.points)
         if saveAllocations {
             for (index, report) in result.reports.enumerated() {
                 guard let report else { continue }
-                try AtomicFile.writeJSON(report, to: "\(directory)/allocations/point-\(String(format: "%03d", index)).json")
+                try AtomicFile.writeJSON(
+                    report, to: "\(directory)/allocations/point-\(String(format: "%03d", index)).json")
             }
         }
         try AtomicFile.writeJSON(document, to: directory + "/front.json")
         try AtomicFile.write(csv(result.points), to: directory + "/front.csv")
-        try AtomicFile.write(svg(result.points, title: "\(profile.model.name) — \(model.scope.rawValue) budget, widths \(widths.map(String.init).joined(separator: ","))"),
-                             to: directory + "/front.svg")
+        try AtomicFile.write(
+            svg(
+                result.points,
+                title:
+                    "\(profile.model.name) — \(model.scope.rawValue) budget, widths "
+                    + "\(widths.map(String.init).joined(separator: ","))"
+            ),
+            to: directory + "/front.svg")
     }
 
     public static func csv(_ points: [ParetoSweep.Point]) -> String {
-        var lines = ["budget_kind,budget,status,average_bits,effective_bits,bytes,objective,bound,gap,seconds,start,dominated"]
+        var lines = [
+            "budget_kind,budget,status,average_bits,effective_bits,bytes,objective,bound,gap,seconds,start,dominated"
+        ]
         func text(_ value: Double?) -> String { value.map { String($0) } ?? "" }
         for point in points {
-            lines.append([point.budgetKind, String(point.budget), point.status, text(point.averageBits), text(point.effectiveBits),
-                          point.bytes.map(String.init) ?? "", text(point.objective), text(point.bound), text(point.gap),
-                          String(format: "%.4f", point.seconds), point.start ?? "", String(point.dominated)].joined(separator: ","))
+            lines.append(
+                [
+                    point.budgetKind, String(point.budget), point.status, text(point.averageBits),
+                    text(point.effectiveBits),
+                    point.bytes.map(String.init) ?? "", text(point.objective), text(point.bound), text(point.gap),
+                    String(format: "%.4f", point.seconds), point.start ?? "", String(point.dominated),
+                ].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -64,13 +80,15 @@ public enum FrontWriters {
         let xLabel = bitsAxis ? "average bits per expert parameter" : "packed expert size (GB)"
         func xValue(_ point: ParetoSweep.Point) -> Double { bitsAxis ? point.averageBits! : Double(point.bytes!) / 1e9 }
         var svg = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
-        <rect width="100%" height="100%" fill="white"/>
-        <text x="\(width / 2)" y="24" text-anchor="middle" font-size="14">\(escape(title))</text>
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+            <rect width="100%" height="100%" fill="white"/>
+            <text x="\(width / 2)" y="24" text-anchor="middle" font-size="14">\(escape(title))</text>
 
-        """
+            """
         guard !solved.isEmpty else {
-            svg += "<text x=\"\(width / 2)\" y=\"\(height / 2)\" text-anchor=\"middle\">no feasible point</text>\n</svg>\n"
+            svg +=
+                "<text x=\"\(width / 2)\" y=\"\(height / 2)\" text-anchor=\"middle\">no feasible point</text>\n</svg>\n"
             return svg
         }
         let xs = solved.map(xValue), ys = solved.map { $0.objective! }
@@ -87,10 +105,14 @@ public enum FrontWriters {
         func px(_ x: Double) -> Double { left + (x - xMin) / (xMax - xMin) * plotWidth }
         func py(_ y: Double) -> Double { top + (1 - (yTransform(y) - yMin) / (yMax - yMin)) * plotHeight }
 
-        svg += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(plotHeight)\" fill=\"none\" stroke=\"#444\"/>\n"
+        svg +=
+            "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(plotHeight)\" fill=\"none\" "
+            + "stroke=\"#444\"/>\n"
         for tick in niceTicks(xMin, xMax) {
             let x = px(tick)
-            svg += "<line x1=\"\(x)\" y1=\"\(top + plotHeight)\" x2=\"\(x)\" y2=\"\(top + plotHeight + 5)\" stroke=\"#444\"/>"
+            svg +=
+                "<line x1=\"\(x)\" y1=\"\(top + plotHeight)\" x2=\"\(x)\" y2=\"\(top + plotHeight + 5)\" "
+                + "stroke=\"#444\"/>"
             svg += "<line x1=\"\(x)\" y1=\"\(top)\" x2=\"\(x)\" y2=\"\(top + plotHeight)\" stroke=\"#eee\"/>"
             svg += "<text x=\"\(x)\" y=\"\(top + plotHeight + 20)\" text-anchor=\"middle\">\(format(tick))</text>\n"
         }
@@ -103,27 +125,43 @@ public enum FrontWriters {
         }
         svg += "<text x=\"\(left + plotWidth / 2)\" y=\"\(height - 25)\" text-anchor=\"middle\">\(xLabel)</text>\n"
         let yLabel = "predicted loss Σ s·err^α" + (logScale ? " (log scale)" : "")
-        svg += "<text transform=\"translate(22 \(top + plotHeight / 2)) rotate(-90)\" text-anchor=\"middle\">\(escape(yLabel))</text>\n"
+        svg +=
+            "<text transform=\"translate(22 \(top + plotHeight / 2)) rotate(-90)\" "
+            + "text-anchor=\"middle\">\(escape(yLabel))</text>\n"
 
         let front = solved.filter { !$0.dominated }.sorted { xValue($0) < xValue($1) }
         let path = front.map { "\(px(xValue($0))),\(py($0.objective!))" }.joined(separator: " ")
         svg += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n"
         for point in solved {
             let x = px(xValue(point)), y = py(point.objective!)
-            let tip = "budget \(format(point.budget)) \(point.budgetKind): \(point.status), \(String(format: "%.4f", point.averageBits!)) bits, \(point.bytes!) bytes, loss \(String(format: "%.6g", point.objective!))"
+            let tip =
+                "budget \(format(point.budget)) \(point.budgetKind): \(point.status), "
+                + "\(String(format: "%.4f", point.averageBits!)) bits, \(point.bytes!) bytes, loss "
+                + "\(String(format: "%.6g", point.objective!))"
             if point.dominated {
-                svg += "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"4.5\" fill=\"white\" stroke=\"#d62728\" stroke-width=\"1.5\"><title>dominated — \(escape(tip))</title></circle>\n"
+                svg +=
+                    "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"4.5\" fill=\"white\" stroke=\"#d62728\" "
+                    + "stroke-width=\"1.5\"><title>dominated — \(escape(tip))</title></circle>\n"
             } else {
-                svg += "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"4\" fill=\"#1f77b4\"><title>\(escape(tip))</title></circle>\n"
+                svg +=
+                    "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"4\" fill=\"#1f77b4\"><title>\(escape(tip))</title></circle>\n"
             }
         }
         let legendX = left + plotWidth - 200, legendY = top + 14
-        svg += "<rect x=\"\(legendX - 10)\" y=\"\(legendY - 12)\" width=\"205\" height=\"44\" fill=\"white\" stroke=\"#ccc\"/>"
-        svg += "<circle cx=\"\(legendX)\" cy=\"\(legendY)\" r=\"4\" fill=\"#1f77b4\"/><text x=\"\(legendX + 10)\" y=\"\(legendY + 4)\">Pareto front (solved points)</text>"
-        svg += "<circle cx=\"\(legendX)\" cy=\"\(legendY + 18)\" r=\"4.5\" fill=\"white\" stroke=\"#d62728\" stroke-width=\"1.5\"/><text x=\"\(legendX + 10)\" y=\"\(legendY + 22)\">dominated point</text>\n"
+        svg +=
+            "<rect x=\"\(legendX - 10)\" y=\"\(legendY - 12)\" width=\"205\" height=\"44\" fill=\"white\" "
+            + "stroke=\"#ccc\"/>"
+        svg +=
+            "<circle cx=\"\(legendX)\" cy=\"\(legendY)\" r=\"4\" fill=\"#1f77b4\"/><text x=\"\(legendX + 10)\" "
+            + "y=\"\(legendY + 4)\">Pareto front (solved points)</text>"
+        svg +=
+            "<circle cx=\"\(legendX)\" cy=\"\(legendY + 18)\" r=\"4.5\" fill=\"white\" stroke=\"#d62728\" "
+            + "stroke-width=\"1.5\"/><text x=\"\(legendX + 10)\" y=\"\(legendY + 22)\">dominated point</text>\n"
         let infeasible = points.filter { $0.status == "infeasible" }.count
         if infeasible > 0 {
-            svg += "<text x=\"\(left)\" y=\"\(height - 8)\" fill=\"#666\">\(infeasible) budget(s) below the smallest possible size not shown</text>\n"
+            svg +=
+                "<text x=\"\(left)\" y=\"\(height - 8)\" fill=\"#666\">\(infeasible) budget(s) below the smallest "
+                + "possible size not shown</text>\n"
         }
         svg += "</svg>\n"
         return svg

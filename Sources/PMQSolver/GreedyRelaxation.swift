@@ -42,14 +42,18 @@ public enum GreedyRelaxation {
         // Items in no budget row take their cheapest option.
         for index in problem.items.indices where !covered[index] {
             let options = problem.items[index].options
-            choice[index] = options.indices.min { (options[$0].cost, options[$0].weight) < (options[$1].cost, options[$1].weight) }!
+            choice[index] = options.indices.min {
+                (options[$0].cost, options[$0].weight) < (options[$1].cost, options[$1].weight)
+            }!
             bound += options[choice[index]].cost
         }
         return Result(bound: bound, choice: choice, objective: problem.objective(choice), multipliers: multipliers)
     }
 
-    private static func walk(_ problem: AllocationProblem, row: AllocationProblem.BudgetRow,
-                             choice: inout AllocationProblem.Choice) -> (bound: Double, multiplier: Double)? {
+    private static func walk(
+        _ problem: AllocationProblem, row: AllocationProblem.BudgetRow,
+        choice: inout AllocationProblem.Choice
+    ) -> (bound: Double, multiplier: Double)? {
         var steps: [Step] = []
         var used: Int128 = 0
         var cost = 0.0
@@ -94,18 +98,22 @@ public enum GreedyRelaxation {
     /// starting at the lightest option (cheapest among equally light ones) and keeping only
     /// points that lower the cost.
     static func lowerHull(_ options: [AllocationProblem.Option]) -> [Int] {
-        let order = options.indices.sorted { (options[$0].weight, options[$0].cost) < (options[$1].weight, options[$1].cost) }
+        let order = options.indices.sorted {
+            (options[$0].weight, options[$0].cost) < (options[$1].weight, options[$1].cost)
+        }
         var hull: [Int] = []
         for index in order {
             let point = options[index]
             if let last = hull.last {
-                if options[last].weight == point.weight { continue }   // same weight, not cheaper
-                if point.cost >= options[last].cost { continue }       // dominated
+                if options[last].weight == point.weight { continue } // same weight, not cheaper
+                if point.cost >= options[last].cost { continue } // dominated
             }
             while hull.count >= 2 {
                 let a = options[hull[hull.count - 2]], b = options[hull[hull.count - 1]]
                 // Drop b when it lies on or above the segment a→point.
-                let cross = (Double(b.weight - a.weight)) * (point.cost - a.cost) - (b.cost - a.cost) * Double(point.weight - a.weight)
+                let cross =
+                    (Double(b.weight - a.weight)) * (point.cost - a.cost) - (b.cost - a.cost)
+                    * Double(point.weight - a.weight)
                 if cross <= 0 { hull.removeLast() } else { break }
             }
             hull.append(index)

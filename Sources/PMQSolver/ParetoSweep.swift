@@ -53,9 +53,11 @@ public enum ParetoSweep {
         }
     }
 
-    public static func run(profile: Profile, profilePath: String, model: CostModel, budgets: [Budget],
-                           options: SolveOptions,
-                           progress: (_ done: Int, _ total: Int, _ point: Point) -> Void = { _, _, _ in }) throws -> Result {
+    public static func run(
+        profile: Profile, profilePath: String, model: CostModel, budgets: [Budget],
+        options: SolveOptions,
+        progress: (_ done: Int, _ total: Int, _ point: Point) -> Void = { _, _, _ in }
+    ) throws -> Result {
         let clock = ContinuousClock.now
         var points: [Point] = []
         var reports: [AllocationReport?] = []
@@ -66,18 +68,23 @@ public enum ParetoSweep {
             do {
                 let allocation = try Allocator.solve(problem, options: options, warmStart: previous)
                 previous = allocation.choice
-                let report = AllocationReport(profile: profile, profilePath: profilePath, problem: problem,
-                                              allocation: allocation, budget: budget, model: model, options: options)
+                let report = AllocationReport(
+                    profile: profile, profilePath: profilePath, problem: problem,
+                    allocation: allocation, budget: budget, model: model, options: options)
                 reports.append(report)
-                points.append(Point(budgetKind: budget.kind, budget: budget.value, status: allocation.status.rawValue,
-                                    objective: allocation.objective, bound: allocation.bound, gap: allocation.gap,
-                                    averageBits: report.averageBits, effectiveBits: report.effectiveBits,
-                                    bytes: report.bytes, seconds: allocation.seconds, start: allocation.start,
-                                    dominated: false))
+                points.append(
+                    Point(
+                        budgetKind: budget.kind, budget: budget.value, status: allocation.status.rawValue,
+                        objective: allocation.objective, bound: allocation.bound, gap: allocation.gap,
+                        averageBits: report.averageBits, effectiveBits: report.effectiveBits,
+                        bytes: report.bytes, seconds: allocation.seconds, start: allocation.start,
+                        dominated: false))
             } catch SolverError.infeasibleBudget {
                 reports.append(nil)
-                points.append(Point(budgetKind: budget.kind, budget: budget.value, status: "infeasible",
-                                    seconds: seconds(since: pointClock), dominated: false))
+                points.append(
+                    Point(
+                        budgetKind: budget.kind, budget: budget.value, status: "infeasible",
+                        seconds: seconds(since: pointClock), dominated: false))
             }
             progress(points.count, budgets.count, points[points.count - 1])
         }
@@ -100,4 +107,3 @@ public enum ParetoSweep {
         }
     }
 }
-

@@ -45,7 +45,8 @@ struct ReducedCostFixing {
         for (index, item) in items.enumerated() {
             let lambda = rowOf[index] >= 0 ? multipliers[rowOf[index]] : 0
             var admissible = item.options.indices.filter { option in
-                let reducedCost = item.options[option].cost + lambda * Double(item.options[option].weight) - minimum[index]
+                let reducedCost =
+                    item.options[option].cost + lambda * Double(item.options[option].weight) - minimum[index]
                 return bound + reducedCost <= slack
             }
             if !admissible.contains(incumbent[index]) { admissible.append(incumbent[index]); admissible.sort() }
@@ -66,11 +67,16 @@ struct ReducedCostFixing {
             var fixedWeight: Int128 = 0
             var remaining: [Int] = []
             for index in budget.items {
-                if let option = fixed[index] { fixedWeight += Int128(items[index].options[option].weight) } else { remaining.append(reducedIndex[index]) }
+                if let option = fixed[index] {
+                    fixedWeight += Int128(items[index].options[option].weight)
+                } else {
+                    remaining.append(reducedIndex[index])
+                }
             }
             guard !remaining.isEmpty else { continue }
-            let capacity = AllocationProblem.Capacity(numerator: budget.capacity.numerator - fixedWeight * budget.capacity.denominator,
-                                                      denominator: budget.capacity.denominator)
+            let capacity = AllocationProblem.Capacity(
+                numerator: budget.capacity.numerator - fixedWeight * budget.capacity.denominator,
+                denominator: budget.capacity.denominator)
             rows.append(.init(items: remaining, capacity: capacity, label: budget.label, params: budget.params))
         }
         var diversity: [AllocationProblem.DiversityRow] = []
@@ -80,10 +86,13 @@ struct ReducedCostFixing {
                 return items[index].options[option].width == row.width
             }
             if satisfied { continue }
-            diversity.append(.init(items: row.items.compactMap { reducedIndex[$0] >= 0 ? reducedIndex[$0] : nil },
-                                   width: row.width, label: row.label))
+            diversity.append(
+                .init(
+                    items: row.items.compactMap { reducedIndex[$0] >= 0 ? reducedIndex[$0] : nil },
+                    width: row.width, label: row.label))
         }
-        self.reduced = AllocationProblem(items: keptItems, budgetRows: rows, diversityRows: diversity, weightUnit: problem.weightUnit)
+        self.reduced = AllocationProblem(
+            items: keptItems, budgetRows: rows, diversityRows: diversity, weightUnit: problem.weightUnit)
         self.itemOf = itemOf
         self.optionOf = optionOf
         self.fixed = fixed
@@ -98,7 +107,9 @@ struct ReducedCostFixing {
     /// A reduced solution lifted back to the full program.
     func expand(_ reducedChoice: AllocationProblem.Choice) -> AllocationProblem.Choice {
         var choice = fixed.map { $0 ?? -1 }
-        for (reducedItem, item) in itemOf.enumerated() { choice[item] = optionOf[reducedItem][reducedChoice[reducedItem]] }
+        for (reducedItem, item) in itemOf.enumerated() {
+            choice[item] = optionOf[reducedItem][reducedChoice[reducedItem]]
+        }
         return choice
     }
 }

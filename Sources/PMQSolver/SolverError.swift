@@ -1,6 +1,7 @@
 import Foundation
 
-/// Everything PMQSolver reports to a user (the profile reader's errors are ModelFormatError). Each message is one line that names the file
+/// Everything PMQSolver reports to a user (the profile reader's errors are ModelFormatError). Each message is one line
+/// that names the file
 /// (where there is one) and what is wrong with it.
 public enum SolverError: Error, LocalizedError, Equatable {
     /// A requested width is not in the profile (or not supported at all).

@@ -24,16 +24,26 @@ public struct AllocationPlan: Sendable, Equatable {
     }
 
     public static func read(path: String) throws -> AllocationPlan {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ModelFormatError(file: path, "cannot read") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelFormatError(file: path, "cannot read")
+        }
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ModelFormatError(file: path, "not a JSON object")
         }
-        guard object["format"] as? String == "pmq-allocation" else { throw ModelFormatError(file: path, "not a pmq-allocation report (format field)") }
-        guard let version = object["version"] as? Int, version == 1 else { throw ModelFormatError(file: path, "unsupported version (this pmq reads version 1)") }
-        guard let parameters = object["parameters"] as? [String: Any], let groupSize = parameters["groupSize"] as? Int, groupSize > 0 else {
+        guard object["format"] as? String == "pmq-allocation" else {
+            throw ModelFormatError(file: path, "not a pmq-allocation report (format field)")
+        }
+        guard let version = object["version"] as? Int, version == 1 else {
+            throw ModelFormatError(file: path, "unsupported version (this pmq reads version 1)")
+        }
+        guard let parameters = object["parameters"] as? [String: Any], let groupSize = parameters["groupSize"] as? Int,
+            groupSize > 0
+        else {
             throw ModelFormatError(file: path, "parameters.groupSize is missing or not a positive integer")
         }
-        guard let layers = object["layers"] as? [[String: Any]] else { throw ModelFormatError(file: path, "layers is missing or not an array") }
+        guard let layers = object["layers"] as? [[String: Any]] else {
+            throw ModelFormatError(file: path, "layers is missing or not an array")
+        }
         var widths: [Int: [Int: Int]] = [:]
         for (position, layer) in layers.enumerated() {
             guard let index = layer["index"] as? Int, let experts = layer["experts"] as? [[String: Any]] else {
@@ -41,12 +51,20 @@ public struct AllocationPlan: Sendable, Equatable {
             }
             var row: [Int: Int] = [:]
             for (slot, expert) in experts.enumerated() {
-                guard let e = expert["index"] as? Int, let bits = expert["bits"] as? Int, [1, 2, 3, 4, 8].contains(bits) else {
-                    throw ModelFormatError(file: path, "layers[\(position)].experts[\(slot)] needs an integer index and bits in 1, 2, 3, 4, 8")
+                guard let e = expert["index"] as? Int, let bits = expert["bits"] as? Int,
+                    [1, 2, 3, 4, 8].contains(bits)
+                else {
+                    throw ModelFormatError(
+                        file: path,
+                        "layers[\(position)].experts[\(slot)] needs an integer index and bits in 1, 2, 3, 4, 8")
                 }
-                guard row.updateValue(bits, forKey: e) == nil else { throw ModelFormatError(file: path, "layer \(index) lists expert \(e) twice") }
+                guard row.updateValue(bits, forKey: e) == nil else {
+                    throw ModelFormatError(file: path, "layer \(index) lists expert \(e) twice")
+                }
             }
-            guard widths.updateValue(row, forKey: index) == nil else { throw ModelFormatError(file: path, "layer \(index) is listed twice") }
+            guard widths.updateValue(row, forKey: index) == nil else {
+                throw ModelFormatError(file: path, "layer \(index) is listed twice")
+            }
         }
         return AllocationPlan(widths: widths, groupSize: groupSize)
     }
@@ -54,9 +72,13 @@ public struct AllocationPlan: Sendable, Equatable {
     /// Checks that the plan names every expert of every MoE layer of `config`, and nothing else.
     public func validate(against config: MoEModelConfig, file: String) throws {
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
-            guard let row = widths[layer] else { throw ModelFormatError(file: file, "has no widths for MoE layer \(layer)") }
+            guard let row = widths[layer] else {
+                throw ModelFormatError(file: file, "has no widths for MoE layer \(layer)")
+            }
             guard Set(row.keys) == Set(0..<config.expertCount) else {
-                throw ModelFormatError(file: file, "layer \(layer) lists experts \(row.keys.sorted().prefix(4))…, the model has \(config.expertCount)")
+                throw ModelFormatError(
+                    file: file,
+                    "layer \(layer) lists experts \(row.keys.sorted().prefix(4))…, the model has \(config.expertCount)")
             }
         }
         for layer in widths.keys where !(0..<config.layerCount).contains(layer) || !config.moeLayers[layer] {

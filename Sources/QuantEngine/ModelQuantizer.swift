@@ -20,8 +20,10 @@ public struct ModelQuantizer {
         public var clipSearch: Bool
         /// Feed later layers the quantized layers' output (true) or the float model's (false).
         public var propagateQuantized: Bool
-        public init(sequenceLength: Int = 512, samples: Int = 128, dampening: Double = 0.01, actOrder: Bool = false,
-                    clipSearch: Bool = false, propagateQuantized: Bool = true) {
+        public init(
+            sequenceLength: Int = 512, samples: Int = 128, dampening: Double = 0.01, actOrder: Bool = false,
+            clipSearch: Bool = false, propagateQuantized: Bool = true
+        ) {
             self.sequenceLength = sequenceLength
             self.samples = samples
             self.dampening = dampening
@@ -46,30 +48,44 @@ public struct ModelQuantizer {
     }
 
     /// `progress(stage, done, total)`.
-    public func run(tokens: [Int], plan: AllocationPlan, progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> Output {
+    public func run(tokens: [Int], plan: AllocationPlan, progress: (String, Int, Int) -> Void = { _, _, _ in }) throws
+        -> Output
+    {
         let start = ContinuousClock.now
         let config = model.config
-        let windows = try CalibrationWindows.count(tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
+        let windows = try CalibrationWindows.count(
+            tokens: tokens, samples: options.samples, sequenceLength: options.sequenceLength)
         let session = ForwardPass(model: model)
-        var states = CalibrationWindows.embed(model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
-        let gptq = GPTQ(options: .init(groupSize: plan.groupSize, blockSize: 128, dampening: options.dampening,
-                                       actOrder: options.actOrder, clipSearch: options.clipSearch))
+        var states = CalibrationWindows.embed(
+            model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        let gptq = GPTQ(
+            options: .init(
+                groupSize: plan.groupSize, blockSize: 128, dampening: options.dampening,
+                actOrder: options.actOrder, clipSearch: options.clipSearch))
         var linears: [String: PackedLinear] = [:]
         try CalibrationWindows.layerByLayer(
-            model: model, session: session, states: &states, sequenceLength: options.sequenceLength, rerun: options.propagateQuantized,
+            model: model, session: session, states: &states, sequenceLength: options.sequenceLength,
+            rerun: options.propagateQuantized,
             observer: { ExpertStatistics(layer: $0, config: config) },
             afterWindow: { layer, window, _ in progress("layer \(layer): calibration windows", window + 1, windows) }
         ) { layer, statistics in
             for expert in 0..<config.expertCount {
                 let bits = plan.widths[layer]![expert]!
                 let (inputH, downH) = statistics.hessians(expert: expert)
-                for (role, hessian) in zip(TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH]) {
+                for (role, hessian) in zip(
+                    TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH])
+                {
                     let weight = model.matrix(role)
-                    let result = try gptq.quantize(weight: weight.floats, rows: weight.rows, columns: weight.columns, hessian: hessian, bits: bits)
-                    let packed = PackedLinear(packing: result, rows: weight.rows, columns: weight.columns, bits: bits, groupSize: plan.groupSize)
+                    let result = try gptq.quantize(
+                        weight: weight.floats, rows: weight.rows, columns: weight.columns, hessian: hessian, bits: bits)
+                    let packed = PackedLinear(
+                        packing: result, rows: weight.rows, columns: weight.columns, bits: bits,
+                        groupSize: plan.groupSize)
                     linears[model.moduleName(role)] = packed
                     if options.propagateQuantized {
-                        model.replace(role, with: Matrix(rows: weight.rows, columns: weight.columns, floats: packed.dequantized()))
+                        model.replace(
+                            role, with: Matrix(rows: weight.rows, columns: weight.columns, floats: packed.dequantized())
+                        )
                     }
                 }
                 progress("layer \(layer): experts quantized", expert + 1, config.expertCount)

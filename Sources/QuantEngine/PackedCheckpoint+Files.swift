@@ -11,9 +11,12 @@ extension PackedCheckpoint {
     public func write(to directory: String, sourceDirectory: String? = nil) throws {
         let fileManager = FileManager.default
         let target = (directory as NSString).standardizingPath
-        if fileManager.fileExists(atPath: target) { throw ModelFormatError(file: target, "already exists; pmq does not overwrite a packed model") }
+        if fileManager.fileExists(atPath: target) {
+            throw ModelFormatError(file: target, "already exists; pmq does not overwrite a packed model")
+        }
         let parent = (target as NSString).deletingLastPathComponent
-        let temporary = (parent as NSString).appendingPathComponent(".\((target as NSString).lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let temporary = (parent as NSString).appendingPathComponent(
+            ".\((target as NSString).lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         do {
             try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         } catch {
@@ -22,7 +25,8 @@ extension PackedCheckpoint {
         do {
             try writeContents(into: temporary, sourceDirectory: sourceDirectory)
             guard rename(temporary, target) == 0 else {
-                throw ModelFormatError(file: target, "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+                throw ModelFormatError(
+                    file: target, "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
             }
         } catch {
             try? fileManager.removeItem(atPath: temporary)
@@ -55,7 +59,9 @@ extension PackedCheckpoint {
                 guard let dtype = TensorDType(rawValue: tensor.dtype) else {
                     throw ModelFormatError(file: path(name), "tensor \(tensor.name) has unknown dtype \(tensor.dtype)")
                 }
-                do { try writer.add(tensor.name, dtype: dtype, shape: tensor.shape, data: tensor.data) } catch let error as ModelFormatError {
+                do { try writer.add(tensor.name, dtype: dtype, shape: tensor.shape, data: tensor.data) } catch let error
+                    as ModelFormatError
+                {
                     throw ModelFormatError(file: path(name), "tensor \(tensor.name): \(error.problem)")
                 }
                 weightMap[tensor.name] = name
@@ -64,15 +70,17 @@ extension PackedCheckpoint {
             try writer.write(to: path(name))
         }
         if shards.count > 1 {
-            try writeJSON(["metadata": ["total_size": totalSize], "weight_map": weightMap] as [String: Any],
-                          to: path("model.safetensors.index.json"))
+            try writeJSON(
+                ["metadata": ["total_size": totalSize], "weight_map": weightMap] as [String: Any],
+                to: path("model.safetensors.index.json"))
         }
         if let sourceDirectory {
             for name in Self.copiedFiles {
                 let source = (sourceDirectory as NSString).appendingPathComponent(name)
                 guard FileManager.default.fileExists(atPath: source) else { continue }
                 do { try FileManager.default.copyItem(atPath: source, toPath: path(name)) } catch {
-                    throw ModelFormatError(file: source, "cannot copy into the packed model: \(error.localizedDescription)")
+                    throw ModelFormatError(
+                        file: source, "cannot copy into the packed model: \(error.localizedDescription)")
                 }
             }
         }
@@ -80,7 +88,10 @@ extension PackedCheckpoint {
 
     func writeJSON(_ object: Any, to path: String) throws {
         let data: Data
-        do { data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) } catch {
+        do {
+            data = try JSONSerialization.data(
+                withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        } catch {
             throw ModelFormatError(file: path, "cannot encode JSON: \(error.localizedDescription)")
         }
         try AtomicFile.write(data + Data("\n".utf8), to: path)

@@ -60,8 +60,10 @@ public struct PackedCheckpoint: Sendable {
     public var allocationReport: Data?
     public var options: Options
 
-    public init(sourceConfig: Data, passthrough: [Passthrough], linears: [String: PackedLinear], extras: [Extra] = [],
-                allocationReport: Data? = nil, options: Options = .init()) {
+    public init(
+        sourceConfig: Data, passthrough: [Passthrough], linears: [String: PackedLinear], extras: [Extra] = [],
+        allocationReport: Data? = nil, options: Options = .init()
+    ) {
         self.sourceConfig = sourceConfig
         self.passthrough = passthrough
         self.linears = linears
@@ -72,7 +74,9 @@ public struct PackedCheckpoint: Sendable {
 
     public static let allocationFileName = "pmq_allocation.json"
     /// Files copied from the source directory when present.
-    public static let copiedFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+    public static let copiedFiles = [
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+    ]
 
     // MARK: tensors
 
@@ -102,7 +106,11 @@ public struct PackedCheckpoint: Sendable {
         }
         // Sizes are checked against shapes as each tensor is written.
         for extra in extras {
-            units.append([StoredTensor(name: extra.name, dtype: "F32", shape: extra.shape, data: Self.littleEndianData(extra.values.map(\.bitPattern)))])
+            units.append([
+                StoredTensor(
+                    name: extra.name, dtype: "F32", shape: extra.shape,
+                    data: Self.littleEndianData(extra.values.map(\.bitPattern)))
+            ])
         }
         var seen = Set<String>()
         for tensor in units.joined() where !seen.insert(tensor.name).inserted {
@@ -116,16 +124,25 @@ public struct PackedCheckpoint: Sendable {
         do { try linear.validate() } catch let error as PackedFormatError {
             throw PackedFormatError(tensor: "\(module).\(error.tensor ?? "")", error.problem)
         }
-        var tensors = [StoredTensor(name: "\(module).qweight", dtype: "I32", shape: [linear.wordRows, linear.outFeatures],
-                                    data: littleEndianData(linear.qweight))]
+        var tensors = [
+            StoredTensor(
+                name: "\(module).qweight", dtype: "I32", shape: [linear.wordRows, linear.outFeatures],
+                data: littleEndianData(linear.qweight))
+        ]
         if linear.bits != 1 {
-            tensors.append(StoredTensor(name: "\(module).qzeros", dtype: "I32", shape: [linear.groups, linear.zeroWordsPerGroup],
-                                        data: littleEndianData(linear.qzeros)))
+            tensors.append(
+                StoredTensor(
+                    name: "\(module).qzeros", dtype: "I32", shape: [linear.groups, linear.zeroWordsPerGroup],
+                    data: littleEndianData(linear.qzeros)))
         }
-        tensors.append(StoredTensor(name: "\(module).scales", dtype: "F16", shape: [linear.groups, linear.outFeatures],
-                                    data: littleEndianData(linear.scales)))
-        tensors.append(StoredTensor(name: "\(module).g_idx", dtype: "I32", shape: [linear.inFeatures],
-                                    data: littleEndianData(linear.gIdx.map { UInt32(bitPattern: $0) })))
+        tensors.append(
+            StoredTensor(
+                name: "\(module).scales", dtype: "F16", shape: [linear.groups, linear.outFeatures],
+                data: littleEndianData(linear.scales)))
+        tensors.append(
+            StoredTensor(
+                name: "\(module).g_idx", dtype: "I32", shape: [linear.inFeatures],
+                data: littleEndianData(linear.gIdx.map { UInt32(bitPattern: $0) })))
         return tensors
     }
 
@@ -140,7 +157,10 @@ public struct PackedCheckpoint: Sendable {
         tensor.data.withUnsafeBytes { raw in
             halves.withUnsafeMutableBufferPointer { out in
                 for index in 0..<count {
-                    out[index] = bfloat16Bits(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self))))
+                    out[index] = bfloat16Bits(
+                        Float(
+                            bitPattern: UInt32(
+                                littleEndian: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self))))
                 }
             }
         }
@@ -190,7 +210,9 @@ public struct PackedCheckpoint: Sendable {
     /// tensors inside decoder layers (attention projections, routers, shared experts).
     public func floatModules() -> [String] {
         passthrough.compactMap { tensor -> String? in
-            guard tensor.shape.count == 2, tensor.name.hasSuffix(".weight"), tensor.name.contains(".layers.") else { return nil }
+            guard tensor.shape.count == 2, tensor.name.hasSuffix(".weight"), tensor.name.contains(".layers.") else {
+                return nil
+            }
             return String(tensor.name.dropLast(".weight".count))
         }.sorted()
     }
@@ -249,8 +271,12 @@ public struct PackedCheckpoint: Sendable {
             "average_bits": parameters == 0 ? 0 : Double(weightedBits) / Double(parameters),
             "packed_bytes": packedBytes,
             "effective_bits": parameters == 0 ? 0 : Double(packedBytes * 8) / Double(parameters),
-            "zero_storage": "v1 zero-1 as GPTQModel writes it: widths 2/4/8 subtract one per value from each whole word (a zero of 0 borrows from the next value), width 3 stores (zero-1) mod 8 per value",
-            "one_bit": "width 1 (pmq only): codes {0,1} packed 32 per int32 like other widths, no qzeros, zero fixed at 1/2, scale = 2*mean|w|, so w = scale*(q-1/2) = +-mean|w|",
+            "zero_storage":
+                "v1 zero-1 as GPTQModel writes it: widths 2/4/8 subtract one per value from each whole word (a zero "
+                + "of 0 borrows from the next value), width 3 stores (zero-1) mod 8 per value",
+            "one_bit":
+                "width 1 (pmq only): codes {0,1} packed 32 per int32 like other widths, no qzeros, zero fixed at "
+                + "1/2, scale = 2*mean|w|, so w = scale*(q-1/2) = +-mean|w|",
             "float_passthrough": options.keepFloat32 ? "f32 kept" : "f32 rounded to bf16; bf16 and f16 kept",
         ]
         if allocationReport != nil { summary["allocation_report"] = Self.allocationFileName }
@@ -272,19 +298,27 @@ public struct PackedCheckpoint: Sendable {
         let quantization = try quantizationConfig()
         object["quantization_config"] = quantization
         let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        guard !declared, let source = String(data: sourceConfig, encoding: .utf8), let close = source.lastIndex(of: "}") else {
-            return (try JSONSerialization.data(withJSONObject: object, options: options) + Data("\n".utf8), quantization)
+        guard !declared, let source = String(data: sourceConfig, encoding: .utf8), let close = source.lastIndex(of: "}")
+        else {
+            return (
+                try JSONSerialization.data(withJSONObject: object, options: options) + Data("\n".utf8), quantization
+            )
         }
         var head = String(source[..<close])
         while let last = head.last, last.isWhitespace { head.removeLast() }
-        let member = "\"quantization_config\": "
-            + String(decoding: try JSONSerialization.data(withJSONObject: quantization, options: options), as: UTF8.self)
-                .replacingOccurrences(of: "\n", with: "\n  ")
+        let member =
+            "\"quantization_config\": "
+            + String(
+                decoding: try JSONSerialization.data(withJSONObject: quantization, options: options), as: UTF8.self
+            )
+            .replacingOccurrences(of: "\n", with: "\n  ")
         let text = head + (head.hasSuffix("{") ? "" : ",") + "\n  " + member + "\n}\n"
         // What is written must parse to the same object.
         guard let reparsed = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-              reparsed.keys.sorted() == object.keys.sorted() else {
-            throw PackedFormatError(tensor: nil, "the source config.json could not be extended with quantization_config")
+            reparsed.keys.sorted() == object.keys.sorted()
+        else {
+            throw PackedFormatError(
+                tensor: nil, "the source config.json could not be extended with quantization_config")
         }
         return (Data(text.utf8), quantization)
     }

@@ -21,8 +21,10 @@ public struct GPTQ: Sendable {
         public var actOrder: Bool
         /// Per-group clipping search (see `GroupQuantizer.clipSearch`).
         public var clipSearch: Bool
-        public init(groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01, actOrder: Bool = false,
-                    clipSearch: Bool = false) {
+        public init(
+            groupSize: Int = 128, blockSize: Int = 128, dampening: Double = 0.01, actOrder: Bool = false,
+            clipSearch: Bool = false
+        ) {
             self.actOrder = actOrder
             self.clipSearch = clipSearch
             self.groupSize = groupSize
@@ -44,7 +46,6 @@ public struct GPTQ: Sendable {
         /// Group of each input column (`g_idx`): `column / groupSize` unless act-order permuted them.
         public var groupIndex: [Int]
     }
-
 
     public var options: Options
 
@@ -70,27 +71,35 @@ public struct GPTQ: Sendable {
     }
 
     /// `quantize` that also reports where the time went.
-    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int,
-                         timing: inout Timing) throws -> Result {
+    public func quantize(
+        weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int,
+        timing: inout Timing
+    ) throws -> Result {
         try quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, widths: [bits], timing: &timing)[0]
     }
 
     /// One weight matrix at several widths from one Hessian: the Cholesky factor of H⁻¹ (and the
     /// act-order permutation) are computed once and shared, which is most of the work for wide
     /// inputs (a 14336² Hessian). Each result equals `quantize(…, bits:)` at that width.
-    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int]) throws -> [Result] {
+    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int]) throws -> [Result]
+    {
         var timing = Timing()
-        return try quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, widths: widths, timing: &timing)
+        return try quantize(
+            weight: weight, rows: rows, columns: columns, hessian: hessian, widths: widths, timing: &timing)
     }
 
-    public func quantize(weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int],
-                         timing: inout Timing) throws -> [Result] {
+    public func quantize(
+        weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int],
+        timing: inout Timing
+    ) throws -> [Result] {
         precondition(weight.count == rows * columns && hessian.count == columns * columns)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         guard options.actOrder else {
             let factor = try factor(hessian: hessian, columns: columns, timing: &timing)
             return try widths.map { bits in
-                try quantizeInOrder(weight: weight, rows: rows, columns: columns, hessian: hessian, factor: factor, bits: bits, timing: &timing)
+                try quantizeInOrder(
+                    weight: weight, rows: rows, columns: columns, hessian: hessian, factor: factor, bits: bits,
+                    timing: &timing)
             }
         }
         // Descending diagonal (dead columns count as 1, as after GPTQ's fix-up), stable on ties.
@@ -98,12 +107,17 @@ public struct GPTQ: Sendable {
         let order = (0..<columns).sorted { diagonal[$0] != diagonal[$1] ? diagonal[$0] > diagonal[$1] : $0 < $1 }
         var permutedWeight = [Float](repeating: 0, count: weight.count)
         var permutedHessian = [Double](repeating: 0, count: hessian.count)
-        for r in 0..<rows { for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = weight[r * columns + source] } }
-        for (i, a) in order.enumerated() { for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] } }
+        for r in 0..<rows {
+            for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = weight[r * columns + source] }
+        }
+        for (i, a) in order.enumerated() {
+            for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] }
+        }
         let factor = try factor(hessian: permutedHessian, columns: columns, timing: &timing)
         return try widths.map { bits in
-            let permuted = try quantizeInOrder(weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian,
-                                               factor: factor, bits: bits, timing: &timing)
+            let permuted = try quantizeInOrder(
+                weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian,
+                factor: factor, bits: bits, timing: &timing)
             var result = permuted
             for r in 0..<rows {
                 for (j, column) in order.enumerated() {
@@ -135,8 +149,10 @@ public struct GPTQ: Sendable {
 
     /// GPTQ over the columns in their given order, in Float (as torch's float32 GPTQ): W, the
     /// errors and H⁻¹'s factor; the block update is an SGEMM.
-    func quantizeInOrder(weight: [Float], rows: Int, columns: Int, hessian: [Double], factor hinv: [Float], bits: Int,
-                         timing: inout Timing) throws -> Result {
+    func quantizeInOrder(
+        weight: [Float], rows: Int, columns: Int, hessian: [Double], factor hinv: [Float], bits: Int,
+        timing: inout Timing
+    ) throws -> Result {
         let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
@@ -157,54 +173,74 @@ public struct GPTQ: Sendable {
         var snapshot = [Float](repeating: 0, count: rows * blockSize)
 
         w.withUnsafeMutableBufferPointer { w in
-        codes.withUnsafeMutableBufferPointer { codes in
-        scales.withUnsafeMutableBufferPointer { scales in
-        zeros.withUnsafeMutableBufferPointer { zeros in
-        dequantized.withUnsafeMutableBufferPointer { dequantized in
-        parameters.withUnsafeMutableBufferPointer { parameters in
-        errors.withUnsafeMutableBufferPointer { errors in
-        snapshot.withUnsafeMutableBufferPointer { snapshot in
-        hinv.withUnsafeBufferPointer { hinv in
-            let state = RowState(w: w.baseAddress!, hinv: hinv.baseAddress!, codes: codes.baseAddress!, scales: scales.baseAddress!,
-                                 zeros: zeros.baseAddress!, dequantized: dequantized.baseAddress!, parameters: parameters.baseAddress!,
-                                 errors: errors.baseAddress!, snapshot: snapshot.baseAddress!)
-            // Rows are independent inside a block (they share only H⁻¹): fixed chunks of rows.
-            let chunk = 32
-            let chunks = (rows + chunk - 1) / chunk
-            var blockStart = 0
-            while blockStart < columns {
-                let block = blockStart..<min(blockStart + blockSize, columns)
-                start = ContinuousClock.now
-                let body: @Sendable (Int) -> Void = { c in
-                    Self.quantizeBlock(state, rows: (c * chunk)..<min(rows, (c + 1) * chunk), columns: columns,
-                                       block: block, blockSize: blockSize, groupSize: groupSize,
-                                       groups: groups, quantizer: quantizer)
+            codes.withUnsafeMutableBufferPointer { codes in
+                scales.withUnsafeMutableBufferPointer { scales in
+                    zeros.withUnsafeMutableBufferPointer { zeros in
+                        dequantized.withUnsafeMutableBufferPointer { dequantized in
+                            parameters.withUnsafeMutableBufferPointer { parameters in
+                                errors.withUnsafeMutableBufferPointer { errors in
+                                    snapshot.withUnsafeMutableBufferPointer { snapshot in
+                                        hinv.withUnsafeBufferPointer { hinv in
+                                            let state = RowState(
+                                                w: w.baseAddress!, hinv: hinv.baseAddress!, codes: codes.baseAddress!,
+                                                scales: scales.baseAddress!,
+                                                zeros: zeros.baseAddress!, dequantized: dequantized.baseAddress!,
+                                                parameters: parameters.baseAddress!,
+                                                errors: errors.baseAddress!, snapshot: snapshot.baseAddress!)
+                                            // Rows are independent inside a block (they share only H⁻¹): fixed chunks
+                                            // of rows.
+                                            let chunk = 32
+                                            let chunks = (rows + chunk - 1) / chunk
+                                            var blockStart = 0
+                                            while blockStart < columns {
+                                                let block = blockStart..<min(blockStart + blockSize, columns)
+                                                start = ContinuousClock.now
+                                                let body: @Sendable (Int) -> Void = { c in
+                                                    Self.quantizeBlock(
+                                                        state, rows: (c * chunk)..<min(rows, (c + 1) * chunk),
+                                                        columns: columns,
+                                                        block: block, blockSize: blockSize, groupSize: groupSize,
+                                                        groups: groups, quantizer: quantizer)
+                                                }
+                                                if rows * block.count * block.count >= 1 << 18 {
+                                                    Parallel.perform(iterations: chunks, body)
+                                                } else {
+                                                    for c in 0..<chunks { body(c) }
+                                                }
+                                                timing.quantizeSeconds += seconds(since: start)
+                                                // Lazy update of every later column: W[:, end:] −= Err[:, block] ·
+                                                // Hinv[block, end:].
+                                                let end = block.upperBound
+                                                if end < columns {
+                                                    start = ContinuousClock.now
+                                                    SGEMM.multiply(
+                                                        m: rows, n: columns - end, k: block.count, alpha: -1,
+                                                        a: .init(state.errors, rowStride: blockSize),
+                                                        b: .init(
+                                                            state.hinv + blockStart * columns + end,
+                                                            rowStride: columns),
+                                                        c: state.w + end, ldc: columns)
+                                                    timing.updateSeconds += seconds(since: start)
+                                                    timing.updateFlops +=
+                                                        2 * Double(rows) * Double(block.count) * Double(columns - end)
+                                                }
+                                                blockStart = block.upperBound
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
-                if rows * block.count * block.count >= 1 << 18 {
-                    Parallel.perform(iterations: chunks, body)
-                } else {
-                    for c in 0..<chunks { body(c) }
-                }
-                timing.quantizeSeconds += seconds(since: start)
-                // Lazy update of every later column: W[:, end:] −= Err[:, block] · Hinv[block, end:].
-                let end = block.upperBound
-                if end < columns {
-                    start = ContinuousClock.now
-                    SGEMM.multiply(m: rows, n: columns - end, k: block.count, alpha: -1,
-                                   a: .init(state.errors, rowStride: blockSize),
-                                   b: .init(state.hinv + blockStart * columns + end, rowStride: columns),
-                                   c: state.w + end, ldc: columns)
-                    timing.updateSeconds += seconds(since: start)
-                    timing.updateFlops += 2 * Double(rows) * Double(block.count) * Double(columns - end)
-                }
-                blockStart = block.upperBound
             }
-        } } } } } } } } }
+        }
         start = ContinuousClock.now
         let error = Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian)
         timing.errorSeconds += seconds(since: start)
-        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
-                      groupIndex: (0..<columns).map { $0 / groupSize })
+        return Result(
+            codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
+            groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
     /// Shared buffers of one GPTQ run; threads touch disjoint rows.
@@ -222,8 +258,10 @@ public struct GPTQ: Sendable {
 
     /// One block of columns for a range of rows: group parameters, then quantization with error
     /// feedback inside the block; the errors `Err[r, j − blockStart]` are left for the update.
-    static func quantizeBlock(_ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
-                              groupSize: Int, groups: Int, quantizer: GroupQuantizer) {
+    static func quantizeBlock(
+        _ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
+        groupSize: Int, groups: Int, quantizer: GroupQuantizer
+    ) {
         let blockStart = block.lowerBound, blockEnd = block.upperBound
         let group = UnsafeMutablePointer<Float>.allocate(capacity: groupSize)
         defer { group.deallocate() }
@@ -249,7 +287,9 @@ public struct GPTQ: Sendable {
                 let err = (value - q) / s.hinv[j * columns + j]
                 s.errors[r * blockSize + (j - blockStart)] = err
                 // Error feedback inside the block.
-                if j + 1 < blockEnd { Kernels.addScaled(row + j + 1, s.hinv + j * columns + j + 1, -err, blockEnd - j - 1) }
+                if j + 1 < blockEnd {
+                    Kernels.addScaled(row + j + 1, s.hinv + j * columns + j + 1, -err, blockEnd - j - 1)
+                }
             }
         }
     }
@@ -266,7 +306,8 @@ public struct GPTQ: Sendable {
             for r in 0..<rows {
                 for g in 0..<groups {
                     let start = g * groupSize, end = min(start + groupSize, columns)
-                    let p = quantizer.parameters(UnsafeBufferPointer(rebasing: w[(r * columns + start)..<(r * columns + end)]))
+                    let p = quantizer.parameters(
+                        UnsafeBufferPointer(rebasing: w[(r * columns + start)..<(r * columns + end)]))
                     scales[r * groups + g] = p.scale
                     zeros[r * groups + g] = p.zero
                     for c in start..<end {
@@ -277,16 +318,21 @@ public struct GPTQ: Sendable {
                 }
             }
         }
-        let error = hessian.map { Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: $0) } ?? 0
-        return Result(codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
-                      groupIndex: (0..<columns).map { $0 / groupSize })
+        let error =
+            hessian.map { Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: $0) } ?? 0
+        return Result(
+            codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
+            groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
     /// `tr((W − Q) H (W − Q)ᵀ) = Σ_i H_ii ‖E_:i‖² + 2 Σ_{i<j} E_:i H_ij E_:j` with `E = W − Q`:
     /// the strict upper triangle of H, in column blocks, as SGEMMs `E[:, :j1] · triu(H)[:j1, J]`
     /// (Float products, Double sums). Deterministic: fixed blocking, sums in a fixed order.
-    public static func outputError(_ weight: [Float], _ quantized: [Float], rows: Int, columns: Int, hessian: [Double]) -> Double {
-        precondition(weight.count == rows * columns && quantized.count == rows * columns && hessian.count == columns * columns)
+    public static func outputError(_ weight: [Float], _ quantized: [Float], rows: Int, columns: Int, hessian: [Double])
+        -> Double
+    {
+        precondition(
+            weight.count == rows * columns && quantized.count == rows * columns && hessian.count == columns * columns)
         guard rows > 0, columns > 0 else { return 0 }
         let width = 256, rowChunk = 64
         let rowChunks = (rows + rowChunk - 1) / rowChunk
@@ -296,43 +342,51 @@ public struct GPTQ: Sendable {
         var partials = [Double](repeating: 0, count: rowChunks)
         var total = 0.0
         e.withUnsafeBufferPointer { e in
-        y.withUnsafeMutableBufferPointer { y in
-        partials.withUnsafeMutableBufferPointer { partials in
-        hessian.withUnsafeBufferPointer { h in
-            let e = e.baseAddress!, y = UnsafeSendable(y.baseAddress!), h = UnsafeSendable(UnsafeMutablePointer(mutating: h.baseAddress!))
-            let partials = UnsafeSendable(partials.baseAddress!)
-            let ep = UnsafeSendable(UnsafeMutablePointer(mutating: e))
-            for j0 in stride(from: 0, to: columns, by: width) {
-                let j1 = min(j0 + width, columns), w = j1 - j0
-                // B(p, jj) = H[p, j0 + jj] where p < j0 + jj (strict upper triangle), else 0.
-                let packed = SGEMM.PackedB.allocate(k: j1, n: w)
-                defer { packed.deallocate() }
-                Parallel.perform(iterations: packed.panels) { panel in
-                    let out = packed.data + panel * packed.panelStride
-                    for p in 0..<j1 {
-                        for jj in 0..<SGEMM.nr {
-                            let j = j0 + panel * SGEMM.nr + jj
-                            out[p * SGEMM.nr + jj] = j < j1 && p < j ? Float(h.pointer[p * columns + j]) : 0
+            y.withUnsafeMutableBufferPointer { y in
+                partials.withUnsafeMutableBufferPointer { partials in
+                    hessian.withUnsafeBufferPointer { h in
+                        let e = e.baseAddress!, y = UnsafeSendable(y.baseAddress!),
+                            h = UnsafeSendable(UnsafeMutablePointer(mutating: h.baseAddress!))
+                        let partials = UnsafeSendable(partials.baseAddress!)
+                        let ep = UnsafeSendable(UnsafeMutablePointer(mutating: e))
+                        for j0 in stride(from: 0, to: columns, by: width) {
+                            let j1 = min(j0 + width, columns), w = j1 - j0
+                            // B(p, jj) = H[p, j0 + jj] where p < j0 + jj (strict upper triangle), else 0.
+                            let packed = SGEMM.PackedB.allocate(k: j1, n: w)
+                            defer { packed.deallocate() }
+                            Parallel.perform(iterations: packed.panels) { panel in
+                                let out = packed.data + panel * packed.panelStride
+                                for p in 0..<j1 {
+                                    for jj in 0..<SGEMM.nr {
+                                        let j = j0 + panel * SGEMM.nr + jj
+                                        out[p * SGEMM.nr + jj] = j < j1 && p < j ? Float(h.pointer[p * columns + j]) : 0
+                                    }
+                                }
+                            }
+                            y.pointer.initialize(repeating: 0, count: rows * w)
+                            SGEMM.multiply(
+                                m: rows, alpha: 1, a: .init(e, rowStride: columns), packed: packed, c: y.pointer, ldc: w
+                            )
+                            // Diagonal and twice the strict upper triangle, per fixed chunk of rows.
+                            Parallel.perform(iterations: rowChunks) { c in
+                                var sum = 0.0
+                                for r in (c * rowChunk)..<min(rows, (c + 1) * rowChunk) {
+                                    let er = ep.pointer + r * columns + j0, yr = y.pointer + r * w
+                                    for jj in 0..<w {
+                                        let value = Double(er[jj])
+                                        sum +=
+                                            value
+                                            * (2 * Double(yr[jj]) + h.pointer[(j0 + jj) * columns + j0 + jj] * value)
+                                    }
+                                }
+                                partials.pointer[c] = sum
+                            }
+                            for c in 0..<rowChunks { total += partials.pointer[c] }
                         }
                     }
                 }
-                y.pointer.initialize(repeating: 0, count: rows * w)
-                SGEMM.multiply(m: rows, alpha: 1, a: .init(e, rowStride: columns), packed: packed, c: y.pointer, ldc: w)
-                // Diagonal and twice the strict upper triangle, per fixed chunk of rows.
-                Parallel.perform(iterations: rowChunks) { c in
-                    var sum = 0.0
-                    for r in (c * rowChunk)..<min(rows, (c + 1) * rowChunk) {
-                        let er = ep.pointer + r * columns + j0, yr = y.pointer + r * w
-                        for jj in 0..<w {
-                            let value = Double(er[jj])
-                            sum += value * (2 * Double(yr[jj]) + h.pointer[(j0 + jj) * columns + j0 + jj] * value)
-                        }
-                    }
-                    partials.pointer[c] = sum
-                }
-                for c in 0..<rowChunks { total += partials.pointer[c] }
             }
-        } } } }
+        }
         return total
     }
 }

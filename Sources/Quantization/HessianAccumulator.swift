@@ -37,7 +37,9 @@ public struct HessianAccumulator: Sendable {
         gathered.withUnsafeBufferPointer { g in
             lower.withUnsafeMutableBufferPointer { h in
                 let rowsView = SGEMM.Matrix(g.baseAddress!, rowStride: n)
-                SGEMM.multiply(m: n, n: n, k: count, a: rowsView.transposed, b: rowsView, c: h.baseAddress!, ldc: n, lowerOnly: true)
+                SGEMM.multiply(
+                    m: n, n: n, k: count, a: rowsView.transposed, b: rowsView, c: h.baseAddress!, ldc: n,
+                    lowerOnly: true)
             }
         }
     }

@@ -16,7 +16,8 @@ extension PackedLinear {
                 zeros[g * rows + r] = result.zeros[r * groups + g]
             }
         }
-        self.init(packingCodes: result.codes, zeros: zeros, scales: scales, groupIndex: result.groupIndex.map { Int32($0) },
-                  outFeatures: rows, inFeatures: columns, bits: bits, groupSize: groupSize)
+        self.init(
+            packingCodes: result.codes, zeros: zeros, scales: scales, groupIndex: result.groupIndex.map { Int32($0) },
+            outFeatures: rows, inFeatures: columns, bits: bits, groupSize: groupSize)
     }
 }

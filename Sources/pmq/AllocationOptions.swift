@@ -13,8 +13,9 @@ struct AllocationOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Profile JSON (format pmq-profile v1).", valueName: "file"))
     var profile: String
 
-    @Option(help: ArgumentHelp("Candidate widths, a subset of the profile's (default: all of them).", valueName: "w,w,…"),
-            transform: parseWidths)
+    @Option(
+        help: ArgumentHelp("Candidate widths, a subset of the profile's (default: all of them).", valueName: "w,w,…"),
+        transform: parseWidths)
     var widths: [Int]?
 
     @Option(help: "global: one budget for the whole model; layer: the budget applies to every layer (MC-MoE).")
@@ -26,16 +27,30 @@ struct AllocationOptions: ParsableArguments {
     @Option(help: "Exponent on routing mass in the significance s = freq^α · mass^β.")
     var beta: Double = 1.5
 
-    @Flag(name: .customLong("mc-diversity"), help: "In every layer keep at least one expert at the top width and one at the next (MC-MoE's rule).")
+    @Flag(
+        name: .customLong("mc-diversity"),
+        help: "In every layer keep at least one expert at the top width and one at the next (MC-MoE's rule).")
     var diversity = false
 
-    @Option(help: ArgumentHelp("measured: PMQ (significance × measured error); frequency or random: size-matched baselines that ignore the measured errors (cost freq·params·4^-b, or a seeded random weight instead of freq).", valueName: "measured|frequency|random"))
+    @Option(
+        help: ArgumentHelp(
+            "measured: PMQ (significance × measured error); frequency or random: size-matched baselines that ignore "
+                + "the measured errors (cost freq·params·4^-b, or a seeded random weight instead of freq).",
+            valueName: "measured|frequency|random"))
     var importance: ImportanceChoice = .measured
 
-    @Flag(name: .customLong("no-layer-sensitivity"), help: "Ignore the profile's measured layer sensitivities (global scope compares layer-local errors as they are).")
+    @Flag(
+        name: .customLong("no-layer-sensitivity"),
+        help:
+            "Ignore the profile's measured layer sensitivities (global scope compares layer-local errors as they are).")
     var noLayerSensitivity = false
 
-    @Flag(name: .customLong("uniform-layers"), help: "One width for all experts of each layer (servable by GPTQModel/vLLM-style loaders, which take one format per MoE layer).")
+    @Flag(
+        name: .customLong("uniform-layers"),
+        help: ArgumentHelp(
+            "One width for all experts of each layer (servable by GPTQModel/vLLM-style loaders, which take one "
+                + "format per MoE layer).")
+    )
     var uniformLayers = false
 
     @Option(help: "Seed of --importance random.")
@@ -50,8 +65,9 @@ struct AllocationOptions: ParsableArguments {
     @Option(help: "Threads for CBC's branch and bound.")
     var threads: Int = 1
 
-    @Flag(name: .customLong("no-reduced-cost-fixing"),
-          help: "Hand CBC the whole program instead of the core left by reduced-cost fixing (for comparison).")
+    @Flag(
+        name: .customLong("no-reduced-cost-fixing"),
+        help: "Hand CBC the whole program instead of the core left by reduced-cost fixing (for comparison).")
     var noReducedCostFixing = false
 
     @Flag(help: "Show CBC's log (on stdout).")
@@ -64,17 +80,21 @@ struct AllocationOptions: ParsableArguments {
         case .frequency: choice = .frequency
         case .random: choice = .random(seed: seed)
         }
-        return CostModel(alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths, importance: choice,
-                         layerSensitivity: !noLayerSensitivity, uniformLayers: uniformLayers)
+        return CostModel(
+            alpha: alpha, beta: beta, scope: scope, diversity: diversity, widths: widths, importance: choice,
+            layerSensitivity: !noLayerSensitivity, uniformLayers: uniformLayers)
     }
 
     var solveOptions: SolveOptions {
-        SolveOptions(timeLimit: timeLimit, relativeGap: gap, verbose: verbose, threads: threads,
-                     reducedCostFixing: !noReducedCostFixing)
+        SolveOptions(
+            timeLimit: timeLimit, relativeGap: gap, verbose: verbose, threads: threads,
+            reducedCostFixing: !noReducedCostFixing)
     }
 
     func validate() throws {
-        if let timeLimit, !(timeLimit > 0 && timeLimit.isFinite) { throw ValidationError("--time-limit must be a positive number of seconds") }
+        if let timeLimit, !(timeLimit > 0 && timeLimit.isFinite) {
+            throw ValidationError("--time-limit must be a positive number of seconds")
+        }
         guard gap >= 0, gap.isFinite else { throw ValidationError("--gap must be a finite number ≥ 0") }
         guard alpha > 0, alpha.isFinite else { throw ValidationError("--alpha must be a finite number > 0") }
         guard beta >= 0, beta.isFinite else { throw ValidationError("--beta must be a finite number ≥ 0") }
@@ -85,7 +105,9 @@ struct AllocationOptions: ParsableArguments {
     func loadProfile() throws -> ModelFormat.Profile {
         let result = try ProfileReader.read(path: profile)
         for warning in result.warnings.prefix(10) { printError("warning: \(warning)") }
-        if result.warnings.count > 10 { printError("warning: … and \(result.warnings.count - 10) more experts whose error grows with width") }
+        if result.warnings.count > 10 {
+            printError("warning: … and \(result.warnings.count - 10) more experts whose error grows with width")
+        }
         return result.profile
     }
 }

@@ -8,14 +8,15 @@ extension PMQ {
     struct GPTQBench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gptq",
-            abstract: "Time GPTQ of one SwiGLU expert (gate, up, down) at several widths on random weights and Hessians.",
+            abstract:
+                "Time GPTQ of one SwiGLU expert (gate, up, down) at several widths on random weights and Hessians.",
             discussion: """
-            Prints the machine's FMA peak and this build's SGEMM, measured in the same run, then per width \
-            the seconds of gate/up and down (Cholesky, in-block quantization, block update, output error) and \
-            the block update's GFLOP/s against both. `--hidden 4096 --intermediate 14336` is Mixtral-8x7B's \
-            expert. With `--dump DIR` the matrices and these timings are written for tools/gptq_bench.py, \
-            which runs the published torch algorithm on the same matrices and prints the ratio.
-            """
+                Prints the machine's FMA peak and this build's SGEMM, measured in the same run, then per width \
+                the seconds of gate/up and down (Cholesky, in-block quantization, block update, output error) and \
+                the block update's GFLOP/s against both. `--hidden 4096 --intermediate 14336` is Mixtral-8x7B's \
+                expert. With `--dump DIR` the matrices and these timings are written for tools/gptq_bench.py, \
+                which runs the published torch algorithm on the same matrices and prints the ratio.
+                """
         )
 
         @Option(help: "Hidden size (gate/up input, down output).")
@@ -36,8 +37,10 @@ extension PMQ {
         @Option(help: "Size of the square SGEMM measured for reference.")
         var sgemm: Int = 2048
 
-        @Option(help: ArgumentHelp("Write gate, down and both Hessians (safetensors) and the timings (JSON) here.",
-                                   valueName: "dir"))
+        @Option(
+            help: ArgumentHelp(
+                "Write gate, down and both Hessians (safetensors) and the timings (JSON) here.",
+                valueName: "dir"))
         var dump: String?
 
         func validate() throws {
@@ -49,18 +52,26 @@ extension PMQ {
         func run() throws {
             // (a) FMA peak, (b) SGEMM on a square problem: the yardsticks, measured now. The host is
             // shared and noisy: the peak is the best of 5 short trials, SGEMM the median and best of 5.
-            func best(_ threads: Int) -> Double { (0..<5).map { _ in SGEMM.measureFMAPeak(threads: threads, duration: 0.2) }.max()! }
+            func best(_ threads: Int) -> Double {
+                (0..<5).map { _ in SGEMM.measureFMAPeak(threads: threads, duration: 0.2) }.max()!
+            }
             let peak1 = best(1), peak2 = best(2)
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let peakCores = cores > 2 ? best(cores) : peak2
             // When the second vCPU gives little, two threads can measure below one: take the best.
             let peakAll = max(peak1, peak2, peakCores)
-            emit(String(format: "FMA peak (register-resident SIMD FMA chains, best of 5): 1 thread %.1f GFLOP/s, 2 threads %.1f%@; peak used below %.1f",
-                        peak1, peak2, cores > 2 ? String(format: ", %d threads %.1f", cores, peakCores) : "", peakAll))
+            emit(
+                String(
+                    format:
+                        "FMA peak (register-resident SIMD FMA chains, best of 5): 1 thread %.1f GFLOP/s, 2 threads "
+                        + "%.1f%@; peak used below %.1f",
+                    peak1, peak2, cores > 2 ? String(format: ", %d threads %.1f", cores, peakCores) : "", peakAll))
             let sgemmRuns = (0..<5).map { _ in squareSGEMM(sgemm) }
             let sgemmRate = median(sgemmRuns)
-            emit(String(format: "SGEMM %d³: %.1f GFLOP/s (median of 5; best %.1f), %.0f%% of FMA peak", sgemm, sgemmRate,
-                        sgemmRuns.max()!, 100 * sgemmRate / peakAll))
+            emit(
+                String(
+                    format: "SGEMM %d³: %.1f GFLOP/s (median of 5; best %.1f), %.0f%% of FMA peak", sgemm, sgemmRate,
+                    sgemmRuns.max()!, 100 * sgemmRate / peakAll))
 
             var generator = Generator(state: 42)
             var start = ContinuousClock.now
@@ -86,39 +97,60 @@ extension PMQ {
             for bits in widths {
                 var gateRuns: [Run] = [], downRuns: [Run] = []
                 for _ in 0..<repeats {
-                    gateRuns.append(try Run(gptq, gateUp, rows: intermediate, columns: hidden, hessian: inputHessian, bits: bits))
-                    downRuns.append(try Run(gptq, down, rows: hidden, columns: intermediate, hessian: downHessian, bits: bits))
+                    gateRuns.append(
+                        try Run(gptq, gateUp, rows: intermediate, columns: hidden, hessian: inputHessian, bits: bits))
+                    downRuns.append(
+                        try Run(gptq, down, rows: hidden, columns: intermediate, hessian: downHessian, bits: bits))
                 }
                 let g = Run.median(gateRuns), d = Run.median(downRuns)
-                emit(String(format: "%d bits: gate/up %d×%d %.2f s each, down %d×%d %.2f s, expert %.2f s (errors %.4g, %.4g)",
-                            bits, intermediate, hidden, g.seconds, hidden, intermediate, d.seconds, 2 * g.seconds + d.seconds,
-                            g.error, d.error))
+                emit(
+                    String(
+                        format:
+                            "%d bits: gate/up %d×%d %.2f s each, down %d×%d %.2f s, expert %.2f s (errors %.4g, %.4g)",
+                        bits, intermediate, hidden, g.seconds, hidden, intermediate, d.seconds,
+                        2 * g.seconds + d.seconds,
+                        g.error, d.error))
                 for (name, run, n) in [("gate/up", g, hidden), ("down", d, intermediate)] {
                     let rate = run.updateFlops / run.timing.updateSeconds / 1e9
                     // Cholesky n³/3 + triangular inverse n³/3.
                     let choleskyRate = 2 * pow(Double(n), 3) / 3 / run.timing.choleskySeconds / 1e9
-                    emit(String(format: "  %@: Cholesky %.2f s (%.0f GFLOP/s), quantize %.2f s, block update %.2f s = %.1f GFLOP/s (%.0f%% of FMA peak, %.0f%% of SGEMM), error %.2f s",
-                                name, run.timing.choleskySeconds, choleskyRate, run.timing.quantizeSeconds, run.timing.updateSeconds, rate,
-                                100 * rate / peakAll, 100 * rate / sgemmRate, run.timing.errorSeconds))
+                    emit(
+                        String(
+                            format:
+                                "  %@: Cholesky %.2f s (%.0f GFLOP/s), quantize %.2f s, block update %.2f s = %.1f "
+                                + "GFLOP/s (%.0f%% of FMA peak, %.0f%% of SGEMM), error %.2f s",
+                            name, run.timing.choleskySeconds, choleskyRate, run.timing.quantizeSeconds,
+                            run.timing.updateSeconds, rate,
+                            100 * rate / peakAll, 100 * rate / sgemmRate, run.timing.errorSeconds))
                 }
-                report.append(["bits": Double(bits), "gate_seconds": g.seconds, "down_seconds": d.seconds,
-                               "expert_seconds": 2 * g.seconds + d.seconds, "gate_error": g.error, "down_error": d.error])
+                report.append([
+                    "bits": Double(bits), "gate_seconds": g.seconds, "down_seconds": d.seconds,
+                    "expert_seconds": 2 * g.seconds + d.seconds, "gate_error": g.error, "down_error": d.error,
+                ])
             }
             // The profiler's path: every width from one Cholesky factor per linear.
             let sharedStart = ContinuousClock.now
-            _ = try gptq.quantize(weight: gateUp, rows: intermediate, columns: hidden, hessian: inputHessian, widths: widths)
+            _ = try gptq.quantize(
+                weight: gateUp, rows: intermediate, columns: hidden, hessian: inputHessian, widths: widths)
             let gateShared = seconds(since: sharedStart)
             let downStart = ContinuousClock.now
-            _ = try gptq.quantize(weight: down, rows: hidden, columns: intermediate, hessian: downHessian, widths: widths)
+            _ = try gptq.quantize(
+                weight: down, rows: hidden, columns: intermediate, hessian: downHessian, widths: widths)
             let downShared = seconds(since: downStart)
             let separate = report.reduce(0) { $0 + $1["expert_seconds"]! }
-            emit(String(format: "all %d widths from one Cholesky factor per linear (the profiler's path): gate/up %.2f s each, down %.2f s, expert %.2f s (%.2f s one width at a time)",
-                        widths.count, gateShared, downShared, 2 * gateShared + downShared, separate))
+            emit(
+                String(
+                    format:
+                        "all %d widths from one Cholesky factor per linear (the profiler's path): gate/up %.2f s "
+                        + "each, down %.2f s, expert %.2f s (%.2f s one width at a time)",
+                    widths.count, gateShared, downShared, 2 * gateShared + downShared, separate))
             if let dump {
-                let json = try JSONSerialization.data(withJSONObject: [
-                    "hidden": hidden, "intermediate": intermediate, "tokens": tokens, "widths": report,
-                ] as [String: Any], options: [.prettyPrinted, .sortedKeys])
-                try json.write(to: URL(fileURLWithPath: (dump as NSString).appendingPathComponent("swift_timings.json")))
+                let json = try JSONSerialization.data(
+                    withJSONObject: [
+                        "hidden": hidden, "intermediate": intermediate, "tokens": tokens, "widths": report,
+                    ] as [String: Any], options: [.prettyPrinted, .sortedKeys])
+                try json.write(
+                    to: URL(fileURLWithPath: (dump as NSString).appendingPathComponent("swift_timings.json")))
                 emit("compare: tools/.venv/bin/python tools/gptq_bench.py --load \(dump)")
             }
         }
@@ -131,7 +163,9 @@ extension PMQ {
             init(_ gptq: GPTQ, _ weight: [Float], rows: Int, columns: Int, hessian: [Double], bits: Int) throws {
                 var timing = GPTQ.Timing()
                 let start = ContinuousClock.now
-                error = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits, timing: &timing).error
+                error = try gptq.quantize(
+                    weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits, timing: &timing
+                ).error
                 seconds = ModelFormat.seconds(since: start)
                 self.timing = timing
             }
@@ -155,7 +189,8 @@ extension PMQ {
             x.withUnsafeBufferPointer { x in
                 product.withUnsafeMutableBufferPointer { c in
                     let view = SGEMM.Matrix(x.baseAddress!, rowStride: n)
-                    SGEMM.multiply(m: n, n: n, k: tokens, a: view.transposed, b: view, c: c.baseAddress!, ldc: n, lowerOnly: true)
+                    SGEMM.multiply(
+                        m: n, n: n, k: tokens, a: view.transposed, b: view, c: c.baseAddress!, ldc: n, lowerOnly: true)
                 }
             }
             var h = [Double](repeating: 0, count: n * n)
@@ -177,8 +212,10 @@ extension PMQ {
             a.withUnsafeBufferPointer { a in
                 b.withUnsafeBufferPointer { b in
                     c.withUnsafeMutableBufferPointer {
-                        SGEMM.multiply(m: n, n: n, k: n, a: .init(a.baseAddress!, rowStride: n), b: .init(b.baseAddress!, rowStride: n),
-                                       c: $0.baseAddress!, ldc: n)
+                        SGEMM.multiply(
+                            m: n, n: n, k: n, a: .init(a.baseAddress!, rowStride: n),
+                            b: .init(b.baseAddress!, rowStride: n),
+                            c: $0.baseAddress!, ldc: n)
                     }
                 }
             }

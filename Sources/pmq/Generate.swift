@@ -21,7 +21,9 @@ extension PMQ {
         @Option(help: "Sampling temperature; 0 is greedy.")
         var temperature: Double = 0
 
-        @Option(name: .customLong("top-p"), help: "Nucleus sampling: keep the smallest set of tokens with this much probability.")
+        @Option(
+            name: .customLong("top-p"),
+            help: "Nucleus sampling: keep the smallest set of tokens with this much probability.")
         var topP: Double = 1
 
         @Option(help: "Random seed for sampling.")
@@ -49,16 +51,20 @@ extension PMQ {
             for _ in 0..<maxNewTokens {
                 guard session.position < loaded.config.maxPositions else { break }
                 let last = Array(logits[(logits.count - vocab)...])
-                let next = temperature == 0 ? Routing.topK(last, k: 1)[0] : random.sample(last, temperature: temperature, topP: topP)
+                let next =
+                    temperature == 0
+                    ? Routing.topK(last, k: 1)[0] : random.sample(last, temperature: temperature, topP: topP)
                 generated.append(next)
                 ids.append(next)
                 logits = try session.logits([next])
             }
             let decodeSeconds = seconds(since: decodeStart)
             print(prompt + tokenizer.decode(generated))
-            printError(String(format: "prefill %d tokens %.0f tokens/s; decode %d tokens %.1f tokens/s",
-                              ids.count - generated.count, Double(ids.count - generated.count) / max(prefillSeconds, 1e-9),
-                              generated.count, Double(generated.count) / max(decodeSeconds, 1e-9)))
+            printError(
+                String(
+                    format: "prefill %d tokens %.0f tokens/s; decode %d tokens %.1f tokens/s",
+                    ids.count - generated.count, Double(ids.count - generated.count) / max(prefillSeconds, 1e-9),
+                    generated.count, Double(generated.count) / max(decodeSeconds, 1e-9)))
         }
     }
 }

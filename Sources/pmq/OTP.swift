@@ -11,7 +11,8 @@ extension PMQ {
     struct OTP: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "otp",
-            abstract: "Online Top-any Pruning: learned per-layer gates that choose which of the router's top-k experts run.",
+            abstract:
+                "Online Top-any Pruning: learned per-layer gates that choose which of the router's top-k experts run.",
             subcommands: [OTPTrain.self, OTPProbe.self]
         )
     }
@@ -19,22 +20,24 @@ extension PMQ {
     struct OTPTrain: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "train",
-            abstract: "Train the OTP gates of a (packed) model on calibration tokens and store them in the model directory.",
+            abstract:
+                "Train the OTP gates of a (packed) model on calibration tokens and store them in the model directory.",
             discussion: """
-            Default (--target nll): the calibration windows run through the whole model once; for every \
-            token, MoE layer and top-k slot after the first, the drop of that one expert is replayed \
-            through the later layers (each token alone, in one batched pass) and its effect on the \
-            log-likelihood of the real next token recorded. Each layer's gate (Gumbel-Softmax, \
-            straight-through, annealed temperature, seeded) learns to drop where that damage is small; \
-            with --budget global the fraction --keep holds over the whole model, and layers where drops \
-            cost less give up more experts. --target output|logits instead train layer by layer against \
-            the full top-k MoE output (or its first-order effect on the logits), each layer keeping \
-            --keep. The ODP baseline's threshold is calibrated per layer to --keep. Everything goes to \
-            DIR/pruning.safetensors; `pmq eval --prune otp|odp` uses it.
-            """
+                Default (--target nll): the calibration windows run through the whole model once; for every \
+                token, MoE layer and top-k slot after the first, the drop of that one expert is replayed \
+                through the later layers (each token alone, in one batched pass) and its effect on the \
+                log-likelihood of the real next token recorded. Each layer's gate (Gumbel-Softmax, \
+                straight-through, annealed temperature, seeded) learns to drop where that damage is small; \
+                with --budget global the fraction --keep holds over the whole model, and layers where drops \
+                cost less give up more experts. --target output|logits instead train layer by layer against \
+                the full top-k MoE output (or its first-order effect on the logits), each layer keeping \
+                --keep. The ODP baseline's threshold is calibrated per layer to --keep. Everything goes to \
+                DIR/pruning.safetensors; `pmq eval --prune otp|odp` uses it.
+                """
         )
 
-        @Option(help: ArgumentHelp("Model directory (packed or float); the gates are written into it.", valueName: "dir"))
+        @Option(
+            help: ArgumentHelp("Model directory (packed or float); the gates are written into it.", valueName: "dir"))
         var model: String
 
         @Option(help: ArgumentHelp("Calibration token file (little-endian u32).", valueName: "file"))
@@ -52,10 +55,19 @@ extension PMQ {
         @Option(help: "Training epochs over each layer's calibration tokens.")
         var epochs: Int = 20
 
-        @Option(help: ArgumentHelp("What the gate learns to spare: each drop's measured effect on the real next token's log-likelihood through every later layer (nll), or on the next-token distribution (kl); the MoE output (output); its first-order effect on the logits (logits).", valueName: "nll|kl|output|logits"))
+        @Option(
+            help: ArgumentHelp(
+                "What the gate learns to spare: each drop's measured effect on the real next token's log-likelihood "
+                    + "through every later layer (nll), or on the next-token distribution (kl); the MoE output "
+                    + "(output); its first-order effect on the logits (logits).",
+                valueName: "nll|kl|output|logits"))
         var target: PruningCalibration.Target = .nll
 
-        @Option(help: ArgumentHelp("Where --keep holds: over the whole model, spread by measured damage (global; nll/kl only, their default), or in every layer (layer; the default for output/logits).", valueName: "global|layer"))
+        @Option(
+            help: ArgumentHelp(
+                "Where --keep holds: over the whole model, spread by measured damage (global; nll/kl only, their "
+                    + "default), or in every layer (layer; the default for output/logits).",
+                valueName: "global|layer"))
         var budget: PruningCalibration.Budget?
 
         @Option(help: "Seed of the Gumbel noise and minibatch order.")
@@ -66,9 +78,14 @@ extension PMQ {
 
         func validate() throws {
             guard keep > 0, keep <= 1 else { throw ValidationError("--keep must be in (0, 1]") }
-            guard samples >= 1, seqLen >= 2, epochs >= 1 else { throw ValidationError("--samples, --epochs must be ≥ 1 and --seq-len ≥ 2") }
+            guard samples >= 1, seqLen >= 2, epochs >= 1 else {
+                throw ValidationError("--samples, --epochs must be ≥ 1 and --seq-len ≥ 2")
+            }
             if budget == .global, !target.isEndToEnd {
-                throw ValidationError("--budget global needs --target nll or kl (output and logits losses are not comparable across layers)")
+                throw ValidationError(
+                    "--budget global needs --target nll or kl (output and logits losses are not comparable across "
+                        + "layers)"
+                )
             }
         }
 
@@ -79,23 +96,37 @@ extension PMQ {
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let training = OTPTrainingOptions(keep: keep, epochs: epochs, seed: seed)
-            let calibration = PruningCalibration(model: loaded, options: .init(sequenceLength: seqLen, samples: samples, training: training,
-                                                                                         target: target, budget: effectiveBudget))
+            let calibration = PruningCalibration(
+                model: loaded,
+                options: .init(
+                    sequenceLength: seqLen, samples: samples, training: training,
+                    target: target, budget: effectiveBudget))
             let progress = StagedProgress("otp", quiet: quiet)
             let output = try calibration.run(tokens: file.tokens, progress: progress.update)
             progress.finish()
-            let metadata = ["format": "pmq-pruning", "version": "1", "keep": String(keep), "seed": String(seed),
-                            "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs),
-                            "target": target.rawValue, "budget": effectiveBudget.rawValue]
-            try PruningFile.write(otp: output.otp, odp: output.odp, oracleThresholds: output.oracleThresholds, odpMatched: output.odpMatched, config: loaded.config, metadata: metadata, directory: model)
-            print("\(model)/\(PruningFile.fileName): OTP gates and ODP thresholds for \(output.reports.count) layers, keep \(keep), \(output.calibrationTokens) calibration tokens, \(String(format: "%.1f", output.seconds)) s")
+            let metadata = [
+                "format": "pmq-pruning", "version": "1", "keep": String(keep), "seed": String(seed),
+                "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs),
+                "target": target.rawValue, "budget": effectiveBudget.rawValue,
+            ]
+            try PruningFile.write(
+                otp: output.otp, odp: output.odp, oracleThresholds: output.oracleThresholds,
+                odpMatched: output.odpMatched, config: loaded.config, metadata: metadata, directory: model)
+            print(
+                "\(model)/\(PruningFile.fileName): OTP gates and ODP thresholds for \(output.reports.count) layers, "
+                    + "keep \(keep), \(output.calibrationTokens) calibration tokens, "
+                    + "\(String(format: "%.1f", output.seconds)) s"
+            )
             // Losses are means over the calibration tokens of the layer, in the target's unit
             // (relative to the mean |damage| of dropping everything for end-to-end targets).
             print("layer  kept (OTP)  loss OTP   loss ODP   ODP β   loss ODP at OTP's fraction")
             for (layer, report) in output.reports.sorted(by: { $0.key < $1.key }) {
                 let matched = report.odpMatchedMeanLoss.map { String(format: "%.4f", $0) } ?? "-"
-                print(String(format: "%-6d %-11.3f %-10.4f %-10.4f %-7.3f %@", layer, report.keptFraction, report.meanLoss, report.odpMeanLoss,
-                             report.odpBeta, matched))
+                print(
+                    String(
+                        format: "%-6d %-11.3f %-10.4f %-10.4f %-7.3f %@", layer, report.keptFraction, report.meanLoss,
+                        report.odpMeanLoss,
+                        report.odpBeta, matched))
             }
         }
     }
@@ -103,13 +134,15 @@ extension PMQ {
     struct OTPProbe: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "probe",
-            abstract: "Which layers can spare an expert: drop the extra top-k experts of a random fraction of tokens, one layer at a time.",
+            abstract:
+                "Which layers can spare an expert: drop the extra top-k experts of a random fraction of tokens, one "
+                + "layer at a time.",
             discussion: """
-            For each MoE layer in turn, the calibration windows run with the experts after the top-1 \
-            dropped for a seeded random --rate of the tokens in that layer only, and the effect on every \
-            position is measured: the mean KL of the next-token distributions and the mean change in \
-            the real next tokens' negative log-likelihood (ΔNLL, positive = worse).
-            """
+                For each MoE layer in turn, the calibration windows run with the experts after the top-1 \
+                dropped for a seeded random --rate of the tokens in that layer only, and the effect on every \
+                position is measured: the mean KL of the next-token distributions and the mean change in \
+                the real next tokens' negative log-likelihood (ΔNLL, positive = worse).
+                """
         )
 
         @Option(help: ArgumentHelp("Model directory (packed or float).", valueName: "dir"))
@@ -143,14 +176,19 @@ extension PMQ {
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let progress = StagedProgress("otp probe", quiet: quiet)
-            let layers = try RandomDropProbe.run(model: loaded, tokens: file.tokens, samples: samples, sequenceLength: seqLen, rate: rate,
-                                                 seed: seed, progress: progress.update)
+            let layers = try RandomDropProbe.run(
+                model: loaded, tokens: file.tokens, samples: samples, sequenceLength: seqLen, rate: rate,
+                seed: seed, progress: progress.update)
             progress.finish()
-            print("layer  drops    mean KL (nats)  mean ΔNLL (nats)   over \(layers.first?.positions ?? 0) positions, rate \(rate)")
+            print(
+                "layer  drops    mean KL (nats)  mean ΔNLL (nats)   over \(layers.first?.positions ?? 0) positions, "
+                    + "rate \(rate)"
+            )
             for layer in layers {
-                print(String(format: "%-6d %-8d %-15.5f %+.5f", layer.layer, layer.drops, layer.meanKL, layer.meanDeltaNLL))
+                print(
+                    String(
+                        format: "%-6d %-8d %-15.5f %+.5f", layer.layer, layer.drops, layer.meanKL, layer.meanDeltaNLL))
             }
         }
     }
 }
-

@@ -33,7 +33,9 @@ final class Progress {
         if !interactive && done < total && elapsed - lastPrinted < 5 { return }
         lastPrinted = elapsed
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
-        let line = "\(label) \(done)/\(total)  \(detail)  \(String(format: "%.1f", elapsed)) s, ETA \(String(format: "%.0f", eta)) s"
+        let line =
+            "\(label) \(done)/\(total)  \(detail)  \(String(format: "%.1f", elapsed)) s, ETA "
+            + "\(String(format: "%.0f", eta)) s"
         FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line : line + "\n").utf8))
         shown = true
     }

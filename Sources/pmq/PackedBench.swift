@@ -7,13 +7,15 @@ extension PMQ {
     struct PackedBench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "packed",
-            abstract: "Time one linear layer: f32, bf16 and packed 1/2/3/4/8-bit weights, decode (one token) and prefill, against the machine's memory bandwidth.",
+            abstract:
+                "Time one linear layer: f32, bf16 and packed 1/2/3/4/8-bit weights, decode (one token) and prefill, "
+                + "against the machine's memory bandwidth.",
             discussion: """
-            Weights are random (any words are valid codes). Each format is timed on enough distinct \
-            copies of the matrix (used in turn) that they do not fit in the last-level cache, so \
-            decode streams its weights from memory. Medians of several runs; ratios are against f32 \
-            and bf16 timed in the same process, and memory bandwidth is measured in the same run.
-            """
+                Weights are random (any words are valid codes). Each format is timed on enough distinct \
+                copies of the matrix (used in turn) that they do not fit in the last-level cache, so \
+                decode streams its weights from memory. Medians of several runs; ratios are against f32 \
+                and bf16 timed in the same process, and memory bandwidth is measured in the same run.
+                """
         )
 
         @Option(help: "Output features (rows of W).")
@@ -37,10 +39,17 @@ extension PMQ {
         @Option(name: .customLong("prefill-repeats"), help: "Prefill runs per format (the median is reported).")
         var prefillRepeats: Int = 5
 
-        @Flag(name: .customLong("act-order"), help: "Also time packed widths with an act-order g_idx: as stored (the general path) and reordered at load (`act-ord.seq`).")
+        @Flag(
+            name: .customLong("act-order"),
+            help: ArgumentHelp(
+                "Also time packed widths with an act-order g_idx: as stored (the general path) and reordered at load "
+                    + "(`act-ord.seq`).")
+        )
         var actOrder = false
 
-        @Flag(name: .customLong("int8-activations"), help: "Also time 1-, 2- and 4-bit decode with int8 activations (`N-bit int8`).")
+        @Flag(
+            name: .customLong("int8-activations"),
+            help: "Also time 1-, 2- and 4-bit decode with int8 activations (`N-bit int8`).")
         var int8Activations = false
 
         @Option(name: .customLong("stream-bytes"), help: "Bytes of distinct copies per format, to defeat the caches.")
@@ -57,7 +66,9 @@ extension PMQ {
 
         func parsedWidths() throws -> [Int] {
             try widths.split(separator: ",").map {
-                guard let width = Int($0.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("bad width '\($0)'") }
+                guard let width = Int($0.trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("bad width '\($0)'")
+                }
                 return width
             }
         }
@@ -81,8 +92,9 @@ extension PMQ {
             let scales = (0..<(layout.groups * rows)).map { _ in Float16(0.01 + 0.005 * filler.float()).bitPattern }
             var gIdx = (0..<columns).map { Int32($0 / groupSize) }
             if actOrder { gIdx.shuffle(using: &filler) }
-            return PackedLinear(outFeatures: rows, inFeatures: columns, bits: bits, groupSize: groupSize,
-                                qweight: qweight, qzeros: qzeros, scales: scales, gIdx: gIdx)
+            return PackedLinear(
+                outFeatures: rows, inFeatures: columns, bits: bits, groupSize: groupSize,
+                qweight: qweight, qzeros: qzeros, scales: scales, gIdx: gIdx)
         }
 
         struct Format {
@@ -121,7 +133,7 @@ extension PMQ {
                 sink += format.run(prefillX, prefill, c)[0]
                 prefillTimes.append(seconds(since: start))
             }
-            if sink.isNaN { emit("") }   // keep the results alive
+            if sink.isNaN { emit("") } // keep the results alive
             return Timing(decode: median(decode), bestDecode: decode.min()!, prefill: median(prefillTimes))
         }
 
@@ -139,56 +151,93 @@ extension PMQ {
                     var f = Filler(state: 100 + UInt64(c))
                     return Matrix(rows: rows, columns: columns, floats: (0..<weights).map { _ in f.float() })
                 }
-                formats.append(Format(name: "f32", bytes: 4 * weights, run: { Kernels.linear($0, tokens: $1, matrix: matrices[$2]) }, copies: count))
+                formats.append(
+                    Format(
+                        name: "f32", bytes: 4 * weights, run: { Kernels.linear($0, tokens: $1, matrix: matrices[$2]) },
+                        copies: count))
             }
             do {
                 let count = copies(2 * weights)
                 let matrices = (0..<count).map { c -> Matrix in
                     var f = Filler(state: 200 + UInt64(c))
-                    return Matrix(rows: rows, columns: columns, storage: .bf16((0..<weights).map { _ in UInt16(truncatingIfNeeded: f.float().bitPattern >> 16) }))
+                    return Matrix(
+                        rows: rows, columns: columns,
+                        storage: .bf16(
+                            (0..<weights).map { _ in UInt16(truncatingIfNeeded: f.float().bitPattern >> 16) }))
                 }
-                formats.append(Format(name: "bf16", bytes: 2 * weights, run: { Kernels.linear($0, tokens: $1, matrix: matrices[$2]) }, copies: count))
+                formats.append(
+                    Format(
+                        name: "bf16", bytes: 2 * weights, run: { Kernels.linear($0, tokens: $1, matrix: matrices[$2]) },
+                        copies: count))
             }
             for actOrder in actOrder ? [false, true] : [false] {
                 for bits in try parsedWidths() {
-                    let bytes = Int(PackedLayout(outFeatures: rows, inFeatures: columns, bits: bits, groupSize: groupSize).totalBytes)
+                    let bytes = Int(
+                        PackedLayout(outFeatures: rows, inFeatures: columns, bits: bits, groupSize: groupSize)
+                            .totalBytes)
                     let count = copies(bytes)
-                    let layers = (0..<count).map { packed(bits: bits, actOrder: actOrder, seed: UInt64(1000 * bits + $0)) }
+                    let layers = (0..<count).map {
+                        packed(bits: bits, actOrder: actOrder, seed: UInt64(1000 * bits + $0))
+                    }
                     let natural = !actOrder
-                    formats.append(Format(name: "\(bits)-bit" + (actOrder ? " act-order" : ""), bytes: bytes,
-                                          run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) }, copies: count))
+                    formats.append(
+                        Format(
+                            name: "\(bits)-bit" + (actOrder ? " act-order" : ""), bytes: bytes,
+                            run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) },
+                            copies: count))
                     if int8Activations && !actOrder && [1, 2, 4].contains(bits) {
-                        formats.append(Format(name: "\(bits)-bit int8", bytes: bytes, run: {
-                            Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural, int8Activations: true)
-                        }, copies: count))
+                        formats.append(
+                            Format(
+                                name: "\(bits)-bit int8", bytes: bytes,
+                                run: {
+                                    Kernels.linear(
+                                        $0, tokens: $1, packed: layers[$2], naturalOrder: natural, int8Activations: true
+                                    )
+                                }, copies: count))
                     }
                     if actOrder {
                         // The same layers rewritten at load so that groups are contiguous.
                         let reordered = layers.map { Kernels.groupContiguous($0)! }
-                        formats.append(Format(name: "\(bits)-bit act-ord.seq", bytes: bytes,
-                                              run: { Kernels.linear($0, tokens: $1, packed: reordered[$2].reordered, inputOrder: reordered[$2].inputOrder) },
-                                              copies: count))
+                        formats.append(
+                            Format(
+                                name: "\(bits)-bit act-ord.seq", bytes: bytes,
+                                run: {
+                                    Kernels.linear(
+                                        $0, tokens: $1, packed: reordered[$2].reordered,
+                                        inputOrder: reordered[$2].inputOrder)
+                                },
+                                copies: count))
                     }
                 }
             }
 
             let bandwidth = MemoryBandwidth.measure()
-            emit(String(format: "linear [%d, %d], group size %d; memory read bandwidth (all %d cores): %.1f GB/s",
-                        rows, columns, groupSize, ProcessInfo.processInfo.activeProcessorCount, bandwidth / 1e9))
-            emit("decode: median of \(repeats) matvecs; prefill: \(prefill) tokens, median of \(prefillRepeats); each format cycles through distinct copies (≥ \(streamBytes >> 20) MB)")
-            emit("format            weights MB  decode ms   GB/s  %bw   ×f32   ×bf16  (best ms) | prefill ms  GFLOP/s   ×f32   ×bf16")
+            emit(
+                String(
+                    format: "linear [%d, %d], group size %d; memory read bandwidth (all %d cores): %.1f GB/s",
+                    rows, columns, groupSize, ProcessInfo.processInfo.activeProcessorCount, bandwidth / 1e9))
+            emit(
+                "decode: median of \(repeats) matvecs; prefill: \(prefill) tokens, median of \(prefillRepeats); each "
+                    + "format cycles through distinct copies (≥ \(streamBytes >> 20) MB)"
+            )
+            emit(
+                "format            weights MB  decode ms   GB/s  %bw   ×f32   ×bf16  (best ms) | prefill ms  GFLOP/s "
+                    + "  ×f32   ×bf16"
+            )
             var timings: [String: Timing] = [:]
             for format in formats {
                 let timing = time(format, decodeX: decodeX, prefillX: prefillX)
                 timings[format.name] = timing
                 let f32 = timings["f32"] ?? timing, bf16 = timings["bf16"] ?? timing
                 let rate = Double(format.bytes) / timing.decode
-                emit(String(format: "%@ %10.1f %10.4f %6.1f %4.0f%% %6.2f %7.2f  (%7.4f) | %10.3f %8.1f %6.2f %7.2f",
-                            format.name.padding(toLength: 17, withPad: " ", startingAt: 0), Double(format.bytes) / 1e6,
-                            timing.decode * 1e3, rate / 1e9, 100 * rate / bandwidth,
-                            f32.decode / timing.decode, bf16.decode / timing.decode, timing.bestDecode * 1e3,
-                            timing.prefill * 1e3, 2 * Double(weights) * Double(prefill) / timing.prefill / 1e9,
-                            f32.prefill / timing.prefill, bf16.prefill / timing.prefill))
+                emit(
+                    String(
+                        format: "%@ %10.1f %10.4f %6.1f %4.0f%% %6.2f %7.2f  (%7.4f) | %10.3f %8.1f %6.2f %7.2f",
+                        format.name.padding(toLength: 17, withPad: " ", startingAt: 0), Double(format.bytes) / 1e6,
+                        timing.decode * 1e3, rate / 1e9, 100 * rate / bandwidth,
+                        f32.decode / timing.decode, bf16.decode / timing.decode, timing.bestDecode * 1e3,
+                        timing.prefill * 1e3, 2 * Double(weights) * Double(prefill) / timing.prefill / 1e9,
+                        f32.prefill / timing.prefill, bf16.prefill / timing.prefill))
             }
         }
     }

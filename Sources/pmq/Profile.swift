@@ -16,10 +16,13 @@ extension PMQ {
     struct ProfileRun: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "run",
-            abstract: "Measure every expert: routing frequency and mass, and GPTQ output error at each candidate width.",
+            abstract:
+                "Measure every expert: routing frequency and mass, and GPTQ output error at each candidate width.",
             discussion: """
-            Writes a pmq-profile v1 file that `pmq solve` reads unchanged. Layer by layer; each finished             layer is saved in OUT.partial/, and a rerun with the same inputs continues after the last             finished layer. --layers 4..<8 profiles a slice (join slices with `pmq profile merge`).
-            """
+                Writes a pmq-profile v1 file that `pmq solve` reads unchanged. Layer by layer; each finished \
+                layer is saved in OUT.partial/, and a rerun with the same inputs continues after the last \
+                finished layer. --layers 4..<8 profiles a slice (join slices with `pmq profile merge`).
+                """
         )
 
         @Option(help: ArgumentHelp("Hugging Face model directory.", valueName: "dir"))
@@ -36,14 +39,19 @@ extension PMQ {
         @Option(help: ArgumentHelp("Output profile JSON.", valueName: "file"))
         var out: String
 
-        @Option(help: ArgumentHelp("Profile only these decoder layers, e.g. 4..<8 (default: all).", valueName: "a..<b"),
-                transform: parseLayerRange)
+        @Option(
+            help: ArgumentHelp("Profile only these decoder layers, e.g. 4..<8 (default: all).", valueName: "a..<b"),
+            transform: parseLayerRange)
         var layers: Range<Int>?
 
-        @Option(name: .customLong("sensitivity-windows"), help: "Calibration windows for the layer-sensitivity stage (0: skip it; whole-model runs only).")
+        @Option(
+            name: .customLong("sensitivity-windows"),
+            help: "Calibration windows for the layer-sensitivity stage (0: skip it; whole-model runs only).")
         var sensitivityWindows: Int = 8
 
-        @Option(name: .customLong("sensitivity-width"), help: "Width each layer is quantized at to measure its sensitivity (default: the smallest candidate ≥ 2).")
+        @Option(
+            name: .customLong("sensitivity-width"),
+            help: "Width each layer is quantized at to measure its sensitivity (default: the smallest candidate ≥ 2).")
         var sensitivityWidth: Int?
 
         @Flag(help: "No progress on stderr.")
@@ -51,7 +59,9 @@ extension PMQ {
 
         func validate() throws {
             guard sensitivityWindows >= 0 else { throw ValidationError("--sensitivity-windows must be ≥ 0") }
-            if let sensitivityWidth, !widths.contains(sensitivityWidth) { throw ValidationError("--sensitivity-width must be one of --widths") }
+            if let sensitivityWidth, !widths.contains(sensitivityWidth) {
+                throw ValidationError("--sensitivity-width must be one of --widths")
+            }
             guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
             for width in widths where ![1, 2, 3, 4, 8].contains(width) {
                 throw ValidationError("--widths: \(width) is not one of 1, 2, 3, 4, 8")
@@ -63,20 +73,29 @@ extension PMQ {
             let loaded = try MoEModel(directory: model, lazy: true)
             let file = try TokenFile(path: calibration.calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
-            let profiler = Profiler(model: loaded, options: .init(widths: widths, groupSize: groupSize, sequenceLength: calibration.seqLen,
-                                                                  samples: calibration.samples, dampening: calibration.dampening,
-                                                                  actOrder: calibration.actOrder, clipSearch: calibration.clip,
-                                                                  sensitivityWindows: sensitivityWindows, sensitivityWidth: sensitivityWidth))
+            let profiler = Profiler(
+                model: loaded,
+                options: .init(
+                    widths: widths, groupSize: groupSize, sequenceLength: calibration.seqLen,
+                    samples: calibration.samples, dampening: calibration.dampening,
+                    actOrder: calibration.actOrder, clipSearch: calibration.clip,
+                    sensitivityWindows: sensitivityWindows, sensitivityWidth: sensitivityWidth))
             let progress = StagedProgress("profile", quiet: quiet)
             let partial = out + ".partial"
-            let document = try profiler.run(tokens: file.tokens, description: "\(calibration.calib): \(calibration.samples) windows of \(calibration.seqLen) tokens",
-                                            layers: layers, checkpointDirectory: partial, progress: progress.update)
+            let document = try profiler.run(
+                tokens: file.tokens,
+                description: "\(calibration.calib): \(calibration.samples) windows of \(calibration.seqLen) tokens",
+                layers: layers, checkpointDirectory: partial, progress: progress.update)
             progress.finish()
             try document.write(to: out)
             try? FileManager.default.removeItem(atPath: partial)
             let experts = document.layers.reduce(0) { $0 + $1.experts.count }
             let unreached = document.layers.flatMap(\.experts).filter { $0.tokens == 0 }.count
-            print("\(out): \(document.layers.count) MoE layers, \(experts) experts, widths \(widths.map(String.init).joined(separator: ",")), \(document.calibration.tokens) calibration tokens\(unreached > 0 ? ", \(unreached) experts never routed to" : "")")
+            print(
+                "\(out): \(document.layers.count) MoE layers, \(experts) experts, widths "
+                    + "\(widths.map(String.init).joined(separator: ",")), \(document.calibration.tokens) calibration "
+                    + "tokens\(unreached > 0 ? ", \(unreached) experts never routed to" : "")"
+            )
         }
     }
 }
@@ -107,26 +126,33 @@ extension PMQ {
             var merged: ModelFormat.Profile? = nil
             var seen = Set<Int>()
             for path in slices {
-                guard let data = FileManager.default.contents(atPath: path) else { throw ModelFormatError(file: path, "cannot read") }
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw ModelFormatError(file: path, "cannot read")
+                }
                 let slice: ModelFormat.Profile
                 do { slice = try JSONDecoder().decode(ModelFormat.Profile.self, from: data) } catch {
                     throw ModelFormatError(file: path, "not a pmq profile")
                 }
                 if let first = merged {
                     guard slice.model.name == first.model.name, slice.model.architecture == first.model.architecture,
-                          slice.widths == first.widths, slice.groupSize == first.groupSize,
-                          slice.calibration.tokens == first.calibration.tokens, slice.calibration.description == first.calibration.description else {
-                        throw ModelFormatError(file: path, "model, widths, group size or calibration differ from \(slices[0])")
+                        slice.widths == first.widths, slice.groupSize == first.groupSize,
+                        slice.calibration.tokens == first.calibration.tokens,
+                        slice.calibration.description == first.calibration.description
+                    else {
+                        throw ModelFormatError(
+                            file: path, "model, widths, group size or calibration differ from \(slices[0])")
                     }
                 }
                 for layer in slice.layers {
-                    guard seen.insert(layer.index).inserted else { throw ModelFormatError(file: path, "layer \(layer.index) is in two slices") }
+                    guard seen.insert(layer.index).inserted else {
+                        throw ModelFormatError(file: path, "layer \(layer.index) is in two slices")
+                    }
                 }
                 if merged == nil {
                     merged = slice
                 } else {
                     merged!.layers += slice.layers
-                    merged!.seconds = (merged!.seconds ?? 0) + (slice.seconds ?? 0)   // total work, not elapsed time
+                    merged!.seconds = (merged!.seconds ?? 0) + (slice.seconds ?? 0) // total work, not elapsed time
                 }
             }
             merged!.layers.sort { $0.index < $1.index }

@@ -8,7 +8,9 @@ extension PMQ {
     struct RuntimeBench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "runtime",
-            abstract: "Prefill and decode tokens/s, peak RSS and weight streaming rate of the float runtime, against the scalar kernels and the machine's memory bandwidth."
+            abstract:
+                "Prefill and decode tokens/s, peak RSS and weight streaming rate of the float runtime, against the "
+                + "scalar kernels and the machine's memory bandwidth."
         )
 
         @Option(help: ArgumentHelp("Hugging Face model directory.", valueName: "dir"))
@@ -26,8 +28,9 @@ extension PMQ {
         @Flag(name: .customLong("skip-reference"), help: "Do not time the scalar reference kernels.")
         var skipReference = false
 
-        @Flag(name: .customLong("int8-activations"),
-              help: "Decode 1-, 2- and 4-bit packed linears with int8 activations (integer dot products; not bit-exact).")
+        @Flag(
+            name: .customLong("int8-activations"),
+            help: "Decode 1-, 2- and 4-bit packed linears with int8 activations (integer dot products; not bit-exact).")
         var int8Activations = false
 
         func run() throws {
@@ -43,16 +46,25 @@ extension PMQ {
             func bytes(_ role: TensorRole) -> Double { Double(loaded.matrix(role).byteCount) }
             var bytesPerToken = bytes(config.tieWordEmbeddings ? .embeddings : .lmHead)
             for layer in 0..<config.layerCount {
-                bytesPerToken += [TensorRole.query(layer: layer), .key(layer: layer), .value(layer: layer), .output(layer: layer)].map(bytes).reduce(0, +)
+                bytesPerToken += [
+                    TensorRole.query(layer: layer), .key(layer: layer), .value(layer: layer), .output(layer: layer),
+                ].map(bytes).reduce(0, +)
                 if config.moeLayers[layer] {
                     bytesPerToken += bytes(.router(layer: layer))
-                    let experts = (0..<config.expertCount).map { TensorRole.expertLinears(layer: layer, expert: $0).map(bytes).reduce(0, +) }
+                    let experts = (0..<config.expertCount).map {
+                        TensorRole.expertLinears(layer: layer, expert: $0).map(bytes).reduce(0, +)
+                    }
                     bytesPerToken += Double(config.routing.topK) * experts.reduce(0, +) / Double(config.expertCount)
                     if config.sharedExpertIntermediateSize > 0 {
-                        bytesPerToken += [TensorRole.sharedExpertGate(layer: layer), .sharedExpertUp(layer: layer), .sharedExpertDown(layer: layer)].map(bytes).reduce(0, +)
+                        bytesPerToken += [
+                            TensorRole.sharedExpertGate(layer: layer), .sharedExpertUp(layer: layer),
+                            .sharedExpertDown(layer: layer),
+                        ].map(bytes).reduce(0, +)
                     }
                 } else {
-                    bytesPerToken += [TensorRole.denseGate(layer: layer), .denseUp(layer: layer), .denseDown(layer: layer)].map(bytes).reduce(0, +)
+                    bytesPerToken += [
+                        TensorRole.denseGate(layer: layer), .denseUp(layer: layer), .denseDown(layer: layer),
+                    ].map(bytes).reduce(0, +)
                 }
             }
             let bytesPerWeight = Double(loaded.weightBytes) / Double(loaded.parameterCount)
@@ -71,19 +83,37 @@ extension PMQ {
                 return (prefillRates.sorted()[prefillRates.count / 2], decodeRates.sorted()[decodeRates.count / 2])
             }
             let fast = try measure()
-            let peakRSS = Evaluation.peakResidentBytes()   // before the bandwidth probe's 1 GB buffer
+            let peakRSS = Evaluation.peakResidentBytes() // before the bandwidth probe's 1 GB buffer
             let bandwidth = MemoryBandwidth.measure()
-            emit("model \(model): \(config.architecture.rawValue), \(config.layerCount) layers, hidden \(config.hiddenSize), \(config.expertCount) experts of \(config.expertIntermediateSize), top-\(config.routing.topK)")
+            emit(
+                "model \(model): \(config.architecture.rawValue), \(config.layerCount) layers, hidden "
+                    + "\(config.hiddenSize), \(config.expertCount) experts of \(config.expertIntermediateSize), "
+                    + "top-\(config.routing.topK)"
+            )
             emit(String(format: "memory read bandwidth (all cores): %.1f GB/s", bandwidth / 1e9))
-            emit(String(format: "SIMD kernels:   prefill %8.1f tokens/s   decode %7.2f tokens/s   streaming %.2f GB/s = %.0f%% of bandwidth",
-                        fast.prefill, fast.decode, fast.decode * bytesPerToken / 1e9, 100 * fast.decode * bytesPerToken / bandwidth))
+            emit(
+                String(
+                    format:
+                        "SIMD kernels:   prefill %8.1f tokens/s   decode %7.2f tokens/s   streaming %.2f GB/s = "
+                        + "%.0f%% of bandwidth",
+                    fast.prefill, fast.decode, fast.decode * bytesPerToken / 1e9,
+                    100 * fast.decode * bytesPerToken / bandwidth))
             if !skipReference {
                 let reference = try Kernels.$useReferenceKernels.withValue(true) { try measure() }
-                emit(String(format: "scalar kernels: prefill %8.1f tokens/s   decode %7.2f tokens/s   (SIMD speed-up: prefill %.1f×, decode %.1f×)",
-                            reference.prefill, reference.decode, fast.prefill / reference.prefill, fast.decode / reference.decode))
+                emit(
+                    String(
+                        format:
+                            "scalar kernels: prefill %8.1f tokens/s   decode %7.2f tokens/s   (SIMD speed-up: "
+                            + "prefill %.1f×, decode %.1f×)",
+                        reference.prefill, reference.decode, fast.prefill / reference.prefill,
+                        fast.decode / reference.decode))
             }
-            emit(String(format: "peak RSS %.1f MB (weights in memory: %.1f MB, %.2f bytes per weight; a decode token reads %.1f MB)",
-                        Double(peakRSS) / 1e6, Double(loaded.weightBytes) / 1e6, bytesPerWeight, bytesPerToken / 1e6))
+            emit(
+                String(
+                    format:
+                        "peak RSS %.1f MB (weights in memory: %.1f MB, %.2f bytes per weight; a decode token reads "
+                        + "%.1f MB)",
+                    Double(peakRSS) / 1e6, Double(loaded.weightBytes) / 1e6, bytesPerWeight, bytesPerToken / 1e6))
         }
     }
 }

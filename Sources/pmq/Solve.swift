@@ -7,10 +7,10 @@ extension PMQ {
         static let configuration = CommandConfiguration(
             abstract: "Allocate one bit width per expert under a size budget (integer program, CBC).",
             discussion: """
-            Minimises Σ s_e · err(e,b)^α over one width per expert, with s_e = freq^α · mass^β \
-            normalised within each layer. --bits bounds the nominal average (Σ params·bits ≤ B·Σ params); \
-            --size bounds the real packed bytes, scales and zeros included.
-            """
+                Minimises Σ s_e · err(e,b)^α over one width per expert, with s_e = freq^α · mass^β \
+                normalised within each layer. --bits bounds the nominal average (Σ params·bits ≤ B·Σ params); \
+                --size bounds the real packed bytes, scales and zeros included.
+                """
         )
 
         @OptionGroup var allocation: AllocationOptions
@@ -35,10 +35,14 @@ extension PMQ {
             let problem = try model.makeProblem(profile, budget: budget, file: allocation.profile)
             let options = allocation.solveOptions
             let result = try Allocator.solve(problem, options: options)
-            let report = AllocationReport(profile: profile, profilePath: allocation.profile, problem: problem,
-                                          allocation: result, budget: budget, model: model, options: options)
+            let report = AllocationReport(
+                profile: profile, profilePath: allocation.profile, problem: problem,
+                allocation: result, budget: budget, model: model, options: options)
             if let out { try AtomicFile.writeJSON(report, to: out) }
-            print("\(profile.model.name): \(profile.expertCount) experts in \(profile.layers.count) layers, budget \(budget), scope \(model.scope.rawValue)")
+            print(
+                "\(profile.model.name): \(profile.expertCount) experts in \(profile.layers.count) layers, budget "
+                    + "\(budget), scope \(model.scope.rawValue)"
+            )
             print(report.summary())
             if let out { print("report: \(out)") }
         }

@@ -7,9 +7,9 @@ extension PMQ {
         static let configuration = CommandConfiguration(
             abstract: "Solve a range of budgets and write the size/loss Pareto front (JSON, CSV, SVG).",
             discussion: """
-            --from and --to are both average bits (1.5, 3.0) or both sizes (10GB, 20GB). Each solve \
-            starts from the previous solution. Writes DIR/front.json, DIR/front.csv and DIR/front.svg.
-            """
+                --from and --to are both average bits (1.5, 3.0) or both sizes (10GB, 20GB). Each solve \
+                starts from the previous solution. Writes DIR/front.json, DIR/front.csv and DIR/front.svg.
+                """
         )
 
         @OptionGroup var allocation: AllocationOptions
@@ -26,7 +26,9 @@ extension PMQ {
         @Option(help: ArgumentHelp("Output directory.", valueName: "dir"))
         var out: String
 
-        @Flag(name: .customLong("save-allocations"), help: "Also write each point's allocation report to DIR/allocations/.")
+        @Flag(
+            name: .customLong("save-allocations"),
+            help: "Also write each point's allocation report to DIR/allocations/.")
         var saveAllocations = false
 
         @Flag(help: "No progress on stderr.")
@@ -44,18 +46,27 @@ extension PMQ {
             let profile = try allocation.loadProfile()
             let model = allocation.costModel
             let progress = Progress("sweep", quiet: quiet)
-            let result = try ParetoSweep.run(profile: profile, profilePath: allocation.profile, model: model,
-                                             budgets: budgets, options: allocation.solveOptions) { done, total, point in
-                progress.update(done: done, total: total, detail: "budget \(String(format: "%.4g", point.budget)) \(point.budgetKind): \(point.status)")
+            let result = try ParetoSweep.run(
+                profile: profile, profilePath: allocation.profile, model: model,
+                budgets: budgets, options: allocation.solveOptions
+            ) { done, total, point in
+                progress.update(
+                    done: done, total: total,
+                    detail: "budget \(String(format: "%.4g", point.budget)) \(point.budgetKind): \(point.status)")
             }
             progress.finish()
-            try FrontWriters.write(result, profile: profile, profilePath: allocation.profile, model: model,
-                                   directory: out, saveAllocations: saveAllocations)
-            print("\(profile.model.name): \(points) budgets, scope \(model.scope.rawValue), \(String(format: "%.2f", result.seconds)) s")
+            try FrontWriters.write(
+                result, profile: profile, profilePath: allocation.profile, model: model,
+                directory: out, saveAllocations: saveAllocations)
+            print(
+                "\(profile.model.name): \(points) budgets, scope \(model.scope.rawValue), "
+                    + "\(String(format: "%.2f", result.seconds)) s"
+            )
             print("budget      status      avg bits  eff bits  size          loss          gap       dominated")
             for point in result.points {
                 let cells = [
-                    String(format: "%-11.5g", point.budget), point.status.padding(toLength: 11, withPad: " ", startingAt: 0),
+                    String(format: "%-11.5g", point.budget),
+                    point.status.padding(toLength: 11, withPad: " ", startingAt: 0),
                     point.averageBits.map { String(format: "%-9.4f", $0) } ?? "-        ",
                     point.effectiveBits.map { String(format: "%-9.4f", $0) } ?? "-        ",
                     (point.bytes.map(formatGB) ?? "-").padding(toLength: 13, withPad: " ", startingAt: 0),

@@ -6,7 +6,9 @@ extension PMQ {
         static let configuration = CommandConfiguration(
             commandName: "synth-profile",
             abstract: "Write a seeded synthetic profile of a real MoE shape (for solver tests and benchmarks).",
-            discussion: "Shapes: \(SyntheticProfile.shapes.keys.sorted().joined(separator: ", ")). Statistics are drawn, not measured; the model name says so."
+            discussion:
+                "Shapes: \(SyntheticProfile.shapes.keys.sorted().joined(separator: ", ")). Statistics are drawn, not "
+                + "measured; the model name says so."
         )
 
         @Option(help: "Model shape.")
@@ -23,7 +25,9 @@ extension PMQ {
 
         func validate() throws {
             guard SyntheticProfile.shapes[shape] != nil else {
-                throw ValidationError("unknown shape '\(shape)' (known: \(SyntheticProfile.shapes.keys.sorted().joined(separator: ", ")))")
+                throw ValidationError(
+                    "unknown shape '\(shape)' (known: \(SyntheticProfile.shapes.keys.sorted().joined(separator: ", ")))"
+                )
             }
             guard groupSize > 0 else { throw ValidationError("--group-size must be positive") }
         }
@@ -32,7 +36,10 @@ extension PMQ {
             let synthetic = SyntheticProfile(shape: SyntheticProfile.shapes[shape]!, seed: seed, groupSize: groupSize)
             try synthetic.document().write(to: out)
             let shape = synthetic.shape
-            print("wrote \(out): \(shape.layers) layers × \(shape.experts) experts, widths \(shape.widths.map(String.init).joined(separator: ","))")
+            print(
+                "wrote \(out): \(shape.layers) layers × \(shape.experts) experts, widths "
+                    + "\(shape.widths.map(String.init).joined(separator: ","))"
+            )
         }
     }
 }

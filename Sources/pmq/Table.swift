@@ -6,7 +6,9 @@ extension PMQ {
     struct Table: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "One table from several `pmq eval --json` results (Markdown).",
-            discussion: "Each row is LABEL=FILE. Columns: held-out perplexity, expert bytes, average and effective bits of the experts, experts run per token, decode tokens/s."
+            discussion:
+                "Each row is LABEL=FILE. Columns: held-out perplexity, expert bytes, average and effective bits of "
+                + "the experts, experts run per token, decode tokens/s."
         )
 
         @Argument(help: ArgumentHelp("Rows: LABEL=eval.json.", valueName: "label=file"))
@@ -26,23 +28,34 @@ extension PMQ {
         }
 
         func run() throws {
-            var lines = ["| configuration | perplexity | expert bytes | avg bits | effective bits | experts/token | decode tok/s |",
-                         "|---|---:|---:|---:|---:|---:|---:|"]
+            var lines = [
+                "| configuration | perplexity | expert bytes | avg bits | effective bits | experts/token | decode "
+                    + "tok/s |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
             var tokens: Set<Int> = []
             for spec in rows {
-                guard let split = spec.firstIndex(of: "=") else { throw ValidationError("row '\(spec)' is not LABEL=FILE") }
+                guard let split = spec.firstIndex(of: "=") else {
+                    throw ValidationError("row '\(spec)' is not LABEL=FILE")
+                }
                 let label = String(spec[..<split]), path = String(spec[spec.index(after: split)...])
-                guard let data = FileManager.default.contents(atPath: path) else { throw ModelFormatError(file: path, "cannot read") }
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw ModelFormatError(file: path, "cannot read")
+                }
                 let row: Row
                 do { row = try JSONDecoder().decode(Row.self, from: data) } catch {
                     throw ModelFormatError(file: path, "not a `pmq eval --json` result (\(error))")
                 }
                 tokens.insert(row.tokens)
-                lines.append(String(format: "| %@ | %.3f | %@ | %.3f | %.3f | %.3f | %@ |", label, row.perplexity,
-                                    Self.grouped(row.expertBytes), row.averageBits, row.effectiveBits, row.expertsPerToken,
-                                    row.decodeTokensPerSecond > 0 ? String(format: "%.1f", row.decodeTokensPerSecond) : "–"))
+                lines.append(
+                    String(
+                        format: "| %@ | %.3f | %@ | %.3f | %.3f | %.3f | %@ |", label, row.perplexity,
+                        Self.grouped(row.expertBytes), row.averageBits, row.effectiveBits, row.expertsPerToken,
+                        row.decodeTokensPerSecond > 0 ? String(format: "%.1f", row.decodeTokensPerSecond) : "–"))
             }
-            if tokens.count > 1 { printError("warning: the rows were evaluated on different token counts \(tokens.sorted())") }
+            if tokens.count > 1 {
+                printError("warning: the rows were evaluated on different token counts \(tokens.sorted())")
+            }
             let table = lines.joined(separator: "\n")
             print(table)
             if let out { try AtomicFile.write(Data((table + "\n").utf8), to: out) }

@@ -23,10 +23,15 @@ extension PMQ {
             do { data = try Data(contentsOf: URL(fileURLWithPath: text)) } catch {
                 throw ModelFormatError(file: text, "cannot read: \((error as NSError).localizedDescription)")
             }
-            guard let content = String(data: data, encoding: .utf8) else { throw ModelFormatError(file: text, "not UTF-8 text") }
+            guard let content = String(data: data, encoding: .utf8) else {
+                throw ModelFormatError(file: text, "not UTF-8 text")
+            }
             let ids = tokenizer.encode(content)
             try TokenFile.write(ids, to: out)
-            print("\(out): \(ids.count) tokens from \(data.count) bytes (\(String(format: "%.2f", Double(data.count) / Double(max(ids.count, 1)))) bytes/token)")
+            print(
+                "\(out): \(ids.count) tokens from \(data.count) bytes "
+                    + "(\(String(format: "%.2f", Double(data.count) / Double(max(ids.count, 1)))) bytes/token)"
+            )
         }
     }
 }

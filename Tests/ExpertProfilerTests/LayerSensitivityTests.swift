@@ -21,19 +21,24 @@ import Testing
             for expert in 0..<config.expertCount {
                 for role in TensorRole.expertLinears(layer: layer, expert: expert) {
                     let weight = model.matrix(role)
-                    let result = gptq.roundToNearest(weight: weight.floats, rows: weight.rows, columns: weight.columns, hessian: nil, bits: 2)
-                    references[layer, default: [:]][role] = PackedLinear(packing: result, rows: weight.rows, columns: weight.columns, bits: 2, groupSize: 16)
+                    let result = gptq.roundToNearest(
+                        weight: weight.floats, rows: weight.rows, columns: weight.columns, hessian: nil, bits: 2)
+                    references[layer, default: [:]][role] = PackedLinear(
+                        packing: result, rows: weight.rows, columns: weight.columns, bits: 2, groupSize: 16)
                 }
             }
         }
-        let measured = try LayerSensitivity.measure(model: model, tokens: tokens, windows: 2, sequenceLength: 16, references: references) { _, _, _ in }
+        let measured = try LayerSensitivity.measure(
+            model: model, tokens: tokens, windows: 2, sequenceLength: 16, references: references
+        ) { _, _, _ in }
         #expect(measured.map(\.layer) == [0, 1])
         // Independent: the whole forward pass (`logits`) on an eager model with the layer replaced.
         func meanNLL(_ model: MoEModel) throws -> Double {
             var total = 0.0
             for window in 0..<2 {
                 let ids = Array(tokens[(window * 16)..<((window + 1) * 16)])
-                total += Evaluation.negativeLogLikelihood(logits: try ForwardPass(model: model).logits(ids), tokens: ids, vocab: config.vocabSize)
+                total += Evaluation.negativeLogLikelihood(
+                    logits: try ForwardPass(model: model).logits(ids), tokens: ids, vocab: config.vocabSize)
             }
             return total / Double(2 * 15)
         }
@@ -41,7 +46,9 @@ import Testing
         for entry in measured {
             let quantized = try MoEModel(directory: directory)
             for (role, linear) in references[entry.layer]! {
-                quantized.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
+                quantized.replace(
+                    role,
+                    with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
             }
             let expected = try meanNLL(quantized) - float
             #expect(abs(entry.deltaNLL - expected) <= 1e-5, "layer \(entry.layer): \(entry.deltaNLL) vs \(expected)")

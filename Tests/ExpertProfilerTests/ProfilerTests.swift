@@ -19,8 +19,10 @@ import Testing
         let probabilities = try reference.floats("router_probs")
         let model = try MoEModel(directory: directory)
         let config = model.config
-        let document = try Profiler(model: model, options: .init(widths: [2, 4], groupSize: 16, sequenceLength: ids.count, samples: 1))
-            .run(tokens: ids, description: "fixture")
+        let document = try Profiler(
+            model: model, options: .init(widths: [2, 4], groupSize: 16, sequenceLength: ids.count, samples: 1)
+        )
+        .run(tokens: ids, description: "fixture")
         let k = config.routing.topK, experts = config.expertCount
         #expect(document.layers.count == config.moeLayers.filter { $0 }.count)
         for layer in document.layers {
@@ -38,9 +40,13 @@ import Testing
                 #expect(abs(expert.mass - mass) <= 1e-5, "layer \(layer.index) expert \(expert.index)")
                 let errors = expert.error.entries.map(\.value)
                 #expect(errors.count == 2 && errors[0] >= errors[1], "error must not rise with width: \(errors)")
-                #expect(expert.bytes.entries.map(\.value) == [2, 4].map {
-                    PackedLayout.expertBytes(hidden: config.hiddenSize, intermediate: config.expertIntermediateSize, bits: $0, groupSize: 16)
-                })
+                #expect(
+                    expert.bytes.entries.map(\.value)
+                        == [2, 4].map {
+                            PackedLayout.expertBytes(
+                                hidden: config.hiddenSize, intermediate: config.expertIntermediateSize, bits: $0,
+                                groupSize: 16)
+                        })
             }
         }
     }
@@ -65,7 +71,9 @@ import Testing
 }
 
 @Suite struct ProfilerSliceTests {
-    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false) throws -> Profile {
+    static func run(layers: Range<Int>? = nil, checkpoint: String? = nil, widths: [Int] = [2, 3], lazy: Bool = false)
+        throws -> Profile
+    {
         let directory = TestFixtures.tiny.appendingPathComponent("qwen3_moe").path
         let model = try MoEModel(directory: directory, lazy: lazy)
         let tokens = (0..<48).map { ($0 * 29 + 3) % 96 }
@@ -102,19 +110,23 @@ import Testing
     }
 
     @Test func resumesFromSavedLayersAndRefusesAnotherRun() throws {
-        let checkpoint = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-resume-\(UUID().uuidString)").path
+        let checkpoint = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "pmq-resume-\(UUID().uuidString)"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: checkpoint) }
         let whole = try Self.run(checkpoint: checkpoint)
         #expect(FileManager.default.fileExists(atPath: checkpoint + "/layer-1.json"))
         // A saved layer is used as is on the next run: mark it and see the mark come back.
-        var saved = try JSONDecoder().decode(Profile.Layer.self, from: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/layer-1.json")))
+        var saved = try JSONDecoder().decode(
+            Profile.Layer.self, from: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/layer-1.json")))
         saved.experts[0].note = "from the checkpoint"
         try JSONEncoder().encode(saved).write(to: URL(fileURLWithPath: checkpoint + "/layer-1.json"))
         let resumed = try Self.run(checkpoint: checkpoint)
         #expect(resumed.layers[1].experts[0].note == "from the checkpoint")
         #expect(resumed.layers[0].experts.map(\.freq) == whole.layers[0].experts.map(\.freq))
         // The reference-width experts saved with each layer give the same sensitivities.
-        #expect(resumed.layers.map(\.sensitivity) == whole.layers.map(\.sensitivity) && whole.layers[0].sensitivity != nil)
+        #expect(
+            resumed.layers.map(\.sensitivity) == whole.layers.map(\.sensitivity) && whole.layers[0].sensitivity != nil)
         // Other settings: refused, not mixed.
         #expect(throws: ModelFormatError.self) { try Self.run(checkpoint: checkpoint, widths: [2, 4]) }
     }

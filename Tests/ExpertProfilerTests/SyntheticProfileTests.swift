@@ -20,7 +20,11 @@ import Testing
             let errors = expert.error.entries.map(\.value)
             #expect(zip(errors, errors.dropFirst()).allSatisfy { $0 > $1 }, "error must fall with width")
             let bytes = expert.bytes.entries
-            #expect(bytes.allSatisfy { $0.value == PackedLayout.expertBytes(hidden: 4096, intermediate: 14336, bits: $0.width, groupSize: 128) })
+            #expect(
+                bytes.allSatisfy {
+                    $0.value
+                        == PackedLayout.expertBytes(hidden: 4096, intermediate: 14336, bits: $0.width, groupSize: 128)
+                })
         }
     }
 }

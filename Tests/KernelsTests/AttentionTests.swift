@@ -12,8 +12,12 @@ import Testing
         let cached = (position + count) * kvHeads * dim
         let keys = (0..<cached).map { _ in Float(generator.gaussian()) }
         let values = (0..<cached).map { _ in Float(generator.gaussian()) }
-        let fast = Attention.causal(q: q, keys: keys, values: values, count: count, position: position, heads: heads, kvHeads: kvHeads, dim: dim)
-        let reference = Attention.reference(q: q, keys: keys, values: values, count: count, position: position, heads: heads, kvHeads: kvHeads, dim: dim)
+        let fast = Attention.causal(
+            q: q, keys: keys, values: values, count: count, position: position, heads: heads, kvHeads: kvHeads, dim: dim
+        )
+        let reference = Attention.reference(
+            q: q, keys: keys, values: values, count: count, position: position, heads: heads, kvHeads: kvHeads, dim: dim
+        )
         let worst = zip(fast, reference).map { abs($0 - $1) }.max()!
         #expect(worst <= 1e-5, "max |Δ| = \(worst)")
     }
@@ -29,21 +33,24 @@ import Testing
         let values = (0..<cached).map { _ in Float(generator.gaussian()) }
         let ownKeys = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
         let ownValues = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
-        let fast = Attention.causal(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
-                                          kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))
+        let fast = Attention.causal(
+            q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+            kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))
         let row = kvHeads * dim, rowQ = heads * dim
         for t in 0..<count {
             // Query t alone, over the cache up to its position with its own row last.
             var k = Array(keys[0..<((position + t) * row)]), v = Array(values[0..<((position + t) * row)])
             k += ownKeys[(t * row)..<((t + 1) * row)]
             v += ownValues[(t * row)..<((t + 1) * row)]
-            let expected = Attention.reference(q: Array(q[(t * rowQ)..<((t + 1) * rowQ)]), keys: k, values: v, count: 1,
-                                                           position: position + t, heads: heads, kvHeads: kvHeads, dim: dim)
+            let expected = Attention.reference(
+                q: Array(q[(t * rowQ)..<((t + 1) * rowQ)]), keys: k, values: v, count: 1,
+                position: position + t, heads: heads, kvHeads: kvHeads, dim: dim)
             let worst = zip(expected, fast[(t * rowQ)..<((t + 1) * rowQ)]).map { abs($0 - $1) }.max()!
             #expect(worst <= 1e-5, "query \(t): max |Δ| = \(worst)")
         }
-        let reference = Attention.reference(q: q, keys: keys, values: values, count: count, position: position, heads: heads,
-                                                        kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))
+        let reference = Attention.reference(
+            q: q, keys: keys, values: values, count: count, position: position, heads: heads,
+            kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))
         #expect(zip(fast, reference).map { abs($0 - $1) }.max()! <= 1e-5)
     }
 }

@@ -17,7 +17,9 @@ import Testing
         }
         let a = (0..<(n * n)).map { _ in next() }
         var h = [Double](repeating: 0, count: n * n)
-        for k in 0..<n { for i in 0..<n where a[k * n + i] != 0 { for j in 0..<n { h[i * n + j] += a[k * n + i] * a[k * n + j] } } }
+        for k in 0..<n {
+            for i in 0..<n where a[k * n + i] != 0 { for j in 0..<n { h[i * n + j] += a[k * n + i] * a[k * n + j] } }
+        }
         for i in 0..<n { h[i * n + i] += Double(n) }
         return h
     }
@@ -37,7 +39,9 @@ import Testing
         let n = 150
         var h = Self.spd(n)
         let diagonal = (0..<n).map { h[$0 * n + $0] * 1.5 }
-        let fast = try h.withUnsafeBufferPointer { try Cholesky.upperFactorOfInverse($0.baseAddress!, n: n, diagonal: diagonal) }
+        let fast = try h.withUnsafeBufferPointer {
+            try Cholesky.upperFactorOfInverse($0.baseAddress!, n: n, diagonal: diagonal)
+        }
         for i in 0..<n { h[i * n + i] = diagonal[i] }
         let reference = try Cholesky.referenceUpperFactorOfInverse(h, n: n)
         let scale = reference.map(abs).max()!

@@ -14,8 +14,10 @@ import Testing
         let x = (0..<(tokens * inFeatures)).map { _ in next() }
         let w = (0..<(outFeatures * inFeatures)).map { _ in next() }
         let bias = (0..<outFeatures).map { _ in next() }
-        let fast = Kernels.linear(x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
-        let reference = Kernels.referenceLinear(x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
+        let fast = Kernels.linear(
+            x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
+        let reference = Kernels.referenceLinear(
+            x, tokens: tokens, weight: w, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
         // Different summation order: allow float rounding proportional to the row length.
         let tolerance = Float(inFeatures) * 1e-6 * 4
         #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= tolerance * max(1, abs($1)) })

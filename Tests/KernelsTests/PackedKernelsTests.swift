@@ -21,7 +21,9 @@ import Testing
 
     /// Random tensors of a valid layout: any words are valid codes (and v1 zeros); fp16 scales of
     /// either sign; `g_idx` natural or a random act-order assignment of inputs to groups.
-    static func randomPacked(out: Int, inputs: Int, bits: Int, groupSize: Int, actOrder: Bool = false, seed: UInt64) -> PackedLinear {
+    static func randomPacked(out: Int, inputs: Int, bits: Int, groupSize: Int, actOrder: Bool = false, seed: UInt64)
+        -> PackedLinear
+    {
         var random = Generator(state: seed)
         let layout = PackedLayout(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
         let wordRows = (inputs * bits + 31) / 32
@@ -33,8 +35,9 @@ import Testing
         }
         var gIdx = (0..<inputs).map { Int32($0 / groupSize) }
         if actOrder { gIdx.shuffle(using: &random) }
-        return PackedLinear(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize,
-                            qweight: qweight, qzeros: qzeros, scales: scales, gIdx: gIdx)
+        return PackedLinear(
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize,
+            qweight: qweight, qzeros: qzeros, scales: scales, gIdx: gIdx)
     }
 
     static func randomX(_ count: Int, seed: UInt64) -> [Float] {
@@ -49,8 +52,10 @@ import Testing
         for o in 0..<out {
             for i in 0..<inputs {
                 let g = Int(packed.gIdx[i])
-                terms[o * inputs + i] = abs(Kernels.referenceScale(packed, group: g, output: o))
-                    * (Float(Kernels.referenceCode(packed, output: o, input: i)) + Kernels.referenceZero(packed, group: g, output: o))
+                terms[o * inputs + i] =
+                    abs(Kernels.referenceScale(packed, group: g, output: o))
+                    * (Float(Kernels.referenceCode(packed, output: o, input: i))
+                        + Kernels.referenceZero(packed, group: g, output: o))
             }
         }
         var result = [Float](repeating: 0, count: tokens * out)
@@ -64,8 +69,10 @@ import Testing
         return result
     }
 
-    static func expectClose(_ packed: PackedLinear, tokens: Int, seed: UInt64, bias: Bool = false,
-                            sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectClose(
+        _ packed: PackedLinear, tokens: Int, seed: UInt64, bias: Bool = false,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         let x = randomX(tokens * packed.inFeatures, seed: seed)
         let b: [Float]? = bias ? randomX(packed.outFeatures, seed: seed + 1) : nil
         let fast = Kernels.linear(x, tokens: tokens, packed: packed, bias: b)
@@ -76,9 +83,13 @@ import Testing
             let error = abs(fast[k] - reference[k]) / max(scale[k], 1e-30)
             if !(error <= worst) { worst = error; at = k }
         }
-        #expect(worst <= relativeTolerance,
-                "\(packed.bits) bits [\(packed.outFeatures), \(packed.inFeatures)] g\(packed.groupSize) \(tokens) tokens: relative error \(worst) at [\(at / packed.outFeatures), \(at % packed.outFeatures)] (fast \(fast[at]), reference \(reference[at]))",
-                sourceLocation: sourceLocation)
+        #expect(
+            worst <= relativeTolerance,
+            Comment(
+                rawValue: "\(packed.bits) bits [\(packed.outFeatures), \(packed.inFeatures)] g\(packed.groupSize) "
+                    + "\(tokens) tokens: relative error \(worst) at [\(at / packed.outFeatures), "
+                    + "\(at % packed.outFeatures)] (fast \(fast[at]), reference \(reference[at]))"),
+            sourceLocation: sourceLocation)
     }
 
     // MARK: fast kernels against the reference
@@ -94,8 +105,9 @@ import Testing
     @Test(arguments: widths)
     func fastMatchesReference(bits: Int) {
         for (index, (out, inputs, groupSize, actOrder)) in Self.shapes.enumerated() {
-            let packed = Self.randomPacked(out: out, inputs: inputs, bits: bits, groupSize: groupSize, actOrder: actOrder,
-                                           seed: UInt64(100 * bits + index))
+            let packed = Self.randomPacked(
+                out: out, inputs: inputs, bits: bits, groupSize: groupSize, actOrder: actOrder,
+                seed: UInt64(100 * bits + index))
             for tokens in [1, 3, 5, 17] {
                 Self.expectClose(packed, tokens: tokens, seed: UInt64(1000 * tokens + index), bias: tokens == 3)
             }
@@ -146,7 +158,9 @@ import Testing
         let maxCode = UInt32((1 << bits) - 1)
         let codes = (0..<(out * inputs)).map { _ in UInt32.random(in: 0...maxCode, using: &random) }
         // Zeros include 0 (the borrow case) and the maximum.
-        let zeros = (0..<(groups * out)).map { k in k % 5 == 0 ? 0 : k % 7 == 0 ? maxCode : UInt32.random(in: 0...maxCode, using: &random) }
+        let zeros = (0..<(groups * out)).map { k in
+            k % 5 == 0 ? 0 : k % 7 == 0 ? maxCode : UInt32.random(in: 0...maxCode, using: &random)
+        }
         let scales = (0..<(groups * out)).map { _ in Float16(Float.random(in: -0.1...0.1, using: &random)) }
         var qweight = [UInt32](repeating: 0, count: ((inputs * bits + 31) / 32) * out)
         for o in 0..<out {
@@ -169,14 +183,16 @@ import Testing
                             value += UInt64(zero) << UInt64(bits * k)
                             ones += 1 << UInt64(bits * k)
                         }
-                        qzeros.append(UInt32(truncatingIfNeeded: (value &- ones) & ((1 << UInt64(bits * fields.count)) - 1)))
+                        qzeros.append(
+                            UInt32(truncatingIfNeeded: (value &- ones) & ((1 << UInt64(bits * fields.count)) - 1)))
                     }
                 }
             }
         }
         let gIdx = (0..<inputs).map { Int32($0 / groupSize) }
-        let packed = PackedLinear(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize, qweight: qweight,
-                                  qzeros: qzeros, scales: scales.map(\.bitPattern), gIdx: gIdx)
+        let packed = PackedLinear(
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize, qweight: qweight,
+            qzeros: qzeros, scales: scales.map(\.bitPattern), gIdx: gIdx)
         for o in 0..<out {
             for g in 0..<groups {
                 let zero = bits == 1 ? 0.5 : Float(zeros[g * out + o])
@@ -209,22 +225,29 @@ import Testing
     @Test(arguments: widths)
     func referenceMatchesDequantized(bits: Int) {
         for (index, (out, inputs, groupSize, actOrder)) in [(37, 200, 64, false), (24, 96, 32, true)].enumerated() {
-            let packed = Self.randomPacked(out: out, inputs: inputs, bits: bits, groupSize: groupSize, actOrder: actOrder,
-                                           seed: UInt64(50 + 10 * bits + index))
+            let packed = Self.randomPacked(
+                out: out, inputs: inputs, bits: bits, groupSize: groupSize, actOrder: actOrder,
+                seed: UInt64(50 + 10 * bits + index))
             var mismatches = 0
             for o in 0..<out {
-                for i in 0..<inputs where Int(Kernels.referenceCode(packed, output: o, input: i)) != packed.code(row: o, column: i) {
+                for i in 0..<inputs
+                where Int(Kernels.referenceCode(packed, output: o, input: i)) != packed.code(row: o, column: i) {
                     mismatches += 1
                 }
                 for g in 0..<packed.groups {
-                    if Kernels.referenceZero(packed, group: g, output: o) != packed.zero(group: g, row: o) { mismatches += 1 }
-                    if Kernels.referenceScale(packed, group: g, output: o) != packed.scale(group: g, row: o) { mismatches += 1 }
+                    if Kernels.referenceZero(packed, group: g, output: o) != packed.zero(group: g, row: o) {
+                        mismatches += 1
+                    }
+                    if Kernels.referenceScale(packed, group: g, output: o) != packed.scale(group: g, row: o) {
+                        mismatches += 1
+                    }
                 }
             }
             #expect(mismatches == 0, "\(bits) bits: \(mismatches) codes, zeros or scales decoded differently")
             let tokens = 3
             let x = Self.randomX(tokens * inputs, seed: 9)
-            let viaFloats = Kernels.referenceLinear(x, tokens: tokens, weight: packed.dequantized(), outFeatures: out, inFeatures: inputs)
+            let viaFloats = Kernels.referenceLinear(
+                x, tokens: tokens, weight: packed.dequantized(), outFeatures: out, inFeatures: inputs)
             let reference = Kernels.referenceLinear(x, tokens: tokens, packed: packed)
             // Same products in the same order: equal up to the last bit.
             #expect(reference == viaFloats)
@@ -239,10 +262,13 @@ import Testing
         let out = 40, inputs = 96, groupSize = 32, groups = 3
         let maxCode = (1 << bits) - 1
         let codes = (0..<(out * inputs)).map { _ in Int.random(in: 0...maxCode, using: &random) }
-        let zeros = (0..<(groups * out)).map { k in bits == 1 ? 0.5 : Float(k % 3 == 0 ? 0 : Int.random(in: 0...maxCode, using: &random)) }
+        let zeros = (0..<(groups * out)).map { k in
+            bits == 1 ? 0.5 : Float(k % 3 == 0 ? 0 : Int.random(in: 0...maxCode, using: &random))
+        }
         let scales = (0..<(groups * out)).map { _ in Float(Float16(Float.random(in: -0.1...0.1, using: &random))) }
-        let packed = PackedLinear(packingCodes: codes, zeros: zeros, scales: scales, groupIndex: (0..<inputs).map { Int32($0 / groupSize) },
-                                  outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
+        let packed = PackedLinear(
+            packingCodes: codes, zeros: zeros, scales: scales, groupIndex: (0..<inputs).map { Int32($0 / groupSize) },
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
         let dequantized = packed.dequantized()
         for i in [0, 1, 10, 11, 21, 31, 32, 63, 95] {
             var x = [Float](repeating: 0, count: inputs)
@@ -252,7 +278,9 @@ import Testing
                 let g = i / groupSize
                 let expected = scales[g * out + o] * (Float(codes[o * inputs + i]) - zeros[g * out + o])
                 #expect(dequantized[o * inputs + i] == expected)
-                #expect(abs(column[o] - expected) <= 1e-6 * max(1, abs(expected)), "[\(o), \(i)]: \(column[o]) vs \(expected)")
+                #expect(
+                    abs(column[o] - expected) <= 1e-6 * max(1, abs(expected)),
+                    "[\(o), \(i)]: \(column[o]) vs \(expected)")
             }
         }
     }
@@ -261,7 +289,8 @@ import Testing
     /// gives the original layer's outputs.
     @Test(arguments: widths)
     func groupContiguousMatchesActOrder(bits: Int) {
-        let packed = Self.randomPacked(out: 40, inputs: 200, bits: bits, groupSize: 32, actOrder: true, seed: UInt64(90 + bits))
+        let packed = Self.randomPacked(
+            out: 40, inputs: 200, bits: bits, groupSize: 32, actOrder: true, seed: UInt64(90 + bits))
         guard let (reordered, order) = Kernels.groupContiguous(packed) else {
             Issue.record("act-order g_idx not reordered")
             return

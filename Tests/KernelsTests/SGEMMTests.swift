@@ -39,15 +39,20 @@ import Testing
         var fast = initial, reference = initial
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
-                let av = s.transposeA ? SGEMM.Matrix(a.baseAddress!, rowStride: 1, columnStride: s.m)
-                                      : SGEMM.Matrix(a.baseAddress!, rowStride: s.k)
-                let bv = s.transposeB ? SGEMM.Matrix(b.baseAddress!, rowStride: 1, columnStride: s.k)
-                                      : SGEMM.Matrix(b.baseAddress!, rowStride: s.n)
+                let av =
+                    s.transposeA
+                    ? SGEMM.Matrix(a.baseAddress!, rowStride: 1, columnStride: s.m)
+                    : SGEMM.Matrix(a.baseAddress!, rowStride: s.k)
+                let bv =
+                    s.transposeB
+                    ? SGEMM.Matrix(b.baseAddress!, rowStride: 1, columnStride: s.k)
+                    : SGEMM.Matrix(b.baseAddress!, rowStride: s.n)
                 fast.withUnsafeMutableBufferPointer {
                     SGEMM.multiply(m: s.m, n: s.n, k: s.k, alpha: -1, a: av, b: bv, c: $0.baseAddress!, ldc: ldc)
                 }
                 reference.withUnsafeMutableBufferPointer {
-                    SGEMM.referenceMultiply(m: s.m, n: s.n, k: s.k, alpha: -1, a: av, b: bv, c: $0.baseAddress!, ldc: ldc)
+                    SGEMM.referenceMultiply(
+                        m: s.m, n: s.n, k: s.k, alpha: -1, a: av, b: bv, c: $0.baseAddress!, ldc: ldc)
                 }
             }
         }
@@ -63,10 +68,12 @@ import Testing
         a.withUnsafeBufferPointer { a in
             let view = SGEMM.Matrix(a.baseAddress!, rowStride: k)
             fast.withUnsafeMutableBufferPointer {
-                SGEMM.multiply(m: m, n: m, k: k, a: view, b: view.transposed, c: $0.baseAddress!, ldc: m, lowerOnly: true)
+                SGEMM.multiply(
+                    m: m, n: m, k: k, a: view, b: view.transposed, c: $0.baseAddress!, ldc: m, lowerOnly: true)
             }
             reference.withUnsafeMutableBufferPointer {
-                SGEMM.referenceMultiply(m: m, n: m, k: k, alpha: 1, a: view, b: view.transposed, c: $0.baseAddress!, ldc: m)
+                SGEMM.referenceMultiply(
+                    m: m, n: m, k: k, alpha: 1, a: view, b: view.transposed, c: $0.baseAddress!, ldc: m)
             }
         }
         for i in 0..<m { for j in 0...i { #expect(abs(fast[i * m + j] - reference[i * m + j]) <= Self.tolerance(k)) } }
@@ -80,8 +87,10 @@ import Testing
             a.withUnsafeBufferPointer { a in
                 b.withUnsafeBufferPointer { b in
                     c.withUnsafeMutableBufferPointer {
-                        SGEMM.multiply(m: m, n: n, k: k, a: .init(a.baseAddress!, rowStride: k), b: .init(b.baseAddress!, rowStride: n),
-                                       c: $0.baseAddress!, ldc: n)
+                        SGEMM.multiply(
+                            m: m, n: n, k: k, a: .init(a.baseAddress!, rowStride: k),
+                            b: .init(b.baseAddress!, rowStride: n),
+                            c: $0.baseAddress!, ldc: n)
                     }
                 }
             }

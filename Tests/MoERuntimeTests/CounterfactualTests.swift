@@ -37,13 +37,16 @@ import Testing
         var changed = 0
         for t in 0..<n {
             let reference = ForwardPass(model: model)
-            if t > 0 { _ = try reference.logits(Array(ids[0..<t])) }   // the unperturbed prefix, position t next
+            if t > 0 { _ = try reference.logits(Array(ids[0..<t])) } // the unperturbed prefix, position t next
             var row = Array(perturbed[(t * hidden)..<((t + 1) * hidden)])
             for layer in 1..<layers { reference.forwardLayer(layer, &row, count: 1) }
             let mine = counterfactual[(t * hidden)..<((t + 1) * hidden)]
             let worst = zip(row, mine).map { abs($0 - $1) }.max()!
             #expect(worst <= 1e-4, "token \(t): max |Δ| = \(worst)")
-            if zip(mine, outputs[layers - 1][(t * hidden)..<((t + 1) * hidden)]).contains(where: { abs($0 - $1) > 1e-3 }) { changed += 1 }
+            if zip(mine, outputs[layers - 1][(t * hidden)..<((t + 1) * hidden)]).contains(where: { abs($0 - $1) > 1e-3 }
+            ) {
+                changed += 1
+            }
         }
         #expect(changed == n, "the perturbation must reach every token's output")
     }

@@ -20,7 +20,9 @@ import Testing
     }
 
     /// A tiny checkpoint with transformers' input ids and logits for it.
-    static func fixture(_ architecture: MoEArchitecture) throws -> (model: MoEModel, reference: SafeTensorsFile, ids: [Int], logits: [Float]) {
+    static func fixture(_ architecture: MoEArchitecture) throws -> (
+        model: MoEModel, reference: SafeTensorsFile, ids: [Int], logits: [Float]
+    ) {
         let directory = fixtures.appendingPathComponent(architecture.rawValue).path
         let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
         let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
@@ -41,7 +43,9 @@ import Testing
         for layer in 0..<model.config.layerCount {
             for token in ids.indices {
                 let start = (layer * ids.count + token) * k
-                #expect(Set(recorder.choices[layer]?[token] ?? []) == Set(routing[start..<(start + k)]), "layer \(layer) token \(token)")
+                #expect(
+                    Set(recorder.choices[layer]?[token] ?? []) == Set(routing[start..<(start + k)]),
+                    "layer \(layer) token \(token)")
             }
         }
     }
@@ -90,7 +94,8 @@ import Testing
     }
 
     @Test func tokenFilesAreValidated() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-tokens-\(UUID().uuidString).u32").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-tokens-\(UUID().uuidString).u32")
+            .path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try TokenFile.write([1, 2, 70000], to: path)
         let file = try TokenFile(path: path)
@@ -103,17 +108,22 @@ import Testing
 
 @Suite struct CheckpointLoadingTests {
     static func copyFixture(_ architecture: MoEArchitecture) throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-ckpt-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-ckpt-\(UUID().uuidString)")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: ForwardPassTests.fixtures.appendingPathComponent("\(architecture.rawValue)/config.json").path,
-                                         toPath: directory + "/config.json")
+        try FileManager.default.copyItem(
+            atPath: ForwardPassTests.fixtures.appendingPathComponent("\(architecture.rawValue)/config.json").path,
+            toPath: directory + "/config.json")
         return directory
     }
 
     /// Rewrites the fixture's tensors, filtered, into `shards` files with an index.
-    static func rewrite(_ architecture: MoEArchitecture, into directory: String, shards: Int, keep: (String) -> Bool = { _ in true },
-                        extra: [String: [Float]] = [:]) throws {
-        let source = try SafeTensorsFile(path: ForwardPassTests.fixtures.appendingPathComponent("\(architecture.rawValue)/model.safetensors").path)
+    static func rewrite(
+        _ architecture: MoEArchitecture, into directory: String, shards: Int, keep: (String) -> Bool = { _ in true },
+        extra: [String: [Float]] = [:]
+    ) throws {
+        let source = try SafeTensorsFile(
+            path: ForwardPassTests.fixtures.appendingPathComponent("\(architecture.rawValue)/model.safetensors").path)
         var writers = [SafeTensorsWriter](repeating: SafeTensorsWriter(), count: shards)
         var weightMap: [String: String] = [:]
         for (position, name) in source.names.filter(keep).enumerated() {
@@ -126,7 +136,9 @@ import Testing
             try writers[0].add(name, shape: [values.count], floats: values)
             weightMap[name] = "model-1-of-\(shards).safetensors"
         }
-        for (shard, writer) in writers.enumerated() { try writer.write(to: directory + "/model-\(shard + 1)-of-\(shards).safetensors") }
+        for (shard, writer) in writers.enumerated() {
+            try writer.write(to: directory + "/model-\(shard + 1)-of-\(shards).safetensors")
+        }
         let index = try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": weightMap])
         try index.write(to: URL(fileURLWithPath: directory + "/model.safetensors.index.json"))
     }
@@ -143,7 +155,8 @@ import Testing
     @Test func missingAndLeftoverTensorsAreNamed() throws {
         let directory = try Self.copyFixture(.mixtral)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try Self.rewrite(.mixtral, into: directory, shards: 2, keep: { $0 != "model.layers.1.block_sparse_moe.experts.3.w2.weight" })
+        try Self.rewrite(
+            .mixtral, into: directory, shards: 2, keep: { $0 != "model.layers.1.block_sparse_moe.experts.3.w2.weight" })
         do {
             _ = try MoEModel(directory: directory)
             Issue.record("a checkpoint without a tensor loaded")
@@ -151,13 +164,15 @@ import Testing
             #expect(error.problem == "missing tensor model.layers.1.block_sparse_moe.experts.3.w2.weight")
             #expect(error.file.hasSuffix("model.safetensors.index.json"))
         }
-        try Self.rewrite(.mixtral, into: directory, shards: 2, extra: ["model.layers.0.block_sparse_moe.experts.9.w1.weight": [1, 2]])
+        try Self.rewrite(
+            .mixtral, into: directory, shards: 2,
+            extra: ["model.layers.0.block_sparse_moe.experts.9.w1.weight": [1, 2]])
         #expect(throws: ModelFormatError.self) { try MoEModel(directory: directory) }
     }
 }
 
 @Suite struct BF16Tests {
-    static func bf16(_ value: Float) -> UInt16 { UInt16(value.bitPattern >> 16) }   // truncation: any bf16 value will do
+    static func bf16(_ value: Float) -> UInt16 { UInt16(value.bitPattern >> 16) } // truncation: any bf16 value will do
 
     @Test(arguments: [(1, 64, 33), (2, 130, 70), (3, 34, 5), (4, 96, 17), (9, 512, 300)])
     func bf16LinearMatchesReference(tokens: Int, inFeatures: Int, outFeatures: Int) {
@@ -171,14 +186,16 @@ import Testing
         let matrix = Matrix(rows: outFeatures, columns: inFeatures, storage: .bf16(bits))
         let bias = (0..<outFeatures).map { _ in next() }
         let fast = Kernels.linear(x, tokens: tokens, matrix: matrix, bias: bias)
-        let reference = Kernels.referenceLinear(x, tokens: tokens, weight: matrix.floats, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
+        let reference = Kernels.referenceLinear(
+            x, tokens: tokens, weight: matrix.floats, outFeatures: outFeatures, inFeatures: inFeatures, bias: bias)
         let tolerance = Float(inFeatures) * 4e-6
         #expect(zip(fast, reference).allSatisfy { abs($0 - $1) <= tolerance * max(1, abs($1)) })
     }
 
     /// A bf16 checkpoint runs in bf16 and gives the logits of the same weights held as f32.
     @Test func bf16CheckpointMatchesItsF32Twin() throws {
-        let source = try SafeTensorsFile(path: ForwardPassTests.fixtures.appendingPathComponent("mixtral/model.safetensors").path)
+        let source = try SafeTensorsFile(
+            path: ForwardPassTests.fixtures.appendingPathComponent("mixtral/model.safetensors").path)
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-bf16-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
         var halves = SafeTensorsWriter(), singles = SafeTensorsWriter()
@@ -193,11 +210,16 @@ import Testing
         }
         for (directory, writer) in [("bf16", halves), ("f32", singles)] {
             try FileManager.default.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
-            try FileManager.default.copyItem(atPath: ForwardPassTests.fixtures.appendingPathComponent("mixtral/config.json").path, toPath: "\(root)/\(directory)/config.json")
+            try FileManager.default.copyItem(
+                atPath: ForwardPassTests.fixtures.appendingPathComponent("mixtral/config.json").path,
+                toPath: "\(root)/\(directory)/config.json")
             try writer.write(to: "\(root)/\(directory)/model.safetensors")
         }
         let half = try MoEModel(directory: root + "/bf16"), single = try MoEModel(directory: root + "/f32")
-        if case .bf16 = half.matrix(.expertGate(layer: 0, expert: 0)).storage {} else { Issue.record("bf16 weights were widened on load") }
+        if case .bf16 = half.matrix(.expertGate(layer: 0, expert: 0)).storage {
+        } else {
+            Issue.record("bf16 weights were widened on load")
+        }
         #expect(half.weightBytes < single.weightBytes)
         let ids = [1, 17, 42, 5, 88, 23, 64, 9, 31, 77]
         let a = try ForwardPass(model: half).logits(ids), b = try ForwardPass(model: single).logits(ids)

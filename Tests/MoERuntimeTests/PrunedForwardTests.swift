@@ -8,7 +8,9 @@ import Testing
 @Suite struct PrunedForwardTests {
     /// Keeps only the router's top-1.
     final class TopOne: ExpertPruner {
-        func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+        func keep(
+            layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]
+        ) -> [Bool] {
             experts.indices.map { $0 == 0 }
         }
     }
@@ -18,8 +20,12 @@ import Testing
         let source = ForwardPassTests.fixtures.appendingPathComponent("mixtral")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-pruned-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(at: source.appendingPathComponent("model.safetensors"), to: directory.appendingPathComponent("model.safetensors"))
-        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as! [String: Any]
+        try FileManager.default.copyItem(
+            at: source.appendingPathComponent("model.safetensors"),
+            to: directory.appendingPathComponent("model.safetensors"))
+        var config =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json")))
+            as! [String: Any]
         config["num_experts_per_tok"] = topK
         try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("config.json"))
         return directory.path
@@ -61,15 +67,25 @@ import Testing
     @Test func pruningFileRoundTripsAndRejectsStrayTensors() throws {
         let model = try MoEModel(directory: ForwardPassTests.fixtures.appendingPathComponent("mixtral").path)
         let config = model.config
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-pruning-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "pmq-pruning-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let odp = ODPPruner(betas: [0: 0.25, 1: 0.5])
-        let gates = Dictionary(uniqueKeysWithValues: (0..<config.layerCount).map { layer in
-            (layer, OTPGate(hiddenSize: config.hiddenSize, slots: config.routing.topK, expertCount: config.expertCount,
-                            weight: (0..<(config.hiddenSize * (config.routing.topK - 1))).map { Float($0 % 7) * 0.01 - Float(layer) },
-                            ratioScale: [1.5], bias: [0.25], expertBias: Array(repeating: 0.125, count: config.expertCount)))
-        })
-        try PruningFile.write(otp: OTPPruner(gates: gates), odp: odp, config: config, metadata: ["keep": "0.8"], directory: directory)
+        let gates = Dictionary(
+            uniqueKeysWithValues: (0..<config.layerCount).map { layer in
+                (
+                    layer,
+                    OTPGate(
+                        hiddenSize: config.hiddenSize, slots: config.routing.topK, expertCount: config.expertCount,
+                        weight: (0..<(config.hiddenSize * (config.routing.topK - 1))).map {
+                            Float($0 % 7) * 0.01 - Float(layer)
+                        },
+                        ratioScale: [1.5], bias: [0.25], expertBias: Array(repeating: 0.125, count: config.expertCount))
+                )
+            })
+        try PruningFile.write(
+            otp: OTPPruner(gates: gates), odp: odp, config: config, metadata: ["keep": "0.8"], directory: directory)
         let read = try #require(try PruningFile.read(directory: directory, config: config))
         #expect(read.odp.betas == odp.betas)
         #expect(read.otp.gates == gates)

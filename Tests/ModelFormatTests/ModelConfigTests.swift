@@ -47,9 +47,21 @@ import Testing
             }
         }
         #expect(problem(#"{"model_type": "llama"}"#)?.contains("config.json: unsupported architecture 'llama'") == true)
-        #expect(problem(#"{"model_type": "mixtral", "hidden_size": 32}"#)?.contains("config.json: num_attention_heads: missing") == true)
-        #expect(problem(#"{"model_type": "mixtral", "vocab_size": 8, "hidden_size": -4, "num_attention_heads": 2, "num_hidden_layers": 1, "num_experts_per_tok": 1, "num_local_experts": 2, "intermediate_size": 8}"#)?.contains("hidden_size: must be > 0") == true)
-        #expect(problem(#"{"model_type": "mixtral", "vocab_size": 8, "hidden_size": 4, "num_attention_heads": 2, "num_hidden_layers": 1, "num_experts_per_tok": 3, "num_local_experts": 2, "intermediate_size": 8}"#)?.contains("exceeds the 2 experts") == true)
+        #expect(
+            problem(#"{"model_type": "mixtral", "hidden_size": 32}"#)?.contains(
+                "config.json: num_attention_heads: missing") == true)
+        #expect(
+            problem(
+                #"{"model_type": "mixtral", "vocab_size": 8, "hidden_size": -4, "num_attention_heads": 2,"#
+                    + #" "num_hidden_layers": 1, "num_experts_per_tok": 1, "num_local_experts": 2,"#
+                    + #" "intermediate_size": 8}"#
+            )?.contains("hidden_size: must be > 0") == true)
+        #expect(
+            problem(
+                #"{"model_type": "mixtral", "vocab_size": 8, "hidden_size": 4, "num_attention_heads": 2,"#
+                    + #" "num_hidden_layers": 1, "num_experts_per_tok": 3, "num_local_experts": 2,"#
+                    + #" "intermediate_size": 8}"#
+            )?.contains("exceeds the 2 experts") == true)
         #expect(problem("{")?.contains("config.json: not valid JSON") == true)
     }
 }

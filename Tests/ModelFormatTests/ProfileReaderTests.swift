@@ -4,14 +4,16 @@ import Testing
 
 @Suite struct ProfileReaderTests {
     static let valid = """
-    {"format": "pmq-profile", "version": 1,
-     "model": {"name": "tiny", "architecture": "mixtral"},
-     "calibration": {"tokens": 1024, "description": "test"},
-     "widths": [2, 3], "groupSize": 128,
-     "layers": [{"index": 0, "experts": [
-        {"index": 0, "params": 3000, "freq": 3, "mass": 2.5, "error": {"2": 8.0, "3": 2.0}, "bytes": {"2": 900, "3": 1300}},
-        {"index": 1, "params": 3000, "freq": 1, "mass": 0.5, "error": {"2": 6.0, "3": 1.0}, "bytes": {"2": 900, "3": 1300}}]}]}
-    """
+        {"format": "pmq-profile", "version": 1,
+         "model": {"name": "tiny", "architecture": "mixtral"},
+         "calibration": {"tokens": 1024, "description": "test"},
+         "widths": [2, 3], "groupSize": 128,
+         "layers": [{"index": 0, "experts": [
+            {"index": 0, "params": 3000, "freq": 3, "mass": 2.5, "error": {"2": 8.0, "3": 2.0},
+             "bytes": {"2": 900, "3": 1300}},
+            {"index": 1, "params": 3000, "freq": 1, "mass": 0.5, "error": {"2": 6.0, "3": 1.0},
+             "bytes": {"2": 900, "3": 1300}}]}]}
+        """
 
     /// The valid document with one substring replaced.
     func mutated(_ old: String, _ new: String) -> Data {
@@ -42,21 +44,45 @@ import Testing
         ("\"version\": 1", "\"version\": 2", "p.json: version: unsupported version 2"),
         ("\"format\": \"pmq-profile\"", "\"format\": \"other\"", "p.json: format: expected \"pmq-profile\""),
         ("\"params\": 3000, \"freq\": 3", "\"freq\": 3", "p.json: layers[0].experts[0].params: missing"),
-        ("\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": -8.0, \"3\": 2.0}", "layers[0].experts[0].error.2: must be a finite number ≥ 0"),
-        ("\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": NaN, \"3\": 2.0}", "layers[0].experts[0].error.2: must be a finite number ≥ 0, got nan"),
-        ("\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": 8.0, \"3\": Infinity}", "layers[0].experts[0].error.3: must be a finite number ≥ 0"),
+        (
+            "\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": -8.0, \"3\": 2.0}",
+            "layers[0].experts[0].error.2: must be a finite number ≥ 0"
+        ),
+        (
+            "\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": NaN, \"3\": 2.0}",
+            "layers[0].experts[0].error.2: must be a finite number ≥ 0, got nan"
+        ),
+        (
+            "\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": 8.0, \"3\": Infinity}",
+            "layers[0].experts[0].error.3: must be a finite number ≥ 0"
+        ),
         ("\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": 8.0}", "layers[0].experts[0].error.3: missing"),
-        ("\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": 8.0, \"3\": 2.0, \"4\": 1.0}", "p.json: width 4: at layers[0].experts[0].error.4 is not in the profile's widths"),
+        (
+            "\"error\": {\"2\": 8.0, \"3\": 2.0}", "\"error\": {\"2\": 8.0, \"3\": 2.0, \"4\": 1.0}",
+            "p.json: width 4: at layers[0].experts[0].error.4 is not in the profile's widths"
+        ),
         ("\"widths\": [2, 3]", "\"widths\": [2, 5]", "p.json: width 5: at widths[1] is not supported"),
         ("\"widths\": [2, 3]", "\"widths\": []", "p.json: widths: must list at least one width"),
         ("\"widths\": [2, 3]", "\"widths\": [2, 2]", "p.json: widths[1]: width 2 is listed twice"),
         ("\"mass\": 0.5", "\"mass\": \"high\"", "layers[0].experts[1].mass: expected a number, got string"),
         ("\"freq\": 1,", "\"freq\": -1,", "layers[0].experts[1].freq: must be a finite number ≥ 0"),
-        ("\"bytes\": {\"2\": 900, \"3\": 1300}}]", "\"bytes\": {\"2\": 0, \"3\": 1300}}]", "layers[0].experts[1].bytes.2: must be > 0"),
+        (
+            "\"bytes\": {\"2\": 900, \"3\": 1300}}]", "\"bytes\": {\"2\": 0, \"3\": 1300}}]",
+            "layers[0].experts[1].bytes.2: must be > 0"
+        ),
         ("\"groupSize\": 128", "\"groupSize\": 0", "p.json: groupSize: must be > 0"),
-        ("{\"index\": 1, \"params\"", "{\"index\": 0, \"params\"", "layers[0].experts[1].index: expert 0 appears twice"),
-        ("\"params\": 3000, \"freq\": 3", "\"params\": 3000.5, \"freq\": 3", "layers[0].experts[0].params: expected an integer"),
-        ("\"model\": {\"name\": \"tiny\", \"architecture\": \"mixtral\"}", "\"model\": [1]", "p.json: model: expected an object, got array"),
+        (
+            "{\"index\": 1, \"params\"", "{\"index\": 0, \"params\"",
+            "layers[0].experts[1].index: expert 0 appears twice"
+        ),
+        (
+            "\"params\": 3000, \"freq\": 3", "\"params\": 3000.5, \"freq\": 3",
+            "layers[0].experts[0].params: expected an integer"
+        ),
+        (
+            "\"model\": {\"name\": \"tiny\", \"architecture\": \"mixtral\"}", "\"model\": [1]",
+            "p.json: model: expected an object, got array"
+        ),
     ])
     func rejectsBadFieldsByName(old: String, new: String, expected: String) {
         let text = message(mutated(old, new))
@@ -65,14 +91,23 @@ import Testing
     }
 
     @Test func rejectsEmptyLayersAndExpertLists() {
-        let noLayers = Data(#"{"format": "pmq-profile", "version": 1, "model": {"name": "x", "architecture": "mixtral"}, "calibration": {"tokens": 0}, "widths": [2], "groupSize": 128, "layers": []}"#.utf8)
+        let noLayers = Data(
+            (#"{"format": "pmq-profile", "version": 1, "model": {"name": "x", "architecture": "mixtral"},"#
+                + #" "calibration": {"tokens": 0}, "widths": [2], "groupSize": 128, "layers": []}"#)
+                .utf8)
         #expect(message(noLayers)?.contains("p.json: layers: must contain at least one layer") == true)
-        let noExperts = Data(#"{"format": "pmq-profile", "version": 1, "model": {"name": "x", "architecture": "mixtral"}, "calibration": {"tokens": 0}, "widths": [2], "groupSize": 128, "layers": [{"index": 0, "experts": []}]}"#.utf8)
+        let noExperts = Data(
+            (#"{"format": "pmq-profile", "version": 1, "model": {"name": "x", "architecture": "mixtral"},"#
+                + #" "calibration": {"tokens": 0}, "widths": [2], "groupSize": 128, "layers": [{"index": 0,"#
+                + #" "experts": []}]}"#)
+                .utf8)
         #expect(message(noExperts)?.contains("p.json: layers[0].experts: layer 0 has no experts") == true)
     }
 
     @Test func reportsSyntaxErrorsWithAPosition() {
-        #expect(message(Data("{\"format\": \"pmq-profile\",\n \"version\": x}".utf8))?.hasPrefix("p.json: not valid JSON: Invalid value around line 2") == true)
+        #expect(
+            message(Data("{\"format\": \"pmq-profile\",\n \"version\": x}".utf8))?.hasPrefix(
+                "p.json: not valid JSON: Invalid value around line 2") == true)
         #expect(message(Data())?.contains("p.json: not valid JSON: the file is empty") == true)
         #expect(message(Data("[1, 2]".utf8))?.contains("expected a JSON object") == true)
         // Truncations of a valid profile never crash and always name the file.
@@ -83,7 +118,8 @@ import Testing
     }
 
     @Test func warnsWhenErrorGrowsWithWidth() throws {
-        let result = try ProfileReader.parse(mutated("\"error\": {\"2\": 6.0, \"3\": 1.0}", "\"error\": {\"2\": 6.0, \"3\": 7.0}"), file: "p.json")
+        let result = try ProfileReader.parse(
+            mutated("\"error\": {\"2\": 6.0, \"3\": 1.0}", "\"error\": {\"2\": 6.0, \"3\": 7.0}"), file: "p.json")
         #expect(result.warnings.count == 1)
         #expect(result.warnings[0].contains("layer 0 expert 1: error grows from 2 to 3 bits"))
     }
@@ -93,7 +129,9 @@ import Testing
         do {
             _ = try ProfileReader.read(path: "/nonexistent/profile.json")
         } catch {
-            #expect((error as? LocalizedError)?.errorDescription?.hasPrefix("/nonexistent/profile.json: cannot read") == true)
+            #expect(
+                (error as? LocalizedError)?.errorDescription?.hasPrefix("/nonexistent/profile.json: cannot read")
+                    == true)
         }
     }
 }

@@ -19,14 +19,16 @@ import Testing
     }
 
     @Test func dynamicOverridesFollowGPTQModel() throws {
-        let config = try #require(try QuantizationConfig.read(directory: try Self.directory([
-            "quant_method": "gptq", "bits": 2, "group_size": 128, "desc_act": false,
-            "dynamic": [
-                #"+:model\.layers\.0\.block_sparse_moe\.experts\.3\."#: ["bits": 3],
-                #"model\.layers\.1\..*\.w2"#: ["bits": 1, "group_size": 64],
-                #"-:.*\.gate$"#: [String: Any](),
-            ],
-        ])))
+        let config = try #require(
+            try QuantizationConfig.read(
+                directory: try Self.directory([
+                    "quant_method": "gptq", "bits": 2, "group_size": 128, "desc_act": false,
+                    "dynamic": [
+                        #"+:model\.layers\.0\.block_sparse_moe\.experts\.3\."#: ["bits": 3],
+                        #"model\.layers\.1\..*\.w2"#: ["bits": 1, "group_size": 64],
+                        #"-:.*\.gate$"#: [String: Any](),
+                    ],
+                ])))
         #expect(try config.width(of: "model.layers.0.block_sparse_moe.experts.3.w1")! == (3, 128))
         #expect(try config.width(of: "model.layers.0.block_sparse_moe.experts.2.w1")! == (2, 128))
         #expect(try config.width(of: "model.layers.1.block_sparse_moe.experts.5.w2")! == (1, 64))
@@ -36,16 +38,20 @@ import Testing
     }
 
     @Test func conflictingOverlapsAndBadFilesAreErrors() throws {
-        let ambiguous = try #require(try QuantizationConfig.read(directory: try Self.directory([
-            "quant_method": "gptq", "bits": 4, "group_size": 128,
-            "dynamic": [#"model\.layers\.0\."#: ["bits": 2], #"model\.layers\.0\.mlp"#: ["bits": 3]],
-        ])))
+        let ambiguous = try #require(
+            try QuantizationConfig.read(
+                directory: try Self.directory([
+                    "quant_method": "gptq", "bits": 4, "group_size": 128,
+                    "dynamic": [#"model\.layers\.0\."#: ["bits": 2], #"model\.layers\.0\.mlp"#: ["bits": 3]],
+                ])))
         #expect(throws: ModelFormatError.self) { try ambiguous.width(of: "model.layers.0.mlp.experts.0.up_proj") }
-        for bad: Any in [["quant_method": "awq", "bits": 4, "group_size": 128],
-                         ["quant_method": "gptq", "bits": true, "group_size": 128],
-                         ["quant_method": "gptq", "bits": 4],
-                         ["quant_method": "gptq", "bits": 4, "group_size": 128, "dynamic": ["([": ["bits": 2]]],
-                         "not an object"] {
+        for bad: Any in [
+            ["quant_method": "awq", "bits": 4, "group_size": 128],
+            ["quant_method": "gptq", "bits": true, "group_size": 128],
+            ["quant_method": "gptq", "bits": 4],
+            ["quant_method": "gptq", "bits": 4, "group_size": 128, "dynamic": ["([": ["bits": 2]]],
+            "not an object",
+        ] {
             #expect(throws: ModelFormatError.self) { try QuantizationConfig.read(directory: try Self.directory(bad)) }
         }
     }

@@ -30,10 +30,16 @@ import Testing
     }
 
     @Test func readsHandWrittenFileWithAllFloatTypes() throws {
-        // f32 [2]: 1.5, -2; bf16 [2]: 1.0 (0x3F80), -0.5 (0xBF00); f16 [3]: 1.0 (0x3C00), 65504 (0x7BFF), 2^-24 (0x0001).
-        let header = #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[8,12]},"c":{"dtype":"F16","shape":[3],"data_offsets":[12,18]},"__metadata__":{"format":"pt"}}"#
+        // f32 [2]: 1.5, -2; bf16 [2]: 1.0 (0x3F80), -0.5 (0xBF00); f16 [3]: 1.0 (0x3C00), 65504 (0x7BFF), 2^-24
+        // (0x0001).
+        let header =
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2],"#
+            + #""data_offsets":[8,12]},"c":{"dtype":"F16","shape":[3],"data_offsets":[12,18]},"#
+            + #""__metadata__":{"format":"pt"}}"#
         var data: [UInt8] = []
-        for value in [Float(1.5), -2] { withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        for value in [Float(1.5), -2] {
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+        }
         data += [0x80, 0x3F, 0x00, 0xBF]
         data += [0x00, 0x3C, 0xFF, 0x7B, 0x01, 0x00]
         let path = Self.temporaryPath("hand.safetensors")
@@ -53,7 +59,9 @@ import Testing
         for bits in stride(from: 0, through: 0xFFFF, by: 1) {
             let ours = Float(float16Bits: UInt16(bits))
             let reference = Float(Float16(bitPattern: UInt16(bits)))
-            #expect(ours.bitPattern == reference.bitPattern || (ours.isNaN && reference.isNaN), "0x\(String(bits, radix: 16))")
+            #expect(
+                ours.bitPattern == reference.bitPattern || (ours.isNaN && reference.isNaN),
+                "0x\(String(bits, radix: 16))")
         }
     }
 
@@ -77,10 +85,17 @@ import Testing
     }
 
     @Test(arguments: [
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 8, "shape [2] × F32 is 8 bytes but data_offsets span 4"),
+        (
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 8,
+            "shape [2] × F32 is 8 bytes but data_offsets span 4"
+        ),
         (#"{"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#, 8, "unknown dtype F33"),
         (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "run past the end of the data"),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#, 6, "overlap"),
+        (
+            #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"#
+                + #""data_offsets":[2,6]}}"#,
+            6, "overlap"
+        ),
         (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "a hole of 4 bytes"),
         (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, "4 bytes of data after the last tensor"),
         (#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4, "not a list of non-negative integers"),
@@ -113,7 +128,8 @@ import Testing
     /// message naming the file, never a crash; accepted ones satisfy the invariants.
     @Test func mutatedHeadersNeverCrash() throws {
         var writer = SafeTensorsWriter()
-        try writer.add("model.layers.0.mlp.experts.0.gate_proj.weight", shape: [4, 8], floats: (0..<32).map(Float.init))
+        try writer.add(
+            "model.layers.0.mlp.experts.0.gate_proj.weight", shape: [4, 8], floats: (0..<32).map(Float.init))
         try writer.add("model.layers.0.mlp.gate.weight", dtype: .bf16, shape: [2, 8], data: Data(count: 32))
         try writer.add("lm_head.weight", dtype: .f16, shape: [3], data: Data(count: 6))
         let valid = try writer.serialized()

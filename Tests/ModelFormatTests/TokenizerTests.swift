@@ -29,7 +29,11 @@ import Testing
 
     @Test func styleIsRecognised() throws {
         #expect(try BPETokenizer(path: Self.fixtures.appendingPathComponent("bytelevel.json").path).style == .byteLevel)
-        #expect(try BPETokenizer(path: Self.fixtures.appendingPathComponent("sentencepiece.json").path).style == .sentencePiece)
-        #expect(throws: ModelFormatError.self) { try BPETokenizer(data: Data(#"{"model": {"type": "WordPiece"}}"#.utf8), file: "t.json") }
+        #expect(
+            try BPETokenizer(path: Self.fixtures.appendingPathComponent("sentencepiece.json").path).style
+                == .sentencePiece)
+        #expect(throws: ModelFormatError.self) {
+            try BPETokenizer(data: Data(#"{"model": {"type": "WordPiece"}}"#.utf8), file: "t.json")
+        }
     }
 }

@@ -6,8 +6,11 @@ import Testing
 /// OTP trained on measured per-drop damage (`OTPTrainingSet.damage`) and the model-wide budget.
 @Suite struct OTPDamageTests {
     /// A synthetic set whose slot-2 damage is `damage(hidden, w2)` directly (may be negative).
-    static func set(count: Int, layer: Int = 3, slots: Int = 2, seed: UInt64, damage: ([Float], Float) -> Float) -> OTPTrainingSet {
-        var set = PruningTests.syntheticSet(count: count, hiddenSize: 16, slots: slots, seed: seed, damage: { _, _ in 1 })
+    static func set(count: Int, layer: Int = 3, slots: Int = 2, seed: UInt64, damage: ([Float], Float) -> Float)
+        -> OTPTrainingSet
+    {
+        var set = PruningTests.syntheticSet(
+            count: count, hiddenSize: 16, slots: slots, seed: seed, damage: { _, _ in 1 })
         set.layer = layer
         var values = [Float]()
         for t in 0..<count {
@@ -25,7 +28,9 @@ import Testing
         /// Drops slot 2 on even tokens, both extra slots on odd ones.
         final class Fixed: ExpertPruner {
             var token = 0
-            func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+            func keep(
+                layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]
+            ) -> [Bool] {
                 defer { token += 1 }
                 return token % 2 == 0 ? [true, true, false] : [true, false, false]
             }
@@ -46,18 +51,24 @@ import Testing
         var random = PruningRandom(seed: 9)
         let parameters = (0..<objective.parameterCount).map { _ in 0.5 * random.gaussian() }
         let tokens = Array(0..<24)
-        let noise = (0..<(24 * 2)).map { _ -> Float in let u = random.uniform(); return log(u) - log(1 - u) }
+        let noise = (0..<(24 * 2)).map { _ -> Float in
+            let u = random.uniform(); return log(u) - log(1 - u)
+        }
         var gradient = [Float](repeating: 0, count: objective.parameterCount), scratch = gradient
         func value(_ p: [Float]) -> Double {
-            objective.lossAndGradient(parameters: p, tokens: tokens, noise: noise, temperature: 0.8, hard: false, keep: 0.6,
-                                      penalty: 5, gradient: &scratch).objective
+            objective.lossAndGradient(
+                parameters: p, tokens: tokens, noise: noise, temperature: 0.8, hard: false, keep: 0.6,
+                penalty: 5, gradient: &scratch
+            ).objective
         }
-        _ = objective.lossAndGradient(parameters: parameters, tokens: tokens, noise: noise, temperature: 0.8, hard: false, keep: 0.6,
-                                      penalty: 5, gradient: &gradient)
+        _ = objective.lossAndGradient(
+            parameters: parameters, tokens: tokens, noise: noise, temperature: 0.8, hard: false, keep: 0.6,
+            penalty: 5, gradient: &gradient)
         let worst = zip(PruningTests.centralDifferences(parameters, value: value), gradient).map { abs($0 - $1) }.max()!
         let norm = gradient.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
         #expect(norm > 1e-4)
-        #expect(worst <= PruningTests.gradientTolerance * norm, "worst |fd − analytic| = \(worst), ‖analytic‖ = \(norm)")
+        #expect(
+            worst <= PruningTests.gradientTolerance * norm, "worst |fd − analytic| = \(worst), ‖analytic‖ = \(norm)")
     }
 
     /// Damage written in the hidden state (and sometimes negative: the drop helps): the gate
@@ -79,8 +90,10 @@ import Testing
     @Test func budgetDropsWhereItCostsLeast() {
         let cheap = Self.set(count: 1000, layer: 0, seed: 41) { _, w in 0.01 * w }
         let costly = Self.set(count: 1000, layer: 1, seed: 42) { _, w in 1 + w }
-        let gates = [0: OTPGate(odpBeta: 0.5, hiddenSize: 16, slots: 2, expertCount: 8),
-                     1: OTPGate(odpBeta: 0.5, hiddenSize: 16, slots: 2, expertCount: 8)]
+        let gates = [
+            0: OTPGate(odpBeta: 0.5, hiddenSize: 16, slots: 2, expertCount: 8),
+            1: OTPGate(odpBeta: 0.5, hiddenSize: 16, slots: 2, expertCount: 8),
+        ]
         // Model-wide 0.8 of 4000 slots: 800 drops, all of which fit in the cheap layer's 1000.
         let (shifted, fractions) = OTPBudget.allocate(sets: [0: cheap, 1: costly], gates: gates, keep: 0.8)
         #expect(abs(fractions[0]! - 0.6) <= 1e-3 && fractions[1]! == 1)
@@ -91,8 +104,12 @@ import Testing
         #expect(more[0]! == 0.5 && abs(more[1]! - 0.7) <= 1e-3)
         // Within a layer, the gate's order decides what goes: ODP's gate drops the smallest p2/p1 first.
         let z = OTPTrainer.logits(gate: shifted[0]!, set: cheap)
-        let droppedRatios = (0..<1000).filter { z[$0] <= 0 }.map { cheap.probabilities[$0 * 2 + 1] / cheap.probabilities[$0 * 2] }
-        let keptRatios = (0..<1000).filter { z[$0] > 0 }.map { cheap.probabilities[$0 * 2 + 1] / cheap.probabilities[$0 * 2] }
+        let droppedRatios = (0..<1000).filter { z[$0] <= 0 }.map {
+            cheap.probabilities[$0 * 2 + 1] / cheap.probabilities[$0 * 2]
+        }
+        let keptRatios = (0..<1000).filter { z[$0] > 0 }.map {
+            cheap.probabilities[$0 * 2 + 1] / cheap.probabilities[$0 * 2]
+        }
         #expect(droppedRatios.max()! <= keptRatios.min()!)
     }
 }

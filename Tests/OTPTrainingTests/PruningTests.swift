@@ -16,8 +16,10 @@ import Testing
     /// A top-k layer of random tokens. The first two slots' probabilities have `p2/p1` uniform in
     /// [0.1, 1]; `damage(h, w2)` is what dropping slot 2 costs (`‖y_full − y([1,0])‖²` for k = 2),
     /// built in by placing `E2 = E1 + (√damage / w2)·u` for a random unit `u`.
-    static func syntheticSet(count n: Int, hiddenSize h: Int = 16, expertCount: Int = 8, slots k: Int = 2, seed: UInt64,
-                             damage: (_ hidden: [Float], _ w2: Float) -> Float) -> OTPTrainingSet {
+    static func syntheticSet(
+        count n: Int, hiddenSize h: Int = 16, expertCount: Int = 8, slots k: Int = 2, seed: UInt64,
+        damage: (_ hidden: [Float], _ w2: Float) -> Float
+    ) -> OTPTrainingSet {
         var random = PruningRandom(seed: seed)
         var hidden = [Float](), probabilities = [Float](), experts = [Int32](), weights = [Float](), outputs = [Float]()
         for _ in 0..<n {
@@ -46,8 +48,9 @@ import Testing
             outputs += zip(e1, u).map { $0 + step * $1 }
             for _ in 2..<max(k, 2) { outputs += (0..<h).map { _ in random.gaussian() / Float(h).squareRoot() } }
         }
-        return OTPTrainingSet(layer: 3, hiddenSize: h, slots: k, expertCount: expertCount, hidden: hidden,
-                              probabilities: probabilities, experts: experts, weights: weights, expertOutputs: outputs)
+        return OTPTrainingSet(
+            layer: 3, hiddenSize: h, slots: k, expertCount: expertCount, hidden: hidden,
+            probabilities: probabilities, experts: experts, weights: weights, expertOutputs: outputs)
     }
 
     /// Damage set by the token (its first hidden coordinate), not by the router's confidence.
@@ -64,17 +67,33 @@ import Testing
         p[5] = 0.5; p[1] = 0.2; p[7] = 0.1
         let h = [Float](repeating: 0, count: 4)
         h.withUnsafeBufferPointer { h in
-            #expect(pruner.keep(layer: 0, hidden: h, probabilities: p, experts: [5, 1, 7], weights: [0.6, 0.24, 0.16]) == [true, false, false])
-            #expect(pruner.keep(layer: 2, hidden: h, probabilities: p, experts: [5, 1, 7], weights: [0.6, 0.24, 0.16]) == [true, true, false])
+            #expect(
+                pruner.keep(layer: 0, hidden: h, probabilities: p, experts: [5, 1, 7], weights: [0.6, 0.24, 0.16]) == [
+                    true, false, false,
+                ])
+            #expect(
+                pruner.keep(layer: 2, hidden: h, probabilities: p, experts: [5, 1, 7], weights: [0.6, 0.24, 0.16]) == [
+                    true, true, false,
+                ])
             // No β for layer 1: every slot runs.
-            #expect(pruner.keep(layer: 1, hidden: h, probabilities: p, experts: [5, 1, 7], weights: [0.6, 0.24, 0.16]) == [true, true, true])
+            #expect(
+                pruner.keep(layer: 1, hidden: h, probabilities: p, experts: [5, 1, 7], weights: [0.6, 0.24, 0.16]) == [
+                    true, true, true,
+                ])
             // p2 = β·p1 exactly is not "small": it runs.
             var q = [Float](repeating: 0, count: 8)
             q[0] = 0.5; q[3] = 0.25
-            #expect(pruner.keep(layer: 0, hidden: h, probabilities: q, experts: [0, 3], weights: [0.67, 0.33]) == [true, true])
+            #expect(
+                pruner.keep(layer: 0, hidden: h, probabilities: q, experts: [0, 3], weights: [0.67, 0.33]) == [
+                    true, true,
+                ])
             // β = 2 keeps only the top-1, β = 0 keeps all.
-            #expect(ODPPruner(beta: 2, layers: 1).keep(layer: 0, hidden: h, probabilities: q, experts: [0, 3], weights: [1, 0]) == [true, false])
-            #expect(ODPPruner(beta: 0, layers: 1).keep(layer: 0, hidden: h, probabilities: q, experts: [0, 3], weights: [1, 0]) == [true, true])
+            #expect(
+                ODPPruner(beta: 2, layers: 1).keep(
+                    layer: 0, hidden: h, probabilities: q, experts: [0, 3], weights: [1, 0]) == [true, false])
+            #expect(
+                ODPPruner(beta: 0, layers: 1).keep(
+                    layer: 0, hidden: h, probabilities: q, experts: [0, 3], weights: [1, 0]) == [true, true])
         }
     }
 
@@ -105,7 +124,8 @@ import Testing
                     ExpertMix.combine(e.baseAddress! + t * 36, w, mask: mask, slots: 3, hiddenSize: 12, into: &pruned)
                 }
                 let direct = zip(full, pruned).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
-                #expect(abs(viaGram - direct) <= 1e-5 * max(1, direct), "token \(t) mask \(mask): \(viaGram) vs \(direct)")
+                #expect(
+                    abs(viaGram - direct) <= 1e-5 * max(1, direct), "token \(t) mask \(mask): \(viaGram) vs \(direct)")
             }
         }
     }
@@ -119,19 +139,25 @@ import Testing
             a = a.map { $0 }
             // G = AᵀA-like Gram of k random 4-vectors.
             var gram = [Float](repeating: 0, count: k * k)
-            for i in 0..<k { for j in 0..<k { gram[i * k + j] = Float((0..<4).reduce(0.0) { $0 + a[i * 4 + $1] * a[j * 4 + $1] }) } }
+            for i in 0..<k {
+                for j in 0..<k { gram[i * k + j] = Float((0..<4).reduce(0.0) { $0 + a[i * 4 + $1] * a[j * 4 + $1] }) }
+            }
             let w = (0..<k).map { _ in 0.1 + random.uniform() }
-            let m: [Float] = trial < 10 ? [1, random.uniform(), random.uniform()] : [1, Float(trial % 2), Float((trial / 2) % 2)]
+            let m: [Float] =
+                trial < 10 ? [1, random.uniform(), random.uniform()] : [1, Float(trial % 2), Float((trial / 2) % 2)]
             var gradient = [Float](repeating: 0, count: k)
             _ = PruningLoss.squaredError(gram: gram, weights: w, mask: m, slots: k, gradient: &gradient)
             for j in 1..<k {
                 let eps: Float = 1e-3
                 var plus = m, minus = m
                 plus[j] += eps; minus[j] -= eps
-                let fd = (PruningLoss.squaredError(gram: gram, weights: w, mask: plus, slots: k, gradient: nil)
-                    - PruningLoss.squaredError(gram: gram, weights: w, mask: minus, slots: k, gradient: nil)) / (2 * eps)
-                #expect(abs(fd - gradient[j]) <= Self.gradientTolerance * max(0.1, abs(gradient[j])),
-                        "trial \(trial) slot \(j): analytic \(gradient[j]) vs finite difference \(fd)")
+                let fd =
+                    (PruningLoss.squaredError(gram: gram, weights: w, mask: plus, slots: k, gradient: nil)
+                        - PruningLoss.squaredError(gram: gram, weights: w, mask: minus, slots: k, gradient: nil))
+                    / (2 * eps)
+                #expect(
+                    abs(fd - gradient[j]) <= Self.gradientTolerance * max(0.1, abs(gradient[j])),
+                    "trial \(trial) slot \(j): analytic \(gradient[j]) vs finite difference \(fd)")
             }
         }
     }
@@ -139,27 +165,35 @@ import Testing
     /// The whole objective's parameter gradient (relaxed masks, where it is exact) against central
     /// differences: loss, penalty, the ST chain through s(1−s)/τ, and every parameter block.
     @Test func parameterGradientMatchesFiniteDifferences() {
-        let set = Self.syntheticSet(count: 24, hiddenSize: 6, expertCount: 5, slots: 3, seed: 5, damage: Self.hiddenDamage)
+        let set = Self.syntheticSet(
+            count: 24, hiddenSize: 6, expertCount: 5, slots: 3, seed: 5, damage: Self.hiddenDamage)
         let objective = OTPObjective(set: set)
         var random = PruningRandom(seed: 9)
         let parameters = (0..<objective.parameterCount).map { _ in 0.5 * random.gaussian() }
         let tokens = Array(0..<24).shuffled(using: &random)
-        let noise = (0..<(24 * 2)).map { _ -> Float in let u = random.uniform(); return log(u) - log(1 - u) }
+        let noise = (0..<(24 * 2)).map { _ -> Float in
+            let u = random.uniform(); return log(u) - log(1 - u)
+        }
         var gradient = [Float](repeating: 0, count: objective.parameterCount), scratch = gradient
         func value(_ p: [Float]) -> Double {
-            objective.lossAndGradient(parameters: p, tokens: tokens, noise: noise, temperature: 0.8, hard: false,
-                                      keep: 0.6, penalty: 5, gradient: &scratch).objective
+            objective.lossAndGradient(
+                parameters: p, tokens: tokens, noise: noise, temperature: 0.8, hard: false,
+                keep: 0.6, penalty: 5, gradient: &scratch
+            ).objective
         }
-        _ = objective.lossAndGradient(parameters: parameters, tokens: tokens, noise: noise, temperature: 0.8, hard: false,
-                                      keep: 0.6, penalty: 5, gradient: &gradient)
+        _ = objective.lossAndGradient(
+            parameters: parameters, tokens: tokens, noise: noise, temperature: 0.8, hard: false,
+            keep: 0.6, penalty: 5, gradient: &gradient)
         let numeric = Self.centralDifferences(parameters, value: value)
         let difference = zip(numeric, gradient).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
         let norm = gradient.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
         #expect(norm > 1e-4)
         #expect(difference <= Self.gradientTolerance * norm, "‖fd − analytic‖ = \(difference), ‖analytic‖ = \(norm)")
         // Every block (w, a, b, c) gets gradient.
-        for range in [0..<objective.offsetA, objective.offsetA..<objective.offsetB, objective.offsetB..<objective.offsetC,
-                      objective.offsetC..<objective.parameterCount] {
+        for range in [
+            0..<objective.offsetA, objective.offsetA..<objective.offsetB, objective.offsetB..<objective.offsetC,
+            objective.offsetC..<objective.parameterCount,
+        ] {
             #expect(gradient[range].contains { $0 != 0 })
         }
     }
@@ -224,9 +258,11 @@ import Testing
     @Test(arguments: [0.6, 0.8, 0.95])
     func keptFractionLandsOnTarget(keep: Double) {
         let set = Self.syntheticSet(count: 2000, slots: 3, seed: 51, damage: Self.hiddenDamage)
-        let (gate, report) = OTPTrainer.train(set: set, options: OTPTrainingOptions(keep: keep, steps: 150, batchSize: 128, seed: 2))
+        let (gate, report) = OTPTrainer.train(
+            set: set, options: OTPTrainingOptions(keep: keep, steps: 150, batchSize: 128, seed: 2))
         let result = evaluate(set: set, pruner: OTPPruner(gates: [set.layer: gate]))
-        #expect(abs(result.keptFraction - keep) <= Self.keepTolerance, "kept \(result.keptFraction) for \(keep): \(report)")
+        #expect(
+            abs(result.keptFraction - keep) <= Self.keepTolerance, "kept \(result.keptFraction) for \(keep): \(report)")
         #expect(result.keptFraction == report.keptFraction)
     }
 
@@ -244,21 +280,30 @@ import Testing
     // MARK: Storage
 
     static func sampleGate() -> OTPGate {
-        OTPGate(hiddenSize: 3, slots: 3, expertCount: 4, weight: [1, 2, 3, 4, 5, 6], ratioScale: [0.5, 0.25], bias: [-1, 1],
-                expertBias: [0, 0.1, 0.2, 0.3])
+        OTPGate(
+            hiddenSize: 3, slots: 3, expertCount: 4, weight: [1, 2, 3, 4, 5, 6], ratioScale: [0.5, 0.25],
+            bias: [-1, 1],
+            expertBias: [0, 0.1, 0.2, 0.3])
     }
 
     @Test func gatesRoundTripThroughTensors() throws {
         let pruner = OTPPruner(gates: [1: Self.sampleGate(), 4: Self.sampleGate()])
         #expect(pruner.tensors(layer: 0).isEmpty)
         let stored = Dictionary(uniqueKeysWithValues: [1, 4].map { ($0, pruner.tensors(layer: $0)) })
-        #expect(stored[1]!.map(\.suffix) == ["otp_gate.weight", "otp_gate.ratio_scale", "otp_gate.bias", "otp_gate.expert_bias"])
+        #expect(
+            stored[1]!.map(\.suffix) == [
+                "otp_gate.weight", "otp_gate.ratio_scale", "otp_gate.bias", "otp_gate.expert_bias",
+            ])
         #expect(stored[1]![0].shape == [2, 3])
         let loaded = try OTPPruner(tensors: stored, file: "model.safetensors")
         #expect(loaded.gates == pruner.gates)
         try loaded.validate(hiddenSize: 3, expertCount: 4, topK: 3, moeLayers: [0, 1, 2, 3, 4], file: "m")
-        #expect(throws: ModelFormatError.self) { try loaded.validate(hiddenSize: 3, expertCount: 4, topK: 2, moeLayers: [1, 4], file: "m") }
-        #expect(throws: ModelFormatError.self) { try loaded.validate(hiddenSize: 3, expertCount: 4, topK: 3, moeLayers: [1], file: "m") }
+        #expect(throws: ModelFormatError.self) {
+            try loaded.validate(hiddenSize: 3, expertCount: 4, topK: 2, moeLayers: [1, 4], file: "m")
+        }
+        #expect(throws: ModelFormatError.self) {
+            try loaded.validate(hiddenSize: 3, expertCount: 4, topK: 3, moeLayers: [1], file: "m")
+        }
     }
 
     @Test func malformedGateTensorsAreRejected() {
@@ -269,7 +314,9 @@ import Testing
                 Issue.record("accepted malformed tensors (\(fragment))", sourceLocation: sourceLocation)
             } catch let error as ModelFormatError {
                 #expect(error.file == "gates.safetensors", sourceLocation: sourceLocation)
-                #expect(error.problem.contains("layer 2") && error.problem.contains(fragment), "\(error.problem)", sourceLocation: sourceLocation)
+                #expect(
+                    error.problem.contains("layer 2") && error.problem.contains(fragment), "\(error.problem)",
+                    sourceLocation: sourceLocation)
             } catch {
                 Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
             }

@@ -11,14 +11,17 @@ import Testing
             let share = Double(8 - index)
             let error: [Int: Double] = [2: 1 + Double(index * index), 3: 0.1]
             let bytes: [Int: Int64] = [2: 300, 3: 420]
-            return Profile.Expert(index: index, params: 1000, freq: share, mass: share, error: WidthMap(error), bytes: WidthMap(bytes))
+            return Profile.Expert(
+                index: index, params: 1000, freq: share, mass: share, error: WidthMap(error), bytes: WidthMap(bytes))
         }
-        return Profile(model: .init(name: "t", architecture: "mixtral"), calibration: .init(tokens: 0, description: ""),
-                       widths: [2, 3], groupSize: 128, layers: [.init(index: 0, experts: experts)])
+        return Profile(
+            model: .init(name: "t", architecture: "mixtral"), calibration: .init(tokens: 0, description: ""),
+            widths: [2, 3], groupSize: 128, layers: [.init(index: 0, experts: experts)])
     }
 
     @Test func frequencyBaselineUpgradesTheMostFrequentExperts() throws {
-        let problem = try CostModel(importance: .frequency).makeProblem(Self.profile(), budget: try Budget.parseBits("2.5"))
+        let problem = try CostModel(importance: .frequency).makeProblem(
+            Self.profile(), budget: try Budget.parseBits("2.5"))
         let allocation = try Allocator.solve(problem)
         // Widths are option indices: 1 = 3 bits. The four most frequent experts (0…3) get 3 bits.
         #expect(allocation.choice == [1, 1, 1, 1, 0, 0, 0, 0])
@@ -28,7 +31,8 @@ import Testing
     }
 
     @Test func measuredImportanceUsesTheErrors() throws {
-        let allocation = try Allocator.solve(try CostModel().makeProblem(Self.profile(), budget: try Budget.parseBits("2.5")))
+        let allocation = try Allocator.solve(
+            try CostModel().makeProblem(Self.profile(), budget: try Budget.parseBits("2.5")))
         #expect(allocation.choice != [1, 1, 1, 1, 0, 0, 0, 0])
         #expect(allocation.choice.filter { $0 == 1 }.count == 4)
     }
@@ -36,7 +40,9 @@ import Testing
     @Test func randomBaselineIsSeededAndSpendsTheSameBudget() throws {
         let profile = Self.profile()
         func solve(_ seed: UInt64) throws -> [Int] {
-            try Allocator.solve(try CostModel(importance: .random(seed: seed)).makeProblem(profile, budget: try Budget.parseBits("2.5"))).choice
+            try Allocator.solve(
+                try CostModel(importance: .random(seed: seed)).makeProblem(profile, budget: try Budget.parseBits("2.5"))
+            ).choice
         }
         let first = try solve(7)
         #expect(try solve(7) == first)
@@ -54,18 +60,23 @@ import Testing
             let experts = (0..<4).map { (expert: Int) -> Profile.Expert in
                 let error: [Int: Double] = [2: 4 * scale, 3: 1 * scale]
                 let bytes: [Int: Int64] = [2: 300, 3: 420]
-                return Profile.Expert(index: expert, params: 1000, freq: 1, mass: 1, error: WidthMap(error), bytes: WidthMap(bytes))
+                return Profile.Expert(
+                    index: expert, params: 1000, freq: 1, mass: 1, error: WidthMap(error), bytes: WidthMap(bytes))
             }
-            return Profile.Layer(index: index, experts: experts, sensitivity: delta.map { .init(width: 2, deltaNLL: $0) })
+            return Profile.Layer(
+                index: index, experts: experts, sensitivity: delta.map { .init(width: 2, deltaNLL: $0) })
         }
-        return Profile(model: .init(name: "t", architecture: "mixtral"), calibration: .init(tokens: 0, description: ""), widths: [2, 3], groupSize: 128,
-                       layers: [layer(0, scale: 1, delta: sensitivities?.0), layer(1, scale: 4, delta: sensitivities?.1)])
+        return Profile(
+            model: .init(name: "t", architecture: "mixtral"), calibration: .init(tokens: 0, description: ""),
+            widths: [2, 3], groupSize: 128,
+            layers: [layer(0, scale: 1, delta: sensitivities?.0), layer(1, scale: 4, delta: sensitivities?.1)])
     }
 
     @Test func measuredSensitivityMovesBitsToTheLayerThatHurtsTheLoss() throws {
         let budget = try Budget.parseBits("2.5")
         // Raw errors alone: layer 1 (larger errors) gets the 3-bit experts.
-        let raw = try Allocator.solve(try CostModel().makeProblem(Self.profile(sensitivities: nil), budget: budget)).choice
+        let raw = try Allocator.solve(try CostModel().makeProblem(Self.profile(sensitivities: nil), budget: budget))
+            .choice
         #expect(raw == [0, 0, 0, 0, 1, 1, 1, 1])
         // Layer 0 costs 0.4 nats at 2 bits, layer 1 only 0.1: layer 0 gets them.
         let model = CostModel()
@@ -75,7 +86,9 @@ import Testing
         #expect(try Allocator.solve(problem).choice == [1, 1, 1, 1, 0, 0, 0, 0])
         // Rescaled, quantizing a whole layer at the reference width costs its ΔNLL.
         let s = 0.25 * pow(0.25, 1.5)
-        #expect(abs(problem.items[0].options[0].cost * 4 - 0.4) < 1e-12 && abs(problem.items[4].options[0].cost * 4 - 0.1) < 1e-12)
+        #expect(
+            abs(problem.items[0].options[0].cost * 4 - 0.4) < 1e-12
+                && abs(problem.items[4].options[0].cost * 4 - 0.1) < 1e-12)
         #expect(abs(problem.items[0].options[0].cost - 0.4 / (4 * s * 4) * s * 4) < 1e-12)
         // Not applied when switched off, for baselines, or per layer.
         for other in [CostModel(layerSensitivity: false), CostModel(importance: .frequency), CostModel(scope: .layer)] {
@@ -103,7 +116,9 @@ import Testing
                 var code = 0
                 while code < Int(pow(Double(widths), Double(layers))) {
                     var rest = code
-                    let layerChoice = (0..<layers).map { _ in defer { rest /= widths }; return rest % widths }
+                    let layerChoice = (0..<layers).map { _ in
+                        defer { rest /= widths }; return rest % widths
+                    }
                     let choice = perExpert.items.map { layerChoice[$0.layer] }
                     if perExpert.isFeasible(choice) {
                         let objective = perExpert.objective(choice)
@@ -116,15 +131,21 @@ import Testing
                     continue
                 }
                 let allocation = try Allocator.solve(uniform)
-                #expect(abs(allocation.objective - best) <= 1e-9 * max(1, abs(best)), "scope \(scope): \(allocation.objective) vs \(best)")
-                let report = AllocationReport(profile: profile, profilePath: "p.json", problem: uniform, allocation: allocation, budget: budget,
-                                              model: CostModel(scope: scope, uniformLayers: true), options: .init())
+                #expect(
+                    abs(allocation.objective - best) <= 1e-9 * max(1, abs(best)),
+                    "scope \(scope): \(allocation.objective) vs \(best)")
+                let report = AllocationReport(
+                    profile: profile, profilePath: "p.json", problem: uniform, allocation: allocation, budget: budget,
+                    model: CostModel(scope: scope, uniformLayers: true), options: .init())
                 #expect(report.layers.map(\.experts.count) == profile.layers.map(\.experts.count))
                 #expect(report.layers.allSatisfy { Set($0.experts.map(\.bits)).count == 1 })
                 checked += 1
             }
         }
         #expect(checked > 40)
-        #expect(throws: SolverError.self) { try CostModel(diversity: true, uniformLayers: true).makeProblem(generator.profile(), budget: .bits(numerator: 3, denominator: 1)) }
+        #expect(throws: SolverError.self) {
+            try CostModel(diversity: true, uniformLayers: true).makeProblem(
+                generator.profile(), budget: .bits(numerator: 3, denominator: 1))
+        }
     }
 }

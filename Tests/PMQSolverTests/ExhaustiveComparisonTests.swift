@@ -9,7 +9,8 @@ import Testing
 
     /// Independent budget check straight from the profile, in exact integer arithmetic.
     static func withinBudget(_ profile: Profile, _ bits: [[Int]], budget: Budget, scope: CostModel.Scope) -> Bool {
-        let groups: [[(Profile.Expert, Int)]] = scope == .global
+        let groups: [[(Profile.Expert, Int)]] =
+            scope == .global
             ? [zip(profile.layers.flatMap(\.experts), bits.flatMap { $0 }).map { ($0, $1) }]
             : zip(profile.layers, bits).map { layer, widths in zip(layer.experts, widths).map { ($0, $1) } }
         let totalParams = Int128(profile.totalParams)
@@ -28,7 +29,8 @@ import Testing
         return true
     }
 
-    static func widthsPerLayer(_ problem: AllocationProblem, _ choice: AllocationProblem.Choice, layers: Int) -> [[Int]] {
+    static func widthsPerLayer(_ problem: AllocationProblem, _ choice: AllocationProblem.Choice, layers: Int) -> [[Int]]
+    {
         var result = [[Int]](repeating: [], count: layers)
         for (item, option) in zip(problem.items, choice) { result[item.layer].append(item.options[option].width) }
         return result
@@ -45,39 +47,47 @@ import Testing
             let byBytes = generator.int(0...1) == 0
             var subset: [Int]? = nil
             if profile.widths.count > 2, generator.int(0...2) == 0 { subset = Array(profile.widths.dropFirst()) }
-            let model = CostModel(alpha: generator.int(0...1) == 0 ? 1 : 0.5 + generator.unit(),
-                                  beta: [0, 1, 1.5][generator.int(0...2)], scope: scope, diversity: diversity, widths: subset)
+            let model = CostModel(
+                alpha: generator.int(0...1) == 0 ? 1 : 0.5 + generator.unit(),
+                beta: [0, 1, 1.5][generator.int(0...2)], scope: scope, diversity: diversity, widths: subset)
             let budget = generator.budget(for: profile, bytes: byBytes)
             let problem = try model.makeProblem(profile, budget: budget)
             let reference = ExhaustiveSolver.solve(problem)
             for fixing in [true, false] {
-            do {
-                let allocation = try Allocator.solve(problem, options: SolveOptions(relativeGap: 0, reducedCostFixing: fixing))
-                let expected = try #require(reference, "CBC found an allocation where enumeration found none")
-                solved += 1
-                if fixing, allocation.fixedExperts > 0, allocation.cbcColumns > 0 { partlyFixed += 1 }
-                #expect(allocation.status == .optimal)
-                let scale = max(abs(expected.objective), 1e-12)
-                #expect(abs(allocation.objective - expected.objective) <= Self.objectiveTolerance * scale,
-                        "CBC \(allocation.objective) vs enumeration \(expected.objective), scope \(scope), diversity \(diversity), budget \(budget), fixing \(fixing)")
-                #expect(problem.isFeasible(allocation.choice))
-                #expect(allocation.choice.count == profile.expertCount)
-                let widths = Self.widthsPerLayer(problem, allocation.choice, layers: profile.layers.count)
-                #expect(zip(widths, profile.layers).allSatisfy { $0.count == $1.experts.count })
-                #expect(Self.withinBudget(profile, widths, budget: budget, scope: scope))
-                #expect(allocation.bound <= allocation.objective * (1 + 1e-9) + 1e-12)
-                if diversity, problem.items.first!.options.count >= 2 {
-                    let candidate = problem.items.first!.options.map(\.width)
-                    for (layer, layerWidths) in zip(profile.layers, widths) where layer.experts.count >= 2 {
-                        #expect(layerWidths.contains(candidate[candidate.count - 1]))
-                        #expect(layerWidths.contains(candidate[candidate.count - 2]))
+                do {
+                    let allocation = try Allocator.solve(
+                        problem, options: SolveOptions(relativeGap: 0, reducedCostFixing: fixing))
+                    let expected = try #require(reference, "CBC found an allocation where enumeration found none")
+                    solved += 1
+                    if fixing, allocation.fixedExperts > 0, allocation.cbcColumns > 0 { partlyFixed += 1 }
+                    #expect(allocation.status == .optimal)
+                    let scale = max(abs(expected.objective), 1e-12)
+                    #expect(
+                        abs(allocation.objective - expected.objective) <= Self.objectiveTolerance * scale,
+                        Comment(
+                            rawValue: "CBC \(allocation.objective) vs enumeration \(expected.objective), scope \(scope), "
+                                + "diversity \(diversity), budget \(budget), fixing \(fixing)")
+                    )
+                    #expect(problem.isFeasible(allocation.choice))
+                    #expect(allocation.choice.count == profile.expertCount)
+                    let widths = Self.widthsPerLayer(problem, allocation.choice, layers: profile.layers.count)
+                    #expect(zip(widths, profile.layers).allSatisfy { $0.count == $1.experts.count })
+                    #expect(Self.withinBudget(profile, widths, budget: budget, scope: scope))
+                    #expect(allocation.bound <= allocation.objective * (1 + 1e-9) + 1e-12)
+                    if diversity, problem.items.first!.options.count >= 2 {
+                        let candidate = problem.items.first!.options.map(\.width)
+                        for (layer, layerWidths) in zip(profile.layers, widths) where layer.experts.count >= 2 {
+                            #expect(layerWidths.contains(candidate[candidate.count - 1]))
+                            #expect(layerWidths.contains(candidate[candidate.count - 2]))
+                        }
                     }
+                } catch let error as SolverError {
+                    guard case .infeasibleBudget = error else { throw error }
+                    #expect(
+                        reference == nil,
+                        "the solver said infeasible but enumeration found \(String(describing: reference))")
+                    infeasible += 1
                 }
-            } catch let error as SolverError {
-                guard case .infeasibleBudget = error else { throw error }
-                #expect(reference == nil, "the solver said infeasible but enumeration found \(String(describing: reference))")
-                infeasible += 1
-            }
             }
         }
         #expect(solved > 40, "too few feasible instances to mean anything")
@@ -90,7 +100,8 @@ import Testing
         for _ in 0..<200 {
             let profile = generator.profile()
             let scope: CostModel.Scope = generator.int(0...1) == 0 ? .global : .layer
-            let problem = try CostModel(scope: scope).makeProblem(profile, budget: generator.budget(for: profile, bytes: generator.int(0...1) == 0))
+            let problem = try CostModel(scope: scope).makeProblem(
+                profile, budget: generator.budget(for: profile, bytes: generator.int(0...1) == 0))
             guard let reference = ExhaustiveSolver.solve(problem) else {
                 #expect(GreedyRelaxation.solve(problem) == nil)
                 #expect(!problem.minimumWeightViolations().isEmpty)

@@ -50,12 +50,16 @@ struct InstanceGenerator {
                     bytes[width] = params * Int64(width) / 8 + groups * 6 * Int64(1 + width % 3)
                 }
                 let freq = int(0...5) == 0 ? 0 : unit() * 10
-                experts.append(.init(index: expert, params: params, freq: freq, mass: freq * (0.5 + unit()), error: WidthMap(error), bytes: WidthMap(bytes)))
+                experts.append(
+                    .init(
+                        index: expert, params: params, freq: freq, mass: freq * (0.5 + unit()), error: WidthMap(error),
+                        bytes: WidthMap(bytes)))
             }
             layers.append(.init(index: layer, experts: experts))
         }
-        return Profile(model: .init(name: "random", architecture: "mixtral"),
-                       calibration: .init(tokens: 0, description: "random"), widths: widths, groupSize: 128, layers: layers)
+        return Profile(
+            model: .init(name: "random", architecture: "mixtral"),
+            calibration: .init(tokens: 0, description: "random"), widths: widths, groupSize: 128, layers: layers)
     }
 
     /// A budget between slightly below the lightest and slightly above the heaviest assignment.

@@ -24,7 +24,8 @@ import Testing
         var widths: [Int: [Int: Int]] = [:]
         let choices = [1, 2, 3, 4, 8]
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
-            widths[layer] = Dictionary(uniqueKeysWithValues: (0..<config.expertCount).map { ($0, choices[(layer + $0) % choices.count]) })
+            widths[layer] = Dictionary(
+                uniqueKeysWithValues: (0..<config.expertCount).map { ($0, choices[(layer + $0) % choices.count]) })
         }
         return AllocationPlan(widths: widths, groupSize: 16)
     }
@@ -34,8 +35,10 @@ import Testing
         let source = Self.tiny.appendingPathComponent(architecture.rawValue).path
         let float = try MoEModel(directory: source, lazy: true)
         let plan = Self.mixedPlan(float.config)
-        let output = try ModelQuantizer(model: float, options: .init(sequenceLength: 16, samples: 4, actOrder: actOrder))
-            .run(tokens: TestFixtures.calibrationTokens(vocab: float.config.vocabSize), plan: plan)
+        let output = try ModelQuantizer(
+            model: float, options: .init(sequenceLength: 16, samples: 4, actOrder: actOrder)
+        )
+        .run(tokens: TestFixtures.calibrationTokens(vocab: float.config.vocabSize), plan: plan)
         // Act-order: the layers' groups are permuted and the runtime takes the rewritten (contiguous) path.
         #expect(output.linears.values.contains { Int($0.gIdx[1]) != 1 / $0.groupSize } == actOrder)
         let moeLayers = float.config.moeLayers.filter { $0 }.count
@@ -59,7 +62,10 @@ import Testing
                     #expect((weights.contiguous != nil) == !weights.naturalOrder)
                     #expect(linear.bits == plan.widths[layer]![expert]!)
                     widthsSeen.insert(linear.bits)
-                    reference.replace(role, with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized()))
+                    reference.replace(
+                        role,
+                        with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, floats: linear.dequantized())
+                    )
                 }
             }
         }
@@ -88,10 +94,16 @@ import Testing
     @Test func allocationReportsAreReadWithClearErrors() throws {
         let path = Self.temporaryPath("allocation") + ".json"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        func write(_ object: Any) throws { try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path)) }
-        let good: [String: Any] = ["format": "pmq-allocation", "version": 1,
-                                   "parameters": ["groupSize": 64, "model": "m", "budget": 2.5, "budgetKind": "bits", "importance": "measured"],
-                                   "layers": [["index": 0, "experts": [["index": 0, "bits": 3], ["index": 1, "bits": 2]]]]]
+        func write(_ object: Any) throws {
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+        }
+        let good: [String: Any] = [
+            "format": "pmq-allocation", "version": 1,
+            "parameters": [
+                "groupSize": 64, "model": "m", "budget": 2.5, "budgetKind": "bits", "importance": "measured",
+            ],
+            "layers": [["index": 0, "experts": [["index": 0, "bits": 3], ["index": 1, "bits": 2]]]],
+        ]
         try write(good)
         let plan = try AllocationPlan.read(path: path)
         #expect(plan.widths == [0: [0: 3, 1: 2]] && plan.groupSize == 64 && plan.averageBits == 2.5)

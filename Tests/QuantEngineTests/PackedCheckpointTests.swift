@@ -17,11 +17,14 @@ import Testing
         let groups = (inputs + groupSize - 1) / groupSize
         let maxCode = (1 << bits) - 1
         let codes = (0..<(out * inputs)).map { _ in generator.int(maxCode + 1) }
-        let zeros: [Float] = bits == 1 ? [Float](repeating: 0.5, count: groups * out)
+        let zeros: [Float] =
+            bits == 1
+            ? [Float](repeating: 0.5, count: groups * out)
             : (0..<(groups * out)).map { _ in Float(generator.int(maxCode + 1)) }
         let scales = (0..<(groups * out)).map { _ in abs(generator.float()) * 0.01 + 1e-4 }
-        return PackedLinear(packingCodes: codes, zeros: zeros, scales: scales, groupIndex: (0..<inputs).map { Int32($0 / groupSize) },
-                            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
+        return PackedLinear(
+            packingCodes: codes, zeros: zeros, scales: scales, groupIndex: (0..<inputs).map { Int32($0 / groupSize) },
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
     }
 
     static func floats(_ values: [Float]) -> Data { PackedCheckpoint.littleEndianData(values.map(\.bitPattern)) }
@@ -38,7 +41,9 @@ import Testing
                 if layer == 0 && expert == 1 { bits = 2 }
                 if layer == 0 && expert == 2 { bits = 1 }
                 if layer == 1 && expert == 3 { bits = 4; groupSize = 32 }
-                for (name, out, inputs) in [("w1", intermediate, hidden), ("w3", intermediate, hidden), ("w2", hidden, intermediate)] {
+                for (name, out, inputs) in [
+                    ("w1", intermediate, hidden), ("w3", intermediate, hidden), ("w2", hidden, intermediate),
+                ] {
                     seed += 1
                     linears["model.layers.\(layer).block_sparse_moe.experts.\(expert).\(name)"] =
                         linear(out: out, inputs: inputs, bits: bits, groupSize: groupSize, seed: seed)
@@ -47,18 +52,27 @@ import Testing
         }
         let bf16 = Data((0..<(hidden * hidden * 2)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
         let passthrough = [
-            PackedCheckpoint.Passthrough(name: "model.embed_tokens.weight", dtype: "BF16", shape: [hidden, hidden], data: bf16),
-            PackedCheckpoint.Passthrough(name: "model.layers.0.self_attn.q_proj.weight", dtype: "F32", shape: [2, 4],
-                                         data: floats([1, -2, 0.1, 3.0e38, 1.00390625, 1.01171875, -0.0, 65504])),
-            PackedCheckpoint.Passthrough(name: "model.layers.0.input_layernorm.weight", dtype: "F32", shape: [4], data: floats([1, 1, 1, 1])),
-            PackedCheckpoint.Passthrough(name: "model.layers.1.block_sparse_moe.gate.weight", dtype: "BF16", shape: [4, hidden],
-                                         data: Data(repeating: 0x3F, count: 4 * hidden * 2)),
+            PackedCheckpoint.Passthrough(
+                name: "model.embed_tokens.weight", dtype: "BF16", shape: [hidden, hidden], data: bf16),
+            PackedCheckpoint.Passthrough(
+                name: "model.layers.0.self_attn.q_proj.weight", dtype: "F32", shape: [2, 4],
+                data: floats([1, -2, 0.1, 3.0e38, 1.00390625, 1.01171875, -0.0, 65504])),
+            PackedCheckpoint.Passthrough(
+                name: "model.layers.0.input_layernorm.weight", dtype: "F32", shape: [4], data: floats([1, 1, 1, 1])),
+            PackedCheckpoint.Passthrough(
+                name: "model.layers.1.block_sparse_moe.gate.weight", dtype: "BF16", shape: [4, hidden],
+                data: Data(repeating: 0x3F, count: 4 * hidden * 2)),
         ]
-        let extras = [PackedCheckpoint.Extra(name: "pmq.otp.layers.0.gate.weight", shape: [2, 3], values: [1, 2, 3, 4, 5, 6])]
-        let config = try! JSONSerialization.data(withJSONObject: ["model_type": "mixtral", "hidden_size": hidden,
-                                                                  "architectures": ["MixtralForCausalLM"]])
-        return PackedCheckpoint(sourceConfig: config, passthrough: passthrough, linears: linears, extras: extras,
-                                allocationReport: Data("{\"version\": 1}".utf8), options: options)
+        let extras = [
+            PackedCheckpoint.Extra(name: "pmq.otp.layers.0.gate.weight", shape: [2, 3], values: [1, 2, 3, 4, 5, 6])
+        ]
+        let config = try! JSONSerialization.data(withJSONObject: [
+            "model_type": "mixtral", "hidden_size": hidden,
+            "architectures": ["MixtralForCausalLM"],
+        ])
+        return PackedCheckpoint(
+            sourceConfig: config, passthrough: passthrough, linears: linears, extras: extras,
+            allocationReport: Data("{\"version\": 1}".utf8), options: options)
     }
 
     static func readAll(_ directory: String) throws -> [String: (file: SafeTensorsFile, info: TensorInfo)] {
@@ -67,7 +81,10 @@ import Testing
         if FileManager.default.fileExists(atPath: single) {
             files = [try SafeTensorsFile(path: single)]
         } else {
-            let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/model.safetensors.index.json"))) as! [String: Any]
+            let index =
+                try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: directory + "/model.safetensors.index.json")))
+                as! [String: Any]
             let map = index["weight_map"] as! [String: String]
             for shard in Set(map.values).sorted() { files.append(try SafeTensorsFile(path: directory + "/" + shard)) }
             var total = 0
@@ -96,7 +113,8 @@ import Testing
         try checkpoint.write(to: output, sourceDirectory: source)
 
         let names = try FileManager.default.contentsOfDirectory(atPath: output).sorted()
-        #expect(names.contains("tokenizer.json") && names.contains("config.json") && names.contains("quantize_config.json"))
+        #expect(
+            names.contains("tokenizer.json") && names.contains("config.json") && names.contains("quantize_config.json"))
         #expect(names.contains(PackedCheckpoint.allocationFileName))
         #expect(names.contains("model.safetensors") == (shardBytes > 100_000))
         #expect(names.contains("model.safetensors.index.json") == (shardBytes <= 100_000))
@@ -105,8 +123,9 @@ import Testing
         let tensors = try Self.readAll(output)
         for (module, linear) in checkpoint.linears {
             let file = try #require(tensors["\(module).qweight"]).file
-            let back = try PackedLinear.read(from: file, prefix: module, bits: linear.bits, groupSize: linear.groupSize,
-                                             outFeatures: linear.outFeatures, inFeatures: linear.inFeatures)
+            let back = try PackedLinear.read(
+                from: file, prefix: module, bits: linear.bits, groupSize: linear.groupSize,
+                outFeatures: linear.outFeatures, inFeatures: linear.inFeatures)
             #expect(back == linear, "\(module)")
             #expect((tensors["\(module).qzeros"] == nil) == (linear.bits == 1))
         }
@@ -118,7 +137,7 @@ import Testing
         #expect(q.info.dtype == .bf16 && q.info.shape == [2, 4])
         let qValues = try q.file.floats("model.layers.0.self_attn.q_proj.weight")
         #expect(qValues[0] == 1 && qValues[1] == -2 && qValues[4] == 1 && qValues[5] == 1.015625 && qValues[7] == 65536)
-        #expect(qValues[2] == Float(bitPattern: 0x3DCD_0000))   // 0.1 → 0x3DCCCCCD rounds up
+        #expect(qValues[2] == Float(bitPattern: 0x3DCD_0000)) // 0.1 → 0x3DCCCCCD rounds up
         #expect(qValues[6].sign == .minus && qValues[6] == 0)
         let gate = try #require(tensors["pmq.otp.layers.0.gate.weight"])
         #expect(gate.info.dtype == .f32 && gate.info.shape == [2, 3])
@@ -133,14 +152,22 @@ import Testing
         let parent = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: parent) }
         var checkpoint = Self.checkpoint(options: .init())
-        let source = "{\n  \"model_type\": \"mixtral\",\n  \"router_jitter_noise\": 0.0,\n  \"rope_theta\": 1000000.0,\n  \"hidden_size\": 16\n}\n"
+        let source =
+            "{\n  \"model_type\": \"mixtral\",\n  \"router_jitter_noise\": 0.0,\n  \"rope_theta\": 1000000.0,\n  "
+            + "\"hidden_size\": 16\n}\n"
         checkpoint.sourceConfig = Data(source.utf8)
         try checkpoint.write(to: parent + "/packed")
         let written = try String(contentsOfFile: parent + "/packed/config.json", encoding: .utf8)
-        #expect(written.hasPrefix("{\n  \"model_type\": \"mixtral\",\n  \"router_jitter_noise\": 0.0,\n  \"rope_theta\": 1000000.0,\n  \"hidden_size\": 16,\n  \"quantization_config\": {"))
+        #expect(
+            written.hasPrefix(
+                "{\n  \"model_type\": \"mixtral\",\n  \"router_jitter_noise\": 0.0,\n  \"rope_theta\": 1000000.0,\n  "
+                    + "\"hidden_size\": 16,\n  \"quantization_config\": {"
+            ))
         let config = try #require(try JSONSerialization.jsonObject(with: Data(written.utf8)) as? [String: Any])
         #expect((config["quantization_config"] as? [String: Any])?["quant_method"] as? String == "gptq")
-        let separate = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/quantize_config.json"))) as? [String: Any]
+        let separate =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/quantize_config.json"))) as? [String: Any]
         #expect(separate?["quant_method"] as? String == "gptq")
     }
 
@@ -149,7 +176,9 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: parent) }
         let checkpoint = Self.checkpoint(options: .init(descAct: true))
         try checkpoint.write(to: parent + "/packed")
-        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/config.json"))) as! [String: Any]
+        let config =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/config.json"))) as! [String: Any]
         #expect(config["model_type"] as? String == "mixtral")
         let quantization = try #require(config["quantization_config"] as? [String: Any])
         #expect(quantization["quant_method"] as? String == "gptq")
@@ -161,9 +190,15 @@ import Testing
         let dynamic = try #require(quantization["dynamic"] as? [String: [String: Int]])
         var expected: [String: [String: Int]] = [:]
         for name in ["w1", "w2", "w3"] {
-            expected["+:^model\\.layers\\.0\\.block_sparse_moe\\.experts\\.1\\.\(name)$"] = ["bits": 2, "group_size": 16]
-            expected["+:^model\\.layers\\.0\\.block_sparse_moe\\.experts\\.2\\.\(name)$"] = ["bits": 1, "group_size": 16]
-            expected["+:^model\\.layers\\.1\\.block_sparse_moe\\.experts\\.3\\.\(name)$"] = ["bits": 4, "group_size": 32]
+            expected["+:^model\\.layers\\.0\\.block_sparse_moe\\.experts\\.1\\.\(name)$"] = [
+                "bits": 2, "group_size": 16,
+            ]
+            expected["+:^model\\.layers\\.0\\.block_sparse_moe\\.experts\\.2\\.\(name)$"] = [
+                "bits": 1, "group_size": 16,
+            ]
+            expected["+:^model\\.layers\\.1\\.block_sparse_moe\\.experts\\.3\\.\(name)$"] = [
+                "bits": 4, "group_size": 32,
+            ]
         }
         expected["-:^model\\.layers\\.0\\.self_attn\\.q_proj$"] = [:]
         expected["-:^model\\.layers\\.1\\.block_sparse_moe\\.gate$"] = [:]
@@ -182,7 +217,9 @@ import Testing
         #expect((pmq["packed_bytes"] as? NSNumber)?.int64Value == packedBytes)
         #expect(pmq["allocation_report"] as? String == PackedCheckpoint.allocationFileName)
         #expect(pmq["one_bit"] is String)
-        let quantizeConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/quantize_config.json"))) as! [String: Any]
+        let quantizeConfig =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: parent + "/packed/quantize_config.json"))) as! [String: Any]
         let canonical = { (object: Any) in try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) }
         #expect(try canonical(quantizeConfig) == canonical(quantization))
     }
@@ -200,14 +237,18 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: parent) }
         var checkpoint = Self.checkpoint(options: .init(maximumShardBytes: 4000))
         // The last tensor's data disagrees with its shape: found after config and earlier shards are written.
-        checkpoint.extras.append(PackedCheckpoint.Extra(name: "pmq.otp.layers.1.gate.weight", shape: [2, 3], values: [1, 2]))
+        checkpoint.extras.append(
+            PackedCheckpoint.Extra(name: "pmq.otp.layers.1.gate.weight", shape: [2, 3], values: [1, 2]))
         let output = parent + "/packed"
         #expect(throws: (any Error).self) { try checkpoint.write(to: output) }
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty)
 
         var badData = Self.checkpoint(options: .init(maximumShardBytes: 4000))
-        badData.passthrough.append(PackedCheckpoint.Passthrough(name: "lm_head.weight", dtype: "BF16", shape: [4, 4], data: Data(count: 3)))
-        do { try badData.write(to: output); Issue.record("accepted 3 bytes for a [4, 4] bf16 tensor") } catch let error as ModelFormatError {
+        badData.passthrough.append(
+            PackedCheckpoint.Passthrough(name: "lm_head.weight", dtype: "BF16", shape: [4, 4], data: Data(count: 3)))
+        do { try badData.write(to: output); Issue.record("accepted 3 bytes for a [4, 4] bf16 tensor") } catch let error
+            as ModelFormatError
+        {
             #expect(error.problem.contains("lm_head.weight"))
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty)
@@ -225,25 +266,34 @@ import Testing
         let prefix = "model.layers.0.mlp.experts.0.up_proj"
         func write(_ tensors: [PackedCheckpoint.StoredTensor]) throws -> SafeTensorsFile {
             var writer = SafeTensorsWriter()
-            for tensor in tensors { try writer.add(tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data) }
+            for tensor in tensors {
+                try writer.add(
+                    tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data)
+            }
             let path = parent + "/\(UUID().uuidString).safetensors"
             try writer.write(to: path)
             return try SafeTensorsFile(path: path)
         }
         let good = try PackedCheckpoint.storedTensors(of: linear, module: prefix)
         let file = try write(good)
-        #expect(try PackedLinear.read(from: file, prefix: prefix, bits: 4, groupSize: 16, outFeatures: 8, inFeatures: 32) == linear)
+        #expect(
+            try PackedLinear.read(from: file, prefix: prefix, bits: 4, groupSize: 16, outFeatures: 8, inFeatures: 32)
+                == linear)
 
-        func expectFailure(_ file: SafeTensorsFile, bits: Int = 4, groupSize: Int = 16, out: Int = 8, inputs: Int = 32, mentions: String) {
+        func expectFailure(
+            _ file: SafeTensorsFile, bits: Int = 4, groupSize: Int = 16, out: Int = 8, inputs: Int = 32,
+            mentions: String
+        ) {
             do {
-                _ = try PackedLinear.read(from: file, prefix: prefix, bits: bits, groupSize: groupSize, outFeatures: out, inFeatures: inputs)
+                _ = try PackedLinear.read(
+                    from: file, prefix: prefix, bits: bits, groupSize: groupSize, outFeatures: out, inFeatures: inputs)
                 Issue.record("accepted: \(mentions)")
             } catch let error as ModelFormatError {
                 #expect(error.file == file.path)
                 #expect(error.problem.contains(mentions), "\(error.problem)")
             } catch { Issue.record("unexpected \(error)") }
         }
-        expectFailure(file, bits: 3, mentions: "\(prefix).qweight")               // shape for another width
+        expectFailure(file, bits: 3, mentions: "\(prefix).qweight") // shape for another width
         expectFailure(file, out: 16, mentions: "\(prefix).qweight")
         expectFailure(file, groupSize: 8, mentions: "\(prefix).qzeros")
         expectFailure(file, bits: 5, mentions: "unsupported width")

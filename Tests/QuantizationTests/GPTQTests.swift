@@ -13,19 +13,26 @@ import Testing
     static let errorTolerance = 1e-4
 
     struct Case: Decodable, CustomTestStringConvertible {
-        var name: String, rows: Int, columns: Int, bits: Int, groupSize: Int, blockSize: Int, actOrder: Bool, error: Double
-        var testDescription: String { "\(name): \(rows)×\(columns), \(bits) bits, group \(groupSize), block \(blockSize)\(actOrder ? ", act-order" : "")" }
+        var name: String, rows: Int, columns: Int, bits: Int, groupSize: Int, blockSize: Int, actOrder: Bool,
+            error: Double
+        var testDescription: String {
+            "\(name): \(rows)×\(columns), \(bits) bits, group \(groupSize), block "
+                + "\(blockSize)\(actOrder ? ", act-order" : "")"
+        }
     }
 
     static let cases: [Case] = {
-        (try? JSONDecoder().decode([Case].self, from: Data(contentsOf: fixtures.appendingPathComponent("cases.json")))) ?? []
+        (try? JSONDecoder().decode([Case].self, from: Data(contentsOf: fixtures.appendingPathComponent("cases.json"))))
+            ?? []
     }()
 
     @Test func fixturesArePresent() { #expect(Self.cases.count == 7 && Self.cases.filter(\.actOrder).count == 2) }
 
     static func doubles(_ file: SafeTensorsFile, _ name: String) throws -> [Double] {
         let raw = try file.bytes(name)
-        return (0..<(raw.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+        return (0..<(raw.count / 8)).map {
+            Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))
+        }
     }
 
     @Test(arguments: cases)
@@ -35,16 +42,21 @@ import Testing
         let hessian = try Self.doubles(file, "hessian")
         let expectedCodes = try file.bytes("codes").bindMemory(to: Int32.self).map { Int($0) }
         let expectedScales = try Self.doubles(file, "scales")
-        let gptq = GPTQ(options: .init(groupSize: example.groupSize, blockSize: example.blockSize, actOrder: example.actOrder))
-        let result = try gptq.quantize(weight: weight, rows: example.rows, columns: example.columns, hessian: hessian, bits: example.bits)
+        let gptq = GPTQ(
+            options: .init(groupSize: example.groupSize, blockSize: example.blockSize, actOrder: example.actOrder))
+        let result = try gptq.quantize(
+            weight: weight, rows: example.rows, columns: example.columns, hessian: hessian, bits: example.bits)
         let mismatches = zip(result.codes, expectedCodes).filter { $0 != $1 }.count
         // Identical codes except rounding ties (float32 grid here, float64 in the reference).
         #expect(mismatches <= max(1, result.codes.count / 200), "\(mismatches) of \(result.codes.count) codes differ")
         #expect(zip(result.scales, expectedScales).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(abs($1), 1e-6) })
-        #expect(abs(result.error - example.error) <= Self.errorTolerance * example.error, "error \(result.error) vs \(example.error)")
+        #expect(
+            abs(result.error - example.error) <= Self.errorTolerance * example.error,
+            "error \(result.error) vs \(example.error)")
         #expect(result.groupIndex == (try file.bytes("g_idx").bindMemory(to: Int32.self).map { Int($0) }))
         // The reported error is tr((W−Q)H(W−Q)ᵀ) of the returned codes.
-        let recomputed = GPTQ.outputError(weight, result.dequantized, rows: example.rows, columns: example.columns, hessian: hessian)
+        let recomputed = GPTQ.outputError(
+            weight, result.dequantized, rows: example.rows, columns: example.columns, hessian: hessian)
         #expect(abs(recomputed - result.error) <= 1e-9 * result.error)
     }
 
@@ -72,7 +84,9 @@ import Testing
         var hessian = [Double](repeating: 0, count: columns * columns)
         for i in 0..<columns { for j in 0..<columns { hessian[i * columns + j] = i == j ? 2 : 0.3 } }
         let gptq = GPTQ(options: .init(groupSize: 16, blockSize: 16))
-        let errors = try [1, 2, 3, 4, 8].map { try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: $0).error }
+        let errors = try [1, 2, 3, 4, 8].map {
+            try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: $0).error
+        }
         #expect(zip(errors, errors.dropFirst()).allSatisfy { $0 > $1 }, "\(errors)")
         let sign = gptq.roundToNearest(weight: weight, rows: rows, columns: columns, hessian: nil, bits: 1)
         let mean = weight[0..<16].map { abs($0) }.reduce(0, +) / 16
@@ -123,7 +137,10 @@ extension GPTQTests {
         for r in 0..<rows {
             for i in 0..<columns {
                 let ei = Double(weight[r * columns + i] - quantized[r * columns + i])
-                for j in 0..<columns { expected += ei * hessian[i * columns + j] * Double(weight[r * columns + j] - quantized[r * columns + j]) }
+                for j in 0..<columns {
+                    expected +=
+                        ei * hessian[i * columns + j] * Double(weight[r * columns + j] - quantized[r * columns + j])
+                }
             }
         }
         let fast = GPTQ.outputError(weight, quantized, rows: rows, columns: columns, hessian: hessian)

@@ -14,7 +14,11 @@ import Testing
         let rows = 24, columns = 40, samples = 64
         let x = (0..<(samples * columns)).map { _ in next() }
         var hessian = [Double](repeating: 0, count: columns * columns)
-        for t in 0..<samples { for i in 0..<columns { for j in 0..<columns { hessian[i * columns + j] += Double(x[t * columns + i] * x[t * columns + j]) } } }
+        for t in 0..<samples {
+            for i in 0..<columns {
+                for j in 0..<columns { hessian[i * columns + j] += Double(x[t * columns + i] * x[t * columns + j]) }
+            }
+        }
         // A dead input column.
         for j in 0..<columns { hessian[5 * columns + j] = 0; hessian[j * columns + 5] = 0 }
         let weight = (0..<(rows * columns)).map { _ in next() }
@@ -23,7 +27,9 @@ import Testing
         let shared = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, widths: widths)
         for (position, bits) in widths.enumerated() {
             let single = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
-            #expect(shared[position].codes == single.codes && shared[position].scales == single.scales && shared[position].zeros == single.zeros)
+            #expect(
+                shared[position].codes == single.codes && shared[position].scales == single.scales
+                    && shared[position].zeros == single.zeros)
             #expect(shared[position].dequantized == single.dequantized && shared[position].error == single.error)
             #expect(shared[position].groupIndex == single.groupIndex)
         }

@@ -7,17 +7,20 @@ import Testing
 /// Bit packing of GPTQ tensors (docs/PACKED_FORMAT.md): hand-checked words, round trips through
 /// GPTQ, and byte equality with the Python reference packer (tools/fixtures/make_packed_fixtures.py).
 @Suite struct PackingTests {
-    static func pack(codes: [Int], zeros: [Float], scales: [Float]? = nil, out: Int, inputs: Int, bits: Int, groupSize: Int,
-                     gIdx: [Int32]? = nil) -> PackedLinear {
+    static func pack(
+        codes: [Int], zeros: [Float], scales: [Float]? = nil, out: Int, inputs: Int, bits: Int, groupSize: Int,
+        gIdx: [Int32]? = nil
+    ) -> PackedLinear {
         let groups = (inputs + groupSize - 1) / groupSize
-        return PackedLinear(packingCodes: codes, zeros: zeros, scales: scales ?? [Float](repeating: 1, count: groups * out),
-                            groupIndex: gIdx ?? (0..<inputs).map { Int32($0 / groupSize) },
-                            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
+        return PackedLinear(
+            packingCodes: codes, zeros: zeros, scales: scales ?? [Float](repeating: 1, count: groups * out),
+            groupIndex: gIdx ?? (0..<inputs).map { Int32($0 / groupSize) },
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
     }
 
     @Test func fourBitWordsHoldEightValuesFirstInLowestBits() throws {
         let out = 2, inputs = 8
-        let codes = (0..<(out * inputs)).map { $0 % 16 }   // row 0: 0…7, row 1: 8…15
+        let codes = (0..<(out * inputs)).map { $0 % 16 } // row 0: 0…7, row 1: 8…15
         let packed = Self.pack(codes: codes, zeros: [3, 5], out: out, inputs: inputs, bits: 4, groupSize: 8)
         #expect(packed.qweight == [0x7654_3210, 0xFEDC_BA98])
         // Zeros 3 and 5 stored as 2 and 4 in one word, first in the lowest bits.
@@ -44,12 +47,15 @@ import Testing
     /// v2 → v1 subtraction); reading adds the constant back, so every zero survives.
     @Test func zeroOfZeroBorrowsWithinTheWord() {
         let zeros: [Float] = [0, 5, 0, 0, 15, 1, 0, 2]
-        let packed = Self.pack(codes: [Int](repeating: 0, count: 8), zeros: zeros, out: 8, inputs: 1, bits: 4, groupSize: 1)
+        let packed = Self.pack(
+            codes: [Int](repeating: 0, count: 8), zeros: zeros, out: 8, inputs: 1, bits: 4, groupSize: 1)
         let v2 = zeros.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << UInt32(4 * $1.offset) }
         #expect(packed.qzeros == [v2 &- 0x1111_1111])
         #expect(packed.unpackedZeros() == zeros)
         // Width 3 stores (zero − 1) mod 8 per value: no borrow.
-        let three = Self.pack(codes: [Int](repeating: 0, count: 8), zeros: [0, 7, 1, 0, 0, 0, 0, 3], out: 8, inputs: 1, bits: 3, groupSize: 1)
+        let three = Self.pack(
+            codes: [Int](repeating: 0, count: 8), zeros: [0, 7, 1, 0, 0, 0, 0, 3], out: 8, inputs: 1, bits: 3,
+            groupSize: 1)
         #expect(three.qzeros == [0o2777_7067])
         #expect(three.unpackedZeros() == [0, 7, 1, 0, 0, 0, 0, 3])
     }
@@ -57,7 +63,8 @@ import Testing
     @Test func partialWordsKeepPaddingBitsZero() {
         // 5 zeros at 4 bits: one word of 20 bits; a zero of 0 in the last value borrows nothing beyond them.
         let zeros: [Float] = [2, 2, 2, 2, 0]
-        let packed = Self.pack(codes: [Int](repeating: 1, count: 5 * 3), zeros: zeros, out: 5, inputs: 3, bits: 4, groupSize: 3)
+        let packed = Self.pack(
+            codes: [Int](repeating: 1, count: 5 * 3), zeros: zeros, out: 5, inputs: 3, bits: 4, groupSize: 3)
         #expect(packed.qzeros == [0xF_1111])
         #expect(packed.qweight == [0x111, 0x111, 0x111, 0x111, 0x111])
         #expect(packed.unpackedZeros() == zeros)
@@ -65,7 +72,8 @@ import Testing
 
     @Test func oneBitHasNoZerosAndDequantizesToPlusMinusHalfScale() throws {
         let codes = [1, 0, 0, 1, 1, 1, 0, 0]
-        let packed = Self.pack(codes: codes, zeros: [0.5, 0.5], scales: [0.5, 0.25], out: 1, inputs: 8, bits: 1, groupSize: 4)
+        let packed = Self.pack(
+            codes: codes, zeros: [0.5, 0.5], scales: [0.5, 0.25], out: 1, inputs: 8, bits: 1, groupSize: 4)
         #expect(packed.qzeros.isEmpty)
         #expect(packed.qweight == [0b0011_1001])
         try packed.validate()
@@ -73,13 +81,17 @@ import Testing
     }
 
     @Test func validateNamesTheInconsistentTensor() {
-        var packed = Self.pack(codes: [Int](repeating: 0, count: 64), zeros: [1, 1], out: 2, inputs: 32, bits: 4, groupSize: 32)
+        var packed = Self.pack(
+            codes: [Int](repeating: 0, count: 64), zeros: [1, 1], out: 2, inputs: 32, bits: 4, groupSize: 32)
         packed.qweight.removeLast()
         #expect(throws: PackedFormatError.self) { try packed.validate() }
-        do { try packed.validate() } catch let error as PackedFormatError { #expect(error.tensor == "qweight") } catch {}
-        var bad = Self.pack(codes: [Int](repeating: 0, count: 64), zeros: [1, 1], out: 2, inputs: 32, bits: 4, groupSize: 32)
+        do { try packed.validate() } catch let error as PackedFormatError { #expect(error.tensor == "qweight") } catch {
+        }
+        var bad = Self.pack(
+            codes: [Int](repeating: 0, count: 64), zeros: [1, 1], out: 2, inputs: 32, bits: 4, groupSize: 32)
         bad.gIdx[3] = 1
-        do { try bad.validate(); Issue.record("accepted g_idx 1 with one group") } catch let error as PackedFormatError {
+        do { try bad.validate(); Issue.record("accepted g_idx 1 with one group") } catch let error as PackedFormatError
+        {
             #expect(error.tensor == "g_idx")
         } catch {}
     }
@@ -89,9 +101,9 @@ import Testing
         #expect(Float(-2).float16Bits == 0xC000)
         #expect(Float(65504).float16Bits == 0x7BFF)
         #expect(Float(1e6).float16Bits == 0x7C00)
-        #expect(Float(bitPattern: 0x3F80_1000).float16Bits == 0x3C00)   // halfway, even stays
-        #expect(Float(bitPattern: 0x3F80_3000).float16Bits == 0x3C02)   // halfway, odd rounds up
-        #expect(Float(5.960_464_5e-8).float16Bits == 0x0001)                    // smallest subnormal
+        #expect(Float(bitPattern: 0x3F80_1000).float16Bits == 0x3C00) // halfway, even stays
+        #expect(Float(bitPattern: 0x3F80_3000).float16Bits == 0x3C02) // halfway, odd rounds up
+        #expect(Float(5.960_464_5e-8).float16Bits == 0x0001) // smallest subnormal
         #expect(Float(2.9e-8).float16Bits == 0x0000)
         for bits in stride(from: UInt16(0), to: 0x7C00, by: 7) {
             #expect(Float(float16Bits: bits).float16Bits == bits)
@@ -103,7 +115,8 @@ import Testing
     /// each weight may move by that times `|q − zero|`, plus one Float rounding of the product.
     static func scaleRoundingBound(scale: Float, code: Int, zero: Float) -> Float {
         let halfStep = max(abs(scale) * 0x1p-11, 0x1p-25)
-        return halfStep * abs(Float(code) - zero) + abs(scale * (Float(code) - zero)) * 0x1p-23 + Float.leastNonzeroMagnitude
+        return halfStep * abs(Float(code) - zero) + abs(scale * (Float(code) - zero)) * 0x1p-23
+            + Float.leastNonzeroMagnitude
     }
 
     @Test(arguments: [(1, false), (2, false), (3, true), (4, false), (4, true), (8, false)])
@@ -116,7 +129,9 @@ import Testing
         var hessian = [Double](repeating: 0, count: columns * columns)
         for t in 0..<64 {
             for a in 0..<columns {
-                for b in 0..<columns { hessian[a * columns + b] += Double(inputs[t * columns + a] * inputs[t * columns + b]) }
+                for b in 0..<columns {
+                    hessian[a * columns + b] += Double(inputs[t * columns + a] * inputs[t * columns + b])
+                }
             }
         }
         let gptq = GPTQ(options: .init(groupSize: groupSize, blockSize: 16, actOrder: actOrder))
@@ -136,8 +151,9 @@ import Testing
         for r in 0..<rows {
             for c in 0..<columns {
                 let g = result.groupIndex[c]
-                let bound = Self.scaleRoundingBound(scale: result.scales[r * groups + g], code: result.codes[r * columns + c],
-                                                    zero: result.zeros[r * groups + g])
+                let bound = Self.scaleRoundingBound(
+                    scale: result.scales[r * groups + g], code: result.codes[r * columns + c],
+                    zero: result.zeros[r * groups + g])
                 #expect(abs(dequantized[r * columns + c] - result.dequantized[r * columns + c]) <= bound)
             }
         }
@@ -148,10 +164,15 @@ import Testing
     struct FixtureCase: Decodable, CustomTestStringConvertible, Sendable {
         var name: String
         var bits: Int
-        var out_features: Int
-        var in_features: Int
-        var group_size: Int
+        var outFeatures: Int
+        var inFeatures: Int
+        var groupSize: Int
         var testDescription: String { name }
+
+        enum CodingKeys: String, CodingKey {
+            case name, bits
+            case outFeatures = "out_features", inFeatures = "in_features", groupSize = "group_size"
+        }
     }
 
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -164,7 +185,9 @@ import Testing
     }
 
     /// Raw little-endian elements of a tensor, checked against the expected dtype.
-    static func elements<T: FixedWidthInteger>(_ file: SafeTensorsFile, _ name: String, _ dtype: TensorDType, as: T.Type) throws -> [T] {
+    static func elements<T: FixedWidthInteger>(
+        _ file: SafeTensorsFile, _ name: String, _ dtype: TensorDType, as: T.Type
+    ) throws -> [T] {
         let info = try file.info(name)
         #expect(info.dtype == dtype, "\(name) is \(info.dtype)")
         let raw = try file.bytes(name)
@@ -185,21 +208,24 @@ import Testing
         let file = try SafeTensorsFile(path: fixtures.appendingPathComponent("\(c.name).safetensors").path)
         let qzeros: [UInt32] = c.bits == 1 ? [] : try elements(file, "qzeros", .i32, as: UInt32.self)
         #expect(c.bits != 1 || file.tensors["qzeros"] == nil)
-        let python = PackedLinear(outFeatures: c.out_features, inFeatures: c.in_features, bits: c.bits, groupSize: c.group_size,
-                                  qweight: try elements(file, "qweight", .i32, as: UInt32.self), qzeros: qzeros,
-                                  scales: try elements(file, "scales", .f16, as: UInt16.self),
-                                  gIdx: try elements(file, "g_idx", .i32, as: Int32.self))
-        return Fixture(python: python, codes: try elements(file, "codes", .u8, as: UInt8.self).map(Int.init),
-                       zeros: try file.floats("zeros"), scalesF32: try file.floats("scales_f32"),
-                       dequantized: try file.floats("dequantized"))
+        let python = PackedLinear(
+            outFeatures: c.outFeatures, inFeatures: c.inFeatures, bits: c.bits, groupSize: c.groupSize,
+            qweight: try elements(file, "qweight", .i32, as: UInt32.self), qzeros: qzeros,
+            scales: try elements(file, "scales", .f16, as: UInt16.self),
+            gIdx: try elements(file, "g_idx", .i32, as: Int32.self))
+        return Fixture(
+            python: python, codes: try elements(file, "codes", .u8, as: UInt8.self).map(Int.init),
+            zeros: try file.floats("zeros"), scalesF32: try file.floats("scales_f32"),
+            dequantized: try file.floats("dequantized"))
     }
 
     @Test(arguments: try fixtureCases())
     func swiftPackingIsByteIdenticalToThePythonReference(_ c: FixtureCase) throws {
         let fixture = try Self.load(c)
-        let swift = PackedLinear(packingCodes: fixture.codes, zeros: fixture.zeros, scales: fixture.scalesF32,
-                                 groupIndex: fixture.python.gIdx, outFeatures: c.out_features, inFeatures: c.in_features,
-                                 bits: c.bits, groupSize: c.group_size)
+        let swift = PackedLinear(
+            packingCodes: fixture.codes, zeros: fixture.zeros, scales: fixture.scalesF32,
+            groupIndex: fixture.python.gIdx, outFeatures: c.outFeatures, inFeatures: c.inFeatures,
+            bits: c.bits, groupSize: c.groupSize)
         #expect(swift.qweight == fixture.python.qweight)
         #expect(swift.qzeros == fixture.python.qzeros)
         #expect(swift.scales == fixture.python.scales)
@@ -216,6 +242,6 @@ import Testing
         #expect(fixture.python.unpackedZeros() == fixture.zeros)
         // Same formula in Float on the same fp16 scales: exactly equal.
         #expect(fixture.python.dequantized() == fixture.dequantized)
-        #expect(fixture.python.code(row: c.out_features - 1, column: c.in_features - 1) == fixture.codes.last)
+        #expect(fixture.python.code(row: c.outFeatures - 1, column: c.inFeatures - 1) == fixture.codes.last)
     }
 }

@@ -3,12 +3,14 @@ import Testing
 
 /// The `pmq` executable as a user runs it: exit codes, one-line errors, no partial output.
 @Suite struct CLITests {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     static let exampleProfile = packageRoot.appendingPathComponent("examples/profiles/synthetic-mixtral-8x7b.json").path
 
     /// The pmq binary built beside this test bundle.
     static var binary: URL {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("pmq")
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+            "pmq")
         if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
         for configuration in ["debug", "release"] {
             let candidate = packageRoot.appendingPathComponent(".build/\(configuration)/pmq")
@@ -34,8 +36,9 @@ import Testing
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                   stderr: String(decoding: stderr, as: UTF8.self))
+        return Run(
+            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self))
     }
 
     static func temporaryDirectory() throws -> String {
@@ -51,7 +54,8 @@ import Testing
         let run = try Self.pmq(["solve", "--profile", Self.exampleProfile, "--bits", "2.5", "--out", report])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains("status optimal"))
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         #expect(json["format"] as? String == "pmq-allocation")
         #expect(json["version"] as? Int == 1)
         #expect(json["status"] as? String == "optimal")
@@ -80,14 +84,17 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let profile = directory + "/broken.json"
         let text = try String(contentsOfFile: Self.exampleProfile, encoding: .utf8)
-        try text.replacingOccurrences(of: "\"freq\" : ", with: "\"freq\" : -").write(toFile: profile, atomically: true, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"freq\" : ", with: "\"freq\" : -").write(
+            toFile: profile, atomically: true, encoding: .utf8)
         let run = try Self.pmq(["solve", "--profile", profile, "--bits", "2.5", "--out", directory + "/r.json"])
         #expect(run.status != 0)
         #expect(run.stderr.contains("broken.json: layers[0].experts[0].freq: must be a finite number ≥ 0"))
         #expect(!FileManager.default.fileExists(atPath: directory + "/r.json"))
 
         try String(text.prefix(1000)).write(toFile: profile, atomically: true, encoding: .utf8)
-        let truncated = try Self.pmq(["sweep", "--profile", profile, "--from", "1.5", "--to", "3", "--out", directory + "/front"])
+        let truncated = try Self.pmq([
+            "sweep", "--profile", profile, "--from", "1.5", "--to", "3", "--out", directory + "/front",
+        ])
         #expect(truncated.status != 0)
         #expect(truncated.stderr.contains("broken.json: not valid JSON"))
         #expect(!FileManager.default.fileExists(atPath: directory + "/front"))
@@ -96,14 +103,18 @@ import Testing
     @Test func unknownWidthIsNamed() throws {
         let run = try Self.pmq(["solve", "--profile", Self.exampleProfile, "--bits", "2.5", "--widths", "2,4"])
         #expect(run.status != 0)
-        #expect(run.stderr.contains("synthetic-mixtral-8x7b.json: width 4: was requested but the profile only has widths 1,2,3"))
+        #expect(
+            run.stderr.contains(
+                "synthetic-mixtral-8x7b.json: width 4: was requested but the profile only has widths 1,2,3"))
     }
 
     @Test func sweepWritesTheFront() throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let run = try Self.pmq(["sweep", "--profile", Self.exampleProfile, "--from", "1.5", "--to", "3.0", "--points", "7",
-                                "--scope", "layer", "--out", directory + "/front"])
+        let run = try Self.pmq([
+            "sweep", "--profile", Self.exampleProfile, "--from", "1.5", "--to", "3.0", "--points", "7",
+            "--scope", "layer", "--out", directory + "/front",
+        ])
         #expect(run.status == 0, "\(run.stderr)")
         for file in ["front.json", "front.csv", "front.svg"] {
             #expect(FileManager.default.fileExists(atPath: directory + "/front/" + file), "\(file)")
@@ -114,7 +125,10 @@ import Testing
 
     @Test func helpIsAContract() throws {
         let solve = try Self.pmq(["solve", "--help"])
-        for flag in ["--profile", "--bits", "--size", "--widths", "--scope", "--alpha", "--beta", "--mc-diversity", "--time-limit", "--out", "--verbose"] {
+        for flag in [
+            "--profile", "--bits", "--size", "--widths", "--scope", "--alpha", "--beta", "--mc-diversity",
+            "--time-limit", "--out", "--verbose",
+        ] {
             #expect(solve.stdout.contains(flag), "solve --help lacks \(flag)")
         }
         let sweep = try Self.pmq(["sweep", "--help"])

@@ -11,11 +11,17 @@ import Testing
     @Test func beatsTheUnigramBaseline() throws {
         let directory = try CLITests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let run = try CLITests.pmq(["eval", "--model", Self.model.path, "--tokens", Self.model.appendingPathComponent("eval.u32").path,
-                                    "--max-tokens", "1024", "--json", directory + "/e.json", "--quiet"])
+        let run = try CLITests.pmq([
+            "eval", "--model", Self.model.path, "--tokens", Self.model.appendingPathComponent("eval.u32").path,
+            "--max-tokens", "1024", "--json", directory + "/e.json", "--quiet",
+        ])
         #expect(run.status == 0, "\(run.stderr)")
-        let ours = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/e.json"))) as? [String: Any])
-        let metrics = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json"))) as? [String: Any])
+        let ours = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/e.json")))
+                as? [String: Any])
+        let metrics = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json")))
+                as? [String: Any])
         let perplexity = try #require(ours["perplexity"] as? Double)
         let unigram = try #require(metrics["unigram_perplexity"] as? Double)
         #expect(perplexity < unigram / 4, "perplexity \(perplexity) against unigram \(unigram)")
@@ -30,15 +36,21 @@ import Testing
     @Test func routingStatisticsMatchTransformers() throws {
         let directory = try CLITests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let metrics = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json"))) as? [String: Any])
+        let metrics = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json")))
+                as? [String: Any])
         let reference = try #require(metrics["first_1024_tokens"] as? [String: Any])
         let freq = try #require(reference["freq"] as? [[Int]])
         let mass = try #require(reference["mass"] as? [[Double]])
-        let run = try CLITests.pmq(["profile", "--model", Self.model.path, "--calib", Self.model.appendingPathComponent("eval.u32").path,
-                                    "--samples", "2", "--seq-len", "512", "--widths", "8", "--layers", "0..<2", "--quiet",
-                                    "--out", directory + "/p.json"])
+        let run = try CLITests.pmq([
+            "profile", "--model", Self.model.path, "--calib", Self.model.appendingPathComponent("eval.u32").path,
+            "--samples", "2", "--seq-len", "512", "--widths", "8", "--layers", "0..<2", "--quiet",
+            "--out", directory + "/p.json",
+        ])
         #expect(run.status == 0, "\(run.stderr)")
-        let profile = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/p.json"))) as? [String: Any])
+        let profile = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/p.json")))
+                as? [String: Any])
         for layer in try #require(profile["layers"] as? [[String: Any]]) {
             let index = try #require(layer["index"] as? Int)
             for expert in try #require(layer["experts"] as? [[String: Any]]) {
@@ -51,7 +63,8 @@ import Testing
 
     /// The committed profile: error never rises with width, every expert was reached, and it feeds the solver.
     @Test func profileIsConsistent() throws {
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.profile)) as? [String: Any])
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.profile)) as? [String: Any])
         let layers = try #require(json["layers"] as? [[String: Any]])
         #expect(layers.count == 4)
         for layer in layers {

@@ -7,13 +7,16 @@ public protocol ExpertPruner: AnyObject {
     /// - `experts`, `weights`: the router's top-k, largest first, and the weights the model sums
     ///   their outputs with.
     /// Returns one flag per top-k slot; at least one must be set.
-    func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool]
+    func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float])
+        -> [Bool]
 }
 
 /// Runs every top-k expert (the model as trained).
 public final class NoPruning: ExpertPruner {
     public init() {}
-    public func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+    public func keep(
+        layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]
+    ) -> [Bool] {
         Array(repeating: true, count: experts.count)
     }
 }
@@ -23,8 +26,10 @@ public final class NoPruning: ExpertPruner {
 /// with it, and OTP's training loss is built on it.
 public enum ExpertMix {
     /// `y(m)` (or `y_full` with `mask == nil`) into `output` (`[H]`) from `[k, H]` expert outputs.
-    public static func combine(_ outputs: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, mask: [Bool]?, slots: Int,
-                        hiddenSize: Int, into output: inout [Float]) {
+    public static func combine(
+        _ outputs: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, mask: [Bool]?, slots: Int,
+        hiddenSize: Int, into output: inout [Float]
+    ) {
         var total: Float = 0, kept: Float = 0
         for j in 0..<slots {
             total += weights[j]

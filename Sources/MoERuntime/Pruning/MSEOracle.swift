@@ -18,7 +18,9 @@ public final class MSEOraclePruner: ExpertPruner {
 
     /// `d_j` for every slot j ≥ 1 of `count` tokens, `[n, k − 1]`, from each slot's expert output
     /// (`[n, k, H]`) and weight (`[n, k]`).
-    public static func dropErrors(expertOutputs: [Float], weights: [Float], count: Int, slots k: Int, hiddenSize h: Int) -> [Float] {
+    public static func dropErrors(expertOutputs: [Float], weights: [Float], count: Int, slots k: Int, hiddenSize h: Int)
+        -> [Float]
+    {
         var errors = [Float](repeating: 0, count: count * (k - 1))
         var full = [Float](repeating: 0, count: h), partial = [Float](repeating: 0, count: h)
         expertOutputs.withUnsafeBufferPointer { outputs in
@@ -38,15 +40,21 @@ public final class MSEOraclePruner: ExpertPruner {
         return errors
     }
 
-    public func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
-        guard let threshold = thresholds[layer], experts.count > 1 else { return Array(repeating: true, count: experts.count) }
+    public func keep(
+        layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]
+    ) -> [Bool] {
+        guard let threshold = thresholds[layer], experts.count > 1 else {
+            return Array(repeating: true, count: experts.count)
+        }
         let config = forward.model.config, h = config.hiddenSize, k = experts.count
         let x = Array(hidden)
         var outputs = [Float]()
         outputs.reserveCapacity(k * h)
         for expert in experts {
-            outputs += forward.swiglu(x, count: 1, gate: .expertGate(layer: layer, expert: expert), up: .expertUp(layer: layer, expert: expert),
-                                      down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
+            outputs += forward.swiglu(
+                x, count: 1, gate: .expertGate(layer: layer, expert: expert),
+                up: .expertUp(layer: layer, expert: expert),
+                down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize)
         }
         let errors = Self.dropErrors(expertOutputs: outputs, weights: weights, count: 1, slots: k, hiddenSize: h)
         return (0..<k).map { $0 == 0 || errors[$0 - 1] >= threshold }

@@ -18,8 +18,12 @@ public final class ODPPruner: ExpertPruner, Sendable {
         self.init(betas: Dictionary(uniqueKeysWithValues: (0..<layers).map { ($0, beta) }))
     }
 
-    public func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
-        guard let beta = betas[layer], let first = experts.first else { return Array(repeating: true, count: experts.count) }
+    public func keep(
+        layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]
+    ) -> [Bool] {
+        guard let beta = betas[layer], let first = experts.first else {
+            return Array(repeating: true, count: experts.count)
+        }
         let p1 = probabilities[first]
         return experts.indices.map { $0 == 0 || !(probabilities[experts[$0]] < beta * p1) }
     }

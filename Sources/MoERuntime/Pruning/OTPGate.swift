@@ -51,10 +51,14 @@ public struct OTPGate: Sendable, Equatable {
     /// `c`, `[E]`.
     public var expertBias: [Float]
 
-    public init(hiddenSize: Int, slots: Int, expertCount: Int, weight: [Float], ratioScale: [Float], bias: [Float], expertBias: [Float]) {
+    public init(
+        hiddenSize: Int, slots: Int, expertCount: Int, weight: [Float], ratioScale: [Float], bias: [Float],
+        expertBias: [Float]
+    ) {
         precondition(slots >= 2 && hiddenSize >= 1 && expertCount >= slots)
-        precondition(weight.count == (slots - 1) * hiddenSize && ratioScale.count == slots - 1 && bias.count == slots - 1
-            && expertBias.count == expertCount)
+        precondition(
+            weight.count == (slots - 1) * hiddenSize && ratioScale.count == slots - 1 && bias.count == slots - 1
+                && expertBias.count == expertCount)
         self.hiddenSize = hiddenSize
         self.slots = slots
         self.expertCount = expertCount
@@ -68,10 +72,11 @@ public struct OTPGate: Sendable, Equatable {
     /// `c = 0`; β ≤ 0 keeps every slot, as ODP does).
     public init(odpBeta beta: Float, hiddenSize: Int, slots: Int, expertCount: Int) {
         let bias = beta > 0 ? -log(beta) : 1 - Self.minimumLogRatio
-        self.init(hiddenSize: hiddenSize, slots: slots, expertCount: expertCount,
-                  weight: [Float](repeating: 0, count: (slots - 1) * hiddenSize),
-                  ratioScale: [Float](repeating: 1, count: slots - 1), bias: [Float](repeating: bias, count: slots - 1),
-                  expertBias: [Float](repeating: 0, count: expertCount))
+        self.init(
+            hiddenSize: hiddenSize, slots: slots, expertCount: expertCount,
+            weight: [Float](repeating: 0, count: (slots - 1) * hiddenSize),
+            ratioScale: [Float](repeating: 1, count: slots - 1), bias: [Float](repeating: bias, count: slots - 1),
+            expertBias: [Float](repeating: 0, count: expertCount))
     }
 
     /// `log(p_j / p_1)`, clamped (`minimumLogRatio`).
@@ -91,21 +96,27 @@ public struct OTPGate: Sendable, Equatable {
 
     /// Which of the top-k slots run: the top-1, and slot j when `z_j > 0`.
     public func keep(hidden: UnsafePointer<Float>, probabilities: [Float], experts: [Int]) -> [Bool] {
-        precondition(experts.count == slots, "the OTP gate was trained for top-\(slots), the router chose \(experts.count)")
+        precondition(
+            experts.count == slots, "the OTP gate was trained for top-\(slots), the router chose \(experts.count)")
         let p1 = probabilities[experts[0]]
         var mask = [Bool](repeating: true, count: slots)
         for j in 1..<slots {
-            mask[j] = logit(slot: j, hidden: hidden, logRatio: Self.logRatio(probabilities[experts[j]], p1), expert: experts[j]) > 0
+            mask[j] =
+                logit(
+                    slot: j, hidden: hidden, logRatio: Self.logRatio(probabilities[experts[j]], p1), expert: experts[j])
+                > 0
         }
         return mask
     }
 
     /// The gate as stored tensors (suffixes after the MoE block's prefix).
     public var tensors: [OTPTensor] {
-        [(Self.weightSuffix, [slots - 1, hiddenSize], weight),
-         (Self.ratioScaleSuffix, [slots - 1], ratioScale),
-         (Self.biasSuffix, [slots - 1], bias),
-         (Self.expertBiasSuffix, [expertCount], expertBias)]
+        [
+            (Self.weightSuffix, [slots - 1, hiddenSize], weight),
+            (Self.ratioScaleSuffix, [slots - 1], ratioScale),
+            (Self.biasSuffix, [slots - 1], bias),
+            (Self.expertBiasSuffix, [expertCount], expertBias),
+        ]
     }
 
     /// Reads a gate back from its four tensors; `file` names the source in errors. Throws when one
@@ -116,31 +127,50 @@ public struct OTPGate: Sendable, Equatable {
         let names = [Self.weightSuffix, Self.ratioScaleSuffix, Self.biasSuffix, Self.expertBiasSuffix]
         for tensor in tensors {
             guard names.contains(tensor.suffix) else {
-                throw ModelFormatError(file: file, "unexpected OTP gate tensor '\(tensor.suffix)' (expected \(names.joined(separator: ", ")))")
+                throw ModelFormatError(
+                    file: file,
+                    "unexpected OTP gate tensor '\(tensor.suffix)' (expected \(names.joined(separator: ", ")))")
             }
-            guard found[tensor.suffix] == nil else { throw ModelFormatError(file: file, "OTP gate tensor '\(tensor.suffix)' appears twice") }
+            guard found[tensor.suffix] == nil else {
+                throw ModelFormatError(file: file, "OTP gate tensor '\(tensor.suffix)' appears twice")
+            }
             guard tensor.shape.allSatisfy({ $0 >= 0 }), tensor.shape.reduce(1, *) == tensor.values.count else {
-                throw ModelFormatError(file: file, "OTP gate tensor '\(tensor.suffix)' has shape \(tensor.shape) but \(tensor.values.count) values")
+                throw ModelFormatError(
+                    file: file,
+                    "OTP gate tensor '\(tensor.suffix)' has shape \(tensor.shape) but \(tensor.values.count) values")
             }
             guard tensor.values.allSatisfy({ $0.isFinite }) else {
-                throw ModelFormatError(file: file, "OTP gate tensor '\(tensor.suffix)' holds a value that is not finite")
+                throw ModelFormatError(
+                    file: file, "OTP gate tensor '\(tensor.suffix)' holds a value that is not finite")
             }
             found[tensor.suffix] = tensor
         }
-        for name in names where found[name] == nil { throw ModelFormatError(file: file, "OTP gate tensor '\(name)' is missing") }
-        let w = found[Self.weightSuffix]!, a = found[Self.ratioScaleSuffix]!, b = found[Self.biasSuffix]!, c = found[Self.expertBiasSuffix]!
+        for name in names where found[name] == nil {
+            throw ModelFormatError(file: file, "OTP gate tensor '\(name)' is missing")
+        }
+        let w = found[Self.weightSuffix]!, a = found[Self.ratioScaleSuffix]!, b = found[Self.biasSuffix]!,
+            c = found[Self.expertBiasSuffix]!
         guard w.shape.count == 2, w.shape[0] >= 1, w.shape[1] >= 1 else {
-            throw ModelFormatError(file: file, "OTP gate '\(Self.weightSuffix)' must be [k−1, hidden] with both at least 1, not \(w.shape)")
+            throw ModelFormatError(
+                file: file, "OTP gate '\(Self.weightSuffix)' must be [k−1, hidden] with both at least 1, not \(w.shape)"
+            )
         }
         let ranks = w.shape[0]
         for t in [a, b] where t.shape != [ranks] {
-            throw ModelFormatError(file: file, "OTP gate '\(t.suffix)' must be [\(ranks)] to match '\(Self.weightSuffix)' \(w.shape), not \(t.shape)")
+            throw ModelFormatError(
+                file: file,
+                "OTP gate '\(t.suffix)' must be [\(ranks)] to match '\(Self.weightSuffix)' \(w.shape), not \(t.shape)")
         }
         guard c.shape.count == 1, c.shape[0] >= ranks + 1 else {
-            throw ModelFormatError(file: file, "OTP gate '\(Self.expertBiasSuffix)' must be [experts] with at least top-k = \(ranks + 1) experts, not \(c.shape)")
+            throw ModelFormatError(
+                file: file,
+                "OTP gate '\(Self.expertBiasSuffix)' must be [experts] with at least top-k = \(ranks + 1) experts, "
+                    + "not \(c.shape)"
+            )
         }
-        self.init(hiddenSize: w.shape[1], slots: ranks + 1, expertCount: c.shape[0],
-                  weight: w.values, ratioScale: a.values, bias: b.values, expertBias: c.values)
+        self.init(
+            hiddenSize: w.shape[1], slots: ranks + 1, expertCount: c.shape[0],
+            weight: w.values, ratioScale: a.values, bias: b.values, expertBias: c.values)
     }
 }
 
@@ -169,16 +199,26 @@ public final class OTPPruner: ExpertPruner, Sendable {
     /// expert count and top-k.
     public func validate(hiddenSize: Int, expertCount: Int, topK: Int, moeLayers: Set<Int>, file: String) throws {
         for (layer, gate) in gates.sorted(by: { $0.key < $1.key }) {
-            guard moeLayers.contains(layer) else { throw ModelFormatError(file: file, "OTP gate for layer \(layer), which is not an MoE layer of the model") }
+            guard moeLayers.contains(layer) else {
+                throw ModelFormatError(
+                    file: file, "OTP gate for layer \(layer), which is not an MoE layer of the model")
+            }
             guard gate.hiddenSize == hiddenSize, gate.expertCount == expertCount, gate.slots == topK else {
-                throw ModelFormatError(file: file, "layer \(layer): OTP gate is for hidden \(gate.hiddenSize), \(gate.expertCount) experts, top-\(gate.slots); the model has hidden \(hiddenSize), \(expertCount) experts, top-\(topK)")
+                throw ModelFormatError(
+                    file: file,
+                    "layer \(layer): OTP gate is for hidden \(gate.hiddenSize), \(gate.expertCount) experts, "
+                        + "top-\(gate.slots); the model has hidden \(hiddenSize), \(expertCount) experts, top-\(topK)"
+                )
             }
         }
     }
 
-    public func keep(layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]) -> [Bool] {
+    public func keep(
+        layer: Int, hidden: UnsafeBufferPointer<Float>, probabilities: [Float], experts: [Int], weights: [Float]
+    ) -> [Bool] {
         guard let gate = gates[layer] else { return Array(repeating: true, count: experts.count) }
-        precondition(hidden.count == gate.hiddenSize, "OTP gate of layer \(layer) expects hidden size \(gate.hiddenSize)")
+        precondition(
+            hidden.count == gate.hiddenSize, "OTP gate of layer \(layer) expects hidden size \(gate.hiddenSize)")
         return gate.keep(hidden: hidden.baseAddress!, probabilities: probabilities, experts: experts)
     }
 }

@@ -25,15 +25,22 @@ public enum PruningFile {
         public var metadata: [String: String]
     }
 
-    public static func write(otp: OTPPruner, odp: ODPPruner, oracleThresholds: [Int: Float] = [:], odpMatched: ODPPruner? = nil, config: MoEModelConfig,
-                             metadata: [String: String], directory: String) throws {
+    public static func write(
+        otp: OTPPruner, odp: ODPPruner, oracleThresholds: [Int: Float] = [:], odpMatched: ODPPruner? = nil,
+        config: MoEModelConfig,
+        metadata: [String: String], directory: String
+    ) throws {
         var writer = SafeTensorsWriter()
         writer.metadata = metadata
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             let prefix = prefix(layer: layer, config: config)
-            for tensor in otp.tensors(layer: layer) { try writer.add(prefix + tensor.suffix, shape: tensor.shape, floats: tensor.values) }
+            for tensor in otp.tensors(layer: layer) {
+                try writer.add(prefix + tensor.suffix, shape: tensor.shape, floats: tensor.values)
+            }
             if let beta = odp.betas[layer] { try writer.add(prefix + "odp_beta", shape: [1], floats: [beta]) }
-            if let beta = odpMatched?.betas[layer] { try writer.add(prefix + "odp_matched_beta", shape: [1], floats: [beta]) }
+            if let beta = odpMatched?.betas[layer] {
+                try writer.add(prefix + "odp_matched_beta", shape: [1], floats: [beta])
+            }
             if let threshold = oracleThresholds[layer], threshold.isFinite {
                 try writer.add(prefix + "oracle_mse_threshold", shape: [1], floats: [threshold])
             }
@@ -58,7 +65,9 @@ public enum PruningFile {
                 let info = try file.info(name)
                 if suffix == "odp_beta" || suffix == "oracle_mse_threshold" || suffix == "odp_matched_beta" {
                     let values = try file.floats(name, shape: [1])
-                    guard values[0].isFinite, values[0] >= 0 else { throw ModelFormatError(file: path, "\(name) is not a finite threshold ≥ 0") }
+                    guard values[0].isFinite, values[0] >= 0 else {
+                        throw ModelFormatError(file: path, "\(name) is not a finite threshold ≥ 0")
+                    }
                     switch suffix {
                     case "odp_beta": betas[layer] = values[0]
                     case "odp_matched_beta": matched[layer] = values[0]
@@ -74,9 +83,11 @@ public enum PruningFile {
             throw ModelFormatError(file: path, "tensor \(stray) belongs to no MoE layer of this model")
         }
         let otp = try OTPPruner(tensors: gates, file: path)
-        try otp.validate(hiddenSize: config.hiddenSize, expertCount: config.expertCount, topK: config.routing.topK,
-                         moeLayers: Set((0..<config.layerCount).filter { config.moeLayers[$0] }), file: path)
-        return Policies(otp: otp, odp: ODPPruner(betas: betas), oracleThresholds: oracle,
-                        odpMatched: matched.isEmpty ? nil : ODPPruner(betas: matched), metadata: file.metadata)
+        try otp.validate(
+            hiddenSize: config.hiddenSize, expertCount: config.expertCount, topK: config.routing.topK,
+            moeLayers: Set((0..<config.layerCount).filter { config.moeLayers[$0] }), file: path)
+        return Policies(
+            otp: otp, odp: ODPPruner(betas: betas), oracleThresholds: oracle,
+            odpMatched: matched.isEmpty ? nil : ODPPruner(betas: matched), metadata: file.metadata)
     }
 }

@@ -16,20 +16,34 @@ public enum PruningPolicy: String, CaseIterable, Sendable {
         case .none: return nil
         case .odp:
             if let odpBeta { return ODPPruner(beta: Float(odpBeta), layers: layers) }
-            return try PruningFile.read(directory: directory, config: model.config)?.odp ?? ODPPruner(beta: 0.5, layers: layers)
+            return try PruningFile.read(directory: directory, config: model.config)?.odp
+                ?? ODPPruner(beta: 0.5, layers: layers)
         case .otp:
             guard let stored = try PruningFile.read(directory: directory, config: model.config) else {
-                throw Missing(message: "\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
+                throw Missing(
+                    message:
+                        "\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
             }
             return stored.otp
         case .oracleMSE:
-            guard let stored = try PruningFile.read(directory: directory, config: model.config), !stored.oracleThresholds.isEmpty else {
-                throw Missing(message: "\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) --target output …` first (the end-to-end targets keep no expert outputs to calibrate it)")
+            guard let stored = try PruningFile.read(directory: directory, config: model.config),
+                !stored.oracleThresholds.isEmpty
+            else {
+                throw Missing(
+                    message:
+                        "\(directory) has no oracle thresholds in \(PruningFile.fileName): run `pmq otp train "
+                        + "--model \(directory) --target output …` first (the end-to-end targets keep no expert "
+                        + "outputs to calibrate it)"
+                )
             }
             return MSEOraclePruner(model: model, thresholds: stored.oracleThresholds)
         case .odpMatched:
             guard let matched = try PruningFile.read(directory: directory, config: model.config)?.odpMatched else {
-                throw Missing(message: "\(directory) has no per-layer matched ODP thresholds in \(PruningFile.fileName): run `pmq otp train --model \(directory) --budget global …` first")
+                throw Missing(
+                    message:
+                        "\(directory) has no per-layer matched ODP thresholds in \(PruningFile.fileName): run `pmq "
+                        + "otp train --model \(directory) --budget global …` first"
+                )
             }
             return matched
         }

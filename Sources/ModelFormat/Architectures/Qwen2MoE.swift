@@ -21,7 +21,8 @@ enum Qwen2MoE: ArchitectureDefinition {
 enum QwenMoE {
     static func configure(_ config: inout MoEModelConfig, _ fields: ConfigFields, normalizeTopKByDefault: Bool) throws {
         // transformers 5 writes Qwen3-MoE's expert count as num_local_experts.
-        config.expertCount = try fields.positive(fields.value("num_experts") == nil ? "num_local_experts" : "num_experts")
+        config.expertCount = try fields.positive(
+            fields.value("num_experts") == nil ? "num_local_experts" : "num_experts")
         config.expertIntermediateSize = try fields.positive("moe_intermediate_size")
         config.denseIntermediateSize = try fields.positive("intermediate_size", default: config.expertIntermediateSize)
         config.routing.normalizeTopK = try fields.bool("norm_topk_prob", default: normalizeTopKByDefault)

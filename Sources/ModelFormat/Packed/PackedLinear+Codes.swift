@@ -1,4 +1,3 @@
-
 /// Packing and unpacking of the GPTQ tensors (docs/PACKED_FORMAT.md is the specification).
 ///
 /// Bit order. `qweight` column `o` and `qzeros` group row `g` are each one little-endian bit
@@ -37,7 +36,9 @@ extension PackedLinear {
     public func zero(group g: Int, row o: Int) -> Float {
         precondition(g >= 0 && g < groups && o >= 0 && o < outFeatures)
         if bits == 1 { return 0.5 }
-        return qzeros.withUnsafeBufferPointer { Float(Self.storedZero($0, rowStart: g * zeroWordsPerGroup, index: o, count: outFeatures, bits: bits)) }
+        return qzeros.withUnsafeBufferPointer {
+            Float(Self.storedZero($0, rowStart: g * zeroWordsPerGroup, index: o, count: outFeatures, bits: bits))
+        }
     }
 
     /// Scale of output row `o` in group `g`, widened from its fp16 bits.
@@ -54,7 +55,8 @@ extension PackedLinear {
             codes.withUnsafeMutableBufferPointer { codes in
                 for o in 0..<out {
                     for i in 0..<inputs {
-                        codes[o * inputs + i] = Int(Self.field(words, start: 0, stride: out, offset: o, index: i, bits: bits))
+                        codes[o * inputs + i] = Int(
+                            Self.field(words, start: 0, stride: out, offset: o, index: i, bits: bits))
                     }
                 }
             }
@@ -71,7 +73,8 @@ extension PackedLinear {
             zeros.withUnsafeMutableBufferPointer { zeros in
                 for g in 0..<groups {
                     for o in 0..<out {
-                        zeros[g * out + o] = Float(Self.storedZero(words, rowStart: g * perGroup, index: o, count: out, bits: bits))
+                        zeros[g * out + o] = Float(
+                            Self.storedZero(words, rowStart: g * perGroup, index: o, count: out, bits: bits))
                     }
                 }
             }
@@ -89,23 +92,30 @@ extension PackedLinear {
         let out = outFeatures, inputs = inFeatures
         var result = [Float](repeating: 0, count: out * inputs)
         codes.withUnsafeBufferPointer { codes in
-        zeros.withUnsafeBufferPointer { zeros in
-        scales.withUnsafeBufferPointer { scales in
-        gIdx.withUnsafeBufferPointer { gIdx in
-        result.withUnsafeMutableBufferPointer { result in
-            for o in 0..<out {
-                for i in 0..<inputs {
-                    let g = Int(gIdx[i])
-                    result[o * inputs + i] = scales[g * out + o] * (Float(codes[o * inputs + i]) - zeros[g * out + o])
+            zeros.withUnsafeBufferPointer { zeros in
+                scales.withUnsafeBufferPointer { scales in
+                    gIdx.withUnsafeBufferPointer { gIdx in
+                        result.withUnsafeMutableBufferPointer { result in
+                            for o in 0..<out {
+                                for i in 0..<inputs {
+                                    let g = Int(gIdx[i])
+                                    result[o * inputs + i] =
+                                        scales[g * out + o] * (Float(codes[o * inputs + i]) - zeros[g * out + o])
+                                }
+                            }
+                        }
+                    }
                 }
             }
-        } } } } }
+        }
         return result
     }
 
     /// Packs codes `[out, in]` with zeros and scales `[groups, out]` (the checkpoint's order).
-    public init(packingCodes codes: [Int], zeros: [Float], scales: [Float], groupIndex: [Int32],
-                outFeatures out: Int, inFeatures inputs: Int, bits: Int, groupSize: Int) {
+    public init(
+        packingCodes codes: [Int], zeros: [Float], scales: [Float], groupIndex: [Int32],
+        outFeatures out: Int, inFeatures inputs: Int, bits: Int, groupSize: Int
+    ) {
         let layout = PackedLayout(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
         let groups = layout.groups
         precondition(codes.count == out * inputs && groupIndex.count == inputs)
@@ -133,8 +143,9 @@ extension PackedLinear {
                     let row = UnsafeMutableBufferPointer(rebasing: words[(g * perGroup)..<((g + 1) * perGroup)])
                     for o in 0..<out {
                         let zero = zeros[g * out + o]
-                        precondition(zero == zero.rounded() && zero >= 0 && zero <= Float(maxCode),
-                                     "zero \(zero) is not an integer in 0…\(maxCode) at [\(g), \(o)]")
+                        precondition(
+                            zero == zero.rounded() && zero >= 0 && zero <= Float(maxCode),
+                            "zero \(zero) is not an integer in 0…\(maxCode) at [\(g), \(o)]")
                         // Width 3 stores (zero − 1) mod 8 per value; 2/4/8 store zero here and
                         // subtract the per-word constant below.
                         let stored = bits == 3 ? (UInt32(zero) &+ 7) & 7 : UInt32(zero)
@@ -151,15 +162,20 @@ extension PackedLinear {
         } else {
             precondition(zeros.allSatisfy { $0 == 0.5 }, "width 1 has the fixed zero ½")
         }
-        self.init(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize,
-                  qweight: qweight, qzeros: qzeros, scales: scales.map(\.float16Bits), gIdx: groupIndex)
+        self.init(
+            outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize,
+            qweight: qweight, qzeros: qzeros, scales: scales.map(\.float16Bits), gIdx: groupIndex)
     }
 
     /// Throws when the tensors' sizes disagree with the shape, width and group size, or a `g_idx`
     /// entry names no group.
     public func validate() throws {
-        func fail(_ tensor: String?, _ problem: String) -> PackedFormatError { PackedFormatError(tensor: tensor, problem) }
-        guard [1, 2, 3, 4, 8].contains(bits) else { throw fail(nil, "unsupported width \(bits) (expected 1, 2, 3, 4 or 8)") }
+        func fail(_ tensor: String?, _ problem: String) -> PackedFormatError {
+            PackedFormatError(tensor: tensor, problem)
+        }
+        guard [1, 2, 3, 4, 8].contains(bits) else {
+            throw fail(nil, "unsupported width \(bits) (expected 1, 2, 3, 4 or 8)")
+        }
         guard outFeatures > 0, inFeatures > 0 else { throw fail(nil, "empty shape [\(outFeatures), \(inFeatures)]") }
         guard groupSize > 0 else { throw fail(nil, "group size \(groupSize) is not positive") }
         guard qweight.count == wordRows * outFeatures else {
@@ -181,7 +197,9 @@ extension PackedLinear {
 
     /// Value `index` of the bit stream in column `offset` of a `[words, stride]` word matrix.
     @inline(__always)
-    static func field(_ words: UnsafeBufferPointer<UInt32>, start: Int, stride: Int, offset: Int, index: Int, bits: Int) -> UInt32 {
+    static func field(_ words: UnsafeBufferPointer<UInt32>, start: Int, stride: Int, offset: Int, index: Int, bits: Int)
+        -> UInt32
+    {
         let bit = index * bits
         let word = bit >> 5, shift = bit & 31
         let mask: UInt32 = bits == 32 ? ~0 : (1 << UInt32(bits)) - 1
@@ -191,7 +209,9 @@ extension PackedLinear {
     }
 
     @inline(__always)
-    static func setField(_ words: UnsafeMutableBufferPointer<UInt32>, stride: Int, offset: Int, index: Int, bits: Int, value: UInt32) {
+    static func setField(
+        _ words: UnsafeMutableBufferPointer<UInt32>, stride: Int, offset: Int, index: Int, bits: Int, value: UInt32
+    ) {
         let bit = index * bits
         let word = bit >> 5, shift = bit & 31
         words[word * stride + offset] |= value << UInt32(shift)
@@ -212,7 +232,9 @@ extension PackedLinear {
 
     /// Zero of value `index` in one group's row of v1 `qzeros` (widths 2, 3, 4, 8).
     @inline(__always)
-    static func storedZero(_ words: UnsafeBufferPointer<UInt32>, rowStart: Int, index: Int, count: Int, bits: Int) -> Int {
+    static func storedZero(_ words: UnsafeBufferPointer<UInt32>, rowStart: Int, index: Int, count: Int, bits: Int)
+        -> Int
+    {
         if bits == 3 {
             return Int((field(words, start: rowStart, stride: 1, offset: 0, index: index, bits: 3) &+ 1) & 7)
         }

@@ -19,8 +19,10 @@ public struct PackedLinear: Sendable, Equatable {
     public var scales: [UInt16]
     public var gIdx: [Int32]
 
-    public init(outFeatures: Int, inFeatures: Int, bits: Int, groupSize: Int,
-                qweight: [UInt32], qzeros: [UInt32], scales: [UInt16], gIdx: [Int32]) {
+    public init(
+        outFeatures: Int, inFeatures: Int, bits: Int, groupSize: Int,
+        qweight: [UInt32], qzeros: [UInt32], scales: [UInt16], gIdx: [Int32]
+    ) {
         self.outFeatures = outFeatures
         self.inFeatures = inFeatures
         self.bits = bits

@@ -44,7 +44,8 @@ enum JSONValue: Decodable {
                 return "syntax error"
             }
             if let range = detail.range(of: #"character (\d+)"#, options: .regularExpression),
-               let offset = Int(detail[range].dropFirst("character ".count)) {
+                let offset = Int(detail[range].dropFirst("character ".count))
+            {
                 let prefix = data.prefix(offset)
                 let line = prefix.filter { $0 == 0x0A }.count + 1
                 let column = offset - (prefix.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1

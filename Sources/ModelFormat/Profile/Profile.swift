@@ -40,8 +40,10 @@ public struct Profile: Codable, Sendable, Equatable {
         /// How the error was measured when the usual way was impossible.
         public var note: String?
 
-        public init(index: Int, params: Int64, freq: Double, mass: Double, error: WidthMap<Double>, bytes: WidthMap<Int64>,
-                    tokens: Int? = nil, note: String? = nil) {
+        public init(
+            index: Int, params: Int64, freq: Double, mass: Double, error: WidthMap<Double>, bytes: WidthMap<Int64>,
+            tokens: Int? = nil, note: String? = nil
+        ) {
             self.index = index
             self.params = params
             self.freq = freq
@@ -108,8 +110,10 @@ public struct Profile: Codable, Sendable, Equatable {
     /// Wall time of the whole run (absent in synthetic profiles).
     public var seconds: Double?
 
-    public init(model: Model, calibration: Calibration, widths: [Int], groupSize: Int, layers: [Layer],
-                seconds: Double? = nil) {
+    public init(
+        model: Model, calibration: Calibration, widths: [Int], groupSize: Int, layers: [Layer],
+        seconds: Double? = nil
+    ) {
         self.model = model
         self.calibration = calibration
         self.widths = widths
@@ -129,7 +133,8 @@ public struct Profile: Codable, Sendable, Equatable {
 
 /// A width → value map encoded as a JSON object with keys in ascending width order (`{"1": …, "2": …}`).
 public struct WidthMap<Value: Codable & Sendable & Equatable>: Codable, Sendable, Equatable,
-    ExpressibleByDictionaryLiteral {
+    ExpressibleByDictionaryLiteral
+{
     public var entries: [(width: Int, value: Value)]
 
     public init(_ entries: [(width: Int, value: Value)]) {
@@ -152,7 +157,8 @@ public struct WidthMap<Value: Codable & Sendable & Equatable>: Codable, Sendable
     public var widths: [Int] { entries.map(\.width) }
 
     public static func == (a: WidthMap, b: WidthMap) -> Bool {
-        a.entries.count == b.entries.count && zip(a.entries, b.entries).allSatisfy { $0.width == $1.width && $0.value == $1.value }
+        a.entries.count == b.entries.count
+            && zip(a.entries, b.entries).allSatisfy { $0.width == $1.width && $0.value == $1.value }
     }
 
     private struct WidthKey: CodingKey {

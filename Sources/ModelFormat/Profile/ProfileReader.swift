@@ -33,8 +33,9 @@ public enum ProfileReader {
         }
 
         let modelField = try root.member("model")
-        let model = Profile.Model(name: try modelField.member("name").string(),
-                                  architecture: try modelField.member("architecture").string())
+        let model = Profile.Model(
+            name: try modelField.member("name").string(),
+            architecture: try modelField.member("architecture").string())
         let calibrationField = try root.member("calibration")
         let tokensField = try calibrationField.member("tokens")
         let tokens = try tokensField.integer()
@@ -48,7 +49,11 @@ public enum ProfileReader {
         for element in try widthsField.elements() {
             let width = Int(try element.integer())
             guard Profile.supportedWidths.contains(width) else {
-                throw ModelFormatError(file: file, "width \(width): at \(element.path) is not supported (pmq packs \(Profile.supportedWidths.sorted().map(String.init).joined(separator: ", ")))")
+                throw ModelFormatError(
+                    file: file,
+                    "width \(width): at \(element.path) is not supported (pmq packs "
+                        + "\(Profile.supportedWidths.sorted().map(String.init).joined(separator: ", ")))"
+                )
             }
             guard !widths.contains(width) else { throw element.fail("width \(width) is listed twice") }
             widths.append(width)
@@ -70,7 +75,9 @@ public enum ProfileReader {
             let indexField = try layerField.member("index")
             let layerIndex = Int(try indexField.integer())
             guard layerIndex >= 0 else { throw indexField.fail("must be ≥ 0, got \(layerIndex)") }
-            guard seenLayers.insert(layerIndex).inserted else { throw indexField.fail("layer \(layerIndex) appears twice") }
+            guard seenLayers.insert(layerIndex).inserted else {
+                throw indexField.fail("layer \(layerIndex) appears twice")
+            }
             let expertsField = try layerField.member("experts")
             let expertFields = try expertsField.elements()
             guard !expertFields.isEmpty else { throw expertsField.fail("layer \(layerIndex) has no experts") }
@@ -79,10 +86,15 @@ public enum ProfileReader {
             for expertField in expertFields {
                 let expert = try readExpert(expertField, widths: widths)
                 guard seenExperts.insert(expert.index).inserted else {
-                    throw try expertField.member("index").fail("expert \(expert.index) appears twice in layer \(layerIndex)")
+                    throw try expertField.member("index").fail(
+                        "expert \(expert.index) appears twice in layer \(layerIndex)")
                 }
-                for (lower, higher) in zip(widths, widths.dropFirst()) where expert.error[higher]! > expert.error[lower]! {
-                    warnings.append("\(file): layer \(layerIndex) expert \(expert.index): error grows from \(lower) to \(higher) bits (\(expert.error[lower]!) → \(expert.error[higher]!))")
+                for (lower, higher) in zip(widths, widths.dropFirst())
+                where expert.error[higher]! > expert.error[lower]! {
+                    warnings.append(
+                        "\(file): layer \(layerIndex) expert \(expert.index): error grows from \(lower) to \(higher) "
+                            + "bits (\(expert.error[lower]!) → \(expert.error[higher]!))"
+                    )
                 }
                 experts.append(expert)
             }
@@ -90,14 +102,18 @@ public enum ProfileReader {
             if let field = try layerField.optionalMember("sensitivity") {
                 let widthField = try field.member("width")
                 let width = Int(try widthField.integer())
-                guard widths.contains(width) else { throw widthField.fail("\(width) is not one of the profile's widths \(widths)") }
-                sensitivity = .init(width: width, deltaNLL: try field.member("deltaNLL").double(),
-                                    tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) })
+                guard widths.contains(width) else {
+                    throw widthField.fail("\(width) is not one of the profile's widths \(widths)")
+                }
+                sensitivity = .init(
+                    width: width, deltaNLL: try field.member("deltaNLL").double(),
+                    tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) })
             }
             layers.append(Profile.Layer(index: layerIndex, experts: experts, sensitivity: sensitivity))
         }
-        let profile = Profile(model: model, calibration: calibration, widths: widths,
-                              groupSize: Int(groupSize), layers: layers)
+        let profile = Profile(
+            model: model, calibration: calibration, widths: widths,
+            groupSize: Int(groupSize), layers: layers)
         return Result(profile: profile, warnings: warnings)
     }
 
@@ -127,19 +143,23 @@ public enum ProfileReader {
         }
         for width in widths {
             guard error[width] != nil else {
-                throw ModelFormatError(file: field.file, "\(errorField.child(String(width))): missing (the profile lists width \(width))")
+                throw ModelFormatError(
+                    file: field.file, "\(errorField.child(String(width))): missing (the profile lists width \(width))")
             }
             guard bytes[width] != nil else {
-                throw ModelFormatError(file: field.file, "\(bytesField.child(String(width))): missing (the profile lists width \(width))")
+                throw ModelFormatError(
+                    file: field.file, "\(bytesField.child(String(width))): missing (the profile lists width \(width))")
             }
         }
-        return Profile.Expert(index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes))
+        return Profile.Expert(
+            index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes))
     }
 
     private static func widthKey(_ key: String, _ field: JSONField, widths: [Int]) throws -> Int {
         guard let width = Int(key) else { throw field.fail("key is not a bit width") }
         guard widths.contains(width) else {
-            throw ModelFormatError(file: field.file, "width \(width): at \(field.path) is not in the profile's widths \(widths)")
+            throw ModelFormatError(
+                file: field.file, "width \(width): at \(field.path) is not in the profile's widths \(widths)")
         }
         return width
     }

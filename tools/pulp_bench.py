@@ -2,7 +2,7 @@
 """Baseline for `pmq bench solver`: the same PMQ integer programs through PuLP's CBC.
 
 Reads pmq-profile JSON files (as written by `pmq bench solver --write-profiles DIR`), builds the
-program of DESIGN §1 exactly as pmq does (significance s = freq^a * mass^b normalised per layer,
+program of docs/SOLVER.md exactly as pmq does (significance s = freq^a * mass^b normalised per layer,
 cost s * err^a, nominal-bits budget sum(params*w) <= B * sum(params), one width per expert), and
 solves it with PuLP's bundled CBC (a subprocess that reads an LP/MPS file), timing model build +
 solve. Prints medians as JSON lines. Benchmark only: never part of pmq's run path or CI.

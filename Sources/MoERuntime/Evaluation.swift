@@ -2,7 +2,8 @@ import Foundation
 import ModelFormat
 
 /// Perplexity over non-overlapping windows (transformers' label shift: position t predicts
-/// token t+1 inside each window), with throughput and routing counts.
+/// token t+1 inside each window), with throughput and routing counts; written by `pmq eval --json`
+/// (docs/FORMATS.md §8).
 public struct Evaluation: Sendable, Encodable {
     public var tokens: Int
     public var predicted: Int

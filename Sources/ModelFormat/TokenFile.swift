@@ -1,6 +1,6 @@
 import Foundation
 
-/// Token files: raw little-endian `u32` token ids, no header (`.u32`). The byte count must be a
+/// Token files (docs/FORMATS.md §6): raw little-endian `u32` token ids, no header (`.u32`). The byte count must be a
 /// multiple of 4; ids are checked against the model's vocabulary by `validate(vocabSize:)`.
 public struct TokenFile: Sendable {
     public let path: String

@@ -2,7 +2,7 @@ import Foundation
 import ModelFormat
 
 /// The allocation report (format `pmq-allocation`, version 1): the contract between the
-/// allocator and the packer. See README "Allocation report".
+/// allocator and the packer. Specified in docs/FORMATS.md §2.
 public struct AllocationReport: Codable, Sendable {
     public struct Parameters: Codable, Sendable {
         public var profile: String

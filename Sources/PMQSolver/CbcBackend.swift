@@ -4,7 +4,7 @@ import Foundation
 /// The only file that talks to COIN-OR CBC. Builds the program in one `Cbc_loadProblem` call
 /// (column-compressed), hands CBC a MIP start, solves in-process and reads the result back.
 ///
-/// Measured facts this relies on (shared/DESIGN.md §7): loadProblem is ~1000× faster than
+/// Measured facts this relies on (docs/SOLVER.md): loadProblem is ~1000× faster than
 /// addCol/addRow; Cgl preprocessing dominates on this structure and is switched off;
 /// `Cbc_isProvenOptimal` is 1 even after stopping on a gap, so the secondary status is read.
 private let cbcLock = NSLock()

@@ -1,7 +1,7 @@
 import Foundation
 import ModelFormat
 
-/// Writes a sweep as `front.json`, `front.csv` and a standalone `front.svg`.
+/// Writes a sweep as `front.json`, `front.csv` and a standalone `front.svg` (docs/FORMATS.md §3).
 public enum FrontWriters {
     public struct Document: Encodable {
         public var format = "pmq-front"

@@ -1,7 +1,7 @@
 import Foundation
 import ModelFormat
 
-/// What the packer needs from an allocation report (format `pmq-allocation` v1, written by
+/// What the packer needs from an allocation report (format `pmq-allocation` v1, docs/FORMATS.md §2, written by
 /// `pmq solve`): a width per expert and the group size the profile measured with. Read from the
 /// JSON, not from PMQSolver's types (the report is the contract between the two).
 public struct AllocationPlan: Sendable, Equatable {

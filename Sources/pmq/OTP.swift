@@ -105,7 +105,7 @@ extension PMQ {
             let output = try calibration.run(tokens: file.tokens, progress: progress.update)
             progress.finish()
             let metadata = [
-                "format": "pmq-pruning", "version": "1", "keep": String(keep), "seed": String(seed),
+                "keep": String(keep), "seed": String(seed),
                 "calibration": "\(calib): \(output.calibrationTokens) tokens", "epochs": String(epochs),
                 "target": target.rawValue, "budget": effectiveBudget.rawValue,
             ]

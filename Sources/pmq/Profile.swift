@@ -123,41 +123,9 @@ extension PMQ {
 
         func run() throws {
             guard !slices.isEmpty else { throw ValidationError("name at least one slice") }
-            var merged: ModelFormat.Profile? = nil
-            var seen = Set<Int>()
-            for path in slices {
-                guard let data = FileManager.default.contents(atPath: path) else {
-                    throw ModelFormatError(file: path, "cannot read")
-                }
-                let slice: ModelFormat.Profile
-                do { slice = try JSONDecoder().decode(ModelFormat.Profile.self, from: data) } catch {
-                    throw ModelFormatError(file: path, "not a pmq profile")
-                }
-                if let first = merged {
-                    guard slice.model.name == first.model.name, slice.model.architecture == first.model.architecture,
-                        slice.widths == first.widths, slice.groupSize == first.groupSize,
-                        slice.calibration.tokens == first.calibration.tokens,
-                        slice.calibration.description == first.calibration.description
-                    else {
-                        throw ModelFormatError(
-                            file: path, "model, widths, group size or calibration differ from \(slices[0])")
-                    }
-                }
-                for layer in slice.layers {
-                    guard seen.insert(layer.index).inserted else {
-                        throw ModelFormatError(file: path, "layer \(layer.index) is in two slices")
-                    }
-                }
-                if merged == nil {
-                    merged = slice
-                } else {
-                    merged!.layers += slice.layers
-                    merged!.seconds = (merged!.seconds ?? 0) + (slice.seconds ?? 0) // total work, not elapsed time
-                }
-            }
-            merged!.layers.sort { $0.index < $1.index }
-            try merged!.write(to: out)
-            print("\(out): \(merged!.layers.count) layers from \(slices.count) slices")
+            let merged = try ProfileSlices.merge(paths: slices)
+            try merged.write(to: out)
+            print("\(out): \(merged.layers.count) layers from \(slices.count) slices")
         }
     }
 }

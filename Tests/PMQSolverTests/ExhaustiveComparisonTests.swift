@@ -65,8 +65,8 @@ import Testing
                     #expect(
                         abs(allocation.objective - expected.objective) <= Self.objectiveTolerance * scale,
                         Comment(
-                            rawValue: "CBC \(allocation.objective) vs enumeration \(expected.objective), scope \(scope), "
-                                + "diversity \(diversity), budget \(budget), fixing \(fixing)")
+                            rawValue: "CBC \(allocation.objective) vs enumeration \(expected.objective), "
+                                + "scope \(scope), diversity \(diversity), budget \(budget), fixing \(fixing)")
                     )
                     #expect(problem.isFeasible(allocation.choice))
                     #expect(allocation.choice.count == profile.expertCount)

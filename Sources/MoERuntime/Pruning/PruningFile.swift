@@ -1,7 +1,7 @@
 import Foundation
 import ModelFormat
 
-/// The pruning policies stored beside a packed model's weights, `pruning.safetensors`: per MoE
+/// The pruning policies stored beside a packed model's weights, `pruning.safetensors` (docs/FORMATS.md §4): per MoE
 /// layer the OTP gate's tensors (`model.layers.N.block_sparse_moe.otp_gate.weight`, … — the
 /// router's prefix plus the gate's suffixes) and the ODP threshold calibrated to the same
 /// fraction of experts kept (`….odp_beta`, shape [1]), and two diagnostics: the MSE oracle's
@@ -10,6 +10,8 @@ import ModelFormat
 /// were trained.
 public enum PruningFile {
     public static let fileName = "pruning.safetensors"
+    /// Written into the metadata beside how the policies were trained.
+    public static let formatName = "pmq-pruning", version = 1
 
     /// `model.layers.N.block_sparse_moe.` for Mixtral, `model.layers.N.mlp.` for Qwen/OLMoE.
     static func prefix(layer: Int, config: MoEModelConfig) -> String {
@@ -31,7 +33,7 @@ public enum PruningFile {
         metadata: [String: String], directory: String
     ) throws {
         var writer = SafeTensorsWriter()
-        writer.metadata = metadata
+        writer.metadata = metadata.merging(["format": formatName, "version": String(version)]) { _, own in own }
         for layer in 0..<config.layerCount where config.moeLayers[layer] {
             let prefix = prefix(layer: layer, config: config)
             for tensor in otp.tensors(layer: layer) {

@@ -1,4 +1,4 @@
-/// Sizes of the packed GPTQ tensors (AutoGPTQ v1 layout, see README "Packed layout") for one
+/// Sizes of the packed GPTQ tensors (AutoGPTQ v1 layout, docs/PACKED_FORMAT.md) for one
 /// linear layer of `outFeatures × inFeatures` weights quantized at `bits` with groups of
 /// `groupSize` input columns. The profiler records these as an expert's `bytes`, so a budget in
 /// bytes is honoured exactly.

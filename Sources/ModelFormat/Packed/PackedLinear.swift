@@ -1,5 +1,5 @@
 /// One linear layer's quantized weights in the GPTQ tensor layout (AutoGPTQ v1, `checkpoint_format
-/// "gptq"`; see README "Packed layout"), exactly as stored in the packed checkpoint. The layer
+/// "gptq"`; docs/PACKED_FORMAT.md), exactly as stored in the packed checkpoint. The layer
 /// computes `y = x · Ŵᵀ` with `Ŵ[o, i] = scale[g_idx[i], o] · (q[o, i] − zero[g_idx[i], o])`.
 ///
 /// - `qweight`: int32 words `[⌈in·bits/32⌉, out]`, row-major: column `o` holds input values

@@ -1,7 +1,7 @@
 import Foundation
 
-/// Reads and validates a `pmq-profile` v1 file (docs/FORMATS.md §1). Every problem is reported as one line naming the
-/// file and the field; soft problems (errors that grow with width) come back as warnings.
+/// Reads and validates a `pmq-profile` v1 file (docs/FORMATS.md §1). Every problem is reported as
+/// one line naming the file and the field; soft problems (errors that grow with width) come back as warnings.
 public enum ProfileReader {
     public struct Result: Sendable {
         public var profile: Profile

@@ -12,6 +12,7 @@
 //   PMQSolver       allocate: profile → integer program → CBC (through CCbc) → allocation report; sweeps
 //   QuantEngine     pack: GPTQ of a whole model at the allocated widths → packed checkpoint
 //   OTPTraining     pruning calibration: damage of each expert drop, OTP gate training, ODP calibration
+//   Benchmarks      `pmq bench …`: figures for the solver, GPTQ, packed kernels and the runtime (never tests)
 //   pmq             the command line: parses options, calls the stages, prints
 import PackageDescription
 
@@ -36,6 +37,7 @@ let package = Package(
         .library(name: "PMQSolver", targets: ["PMQSolver"]),
         .library(name: "QuantEngine", targets: ["QuantEngine"]),
         .library(name: "OTPTraining", targets: ["OTPTraining"]),
+        .library(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -72,12 +74,16 @@ let package = Package(
             dependencies: ["Calibration", "MoERuntime", "Kernels", "ModelFormat"],
             swiftSettings: kernelSettings
         ),
+        .target(
+            name: "Benchmarks",
+            dependencies: ["ExpertProfiler", "PMQSolver", "MoERuntime", "Quantization", "Kernels", "ModelFormat"],
+            swiftSettings: kernelSettings
+        ),
         .executableTarget(
             name: "pmq",
             dependencies: [
-                "PMQSolver", "ExpertProfiler", "QuantEngine", "OTPTraining", "Calibration", "MoERuntime",
-                "Quantization",
-                "Kernels", "ModelFormat",
+                "Benchmarks", "PMQSolver", "ExpertProfiler", "QuantEngine", "OTPTraining", "Calibration",
+                "MoERuntime", "Quantization", "Kernels", "ModelFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

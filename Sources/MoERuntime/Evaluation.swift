@@ -20,7 +20,7 @@ public struct Evaluation: Sendable, Encodable {
     public var layerExpertsPerToken: [Double]
     /// Mean over MoE layers of `layerExpertsPerToken`.
     public var expertsPerToken: Double
-    /// Which pruning ran: "none", "odp", "otp".
+    /// Which pruning ran: a `PruningPolicy` name ("none", "odp", "otp", "oracle-mse", "odp-matched").
     public var pruning: String
     /// Decode speed: tokens fed one at a time with the KV cache (`decodeTokens` of them, after a
     /// one-token prefill), 0 when not measured.

@@ -34,7 +34,7 @@ public enum AtomicFile {
         try write(Data(text.utf8), to: path)
     }
 
-    /// Pretty-printed JSON (keys in declaration order) with a trailing newline.
+    /// Pretty-printed JSON (keys sorted, `/` not escaped) with a trailing newline.
     public static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

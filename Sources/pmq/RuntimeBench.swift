@@ -1,4 +1,5 @@
 import ArgumentParser
+import Benchmarks
 import Foundation
 import Kernels
 import MoERuntime
@@ -34,86 +35,13 @@ extension PMQ {
         var int8Activations = false
 
         func run() throws {
-            try Kernels.$int8Activations.withValue(int8Activations) { try benchmark() }
-        }
-
-        func benchmark() throws {
-            let loaded = try MoEModel(directory: model)
-            let config = loaded.config
-            let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }
-            // Bytes of the weights one decode token reads, as held (f32, bf16 or packed): attention,
-            // router, top-k experts (an average expert of the layer), shared or dense MLP, head.
-            func bytes(_ role: TensorRole) -> Double { Double(loaded.matrix(role).byteCount) }
-            var bytesPerToken = bytes(config.tieWordEmbeddings ? .embeddings : .lmHead)
-            for layer in 0..<config.layerCount {
-                bytesPerToken += [
-                    TensorRole.query(layer: layer), .key(layer: layer), .value(layer: layer), .output(layer: layer),
-                ].map(bytes).reduce(0, +)
-                if config.moeLayers[layer] {
-                    bytesPerToken += bytes(.router(layer: layer))
-                    let experts = (0..<config.expertCount).map {
-                        TensorRole.expertLinears(layer: layer, expert: $0).map(bytes).reduce(0, +)
-                    }
-                    bytesPerToken += Double(config.routing.topK) * experts.reduce(0, +) / Double(config.expertCount)
-                    if config.sharedExpertIntermediateSize > 0 {
-                        bytesPerToken += [
-                            TensorRole.sharedExpertGate(layer: layer), .sharedExpertUp(layer: layer),
-                            .sharedExpertDown(layer: layer),
-                        ].map(bytes).reduce(0, +)
-                    }
-                } else {
-                    bytesPerToken += [
-                        TensorRole.denseGate(layer: layer), .denseUp(layer: layer), .denseDown(layer: layer),
-                    ].map(bytes).reduce(0, +)
-                }
-            }
-            let bytesPerWeight = Double(loaded.weightBytes) / Double(loaded.parameterCount)
-
-            func measure() throws -> (prefill: Double, decode: Double) {
-                var prefillRates: [Double] = [], decodeRates: [Double] = []
-                for _ in 0..<max(1, repeats) {
-                    let session = ForwardPass(model: loaded)
-                    var start = ContinuousClock.now
-                    _ = try session.logits(tokens)
-                    prefillRates.append(Double(prefill) / seconds(since: start))
-                    start = ContinuousClock.now
-                    for step in 0..<decode { _ = try session.logits([(step * 31) % config.vocabSize]) }
-                    decodeRates.append(Double(decode) / seconds(since: start))
-                }
-                return (prefillRates.sorted()[prefillRates.count / 2], decodeRates.sorted()[decodeRates.count / 2])
-            }
-            let fast = try measure()
-            let peakRSS = Evaluation.peakResidentBytes() // before the bandwidth probe's 1 GB buffer
-            let bandwidth = MemoryBandwidth.measure()
-            emit(
-                "model \(model): \(config.architecture.rawValue), \(config.layerCount) layers, hidden "
-                    + "\(config.hiddenSize), \(config.expertCount) experts of \(config.expertIntermediateSize), "
-                    + "top-\(config.routing.topK)"
-            )
-            emit(String(format: "memory read bandwidth (all cores): %.1f GB/s", bandwidth / 1e9))
-            emit(
-                String(
-                    format:
-                        "SIMD kernels:   prefill %8.1f tokens/s   decode %7.2f tokens/s   streaming %.2f GB/s = "
-                        + "%.0f%% of bandwidth",
-                    fast.prefill, fast.decode, fast.decode * bytesPerToken / 1e9,
-                    100 * fast.decode * bytesPerToken / bandwidth))
-            if !skipReference {
-                let reference = try Kernels.$useReferenceKernels.withValue(true) { try measure() }
-                emit(
-                    String(
-                        format:
-                            "scalar kernels: prefill %8.1f tokens/s   decode %7.2f tokens/s   (SIMD speed-up: "
-                            + "prefill %.1f×, decode %.1f×)",
-                        reference.prefill, reference.decode, fast.prefill / reference.prefill,
-                        fast.decode / reference.decode))
-            }
-            emit(
-                String(
-                    format:
-                        "peak RSS %.1f MB (weights in memory: %.1f MB, %.2f bytes per weight; a decode token reads "
-                        + "%.1f MB)",
-                    Double(peakRSS) / 1e6, Double(loaded.weightBytes) / 1e6, bytesPerWeight, bytesPerToken / 1e6))
+            var benchmark = RuntimeBenchmark(model: model)
+            benchmark.prefill = prefill
+            benchmark.decode = decode
+            benchmark.repeats = repeats
+            benchmark.skipReference = skipReference
+            benchmark.int8Activations = int8Activations
+            try checkedOptions { try benchmark.run(emit: emit) }
         }
     }
 }

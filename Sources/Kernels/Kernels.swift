@@ -224,7 +224,7 @@ public enum Kernels {
     }
 
     /// `y[i] += scale · x[i]`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func addScaled(
         _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ scale: Float, _ count: Int
     ) {
@@ -244,7 +244,7 @@ public enum Kernels {
     }
 
     /// `Σ a[i]·b[i]` with four SIMD8 accumulators (FMA where the target CPU has it).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
         var i = 0
@@ -353,10 +353,10 @@ public enum Kernels {
         for i in values.indices { values[i] /= sum }
     }
 
-    @inline(__always) public static func silu(_ x: Float) -> Float { x / (1 + (-x).exponential) }
-    @inline(__always) public static func sigmoid(_ x: Float) -> Float { 1 / (1 + (-x).exponential) }
+    @inlinable @inline(__always) public static func silu(_ x: Float) -> Float { x / (1 + (-x).exponential) }
+    @inlinable @inline(__always) public static func sigmoid(_ x: Float) -> Float { 1 / (1 + (-x).exponential) }
 }
 
 extension Float {
-    @inline(__always) public var exponential: Float { Float(Foundation.exp(Double(self))) }
+    @inlinable @inline(__always) public var exponential: Float { Float(Foundation.exp(Double(self))) }
 }

@@ -149,12 +149,13 @@ public struct WidthMap<Value: Codable & Sendable & Equatable>: Codable, Sendable
         self.init(elements.map { (width: $0.0, value: $0.1) })
     }
 
-    /// The value at `width`, nil when the map has none.
-    public subscript(width: Int) -> Value? {
+    /// The value at `width`, nil when the map has none. Inlinable: the allocator reads it for every
+    /// expert and width, and specialised it costs a few compares.
+    @inlinable public subscript(width: Int) -> Value? {
         entries.first { $0.width == width }?.value
     }
 
-    public var widths: [Int] { entries.map(\.width) }
+    @inlinable public var widths: [Int] { entries.map(\.width) }
 
     public static func == (a: WidthMap, b: WidthMap) -> Bool {
         a.entries.count == b.entries.count

@@ -96,7 +96,9 @@ let package = Package(
         .testTarget(name: "MoERuntimeTests", dependencies: ["TestSupport", "MoERuntime", "Kernels", "ModelFormat"]),
         .testTarget(
             name: "ExpertProfilerTests",
-            dependencies: ["TestSupport", "ExpertProfiler", "Calibration", "MoERuntime", "Quantization", "ModelFormat"]
+            dependencies: [
+                "TestSupport", "ExpertProfiler", "Calibration", "MoERuntime", "Quantization", "Kernels", "ModelFormat",
+            ]
         ),
         .testTarget(name: "PMQSolverTests", dependencies: ["PMQSolver", "ModelFormat"]),
         .testTarget(

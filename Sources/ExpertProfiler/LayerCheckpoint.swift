@@ -1,6 +1,5 @@
 import Foundation
 import ModelFormat
-import QuantEngine
 
 /// Finished layers of a profiling run, one JSON file each, so that a killed run continues after
 /// the last finished layer. `run.txt` holds the run's fingerprint; a directory made by a
@@ -47,7 +46,7 @@ struct LayerCheckpoint {
     func saveReference(layer: Int, linears: [String: PackedLinear]) throws {
         var writer = SafeTensorsWriter()
         for (module, linear) in linears.sorted(by: { $0.key < $1.key }) {
-            for tensor in try PackedCheckpoint.storedTensors(of: linear, module: module) {
+            for tensor in try linear.storedTensors(module: module) {
                 try writer.add(
                     tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data)
             }

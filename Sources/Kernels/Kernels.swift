@@ -1,4 +1,3 @@
-import ModelFormat
 import Foundation
 
 /// The dense float kernels every path reuses: SIMD and multi-threaded, each beside the plain

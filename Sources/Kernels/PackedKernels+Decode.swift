@@ -1,5 +1,3 @@
-import ModelFormat
-
 /// A code width as a type, so that each width gets its own specialised decode loop (masks and
 /// trip counts become constants).
 protocol PackedWidth {

@@ -1,4 +1,3 @@
-import ModelFormat
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif

@@ -1,5 +1,3 @@
-import ModelFormat
-
 extension PackedKernel {
     /// The general packed path: prefill (several tokens), act-order `g_idx`, groups that split a
     /// word, outputs that do not fill a decode tile. Tiles of 16 outputs × a few word rows of

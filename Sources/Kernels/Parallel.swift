@@ -1,5 +1,4 @@
 import Foundation
-import ModelFormat
 #if os(Linux)
 import Synchronization
 #endif

@@ -1,6 +1,5 @@
 import Foundation
 import Kernels
-import ModelFormat
 
 extension ForwardPass {
     /// Causal self-attention with RoPE and grouped-query heads.

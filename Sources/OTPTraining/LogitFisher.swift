@@ -1,6 +1,5 @@
 import Foundation
 import Calibration
-import ModelFormat
 import Kernels
 import MoERuntime
 

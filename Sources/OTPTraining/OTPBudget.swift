@@ -1,6 +1,4 @@
 import Foundation
-import Kernels
-import ModelFormat
 import MoERuntime
 
 /// Spreads one budget of experts per token over the MoE layers instead of keeping the same

@@ -1,5 +1,4 @@
 import Foundation
-import ModelFormat
 import Kernels
 import MoERuntime
 

@@ -1,6 +1,5 @@
 import Foundation
 import Calibration
-import Kernels
 import ModelFormat
 import MoERuntime
 

@@ -81,12 +81,6 @@ public struct PackedCheckpoint: Sendable {
     // MARK: tensors
 
     /// One tensor as it goes into the safetensors file.
-    public struct StoredTensor: Sendable {
-        public var name: String
-        public var dtype: String
-        public var shape: [Int]
-        public var data: Data
-    }
 
     /// Every tensor in file order: passthrough tensors in the order given, then the packed
     /// linears by module name (`qweight`, `qzeros` — none at width 1 —, `scales`, `g_idx`), then
@@ -102,14 +96,14 @@ public struct PackedCheckpoint: Sendable {
             units.append([StoredTensor(name: tensor.name, dtype: dtype, shape: tensor.shape, data: data)])
         }
         for module in linears.keys.sorted() {
-            units.append(try Self.storedTensors(of: linears[module]!, module: module))
+            units.append(try linears[module]!.storedTensors(module: module))
         }
         // Sizes are checked against shapes as each tensor is written.
         for extra in extras {
             units.append([
                 StoredTensor(
                     name: extra.name, dtype: "F32", shape: extra.shape,
-                    data: Self.littleEndianData(extra.values.map(\.bitPattern)))
+                    data: StoredTensor.littleEndianData(extra.values.map(\.bitPattern)))
             ])
         }
         var seen = Set<String>()
@@ -117,33 +111,6 @@ public struct PackedCheckpoint: Sendable {
             throw PackedFormatError(tensor: tensor.name, "appears twice in the packed model")
         }
         return units
-    }
-
-    /// The four GPTQ tensors of one linear (three at width 1).
-    public static func storedTensors(of linear: PackedLinear, module: String) throws -> [StoredTensor] {
-        do { try linear.validate() } catch let error as PackedFormatError {
-            throw PackedFormatError(tensor: "\(module).\(error.tensor ?? "")", error.problem)
-        }
-        var tensors = [
-            StoredTensor(
-                name: "\(module).qweight", dtype: "I32", shape: [linear.wordRows, linear.outFeatures],
-                data: littleEndianData(linear.qweight))
-        ]
-        if linear.bits != 1 {
-            tensors.append(
-                StoredTensor(
-                    name: "\(module).qzeros", dtype: "I32", shape: [linear.groups, linear.zeroWordsPerGroup],
-                    data: littleEndianData(linear.qzeros)))
-        }
-        tensors.append(
-            StoredTensor(
-                name: "\(module).scales", dtype: "F16", shape: [linear.groups, linear.outFeatures],
-                data: littleEndianData(linear.scales)))
-        tensors.append(
-            StoredTensor(
-                name: "\(module).g_idx", dtype: "I32", shape: [linear.inFeatures],
-                data: littleEndianData(linear.gIdx.map { UInt32(bitPattern: $0) })))
-        return tensors
     }
 
     /// bf16 and f16 stay as they are; f32 becomes bf16 (nearest even) unless `keepFloat32`.
@@ -164,7 +131,7 @@ public struct PackedCheckpoint: Sendable {
                 }
             }
         }
-        return ("BF16", littleEndianData(halves))
+        return ("BF16", StoredTensor.littleEndianData(halves))
     }
 
     /// f32 → bf16 with nearest-even rounding; NaN stays a (quiet) NaN.
@@ -173,16 +140,6 @@ public struct PackedCheckpoint: Sendable {
         if value.isNaN { return UInt16(bits >> 16) | 0x40 }
         let rounding = 0x7FFF + ((bits >> 16) & 1)
         return UInt16((bits &+ rounding) >> 16)
-    }
-
-    static func littleEndianData<T: FixedWidthInteger>(_ values: [T]) -> Data {
-        var data = Data(count: values.count * MemoryLayout<T>.size)
-        data.withUnsafeMutableBytes { raw in
-            for (index, value) in values.enumerated() {
-                raw.storeBytes(of: value.littleEndian, toByteOffset: index * MemoryLayout<T>.size, as: T.self)
-            }
-        }
-        return data
     }
 
     // MARK: quantization_config

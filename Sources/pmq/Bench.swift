@@ -1,9 +1,6 @@
 import ArgumentParser
 import Benchmarks
-import ExpertProfiler
 import Foundation
-import ModelFormat
-import PMQSolver
 
 extension PMQ {
     struct Bench: ParsableCommand {

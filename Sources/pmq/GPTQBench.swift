@@ -2,7 +2,6 @@ import ArgumentParser
 import Benchmarks
 import Foundation
 import Kernels
-import ModelFormat
 import Quantization
 
 extension PMQ {

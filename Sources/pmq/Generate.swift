@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import MoERuntime
 import ModelFormat
+import MoERuntime
 
 extension PMQ {
     struct Generate: ParsableCommand {

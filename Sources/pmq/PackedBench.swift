@@ -1,8 +1,6 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
-import Kernels
-import ModelFormat
 
 extension PMQ {
     struct PackedBench: ParsableCommand {

@@ -1,9 +1,6 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
-import Kernels
-import MoERuntime
-import ModelFormat
 
 extension PMQ {
     struct RuntimeBench: ParsableCommand {

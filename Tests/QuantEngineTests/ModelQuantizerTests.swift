@@ -4,7 +4,6 @@ import Calibration
 @testable import Kernels
 @testable import Quantization
 @testable import MoERuntime
-@testable import ExpertProfiler
 @testable import QuantEngine
 import TestSupport
 import Testing

@@ -27,7 +27,7 @@ import Testing
             outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
     }
 
-    static func floats(_ values: [Float]) -> Data { PackedCheckpoint.littleEndianData(values.map(\.bitPattern)) }
+    static func floats(_ values: [Float]) -> Data { StoredTensor.littleEndianData(values.map(\.bitPattern)) }
 
     /// A two-layer Mixtral-like model: layer 0's experts at 3 bits but one at 2 and one at 1,
     /// layer 1's at 3 with one 4-bit expert of another group size.
@@ -264,7 +264,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: parent) }
         let linear = Self.linear(out: 8, inputs: 32, bits: 4, groupSize: 16, seed: 9)
         let prefix = "model.layers.0.mlp.experts.0.up_proj"
-        func write(_ tensors: [PackedCheckpoint.StoredTensor]) throws -> SafeTensorsFile {
+        func write(_ tensors: [StoredTensor]) throws -> SafeTensorsFile {
             var writer = SafeTensorsWriter()
             for tensor in tensors {
                 try writer.add(
@@ -274,7 +274,7 @@ import Testing
             try writer.write(to: path)
             return try SafeTensorsFile(path: path)
         }
-        let good = try PackedCheckpoint.storedTensors(of: linear, module: prefix)
+        let good = try linear.storedTensors(module: prefix)
         let file = try write(good)
         #expect(
             try PackedLinear.read(from: file, prefix: prefix, bits: 4, groupSize: 16, outFeatures: 8, inFeatures: 32)
@@ -303,10 +303,10 @@ import Testing
         wrongType[2].dtype = "BF16"
         expectFailure(try write(wrongType), mentions: "\(prefix).scales is BF16")
         var badGroup = good
-        badGroup[3].data = PackedCheckpoint.littleEndianData([UInt32](repeating: 7, count: 32))
+        badGroup[3].data = StoredTensor.littleEndianData([UInt32](repeating: 7, count: 32))
         expectFailure(try write(badGroup), mentions: "g_idx")
         let oneBit = Self.linear(out: 8, inputs: 32, bits: 1, groupSize: 16, seed: 3)
-        var withZeros = try PackedCheckpoint.storedTensors(of: oneBit, module: prefix)
+        var withZeros = try oneBit.storedTensors(module: prefix)
         withZeros.append(good[1])
         expectFailure(try write(withZeros), bits: 1, mentions: "width 1 stores none")
     }

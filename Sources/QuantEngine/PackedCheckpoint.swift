@@ -6,22 +6,12 @@ import ModelFormat
 /// module name, extra f32 tensors (the OTP gates) and the allocation record. This file builds the
 /// names, dtypes and `quantization_config`; `PackedCheckpoint+Files.swift` writes and reads them.
 public struct PackedCheckpoint: Sendable {
-    /// A float (or other) tensor copied from the source model, raw little-endian bytes.
-    public struct Passthrough: Sendable {
-        public var name: String
-        /// safetensors dtype: `BF16`, `F16`, `F32` (others are copied unchanged).
-        public var dtype: String
-        public var shape: [Int]
-        public var data: Data
-        public init(name: String, dtype: String, shape: [Int], data: Data) {
-            self.name = name
-            self.dtype = dtype
-            self.shape = shape
-            self.data = data
-        }
-    }
+    /// A float (or other) tensor copied from the source model, raw little-endian bytes; its dtype
+    /// (`BF16`, `F16`, `F32`; others are copied unchanged) is converted by `storedPassthrough`.
+    public typealias Passthrough = StoredTensor
 
-    /// An f32 tensor pmq adds (the OTP gates).
+    /// An extra f32 tensor written after the packed linears (no command writes one: OTP gates live in
+    /// `pruning.safetensors`, and a loader refuses tensors its architecture does not use).
     public struct Extra: Sendable {
         public var name: String
         public var shape: [Int]

@@ -3,16 +3,19 @@ import Testing
 
 /// The shipped example model and its profile, as a user meets them.
 @Suite struct ExampleModelTests {
-    static let model = CLITests.packageRoot.appendingPathComponent("examples/model")
+    /// Both shipped example models: the evenly routed Mixtral and the fine-grained Qwen3-MoE.
+    static let models = ["examples/model", "examples/model-fine"]
     static let profile = CLITests.packageRoot.appendingPathComponent("examples/profiles/example-model.json")
 
     /// A real language model: far below the unigram baseline on held-out text, as measured by
     /// pmq itself on the first windows of eval.u32.
-    @Test func beatsTheUnigramBaseline() throws {
+    @Test(arguments: models)
+    func beatsTheUnigramBaseline(relativePath: String) throws {
+        let model = CLITests.packageRoot.appendingPathComponent(relativePath)
         let directory = try CLITests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let run = try CLITests.pmq([
-            "eval", "--model", Self.model.path, "--tokens", Self.model.appendingPathComponent("eval.u32").path,
+            "eval", "--model", model.path, "--tokens", model.appendingPathComponent("eval.u32").path,
             "--max-tokens", "1024", "--json", directory + "/e.json", "--quiet",
         ])
         #expect(run.status == 0, "\(run.stderr)")
@@ -20,30 +23,37 @@ import Testing
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/e.json")))
                 as? [String: Any])
         let metrics = try #require(
-            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json")))
+            try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("metrics.json")))
                 as? [String: Any])
         let perplexity = try #require(ours["perplexity"] as? Double)
         let unigram = try #require(metrics["unigram_perplexity"] as? Double)
         #expect(perplexity < unigram / 4, "perplexity \(perplexity) against unigram \(unigram)")
-        // Every expert of every layer gets tokens (no collapsed router).
         let counts = try #require(ours["expertTokens"] as? [[Int]])
-        #expect(counts.count == 4 && counts.allSatisfy { $0.count == 8 && $0.allSatisfy { $0 > 0 } })
+        if relativePath == "examples/model" {
+            // Every expert of every layer gets tokens (no collapsed router).
+            #expect(counts.count == 4 && counts.allSatisfy { $0.count == 8 && $0.allSatisfy { $0 > 0 } })
+        } else {
+            // 32 experts in each of the 4 layers, and no layer collapsed onto a few of them.
+            #expect(counts.count == 4 && counts.allSatisfy { $0.count == 32 && $0.filter { $0 > 0 }.count >= 16 })
+        }
     }
 
     /// freq and mass on the example model equal those from transformers' router on the same
     /// tokens (the first two 512-token windows of eval.u32; metrics.json, written by
     /// tools/example_model/evaluate.py).
-    @Test func routingStatisticsMatchTransformers() throws {
+    @Test(arguments: models)
+    func routingStatisticsMatchTransformers(relativePath: String) throws {
+        let model = CLITests.packageRoot.appendingPathComponent(relativePath)
         let directory = try CLITests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let metrics = try #require(
-            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("metrics.json")))
+            try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("metrics.json")))
                 as? [String: Any])
         let reference = try #require(metrics["first_1024_tokens"] as? [String: Any])
         let freq = try #require(reference["freq"] as? [[Int]])
         let mass = try #require(reference["mass"] as? [[Double]])
         let run = try CLITests.pmq([
-            "profile", "--model", Self.model.path, "--calib", Self.model.appendingPathComponent("eval.u32").path,
+            "profile", "--model", model.path, "--calib", model.appendingPathComponent("eval.u32").path,
             "--samples", "2", "--seq-len", "512", "--widths", "8", "--layers", "0..<2", "--quiet",
             "--out", directory + "/p.json",
         ])

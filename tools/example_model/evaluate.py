@@ -18,9 +18,9 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import MixtralForCausalLM
+from transformers import AutoModelForCausalLM
 
-from common import MODEL_DIR, SETTINGS, path
+from common import MODEL_DIR, SETTINGS, expert_count, path
 
 
 def readme_block(metrics, training):
@@ -30,14 +30,16 @@ def readme_block(metrics, training):
         provisional = "" if training["trained_steps"] >= training.get("steps", 0) else " (PROVISIONAL snapshot)"
         lines.append(f"| trained | {training['trained_steps']} steps{provisional}, "
                      f"{training['trained_tokens'] / 1e6:.1f} M tokens, "
-                     f"{training['training_minutes_one_thread']:.0f} min on one CPU thread |")
+                     + (f"{training['training_minutes_one_thread']:.0f} min on one CPU thread |"
+                        if "training_minutes_one_thread" in training
+                        else f"{training['training_minutes']:.0f} min on {training['threads']} CPU threads |"))
     lines += [f"| held-out perplexity ({metrics['predicted_tokens']:,} predicted tokens, windows of {metrics['window']}) "
               f"| **{metrics['perplexity']:.2f}** ({metrics['cross_entropy_nats']:.3f} nats/token) |",
               f"| unigram baseline perplexity, same tokens | {metrics['unigram_perplexity']:.1f} "
               f"({metrics['unigram_cross_entropy_nats']:.3f} nats/token) |",
               "| routing entropy per layer, bits (max {:g}) | {} |".format(
                   metrics["routing_entropy_max_bits"], ", ".join(f"{e:.3f}" for e in metrics["routing_entropy_bits"])),
-              "", "Top-2 assignments per expert over the eval tokens:", "",
+              "", f"Top-{training.get('model', {}).get('num_experts_per_tok', 2)} assignments per expert over the eval tokens:", "",
               "| layer | " + " | ".join(f"e{i}" for i in range(len(metrics["expert_token_counts"][0]))) + " |",
               "|---|" + "---:|" * len(metrics["expert_token_counts"][0])]
     for layer, row in enumerate(metrics["expert_token_counts"]):
@@ -60,13 +62,13 @@ def update_readme(directory, metrics, training):
 def main():
     directory = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else MODEL_DIR
     torch.set_num_threads(SETTINGS["threads"])
-    model = MixtralForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     model.eval()
     config = model.config
     tokens = np.fromfile(os.path.join(directory, "eval.u32"), dtype="<u4").astype(np.int64)
     window = SETTINGS["evaluation_window"]
     nll, targets = 0.0, []
-    counts = np.zeros((config.num_hidden_layers, config.num_local_experts), dtype=np.int64)
+    counts = np.zeros((config.num_hidden_layers, expert_count(config)), dtype=np.int64)
     # Routing over the first two windows (1,024 tokens) alone: freq and mass as the profiler
     # defines them (mass = softmax probability summed over the tokens whose top-k holds the expert),
     # for a cheap cross-check of pmq against transformers' router on this model.
@@ -82,7 +84,7 @@ def main():
             targets.append(chunk[0, 1:].numpy())
             for layer, logits in enumerate(output.router_logits):
                 top = torch.topk(logits.float(), config.num_experts_per_tok, dim=-1).indices
-                counts[layer] += np.bincount(top.flatten().numpy(), minlength=config.num_local_experts)
+                counts[layer] += np.bincount(top.flatten().numpy(), minlength=expert_count(config))
                 if start < 2 * window:
                     probabilities = torch.softmax(logits.float(), dim=-1)
                     chosen = torch.zeros_like(probabilities).scatter_(1, top, 1.0)
@@ -109,7 +111,7 @@ def main():
         "unigram_perplexity": round(float(np.exp(-np.log(unigram[targets]).mean())), 3),
         "unigram_counts_from": "train split, add-one smoothing",
         "routing_entropy_bits": entropies,
-        "routing_entropy_max_bits": math.log2(config.num_local_experts),
+        "routing_entropy_max_bits": math.log2(expert_count(config)),
         "expert_token_counts": counts.tolist(),
         "first_1024_tokens": {"freq": first_counts.tolist(), "mass": first_mass.round(6).tolist()},
         "trained_steps": training.get("trained_steps"),

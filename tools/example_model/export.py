@@ -56,7 +56,8 @@ def main():
         log_tail = held_out[-1].strip() if held_out else ""
     with open(os.path.join(directory, "training_args.json"), "w") as handle:
         json.dump({**SETTINGS, "trained_steps": state["step"],
-                   "training_minutes_one_thread": round(state["elapsed_seconds"] / 60, 1),
+                   ("training_minutes_one_thread" if SETTINGS["threads"] == 1 else "training_minutes"):
+                       round(state["elapsed_seconds"] / 60, 1),
                    "trained_tokens": state["step"] * SETTINGS["batch_size"] * SETTINGS["sequence_length"],
                    "last_log_line_with_held_out": log_tail,
                    "exported_dtype": str(dtype).removeprefix("torch."),

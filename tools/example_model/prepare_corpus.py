@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Step 1: split the Python 3.11 documentation sources BY FILE into train / calibration / evaluation.
+"""Step 1: split the corpus BY FILE into train / calibration / evaluation.
 
-    apt-get install -y python3.11-doc
-    tools/.venv/bin/python tools/example_model/prepare_corpus.py
+    apt-get install -y python3.11-doc linux-doc-6.1
+    [PMQ_EXAMPLE=fine] tools/.venv/bin/python tools/example_model/prepare_corpus.py
 
 Writes work/{train,calibration,evaluation}.txt (documents separated by a line holding <|endoftext|>).
 """
@@ -12,7 +12,9 @@ import random
 import re
 import sys
 
-from common import CORPUS, EOT, SEPARATOR, SETTINGS, WORK, path
+import gzip
+
+from common import CORPUS, CORPUS_EXCLUDE, CORPUS_PATTERNS, EOT, SEPARATOR, SETTINGS, WORK, path
 
 
 def normalise(text):
@@ -24,9 +26,11 @@ def normalise(text):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
-    files = sorted(os.path.relpath(f, CORPUS) for f in glob.glob(os.path.join(CORPUS, "**", "*.rst.txt"), recursive=True))
+    files = sorted({os.path.relpath(f, CORPUS) for pattern in CORPUS_PATTERNS
+                    for f in glob.glob(os.path.join(CORPUS, pattern), recursive=True)})
+    files = [f for f in files if not any(f.startswith(prefix) for prefix in CORPUS_EXCLUDE)]
     if not files:
-        sys.exit(f"{CORPUS}: no .rst.txt files (apt-get install -y python3.11-doc)")
+        sys.exit(f"{CORPUS}: no files matching {CORPUS_PATTERNS} (apt-get install -y python3.11-doc linux-doc-6.1)")
     shuffled = list(files)
     random.Random(SETTINGS["split_seed"]).shuffle(shuffled)
     n = len(shuffled)
@@ -38,7 +42,8 @@ def main():
     for name, members in splits.items():
         texts = []
         for relative in sorted(members):
-            with open(os.path.join(CORPUS, relative), encoding="utf-8", errors="replace") as handle:
+            opener = gzip.open if relative.endswith(".gz") else open
+            with opener(os.path.join(CORPUS, relative), "rt", encoding="utf-8", errors="replace") as handle:
                 text = normalise(handle.read())
             if text and EOT not in text:
                 texts.append(text)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import SETTINGS, encode, load_tokenizer, make_model, path, read_split
+from common import SETTINGS, encode, expert_count, load_tokenizer, make_model, path, read_split
 
 
 def token_ids(name):
@@ -117,7 +117,7 @@ def main():
         batch = torch.from_numpy(np.stack([train_ids[i:i + length] for i in starts]))
         output = model(input_ids=batch, output_router_logits=True)
         ce = F.cross_entropy(output.logits[:, :-1].reshape(-1, output.logits.shape[-1]), batch[:, 1:].reshape(-1))
-        aux = balance_loss(output.router_logits, model.config.num_experts_per_tok, model.config.num_local_experts)
+        aux = balance_loss(output.router_logits, model.config.num_experts_per_tok, expert_count(model.config))
         optimizer.zero_grad(set_to_none=True)
         (ce + coefficient * aux).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s["grad_clip"])

@@ -62,10 +62,10 @@ FINE_SETTINGS = {
               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "num_experts": 32,
               "num_experts_per_tok": 4, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
               "max_position_embeddings": 1024, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
-              "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "router_aux_loss_coef": 0.001,
+              "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "router_aux_loss_coef": 0.0001,
               "output_router_logits": True, "bos_token_id": 0, "eos_token_id": 0},
-    "load_balancing": "the same per-layer Switch-style loss as the first example model, 20x weaker "
-                      "(router_aux_loss_coef 0.001), so that routing stays uneven and some experts are rare",
+    "load_balancing": "the same per-layer Switch-style loss as the first example model, 200x weaker "
+                      "(router_aux_loss_coef 0.0001), so that routing stays uneven and some experts are rare",
     "seed": 1, "sequence_length": 256, "batch_size": 16,
     "optimizer": "AdamW betas (0.9, 0.95), weight decay on matrices only",
     "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 150, "steps": 2000,

@@ -41,6 +41,10 @@ public struct Profiler {
     public let model: MoEModel
     public let options: Options
 
+    /// Receives every expert linear's GPTQ-dequantized weights at every candidate width, as the
+    /// profiler computes them (`pmq bench objective` assembles allocations from these).
+    public typealias QuantizedWeights = (_ role: TensorRole, _ width: Int, _ weights: [Float]) -> Void
+
     /// The width layers are quantized at to measure their sensitivity.
     public var referenceWidth: Int {
         if let width = options.sensitivityWidth { return width }
@@ -61,7 +65,8 @@ public struct Profiler {
     public func run(
         tokens: [Int], description: String, layers requested: Range<Int>? = nil,
         checkpointDirectory: String? = nil,
-        progress: (String, Int, Int) -> Void = { _, _, _ in }
+        progress: (String, Int, Int) -> Void = { _, _, _ in },
+        quantized: QuantizedWeights? = nil
     ) throws -> Profile {
         let runStart = ContinuousClock.now
         let config = model.config
@@ -103,7 +108,7 @@ public struct Profiler {
         ) { layer, statistics in
             let forwardSeconds = seconds(since: forwardStart)
             let quantizationStart = ContinuousClock.now
-            var (measured, reference) = try measure(layer: layer, statistics) { done, total in
+            var (measured, reference) = try measure(layer: layer, statistics, quantized: quantized) { done, total in
                 progress("layer \(layer): experts quantized", done, total)
             }
             measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
@@ -153,7 +158,10 @@ public struct Profiler {
 
     /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
     /// linears packed at the sensitivity reference width.
-    func measure(layer: Int, _ statistics: ExpertStatistics, progress: (Int, Int) -> Void) throws
+    func measure(
+        layer: Int, _ statistics: ExpertStatistics, quantized: QuantizedWeights? = nil,
+        progress: (Int, Int) -> Void
+    ) throws
         -> (Profile.Layer, [TensorRole: PackedLinear])
     {
         var reference: [TensorRole: PackedLinear] = [:]
@@ -183,6 +191,7 @@ public struct Profiler {
             }
             for (position, bits) in widths.enumerated() {
                 let e = linears.reduce(0) { $0 + $1.2[position].error }
+                for (role, _, results) in linears { quantized?(role, bits, results[position].dequantized) }
                 if bits == referenceWidth {
                     for (role, weight, results) in linears {
                         reference[role] = PackedLinear(

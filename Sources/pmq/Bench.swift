@@ -6,7 +6,7 @@ extension PMQ {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks (figures, not tests).",
-            subcommands: [SolverBench.self, RuntimeBench.self, GPTQBench.self, PackedBench.self]
+            subcommands: [SolverBench.self, RuntimeBench.self, GPTQBench.self, PackedBench.self, ObjectiveBench.self]
         )
     }
 

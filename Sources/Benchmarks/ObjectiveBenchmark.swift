@@ -42,6 +42,8 @@ public struct ObjectiveBenchmark {
     public static let defaultObjectives: [(name: String, model: CostModel)] = [
         ("default", CostModel()),
         ("no-layer-sensitivity", CostModel(layerSensitivity: false)),
+        ("output", CostModel(importance: .output)),
+        ("output, no layer sensitivity", CostModel(importance: .output, layerSensitivity: false)),
     ]
 
     public init() {}

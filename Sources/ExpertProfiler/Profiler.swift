@@ -1,5 +1,6 @@
 import Foundation
 import Calibration
+import Kernels
 import ModelFormat
 import Quantization
 import MoERuntime
@@ -21,11 +22,16 @@ public struct Profiler {
         /// The width each layer is quantized at for its sensitivity (default: the smallest
         /// candidate width ≥ 2, else the smallest).
         public var sensitivityWidth: Int?
+        /// Routed tokens sampled per expert to measure its real, routing-weighted output error
+        /// (`Profile.Expert.outputError`); 0 skips it.
+        public var outputSamples: Int
         public init(
             widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128,
             dampening: Double = 0.01,
-            actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 8, sensitivityWidth: Int? = nil
+            actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 8, sensitivityWidth: Int? = nil,
+            outputSamples: Int = 512
         ) {
+            self.outputSamples = outputSamples
             self.sensitivityWindows = sensitivityWindows
             self.sensitivityWidth = sensitivityWidth
             self.actOrder = actOrder
@@ -102,7 +108,7 @@ public struct Profiler {
                     return nil
                 }
                 forwardStart = ContinuousClock.now
-                return ExpertStatistics(layer: layer, config: config)
+                return ExpertStatistics(layer: layer, config: config, sampleLimit: options.outputSamples)
             },
             afterWindow: { layer, window, _ in progress("layer \(layer): calibration windows", window + 1, windows) }
         ) { layer, statistics in
@@ -176,6 +182,7 @@ public struct Profiler {
             let reached = statistics.frequency[expert] > 0
             let (inputH, downH) = statistics.hessians(expert: expert)
             var errors: [(width: Int, value: Double)] = []
+            var outputErrors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
             // Gate, up, down: each at every width from one Cholesky factor.
             let widths = options.widths.sorted()
@@ -189,8 +196,16 @@ public struct Profiler {
                         hessian: hessian, widths: widths)
                 )
             }
+            let sample = OutputErrorSample(statistics, expert: expert)
+            let floatOutput = sample.map { $0.output(linears.map(\.1)) }
             for (position, bits) in widths.enumerated() {
                 let e = linears.reduce(0) { $0 + $1.2[position].error }
+                if let sample, let floatOutput {
+                    let quantized = linears.map {
+                        Matrix(rows: $0.1.rows, columns: $0.1.columns, floats: $0.2[position].dequantized)
+                    }
+                    outputErrors.append((bits, sample.error(sample.output(quantized), reference: floatOutput)))
+                }
                 for (role, _, results) in linears { quantized?(role, bits, results[position].dequantized) }
                 if bits == referenceWidth {
                     for (role, weight, results) in linears {
@@ -211,7 +226,8 @@ public struct Profiler {
                 Profile.Expert(
                     index: expert, params: 3 * Int64(hidden) * Int64(width),
                     freq: Double(statistics.frequency[expert]), mass: statistics.mass[expert],
-                    error: WidthMap(errors), bytes: WidthMap(bytes), tokens: statistics.frequency[expert],
+                    error: WidthMap(errors), bytes: WidthMap(bytes),
+                    outputError: sample == nil ? nil : WidthMap(outputErrors), tokens: statistics.frequency[expert],
                     note: reached
                         ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
             progress(expert + 1, config.expertCount)

@@ -36,12 +36,17 @@ public struct CostModel: Sendable, Equatable {
     /// b-bit uniform grid, with `weight_e` the expert's normalised frequency (`frequency`) or a
     /// seeded uniform random number (`random`). `measured` is PMQ: `s_e · err(e, b)^α`.
     public enum Importance: Sendable, Equatable, CustomStringConvertible {
+        /// The expert's measured routing-weighted output error (`outputError`): the squared error it
+        /// adds to the layer's output per token, which already counts how often and how strongly
+        /// it is routed, so no frequency or mass factor.
+        case output
         case measured
         case frequency
         case random(seed: UInt64)
 
         public var description: String {
             switch self {
+            case .output: return "output"
             case .measured: return "measured"
             case .frequency: return "frequency"
             case let .random(seed): return "random(seed \(seed))"
@@ -116,6 +121,13 @@ public struct CostModel: Sendable, Equatable {
             let scale = scales?[layerPosition] ?? 1
             let significance: [Double]
             switch importance {
+            case .output:
+                guard layer.experts.contains(where: { $0.outputError != nil }) else {
+                    throw SolverError.badOption(
+                        "\(file): layer \(layer.index) has no outputError (profile again with this pmq) for "
+                            + "--importance output")
+                }
+                significance = layer.experts.map { _ in 1 }
             case .measured: significance = self.significance(of: layer)
             case .frequency:
                 let total = layer.experts.reduce(0) { $0 + $1.freq }
@@ -131,10 +143,12 @@ public struct CostModel: Sendable, Equatable {
                     case .bits: weight = expert.params * Int64(width)
                     case .bytes: weight = bytes
                     }
-                    let value =
-                        importance == .measured
-                        ? cost(significance: s, error: expert.error[width]!)
-                        : s * Double(expert.params) * pow(4, -Double(width))
+                    let value: Double
+                    switch importance {
+                    case .output: value = expert.outputError?[width] ?? 0
+                    case .measured: value = cost(significance: s, error: expert.error[width]!)
+                    default: value = s * Double(expert.params) * pow(4, -Double(width))
+                    }
                     return .init(width: width, weight: weight, bytes: bytes, cost: value * scale)
                 }
                 indices.append(items.count)
@@ -211,7 +225,8 @@ public struct CostModel: Sendable, Equatable {
 extension CostModel {
     /// Whether `makeProblem` rescales layers by their measured sensitivity for this profile.
     public func appliesLayerSensitivity(_ profile: Profile) -> Bool {
-        layerSensitivity && importance == .measured && scope == .global && profile.layers.count > 1
+        layerSensitivity && (importance == .measured || importance == .output) && scope == .global
+            && profile.layers.count > 1
             && profile.layers.allSatisfy { $0.sensitivity != nil }
             && profile.layers.contains { $0.sensitivity!.deltaNLL > 0 }
     }
@@ -224,7 +239,9 @@ extension CostModel {
         return profile.layers.enumerated().map { position, layer in
             let sensitivity = layer.sensitivity!
             let predicted = zip(layer.experts, significance(of: layer)).reduce(0.0) { total, entry in
-                total + cost(significance: entry.1, error: entry.0.error[sensitivity.width] ?? 0)
+                importance == .output
+                    ? total + (entry.0.outputError?[sensitivity.width] ?? 0)
+                    : total + cost(significance: entry.1, error: entry.0.error[sensitivity.width] ?? 0)
             }
             let delta = max(sensitivity.deltaNLL, 0.01 * largest)
             return predicted > 0 ? delta / predicted : 0

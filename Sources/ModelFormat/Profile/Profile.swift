@@ -35,6 +35,11 @@ public struct Profile: Codable, Sendable, Equatable {
         public var error: WidthMap<Double>
         /// Real packed size in bytes per candidate width (weights + scales + zeros + index).
         public var bytes: WidthMap<Int64>
+        /// The expected squared error the expert's quantization adds to one token's MoE output,
+        /// per candidate width: `share · mean g² ‖Ê(x) − E(x)‖²` over a sample of its routed tokens,
+        /// with `g` the routing weight and `share` its routed tokens per layer token (absent in
+        /// profiles made before it, in synthetic ones, and for experts no token reached).
+        public var outputError: WidthMap<Double>?
         /// Calibration tokens routed to the expert (absent in synthetic profiles).
         public var tokens: Int?
         /// How the error was measured when the usual way was impossible.
@@ -42,8 +47,9 @@ public struct Profile: Codable, Sendable, Equatable {
 
         public init(
             index: Int, params: Int64, freq: Double, mass: Double, error: WidthMap<Double>, bytes: WidthMap<Int64>,
-            tokens: Int? = nil, note: String? = nil
+            outputError: WidthMap<Double>? = nil, tokens: Int? = nil, note: String? = nil
         ) {
+            self.outputError = outputError
             self.index = index
             self.params = params
             self.freq = freq

@@ -151,8 +151,21 @@ public enum ProfileReader {
                     file: field.file, "\(bytesField.child(String(width))): missing (the profile lists width \(width))")
             }
         }
+        var outputError: [Int: Double]? = nil
+        if let outputField = try field.optionalMember("outputError") {
+            var values: [Int: Double] = [:]
+            for (key, value) in try outputField.objectMembers() {
+                values[try widthKey(key, value, widths: widths)] = try value.nonNegative()
+            }
+            for width in widths where values[width] == nil {
+                throw ModelFormatError(
+                    file: field.file, "\(outputField.child(String(width))): missing (the profile lists width \(width))")
+            }
+            outputError = values
+        }
         return Profile.Expert(
-            index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes))
+            index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes),
+            outputError: outputError.map { WidthMap($0) })
     }
 
     private static func widthKey(_ key: String, _ field: JSONField, widths: [Int]) throws -> Int {

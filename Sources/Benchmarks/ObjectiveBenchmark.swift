@@ -40,13 +40,21 @@ public struct ObjectiveBenchmark {
     public var profileOut: String?
 
     public static let defaultObjectives: [(name: String, model: CostModel)] = [
-        ("default", CostModel()),
-        ("no-layer-sensitivity", CostModel(layerSensitivity: false)),
-        ("output", CostModel(importance: .output)),
-        ("output, no layer sensitivity", CostModel(importance: .output, layerSensitivity: false)),
+        ("pmq", CostModel()),
+        ("pmq, reference width only", reference(CostModel())),
+        ("pmq, no layer sensitivity", CostModel(layerSensitivity: false)),
+        ("mc-moe", CostModel(importance: .measured)),
+        ("mc-moe, reference width only", reference(CostModel(importance: .measured))),
+        ("mc-moe, no layer sensitivity", CostModel(importance: .measured, layerSensitivity: false)),
     ]
 
     public init() {}
+
+    static func reference(_ model: CostModel) -> CostModel {
+        var copy = model
+        copy.sensitivityCurve = false
+        return copy
+    }
 
     /// One evaluated allocation.
     public struct Row: Encodable, Sendable {
@@ -164,8 +172,8 @@ public struct ObjectiveBenchmark {
         var list: [(String, [[Int]])] = []
         for objective in objectives { list.append(("solver: \(objective.name)", try solve(objective.model))) }
         let pmq = list[0].1
-        list.append(("solver: default, scope layer", try solve(CostModel(scope: .layer))))
-        list.append(("solver: default, uniform layers", try solve(CostModel(uniformLayers: true))))
+        list.append(("solver: pmq, scope layer", try solve(CostModel(scope: .layer))))
+        list.append(("solver: pmq, uniform layers", try solve(CostModel(uniformLayers: true))))
         list.append(("baseline: frequency", try solve(CostModel(importance: .frequency))))
         // PMQ's widths re-dealt inside each layer: the most used experts get the widest.
         list.append(

@@ -40,10 +40,13 @@ struct LayerCheckpoint {
         try AtomicFile.writeJSON(layer, to: path(layer.index))
     }
 
-    func referencePath(_ layer: Int) -> String { "\(directory)/layer-\(layer)-reference.safetensors" }
+    /// The reference width's file, or another width's (`width`, for the loss curve).
+    func referencePath(_ layer: Int, width: Int? = nil) -> String {
+        "\(directory)/layer-\(layer)-" + (width.map { "\($0)bit" } ?? "reference") + ".safetensors"
+    }
 
-    /// The layer's expert linears at the sensitivity reference width, keyed by module name.
-    func saveReference(layer: Int, linears: [String: PackedLinear]) throws {
+    /// The layer's expert linears at the sensitivity reference width (or at `width`), keyed by module name.
+    func saveReference(layer: Int, width: Int? = nil, linears: [String: PackedLinear]) throws {
         var writer = SafeTensorsWriter()
         for (module, linear) in linears.sorted(by: { $0.key < $1.key }) {
             for tensor in try linear.storedTensors(module: module) {
@@ -52,11 +55,11 @@ struct LayerCheckpoint {
             }
             writer.metadata[module] = "\(linear.bits) \(linear.groupSize) \(linear.outFeatures) \(linear.inFeatures)"
         }
-        try writer.write(to: referencePath(layer))
+        try writer.write(to: referencePath(layer, width: width))
     }
 
-    func loadReference(layer: Int) throws -> [String: PackedLinear]? {
-        let path = referencePath(layer)
+    func loadReference(layer: Int, width: Int? = nil) throws -> [String: PackedLinear]? {
+        let path = referencePath(layer, width: width)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let file = try SafeTensorsFile(path: path)
         var linears: [String: PackedLinear] = [:]

@@ -8,37 +8,43 @@ import MoERuntime
 /// between a layer's output-space GPTQ errors and the end-to-end loss, which the layer-local
 /// errors alone do not give (an error early in the network passes through every later layer).
 ///
-/// For each profiled layer l, its experts are replaced by their GPTQ-dequantized weights at one
-/// reference width (every other layer float) and the calibration windows run through the whole
-/// model: `ΔNLL_l` = mean next-token NLL minus the float model's. Layer-major, so a lazy model
+/// For each profiled layer l and width w, its experts are replaced by their GPTQ-dequantized
+/// weights at w (every other layer float) and the calibration windows run through the whole
+/// model: `ΔNLL_l(w)` = mean next-token NLL minus the float model's. Layer-major, so a lazy model
 /// loads each layer once for all variants.
 enum LayerSensitivity {
+    struct Variant {
+        var layer: Int
+        var width: Int
+        /// The layer's expert linears at `width`, by tensor role.
+        var linears: [TensorRole: PackedLinear]
+    }
+
     struct Measurement {
         var layer: Int
+        var width: Int
         var deltaNLL: Double
     }
 
-    /// `references[layer]`: the layer's expert linears at the reference width, by tensor role.
     static func measure(
         model: MoEModel, tokens: [Int], windows: Int, sequenceLength: Int,
-        references: [Int: [TensorRole: PackedLinear]],
+        variants targets: [Variant],
         progress: (String, Int, Int) -> Void
     ) throws -> [Measurement] {
         let config = model.config
-        let targets = references.keys.sorted()
         let session = ForwardPass(model: model)
         let windowTokens = (0..<windows).map { Array(tokens[($0 * sequenceLength)..<(($0 + 1) * sequenceLength)]) }
         let start = CalibrationWindows.embed(
             model: model, tokens: tokens, windows: windows, sequenceLength: sequenceLength)
-        // Variant 0 is the float model; variant v ≥ 1 quantizes layer targets[v − 1].
+        // Variant 0 is the float model; variant v ≥ 1 quantizes targets[v − 1].
         var states = Array(repeating: start, count: targets.count + 1)
         for layer in 0..<config.layerCount {
             try model.pin(layer: layer)
             defer { model.unpin(layer: layer) }
             for variant in states.indices {
                 var originals: [(TensorRole, Matrix)] = []
-                if variant > 0, targets[variant - 1] == layer {
-                    for (role, linear) in references[layer]! {
+                if variant > 0, targets[variant - 1].layer == layer {
+                    for (role, linear) in targets[variant - 1].linears {
                         originals.append((role, model.matrix(role)))
                         model.replace(
                             role,
@@ -61,6 +67,8 @@ enum LayerSensitivity {
             }
             losses[variant] /= Double(windows * (sequenceLength - 1))
         }
-        return targets.enumerated().map { Measurement(layer: $1, deltaNLL: losses[$0 + 1] - losses[0]) }
+        return targets.enumerated().map {
+            Measurement(layer: $1.layer, width: $1.width, deltaNLL: losses[$0 + 1] - losses[0])
+        }
     }
 }

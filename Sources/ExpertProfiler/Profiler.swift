@@ -25,12 +25,17 @@ public struct Profiler {
         /// Routed tokens sampled per expert to measure its real, routing-weighted output error
         /// (`Profile.Expert.outputError`); 0 skips it.
         public var outputSamples: Int
+        /// Measure each layer's sensitivity at every candidate width (its loss curve), not only at
+        /// the reference width; holds every layer's experts at every width in memory meanwhile.
+        public var sensitivityCurve: Bool
         public init(
             widths: [Int] = [1, 2, 3], groupSize: Int = 128, sequenceLength: Int = 512, samples: Int = 128,
             dampening: Double = 0.01,
-            actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 8, sensitivityWidth: Int? = nil,
-            outputSamples: Int = 512
+            actOrder: Bool = false, clipSearch: Bool = false, sensitivityWindows: Int = 32,
+            sensitivityWidth: Int? = nil,
+            outputSamples: Int = 512, sensitivityCurve: Bool = true
         ) {
+            self.sensitivityCurve = sensitivityCurve
             self.outputSamples = outputSamples
             self.sensitivityWindows = sensitivityWindows
             self.sensitivityWidth = sensitivityWidth
@@ -94,6 +99,8 @@ public struct Profiler {
             model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         var finished: [Profile.Layer] = []
         var references: [Int: [TensorRole: PackedLinear]] = [:]
+        // Every layer's experts at every width, for the sensitivity curve.
+        var curves: [Int: [Int: [TensorRole: PackedLinear]]] = [:]
         var forwardStart = ContinuousClock.now
         try CalibrationWindows.layerByLayer(
             model: model, session: session, states: &states, sequenceLength: options.sequenceLength, rerun: false,
@@ -104,6 +111,12 @@ public struct Profiler {
                     finished.append(saved)
                     if let stored = try checkpoint?.loadReference(layer: layer) {
                         references[layer] = referenceRoles(layer: layer, stored)
+                        var packed = [referenceWidth: references[layer]!]
+                        for width in options.widths where width != referenceWidth && options.sensitivityCurve {
+                            guard let other = try checkpoint?.loadReference(layer: layer, width: width) else { break }
+                            packed[width] = referenceRoles(layer: layer, other)
+                        }
+                        if packed.count == options.widths.count { curves[layer] = packed }
                     }
                     return nil
                 }
@@ -114,14 +127,18 @@ public struct Profiler {
         ) { layer, statistics in
             let forwardSeconds = seconds(since: forwardStart)
             let quantizationStart = ContinuousClock.now
-            var (measured, reference) = try measure(layer: layer, statistics, quantized: quantized) { done, total in
+            var (measured, packed) = try measure(layer: layer, statistics, quantized: quantized) { done, total in
                 progress("layer \(layer): experts quantized", done, total)
             }
+            let reference = packed[referenceWidth] ?? [:]
+            if options.sensitivityCurve { curves[layer] = packed }
             measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
             if let checkpoint {
-                try checkpoint.saveReference(
-                    layer: layer,
-                    linears: Dictionary(uniqueKeysWithValues: reference.map { (model.moduleName($0.key), $0.value) }))
+                for (width, linears) in packed {
+                    try checkpoint.saveReference(
+                        layer: layer, width: width == referenceWidth ? nil : width,
+                        linears: Dictionary(uniqueKeysWithValues: linears.map { (model.moduleName($0.key), $0.value) }))
+                }
                 try checkpoint.save(measured)
             }
             finished.append(measured)
@@ -132,14 +149,27 @@ public struct Profiler {
         if sensitivityWindows > 0, options.widths.contains(referenceWidth), range == 0..<config.layerCount,
             Set(references.keys) == Set(targets)
         {
+            // The whole curve when every layer's experts are at hand at every width (not after a resume).
+            let widths = Set(curves.keys) == Set(targets) ? options.widths.sorted() : [referenceWidth]
+            var variants: [LayerSensitivity.Variant] = []
+            for layer in targets {
+                for width in widths {
+                    let linears = width == referenceWidth ? references[layer]! : curves[layer]![width]!
+                    variants.append(.init(layer: layer, width: width, linears: linears))
+                }
+            }
+            curves = [:]
             let measured = try LayerSensitivity.measure(
                 model: model, tokens: tokens, windows: sensitivityWindows,
-                sequenceLength: options.sequenceLength, references: references, progress: progress)
-            for entry in measured {
-                let position = finished.firstIndex { $0.index == entry.layer }!
+                sequenceLength: options.sequenceLength, variants: variants, progress: progress)
+            for layer in targets {
+                let position = finished.firstIndex { $0.index == layer }!
+                let points = measured.filter { $0.layer == layer }
+                let reference = points.first { $0.width == referenceWidth }!
                 finished[position].sensitivity = .init(
-                    width: referenceWidth, deltaNLL: entry.deltaNLL,
-                    tokens: sensitivityWindows * options.sequenceLength)
+                    width: referenceWidth, deltaNLL: reference.deltaNLL,
+                    tokens: sensitivityWindows * options.sequenceLength,
+                    byWidth: widths.count > 1 ? WidthMap(points.map { (width: $0.width, value: $0.deltaNLL) }) : nil)
             }
         }
         // The directory as the user named it ("examples/model"), not just its last component.
@@ -163,14 +193,14 @@ public struct Profiler {
     }
 
     /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
-    /// linears packed at the sensitivity reference width.
+    /// linears packed at the sensitivity reference width (and every other width for the curve).
     func measure(
         layer: Int, _ statistics: ExpertStatistics, quantized: QuantizedWeights? = nil,
         progress: (Int, Int) -> Void
     ) throws
-        -> (Profile.Layer, [TensorRole: PackedLinear])
+        -> (Profile.Layer, [Int: [TensorRole: PackedLinear]])
     {
-        var reference: [TensorRole: PackedLinear] = [:]
+        var packed: [Int: [TensorRole: PackedLinear]] = [:]
         let config = model.config
         let gptq = GPTQ(
             options: .init(
@@ -207,9 +237,9 @@ public struct Profiler {
                     outputErrors.append((bits, sample.error(sample.output(quantized), reference: floatOutput)))
                 }
                 for (role, _, results) in linears { quantized?(role, bits, results[position].dequantized) }
-                if bits == referenceWidth {
+                if bits == referenceWidth || options.sensitivityCurve {
                     for (role, weight, results) in linears {
-                        reference[role] = PackedLinear(
+                        packed[bits, default: [:]][role] = PackedLinear(
                             packing: results[position], rows: weight.rows, columns: weight.columns,
                             bits: bits, groupSize: options.groupSize)
                     }
@@ -232,7 +262,7 @@ public struct Profiler {
                         ? nil : "no calibration token reached this expert: error measured with H = I (weight space)"))
             progress(expert + 1, config.expertCount)
         }
-        return (Profile.Layer(index: layer, experts: experts), reference)
+        return (Profile.Layer(index: layer, experts: experts), packed)
     }
 
     /// Identifies a run's inputs, so that a checkpoint is only resumed by the same run.

@@ -119,7 +119,8 @@ public struct AllocationReport: Codable, Sendable {
             groupSize: profile.groupSize, budgetKind: budget.kind, budget: budget.value,
             scope: costModel.scope.rawValue, widths: problem.items.first?.options.map(\.width) ?? [],
             alpha: costModel.alpha, beta: costModel.beta, diversity: costModel.diversity,
-            importance: costModel.importance.description, layerSensitivity: costModel.appliesLayerSensitivity(profile),
+            importance: costModel.resolved(for: profile).importance.description,
+            layerSensitivity: costModel.appliesLayerSensitivity(profile),
             uniformLayers: costModel.uniformLayers, timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
         self.layers = layers
     }

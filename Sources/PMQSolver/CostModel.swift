@@ -17,12 +17,15 @@ public struct CostModel: Sendable, Equatable {
     public var scope: Scope = .global
     /// What the cost of a width is made of: PMQ's measured significance and error, or one of the
     /// baselines that ignore them (for comparisons at the same size).
-    public var importance: Importance = .measured
+    public var importance: Importance = .output
     /// Scale each layer's costs so that quantizing the whole layer at the profile's reference width
     /// costs its measured loss increase (`layers[].sensitivity`): layers then trade bits in one
     /// currency, end-to-end loss, instead of layer-local errors whose scale differs by depth.
     /// Used when every layer has a sensitivity, the importance is `measured` and the scope is global.
     public var layerSensitivity = true
+    /// Use the layer's loss measured at each width (`sensitivity.byWidth`) when the profile has it;
+    /// false: one ratio per layer, at the reference width.
+    public var sensitivityCurve = true
     /// One width for all experts of a layer (what GPTQModel/vLLM-style loaders can serve): each
     /// layer becomes one choice whose weight, bytes and cost are its experts' sums.
     public var uniformLayers = false
@@ -56,7 +59,7 @@ public struct CostModel: Sendable, Equatable {
 
     public init(
         alpha: Double = 1, beta: Double = 1.5, scope: Scope = .global, diversity: Bool = false, widths: [Int]? = nil,
-        importance: Importance = .measured, layerSensitivity: Bool = true, uniformLayers: Bool = false
+        importance: Importance = .output, layerSensitivity: Bool = true, uniformLayers: Bool = false
     ) {
         self.uniformLayers = uniformLayers
         self.importance = importance
@@ -109,7 +112,20 @@ public struct CostModel: Sendable, Equatable {
         }
     }
 
+    /// `output` needs the profile's `outputError`; a profile without any (made before pmq measured
+    /// it, or synthetic) is costed the MC-MoE way, `measured`.
+    public func resolved(for profile: Profile) -> CostModel {
+        var copy = self
+        if importance == .output, !profile.layers.contains(where: { $0.experts.contains { $0.outputError != nil } }) {
+            copy.importance = .measured
+        }
+        return copy
+    }
+
     public func makeProblem(_ profile: Profile, budget: Budget, file: String = "profile") throws -> AllocationProblem {
+        guard resolved(for: profile) == self else {
+            return try resolved(for: profile).makeProblem(profile, budget: budget, file: file)
+        }
         try validate()
         let widths = try candidateWidths(for: profile, file: file)
         var items: [AllocationProblem.Item] = []
@@ -118,7 +134,7 @@ public struct CostModel: Sendable, Equatable {
         // Measured costs in units of each layer's measured loss increase, when the profile has them.
         let scales = layerScales(profile)
         for (layerPosition, layer) in profile.layers.enumerated() {
-            let scale = scales?[layerPosition] ?? 1
+            let layerScale = scales?[layerPosition]
             let significance: [Double]
             switch importance {
             case .output:
@@ -149,7 +165,7 @@ public struct CostModel: Sendable, Equatable {
                     case .measured: value = cost(significance: s, error: expert.error[width]!)
                     default: value = s * Double(expert.params) * pow(4, -Double(width))
                     }
-                    return .init(width: width, weight: weight, bytes: bytes, cost: value * scale)
+                    return .init(width: width, weight: weight, bytes: bytes, cost: value * (layerScale?(width) ?? 1))
                 }
                 indices.append(items.count)
                 items.append(.init(layer: layerPosition, expert: expert.index, params: expert.params, options: options))
@@ -225,26 +241,51 @@ public struct CostModel: Sendable, Equatable {
 extension CostModel {
     /// Whether `makeProblem` rescales layers by their measured sensitivity for this profile.
     public func appliesLayerSensitivity(_ profile: Profile) -> Bool {
-        layerSensitivity && (importance == .measured || importance == .output) && scope == .global
+        let importance = resolved(for: profile).importance
+        return layerSensitivity && (importance == .measured || importance == .output) && scope == .global
             && profile.layers.count > 1
             && profile.layers.allSatisfy { $0.sensitivity != nil }
             && profile.layers.contains { $0.sensitivity!.deltaNLL > 0 }
     }
 
-    /// `λ_l = ΔNLL_l / Σ_e cost(e, reference width)`; a layer whose measured increase is ≤ 0 (noise)
-    /// gets 1% of the largest increase, so it still pays for its errors.
-    func layerScales(_ profile: Profile) -> [Double]? {
+    /// Per layer, the factor that turns a width's layer-local costs into end-to-end loss.
+    /// With the profile's loss curve (`sensitivity.byWidth` at every candidate width):
+    /// `λ_l(b) = ΔNLL_l(b) / Σ_e cost(e, b)`, so a layer all at width b costs exactly the loss
+    /// measured at b and each expert's share of it is its share of the layer's error at b. The
+    /// curve is made non-increasing in b and ≥ 1e-6 nats (a wider width never measures worse
+    /// except by noise). Without the curve: `λ_l = ΔNLL_l / Σ_e cost(e, reference width)` for all
+    /// widths, a layer whose measured increase is ≤ 0 (noise) getting 1% of the largest increase.
+    func layerScales(_ profile: Profile) -> [(Int) -> Double]? {
         guard appliesLayerSensitivity(profile) else { return nil }
-        let largest = profile.layers.map { $0.sensitivity!.deltaNLL }.max()!
-        return profile.layers.enumerated().map { position, layer in
-            let sensitivity = layer.sensitivity!
-            let predicted = zip(layer.experts, significance(of: layer)).reduce(0.0) { total, entry in
+        func layerCost(_ layer: Profile.Layer, width: Int) -> Double {
+            zip(layer.experts, significance(of: layer)).reduce(0.0) { total, entry in
                 importance == .output
-                    ? total + (entry.0.outputError?[sensitivity.width] ?? 0)
-                    : total + cost(significance: entry.1, error: entry.0.error[sensitivity.width] ?? 0)
+                    ? total + (entry.0.outputError?[width] ?? 0)
+                    : total + cost(significance: entry.1, error: entry.0.error[width] ?? 0)
             }
+        }
+        let widths = profile.widths
+        if sensitivityCurve,
+            profile.layers.allSatisfy({ layer in widths.allSatisfy { layer.sensitivity!.byWidth?[$0] != nil } })
+        {
+            return profile.layers.map { layer in
+                var curve: [Int: Double] = [:]
+                var floor = 1e-6
+                for width in widths.sorted(by: >) {
+                    floor = max(floor, layer.sensitivity!.byWidth![width]!)
+                    let predicted = layerCost(layer, width: width)
+                    curve[width] = predicted > 0 ? floor / predicted : 0
+                }
+                return { curve[$0] ?? 0 }
+            }
+        }
+        let largest = profile.layers.map { $0.sensitivity!.deltaNLL }.max()!
+        return profile.layers.map { layer in
+            let sensitivity = layer.sensitivity!
+            let predicted = layerCost(layer, width: sensitivity.width)
             let delta = max(sensitivity.deltaNLL, 0.01 * largest)
-            return predicted > 0 ? delta / predicted : 0
+            let scale = predicted > 0 ? delta / predicted : 0
+            return { _ in scale }
         }
     }
 }

@@ -5,7 +5,7 @@ import PMQSolver
 extension CostModel.Scope: ExpressibleByArgument {}
 
 enum ImportanceChoice: String, ExpressibleByArgument, CaseIterable {
-    case measured, frequency, random
+    case output, measured, frequency, random
 }
 
 /// Flags shared by `solve` and `sweep`: how experts are scored and how CBC is run.
@@ -34,10 +34,12 @@ struct AllocationOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "measured: PMQ (significance × measured error); frequency or random: size-matched baselines that ignore "
-                + "the measured errors (cost freq·params·4^-b, or a seeded random weight instead of freq).",
-            valueName: "measured|frequency|random"))
-    var importance: ImportanceChoice = .measured
+            "output: PMQ (each expert's routing-weighted output error, priced by its layer's measured loss at "
+                + "that width; profiles without outputError fall back to measured); measured: MC-MoE's "
+                + "freq^α·mass^β·err^α; frequency or random: size-matched baselines that ignore the measured errors "
+                + "(cost freq·params·4^-b, or a seeded random weight instead of freq).",
+            valueName: "output|measured|frequency|random"))
+    var importance: ImportanceChoice = .output
 
     @Flag(
         name: .customLong("no-layer-sensitivity"),
@@ -76,6 +78,7 @@ struct AllocationOptions: ParsableArguments {
     var costModel: CostModel {
         let choice: CostModel.Importance
         switch importance {
+        case .output: choice = .output
         case .measured: choice = .measured
         case .frequency: choice = .frequency
         case .random: choice = .random(seed: seed)

@@ -47,7 +47,7 @@ extension PMQ {
         @Option(
             name: .customLong("sensitivity-windows"),
             help: "Calibration windows for the layer-sensitivity stage (0: skip it; whole-model runs only).")
-        var sensitivityWindows: Int = 8
+        var sensitivityWindows: Int = 32
 
         @Option(
             name: .customLong("sensitivity-width"),

@@ -85,6 +85,41 @@ import Testing
         ),
     ])
     func rejectsBadFieldsByName(old: String, new: String, expected: String) {
+        checkRejected(old: old, new: new, expected: expected)
+    }
+
+    /// The measured output errors and loss curve: read back, and rejected by name when bad.
+    @Test func readsOutputErrorsAndTheLossCurve() throws {
+        let text = Self.valid
+            .replacingOccurrences(
+                of: "\"bytes\": {\"2\": 900, \"3\": 1300}}]}]}",
+                with: "\"bytes\": {\"2\": 900, \"3\": 1300}, \"outputError\": {\"2\": 0.5, \"3\": 0.125}}], "
+                    + "\"sensitivity\": {\"width\": 2, \"deltaNLL\": 0.1, \"byWidth\": {\"2\": 0.1, \"3\": 0.01}}}]}")
+        let profile = try ProfileReader.parse(Data(text.utf8), file: "p.json").profile
+        #expect(profile.layers[0].experts[1].outputError?[3] == 0.125)
+        #expect(profile.layers[0].experts[0].outputError == nil)
+        #expect(profile.layers[0].sensitivity?.byWidth?[3] == 0.01)
+        // Round trip through the writer's encoding.
+        let encoded = try JSONEncoder().encode(profile)
+        #expect(try ProfileReader.parse(encoded, file: "q.json").profile == profile)
+        func rejected(_ old: String, _ new: String) -> String? {
+            message(Data(text.replacingOccurrences(of: old, with: new).utf8))
+        }
+        #expect(
+            rejected("\"outputError\": {\"2\": 0.5, \"3\": 0.125}", "\"outputError\": {\"2\": 0.5}")?.contains(
+                "p.json: layers[0].experts[1].outputError.3: missing") == true)
+        #expect(
+            rejected("\"3\": 0.125", "\"3\": -1")?.contains("layers[0].experts[1].outputError.3: must be a finite")
+                == true)
+        #expect(
+            rejected("\"byWidth\": {\"2\": 0.1, \"3\": 0.01}", "\"byWidth\": {\"2\": 0.1, \"3\": NaN}")?.contains(
+                "layers[0].sensitivity.byWidth.3: must be a finite number") == true)
+        #expect(
+            rejected("\"deltaNLL\": 0.1,", "\"deltaNLL\": NaN,")?.contains(
+                "layers[0].sensitivity.deltaNLL: must be a finite number") == true)
+    }
+
+    func checkRejected(old: String, new: String, expected: String) {
         let text = message(mutated(old, new))
         #expect(text?.contains(expected) == true, "got: \(text ?? "no error")")
         #expect(text?.contains("\n") == false)

@@ -80,14 +80,18 @@ public struct Profile: Codable, Sendable, Equatable {
     /// `deltaNLL`: mean next-token NLL (nats; may be ≤ 0 within noise) over `tokens` calibration
     /// tokens with this layer's experts GPTQ-quantized at `width` and every other layer float,
     /// minus the float model's.
+    /// `byWidth`: the same measurement at every candidate width (absent in older profiles): the
+    /// layer's loss curve, which lets the cost of each width use the loss measured at that width.
     public struct Sensitivity: Codable, Sendable, Equatable {
         public var width: Int
         public var deltaNLL: Double
         public var tokens: Int?
-        public init(width: Int, deltaNLL: Double, tokens: Int? = nil) {
+        public var byWidth: WidthMap<Double>?
+        public init(width: Int, deltaNLL: Double, tokens: Int? = nil, byWidth: WidthMap<Double>? = nil) {
             self.width = width
             self.deltaNLL = deltaNLL
             self.tokens = tokens
+            self.byWidth = byWidth
         }
     }
 

@@ -105,9 +105,22 @@ public enum ProfileReader {
                 guard widths.contains(width) else {
                     throw widthField.fail("\(width) is not one of the profile's widths \(widths)")
                 }
+                var byWidth: [Int: Double]? = nil
+                if let curveField = try field.optionalMember("byWidth") {
+                    var values: [Int: Double] = [:]
+                    for (key, value) in try curveField.objectMembers() {
+                        let delta = try value.double()
+                        guard delta.isFinite else { throw value.fail("must be a finite number") }
+                        values[try widthKey(key, value, widths: widths)] = delta
+                    }
+                    byWidth = values
+                }
+                let delta = try field.member("deltaNLL")
+                guard try delta.double().isFinite else { throw delta.fail("must be a finite number") }
                 sensitivity = .init(
-                    width: width, deltaNLL: try field.member("deltaNLL").double(),
-                    tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) })
+                    width: width, deltaNLL: try delta.double(),
+                    tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) },
+                    byWidth: byWidth.map { WidthMap($0) })
             }
             layers.append(Profile.Layer(index: layerIndex, experts: experts, sensitivity: sensitivity))
         }

@@ -54,11 +54,22 @@ extension PMQ {
             help: "Width each layer is quantized at to measure its sensitivity (default: the smallest candidate ≥ 2).")
         var sensitivityWidth: Int?
 
+        @Option(
+            name: .customLong("output-samples"),
+            help: "Routed tokens sampled per expert to measure its routing-weighted output error (0: skip it).")
+        var outputSamples: Int = 512
+
+        @Flag(
+            name: .customLong("no-sensitivity-curve"),
+            help: "Measure each layer's sensitivity at the reference width only, not at every width.")
+        var noSensitivityCurve = false
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
         func validate() throws {
             guard sensitivityWindows >= 0 else { throw ValidationError("--sensitivity-windows must be ≥ 0") }
+            guard outputSamples >= 0 else { throw ValidationError("--output-samples must be ≥ 0") }
             if let sensitivityWidth, !widths.contains(sensitivityWidth) {
                 throw ValidationError("--sensitivity-width must be one of --widths")
             }
@@ -79,7 +90,8 @@ extension PMQ {
                     widths: widths, groupSize: groupSize, sequenceLength: calibration.seqLen,
                     samples: calibration.samples, dampening: calibration.dampening,
                     actOrder: calibration.actOrder, clipSearch: calibration.clip,
-                    sensitivityWindows: sensitivityWindows, sensitivityWidth: sensitivityWidth))
+                    sensitivityWindows: sensitivityWindows, sensitivityWidth: sensitivityWidth,
+                    outputSamples: outputSamples, sensitivityCurve: !noSensitivityCurve))
             let progress = StagedProgress("profile", quiet: quiet)
             let partial = out + ".partial"
             let document = try profiler.run(

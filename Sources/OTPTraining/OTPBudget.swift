@@ -3,7 +3,7 @@ import MoERuntime
 
 /// Spreads one budget of experts per token over the MoE layers instead of keeping the same
 /// fraction in each: where dropping an expert costs less (in the measured end-to-end `damage`,
-/// which is in the same units — KL of the next-token distribution — at every layer), drop more.
+/// which is in the same units at every layer — nats — drop more (`budgetDamage` when the set has it).
 ///
 /// Each layer's trained gate ranks its calibration slots (lowest logit dropped first); the cost of
 /// dropping the first `c` is the sum of their measured damage. Starting from nothing dropped, the
@@ -24,7 +24,7 @@ public enum OTPBudget {
         var prefix: [Int: [Double]] = [:]
         var totalSlots = 0, gatedSlots = 0
         for layer in layers {
-            let set = sets[layer]!, damage = set.damage!
+            let set = sets[layer]!, damage = set.budgetDamage ?? set.damage!
             let z = OTPTrainer.logits(gate: gates[layer]!, set: set)
             let order = z.indices.sorted { z[$0] < z[$1] }
             var sums = [0.0]

@@ -26,8 +26,13 @@ public struct PruningCalibration {
     ///   over the layers (`budget`).
     public enum Target: String, Sendable, CaseIterable {
         case output, logits, kl, nll
+        /// Each token's gate learns from the KL of its drops (the expected ΔNLL of the next token
+        /// under the model's own distribution: one real next token is a noisy sample of it), and the
+        /// model-wide budget is spread over the layers by the real next tokens' ΔNLL (averaged
+        /// over chunks of a layer's slots, where the noise cancels).
+        case expected
 
-        public var isEndToEnd: Bool { self == .kl || self == .nll }
+        public var isEndToEnd: Bool { self == .kl || self == .nll || self == .expected }
     }
 
     /// How the fraction kept is met: `layer` keeps `keep` in every MoE layer (as ODP does);
@@ -148,7 +153,12 @@ extension PruningCalibration {
     func runEndToEnd(
         states: [[Float]], tokens: [Int], progress: (String, Int, Int) -> Void, start: ContinuousClock.Instant
     ) throws -> Output {
-        let measure: PruningDamage.Measure = options.target == .nll ? .nll(tokens: tokens) : .kl
+        let measure: PruningDamage.Measure
+        switch options.target {
+        case .nll: measure = .nll(tokens: tokens)
+        case .expected: measure = .both(tokens: tokens)
+        default: measure = .kl
+        }
         let sets = try PruningDamage.measure(
             model: model, states: states, sequenceLength: options.sequenceLength, measure: measure,
             progress: progress)

@@ -33,6 +33,8 @@ enum PruningDamage {
         /// tokens, in order; a position whose next token is not in `tokens` gets 0).
         case nll(tokens: [Int])
         case kl
+        /// `kl` as the damage and `nll` as the budget damage, from the same counterfactual passes.
+        case both(tokens: [Int])
     }
 
     /// Per MoE layer: the captured set with `damage` `[n, k−1]` filled in.
@@ -52,6 +54,7 @@ enum PruningDamage {
         let observer = AllLayers(captures: Array(captures.values))
         let session = ForwardPass(model: model, observer: observer)
         var damage = Dictionary(uniqueKeysWithValues: moeLayers.map { ($0, [Float]()) })
+        var budgetDamage = damage
         let n = sequenceLength
         for (window, start) in states.enumerated() {
             session.reset()
@@ -67,6 +70,7 @@ enum PruningDamage {
                 let capture = captures[layer]!
                 let first = capture.count - n // this window's first token in the capture
                 var measured = [Float](repeating: 0, count: n * (k - 1))
+                var measuredNLL = [Float](repeating: 0, count: measure.isBoth ? n * (k - 1) : 0)
                 for slot in 1..<k {
                     var perturbed = outputs[layer]
                     capture.weights.withUnsafeBufferPointer { w in
@@ -92,10 +96,17 @@ enum PruningDamage {
                                 full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
                         case .kl:
                             measured[t * (k - 1) + slot - 1] = klDivergence(full, dropped, row: t, vocab: vocab)
+                        case let .both(tokens):
+                            measured[t * (k - 1) + slot - 1] = klDivergence(full, dropped, row: t, vocab: vocab)
+                            let next = window * n + t + 1
+                            guard next < tokens.count else { continue }
+                            measuredNLL[t * (k - 1) + slot - 1] =
+                                full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
                         }
                     }
                 }
                 damage[layer]! += measured
+                budgetDamage[layer]! += measuredNLL
             }
             progress("measured damage of each expert drop", window + 1, states.count)
         }
@@ -103,6 +114,7 @@ enum PruningDamage {
         for layer in moeLayers {
             var set = captures[layer]!.trainingSet()
             set.damage = damage[layer]!
+            if measure.isBoth { set.budgetDamage = budgetDamage[layer]! }
             sets[layer] = set
         }
         return sets
@@ -268,5 +280,12 @@ final class RandomDrop: ExpertPruner {
         guard layer == self.layer, random.uniform() < rate else { return experts.map { _ in true } }
         drops += 1
         return experts.indices.map { $0 == 0 }
+    }
+}
+
+extension PruningDamage.Measure {
+    var isBoth: Bool {
+        if case .both = self { return true }
+        return false
     }
 }

@@ -41,6 +41,17 @@ public struct OTPTrainingSet: Sendable {
         }
     }
 
+    /// What the model-wide budget spreads the drops by (`OTPBudget`), when not `damage`: with the
+    /// `expected` target the gates learn from the KL and the layers' shares come from the real next
+    /// tokens' ΔNLL, `[n, k−1]`.
+    public var budgetDamage: [Float]? {
+        didSet {
+            precondition(
+                budgetDamage.map { $0.count == count * (slots - 1) && $0.allSatisfy { $0.isFinite } } ?? true,
+                "budget damage must be [n, k−1] and finite")
+        }
+    }
+
     public init(
         layer: Int, hiddenSize: Int, slots: Int, expertCount: Int, hidden: [Float], probabilities: [Float],
         experts: [Int32], weights: [Float], expertOutputs: [Float]

@@ -112,4 +112,19 @@ import Testing
         }
         #expect(droppedRatios.max()! <= keptRatios.min()!)
     }
+
+    /// With budget damage (the `expected` target), the layers' shares follow it, not the damage
+    /// the gates learned from: here the budget damage says the other layer is the cheap one.
+    @Test func budgetFollowsBudgetDamageWhenPresent() {
+        var cheap = Self.set(count: 1000, layer: 0, seed: 41) { _, w in 0.01 * w }
+        var costly = Self.set(count: 1000, layer: 1, seed: 42) { _, w in 1 + w }
+        cheap.budgetDamage = costly.damage
+        costly.budgetDamage = cheap.damage
+        let gates = [
+            0: OTPGate(odpBeta: 0.5, hiddenSize: 16, slots: 2, expertCount: 8),
+            1: OTPGate(odpBeta: 0.5, hiddenSize: 16, slots: 2, expertCount: 8),
+        ]
+        let (_, fractions) = OTPBudget.allocate(sets: [0: cheap, 1: costly], gates: gates, keep: 0.8)
+        #expect(fractions[0]! == 1 && abs(fractions[1]! - 0.6) <= 1e-3)
+    }
 }

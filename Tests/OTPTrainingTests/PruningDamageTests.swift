@@ -42,6 +42,14 @@ import Testing
         let kl = try PruningDamage.measure(model: model, states: states, sequenceLength: n, measure: .kl) { _, _, _ in }
         let moeLayers = (0..<config.layerCount).filter { config.moeLayers[$0] }
         #expect(Set(nll.keys) == Set(moeLayers) && Set(kl.keys) == Set(moeLayers))
+        // `expected`'s measure: the KL as damage and the ΔNLL as budget damage, from the same passes.
+        let both = try PruningDamage.measure(
+            model: model, states: states, sequenceLength: n, measure: .both(tokens: tokens)
+        ) { _, _, _ in }
+        for layer in moeLayers {
+            #expect(both[layer]!.damage == kl[layer]!.damage && both[layer]!.budgetDamage == nll[layer]!.damage)
+            #expect(kl[layer]!.budgetDamage == nil)
+        }
         var nonzero = 0
         for window in 0..<windows {
             let ids = Array(tokens[(window * n)..<((window + 1) * n)])

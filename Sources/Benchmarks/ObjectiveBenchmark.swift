@@ -42,6 +42,7 @@ public struct ObjectiveBenchmark {
     public static let defaultObjectives: [(name: String, model: CostModel)] = [
         ("pmq", CostModel()),
         ("pmq, reference width only", reference(CostModel())),
+        ("pmq, curve as measured", asMeasured(CostModel())),
         ("pmq, no layer sensitivity", CostModel(layerSensitivity: false)),
         ("mc-moe", CostModel(importance: .measured)),
         ("mc-moe, reference width only", reference(CostModel(importance: .measured))),
@@ -49,6 +50,12 @@ public struct ObjectiveBenchmark {
     ]
 
     public init() {}
+
+    static func asMeasured(_ model: CostModel) -> CostModel {
+        var copy = model
+        copy.monotoneCurve = false
+        return copy
+    }
 
     static func reference(_ model: CostModel) -> CostModel {
         var copy = model

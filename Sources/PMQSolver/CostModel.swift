@@ -26,6 +26,9 @@ public struct CostModel: Sendable, Equatable {
     /// Use the layer's loss measured at each width (`sensitivity.byWidth`) when the profile has it;
     /// false: one ratio per layer, at the reference width.
     public var sensitivityCurve = true
+    /// Make the measured curve non-increasing in the width (a wider width measuring worse is taken
+    /// for noise); false: use it as measured.
+    public var monotoneCurve = true
     /// One width for all experts of a layer (what GPTQModel/vLLM-style loaders can serve): each
     /// layer becomes one choice whose weight, bytes and cost are its experts' sums.
     public var uniformLayers = false
@@ -272,7 +275,8 @@ extension CostModel {
                 var curve: [Int: Double] = [:]
                 var floor = 1e-6
                 for width in widths.sorted(by: >) {
-                    floor = max(floor, layer.sensitivity!.byWidth![width]!)
+                    let measured = layer.sensitivity!.byWidth![width]!
+                    floor = monotoneCurve ? max(floor, measured) : max(measured, 1e-6)
                     let predicted = layerCost(layer, width: width)
                     curve[width] = predicted > 0 ? floor / predicted : 0
                 }

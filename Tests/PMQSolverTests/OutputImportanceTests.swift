@@ -74,6 +74,19 @@ import Testing
         #expect(output[0] >= output[2])
     }
 
+    /// `monotoneCurve = false`: each width priced at the loss measured there, even where a wider
+    /// width measured worse (layer 1: 0.01 nats at 2 bits, 0.02 at 3).
+    @Test func curveAsMeasured() throws {
+        var model = CostModel()
+        model.monotoneCurve = false
+        let problem = try model.makeProblem(Self.profile(), budget: try Budget.parseBits("2"))
+        let layer1 = problem.items.filter { $0.layer == 1 }
+        for (position, expected) in [0.3, 0.01, 0.02].enumerated() {
+            let total = layer1.reduce(0) { $0 + $1.options[position].cost }
+            #expect(abs(total - expected) < 1e-12)
+        }
+    }
+
     @Test func withoutTheCurveOneRatioAtTheReferenceWidth() throws {
         let problem = try CostModel().makeProblem(Self.profile(curves: false), budget: try Budget.parseBits("2"))
         let layer0 = problem.items.filter { $0.layer == 0 }

@@ -50,6 +50,10 @@ public struct PruningCalibration {
         /// Feed later layers the pruned layer's output (true) or the unpruned one.
         public var propagatePruned: Bool
         public var budget: Budget
+        /// End-to-end targets: the fraction of the windows (the last ones) held out from training,
+        /// on which each gate is checked against ODP and the model-wide budget is spread (0: none;
+        /// everything is decided on the training tokens).
+        public var heldOut: Double = 0
         public init(
             sequenceLength: Int = 512, samples: Int = 32, training: OTPTrainingOptions = .init(),
             propagatePruned: Bool = true,
@@ -164,8 +168,25 @@ extension PruningCalibration {
             progress: progress)
         var gates: [Int: OTPGate] = [:], betas: [Int: Float] = [:]
         var reports: [Int: OTPTrainingReport] = [:]
+        // Held-out windows: the gates train on the others; ODP fallback and the budget use these.
+        let windowsHeldOut = Int((options.heldOut * Double(states.count)).rounded())
+        let trainTokens = (states.count - min(windowsHeldOut, states.count - 1)) * options.sequenceLength
+        var validation: [Int: OTPTrainingSet] = [:]
         for (layer, set) in sets.sorted(by: { $0.key < $1.key }) {
-            let (gate, report) = trainGate(set: set)
+            let training = windowsHeldOut > 0 ? set.slice(0..<trainTokens) : set
+            var (gate, report) = trainGate(set: training)
+            if windowsHeldOut > 0 {
+                let check = set.slice(trainTokens..<set.count)
+                validation[layer] = check
+                let trained = evaluate(set: check, pruner: OTPPruner(gates: [layer: gate]))
+                let odp = evaluate(set: check, pruner: ODPPruner(betas: [layer: report.odpBeta]))
+                if !report.fellBackToODP, trained.meanLoss > odp.meanLoss {
+                    gate = OTPGate(
+                        odpBeta: report.odpBeta, hiddenSize: set.hiddenSize, slots: set.slots,
+                        expertCount: set.expertCount)
+                    report.fellBackToODP = true
+                }
+            }
             gates[layer] = gate
             reports[layer] = report
             betas[layer] = report.odpBeta
@@ -173,7 +194,8 @@ extension PruningCalibration {
         }
         var matched: ODPPruner?
         if options.budget == .global {
-            let (shifted, fractions) = OTPBudget.allocate(sets: sets, gates: gates, keep: options.training.keep)
+            let (shifted, fractions) = OTPBudget.allocate(
+                sets: windowsHeldOut > 0 ? validation : sets, gates: gates, keep: options.training.keep)
             gates = shifted
             var matchedBetas: [Int: Float] = [:]
             for (layer, set) in sets {

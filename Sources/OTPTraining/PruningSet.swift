@@ -77,6 +77,24 @@ public struct OTPTrainingSet: Sendable {
         self.expertOutputs = expertOutputs
     }
 
+    /// The tokens `range` of this set (with their damage), e.g. a held-out part of the windows.
+    public func slice(_ range: Range<Int>) -> OTPTrainingSet {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "slice out of range")
+        let (h, k) = (hiddenSize, slots)
+        var part = OTPTrainingSet(
+            layer: layer, hiddenSize: h, slots: k, expertCount: expertCount,
+            hidden: Array(hidden[(range.lowerBound * h)..<(range.upperBound * h)]),
+            probabilities: Array(probabilities[(range.lowerBound * k)..<(range.upperBound * k)]),
+            experts: Array(experts[(range.lowerBound * k)..<(range.upperBound * k)]),
+            weights: Array(weights[(range.lowerBound * k)..<(range.upperBound * k)]),
+            expertOutputs: expertOutputs.isEmpty
+                ? [] : Array(expertOutputs[(range.lowerBound * k * h)..<(range.upperBound * k * h)]))
+        let ranks = (range.lowerBound * (k - 1))..<(range.upperBound * (k - 1))
+        part.damage = damage.map { Array($0[ranks]) }
+        part.budgetDamage = budgetDamage.map { Array($0[ranks]) }
+        return part
+    }
+
     /// The unit every pruning loss in this set is measured in: `mean_t Σ_j d_tj` with `damage`,
     /// otherwise `mean_t ‖y_full(t)‖²`.
     public var lossScale: Double {

@@ -52,6 +52,14 @@ extension PMQ {
         @Option(name: .customLong("seq-len"), help: "Tokens per window.")
         var seqLen: Int = 512
 
+        @Option(
+            name: .customLong("held-out"),
+            help: ArgumentHelp(
+                "nll/kl/expected: fraction of the calibration windows (the last ones) kept out of training, on "
+                    + "which each gate is checked against ODP and the model-wide budget is spread.",
+                valueName: "fraction"))
+        var heldOut: Double = 0
+
         @Option(help: "Training epochs over each layer's calibration tokens.")
         var epochs: Int = 20
 
@@ -79,6 +87,7 @@ extension PMQ {
 
         func validate() throws {
             guard keep > 0, keep <= 1 else { throw ValidationError("--keep must be in (0, 1]") }
+            guard heldOut >= 0, heldOut < 1 else { throw ValidationError("--held-out must be in [0, 1)") }
             guard samples >= 1, seqLen >= 2, epochs >= 1 else {
                 throw ValidationError("--samples, --epochs must be ≥ 1 and --seq-len ≥ 2")
             }
@@ -97,11 +106,10 @@ extension PMQ {
             let file = try TokenFile(path: calib)
             try file.validate(vocabSize: loaded.config.vocabSize)
             let training = OTPTrainingOptions(keep: keep, epochs: epochs, seed: seed)
-            let calibration = PruningCalibration(
-                model: loaded,
-                options: .init(
-                    sequenceLength: seqLen, samples: samples, training: training,
-                    target: target, budget: effectiveBudget))
+            var options = PruningCalibration.Options(
+                sequenceLength: seqLen, samples: samples, training: training, target: target, budget: effectiveBudget)
+            options.heldOut = heldOut
+            let calibration = PruningCalibration(model: loaded, options: options)
             let progress = StagedProgress("otp", quiet: quiet)
             let output = try calibration.run(tokens: file.tokens, progress: progress.update)
             progress.finish()

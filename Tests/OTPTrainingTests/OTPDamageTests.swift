@@ -113,6 +113,19 @@ import Testing
         #expect(droppedRatios.max()! <= keptRatios.min()!)
     }
 
+    /// Two slices of a set put back together are the set (the held-out split of `--held-out`).
+    @Test func slicesPartitionTheSet() {
+        var set = Self.set(count: 50, layer: 3, seed: 7) { _, w in w }
+        set.budgetDamage = set.damage!.map { -$0 }
+        let (head, tail) = (set.slice(0..<20), set.slice(20..<50))
+        #expect(head.count == 20 && tail.count == 30 && head.layer == 3)
+        #expect(head.hidden + tail.hidden == set.hidden && head.weights + tail.weights == set.weights)
+        #expect(
+            head.experts + tail.experts == set.experts && head.probabilities + tail.probabilities == set.probabilities)
+        #expect(
+            head.damage! + tail.damage! == set.damage! && head.budgetDamage! + tail.budgetDamage! == set.budgetDamage!)
+    }
+
     /// With budget damage (the `expected` target), the layers' shares follow it, not the damage
     /// the gates learned from: here the budget damage says the other layer is the cheap one.
     @Test func budgetFollowsBudgetDamageWhenPresent() {

@@ -60,7 +60,15 @@ extension PMQ {
                 guard parts.count == 2, Double(parts[0]) != nil else {
                     throw ValidationError("--budget '\(text)': expected bits:widths, e.g. 2.5:1,2,3")
                 }
-                return .init(bits: parts[0], widths: try parseWidths(parts[1]))
+                let widths = try parseWidths(parts[1])
+                for width in widths where ![1, 2, 3, 4, 8].contains(width) {
+                    throw ValidationError("--budget '\(text)': width \(width) is not one of 1, 2, 3, 4, 8")
+                }
+                guard let bits = Double(parts[0]), bits.isFinite, bits >= Double(widths.min()!) else {
+                    throw ValidationError(
+                        "--budget '\(text)': \(parts[0]) bits is below the smallest width \(widths.min()!)")
+                }
+                return .init(bits: parts[0], widths: widths)
             }
         }
 

@@ -108,6 +108,18 @@ import Testing
                 "synthetic-mixtral-8x7b.json: width 4: was requested but the profile only has widths 1,2,3"))
     }
 
+    /// `bench objective` refuses a budget it cannot run before profiling anything.
+    @Test(arguments: [
+        ("2.5:1,5", "--budget '2.5:1,5': width 5 is not one of 1, 2, 3, 4, 8"),
+        ("0.5:2,3", "--budget '0.5:2,3': 0.5 bits is below the smallest width 2"),
+        ("2.5", "--budget '2.5': expected bits:widths"),
+    ])
+    func objectiveBenchRefusesBadBudgets(budget: String, message: String) throws {
+        let run = try Self.pmq(["bench", "objective", "--budget", budget])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains(message), "\(run.stderr)")
+    }
+
     @Test func sweepWritesTheFront() throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

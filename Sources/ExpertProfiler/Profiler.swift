@@ -274,7 +274,8 @@ public struct Profiler {
         return
             "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq "
             + "\(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order "
-            + "\(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|tokens "
+            + "\(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|output samples "
+            + "\(options.outputSamples)|tokens "
             + "\(String(hash, radix: 16))"
     }
 }

@@ -124,7 +124,7 @@ public enum FrontWriters {
             svg += "<text x=\"\(left - 8)\" y=\"\(y + 4)\" text-anchor=\"end\">\(label)</text>\n"
         }
         svg += "<text x=\"\(left + plotWidth / 2)\" y=\"\(height - 25)\" text-anchor=\"middle\">\(xLabel)</text>\n"
-        let yLabel = "predicted loss Σ s·err^α" + (logScale ? " (log scale)" : "")
+        let yLabel = "predicted loss (the allocation objective)" + (logScale ? " (log scale)" : "")
         svg +=
             "<text transform=\"translate(22 \(top + plotHeight / 2)) rotate(-90)\" "
             + "text-anchor=\"middle\">\(escape(yLabel))</text>\n"

@@ -116,6 +116,9 @@ public struct ObjectiveBenchmark {
         for budget in budgets {
             let parsed = try PMQSolver.Budget.parseBits(budget.bits)
             let candidates = try allocations(profile: profile, budget: parsed, widths: budget.widths)
+            let scoring = try objectives.map {
+                ($0.name, try scoringProblem(profile: profile, model: $0.model, budget: budget))
+            }
             var rows: [Row] = []
             for (name, widths) in candidates {
                 for (role, original) in originals {
@@ -127,9 +130,7 @@ public struct ObjectiveBenchmark {
                 }
                 let result = try Evaluation.run(model: model, tokens: heldOut, sequenceLength: sequenceLength)
                 var scores: [String: Double] = [:]
-                for objective in objectives {
-                    scores[objective.name] = try score(widths, profile: profile, model: objective.model, budget: budget)
-                }
+                for (name, problem) in scoring { scores[name] = score(widths, profile: profile, problem: problem) }
                 let row = Row(
                     name: name, averageBits: averageBits(widths, profile: profile),
                     deltaNLL: result.negativeLogLikelihood - float.negativeLogLikelihood,
@@ -213,13 +214,18 @@ public struct ObjectiveBenchmark {
         return list
     }
 
-    /// The objective's value for an allocation: its global cost (layer sensitivity as the model says).
-    func score(_ widths: [[Int]], profile: Profile, model base: CostModel, budget: Budget) throws -> Double {
+    /// The per-expert program whose costs an objective scores allocations by: its global costs
+    /// (layer sensitivity as the model says) at the budget's widths; the capacity plays no part.
+    func scoringProblem(profile: Profile, model base: CostModel, budget: Budget) throws -> AllocationProblem {
         var model = base
         model.widths = budget.widths
         model.scope = .global
         model.uniformLayers = false
-        let problem = try model.makeProblem(profile, budget: .bits(numerator: 64, denominator: 1))
+        return try model.makeProblem(profile, budget: .bits(numerator: 64, denominator: 1))
+    }
+
+    /// The objective's value for an allocation: the sum of its widths' costs in the scoring program.
+    func score(_ widths: [[Int]], profile: Profile, problem: AllocationProblem) -> Double {
         var total = 0.0
         for item in problem.items {
             let position = profile.layers.firstIndex { $0.index == item.layer }!

@@ -26,11 +26,7 @@ struct OutputErrorSample {
 
     /// `down(silu(gate(x)) ⊙ up(x))` for the sample, `linears` = [gate, up, down].
     func output(_ linears: [Matrix]) -> [Float] {
-        let gate = Kernels.linear(inputs, tokens: count, matrix: linears[0])
-        let up = Kernels.linear(inputs, tokens: count, matrix: linears[1])
-        var activations = [Float](repeating: 0, count: gate.count)
-        for index in activations.indices { activations[index] = Kernels.silu(gate[index]) * up[index] }
-        return Kernels.linear(activations, tokens: count, matrix: linears[2])
+        Kernels.swiglu(inputs, tokens: count, gate: linears[0], up: linears[1], down: linears[2])
     }
 
     func error(_ output: [Float], reference: [Float]) -> Double {

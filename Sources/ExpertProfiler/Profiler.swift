@@ -98,9 +98,9 @@ public struct Profiler {
         var states = CalibrationWindows.embed(
             model: model, tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
         var finished: [Profile.Layer] = []
-        var references: [Int: [TensorRole: PackedLinear]] = [:]
-        // Every layer's experts at every width, for the sensitivity curve.
-        var curves: [Int: [Int: [TensorRole: PackedLinear]]] = [:]
+        // Per layer and width, its experts packed for the sensitivity stage: the reference width, and
+        // every other width for the loss curve.
+        var packedLayers: [Int: [Int: [TensorRole: PackedLinear]]] = [:]
         var forwardStart = ContinuousClock.now
         try CalibrationWindows.layerByLayer(
             model: model, session: session, states: &states, sequenceLength: options.sequenceLength, rerun: false,
@@ -110,13 +110,12 @@ public struct Profiler {
                 if let saved = try checkpoint?.load(layer: layer) {
                     finished.append(saved)
                     if let stored = try checkpoint?.loadReference(layer: layer) {
-                        references[layer] = referenceRoles(layer: layer, stored)
-                        var packed = [referenceWidth: references[layer]!]
+                        var packed = [referenceWidth: referenceRoles(layer: layer, stored)]
                         for width in options.widths where width != referenceWidth && options.sensitivityCurve {
                             guard let other = try checkpoint?.loadReference(layer: layer, width: width) else { break }
                             packed[width] = referenceRoles(layer: layer, other)
                         }
-                        if packed.count == options.widths.count { curves[layer] = packed }
+                        packedLayers[layer] = packed
                     }
                     return nil
                 }
@@ -130,8 +129,6 @@ public struct Profiler {
             var (measured, packed) = try measure(layer: layer, statistics, quantized: quantized) { done, total in
                 progress("layer \(layer): experts quantized", done, total)
             }
-            let reference = packed[referenceWidth] ?? [:]
-            if options.sensitivityCurve { curves[layer] = packed }
             measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
             if let checkpoint {
                 for (width, linears) in packed {
@@ -142,23 +139,24 @@ public struct Profiler {
                 try checkpoint.save(measured)
             }
             finished.append(measured)
-            references[layer] = reference
+            packedLayers[layer] = packed
         }
         // Layer sensitivity needs the whole model's forward pass: whole-model runs only.
         let sensitivityWindows = min(options.sensitivityWindows, windows)
         if sensitivityWindows > 0, options.widths.contains(referenceWidth), range == 0..<config.layerCount,
-            Set(references.keys) == Set(targets)
+            targets.allSatisfy({ packedLayers[$0]?[referenceWidth] != nil })
         {
-            // The whole curve when every layer's experts are at hand at every width (not after a resume).
-            let widths = Set(curves.keys) == Set(targets) ? options.widths.sorted() : [referenceWidth]
+            // The whole curve when every layer's experts are at hand at every width.
+            let widths =
+                targets.allSatisfy { packedLayers[$0]!.count == options.widths.count }
+                ? options.widths.sorted() : [referenceWidth]
             var variants: [LayerSensitivity.Variant] = []
             for layer in targets {
                 for width in widths {
-                    let linears = width == referenceWidth ? references[layer]! : curves[layer]![width]!
-                    variants.append(.init(layer: layer, width: width, linears: linears))
+                    variants.append(.init(layer: layer, width: width, linears: packedLayers[layer]![width]!))
                 }
             }
-            curves = [:]
+            packedLayers = [:]
             let measured = try LayerSensitivity.measure(
                 model: model, tokens: tokens, windows: sensitivityWindows,
                 sequenceLength: options.sequenceLength, variants: variants, progress: progress)

@@ -341,6 +341,20 @@ public enum Kernels {
         return y
     }
 
+    /// A SwiGLU expert, `down(silu(gate(x)) ⊙ up(x))`, for `tokens` rows of `x`; `activations`
+    /// sees the intermediate `silu(gate(x)) ⊙ up(x)` (what the down projection's Hessian is built from).
+    public static func swiglu(
+        _ x: [Float], tokens: Int, gate: Matrix, up: Matrix, down: Matrix,
+        activations: ([Float]) -> Void = { _ in }
+    ) -> [Float] {
+        let g = linear(x, tokens: tokens, matrix: gate)
+        let u = linear(x, tokens: tokens, matrix: up)
+        var h = [Float](repeating: 0, count: g.count)
+        for i in h.indices { h[i] = silu(g[i]) * u[i] }
+        activations(h)
+        return linear(h, tokens: tokens, matrix: down)
+    }
+
     /// Softmax in place over `values`.
     public static func softmax(_ values: inout [Float]) {
         let peak = values.max() ?? 0

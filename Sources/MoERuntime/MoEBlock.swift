@@ -82,11 +82,8 @@ extension ForwardPass {
         _ x: [Float], count: Int, gate: TensorRole, up: TensorRole, down: TensorRole, width: Int,
         activations: ([Float]) -> Void = { _ in }
     ) -> [Float] {
-        let g = Kernels.linear(x, tokens: count, matrix: model.matrix(gate))
-        let u = Kernels.linear(x, tokens: count, matrix: model.matrix(up))
-        var h = [Float](repeating: 0, count: g.count)
-        for i in h.indices { h[i] = Kernels.silu(g[i]) * u[i] }
-        activations(h)
-        return Kernels.linear(h, tokens: count, matrix: model.matrix(down))
+        Kernels.swiglu(
+            x, tokens: count, gate: model.matrix(gate), up: model.matrix(up), down: model.matrix(down),
+            activations: activations)
     }
 }

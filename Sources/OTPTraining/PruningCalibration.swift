@@ -184,7 +184,10 @@ extension PruningCalibration {
                     gate = OTPGate(
                         odpBeta: report.odpBeta, hiddenSize: set.hiddenSize, slots: set.slots,
                         expertCount: set.expertCount)
+                    // The report describes the returned gate, as OTPTrainer's own fallback does.
                     report.fellBackToODP = true
+                    report.meanLoss = report.odpMeanLoss
+                    report.keptFraction = OTPTrainer.keptFraction(gate: gate, set: training)
                 }
             }
             gates[layer] = gate

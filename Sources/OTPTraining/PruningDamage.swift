@@ -88,20 +88,19 @@ enum PruningDamage {
                     }
                     let dropped = logSoftmax(session.outputLogits(perturbed, count: n), vocab: vocab)
                     for t in 0..<n {
+                        let index = t * (k - 1) + slot - 1
+                        // ΔNLL of the position's real next token (0 when it is not in `tokens`).
+                        func nll(_ tokens: [Int]) -> Float {
+                            let next = window * n + t + 1
+                            guard next < tokens.count else { return 0 }
+                            return full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
+                        }
                         switch measure {
-                        case let .nll(tokens):
-                            let next = window * n + t + 1
-                            guard next < tokens.count else { continue }
-                            measured[t * (k - 1) + slot - 1] =
-                                full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
-                        case .kl:
-                            measured[t * (k - 1) + slot - 1] = klDivergence(full, dropped, row: t, vocab: vocab)
+                        case let .nll(tokens): measured[index] = nll(tokens)
+                        case .kl: measured[index] = klDivergence(full, dropped, row: t, vocab: vocab)
                         case let .both(tokens):
-                            measured[t * (k - 1) + slot - 1] = klDivergence(full, dropped, row: t, vocab: vocab)
-                            let next = window * n + t + 1
-                            guard next < tokens.count else { continue }
-                            measuredNLL[t * (k - 1) + slot - 1] =
-                                full[t * vocab + tokens[next]] - dropped[t * vocab + tokens[next]]
+                            measured[index] = klDivergence(full, dropped, row: t, vocab: vocab)
+                            measuredNLL[index] = nll(tokens)
                         }
                     }
                 }

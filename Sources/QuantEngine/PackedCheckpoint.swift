@@ -70,8 +70,6 @@ public struct PackedCheckpoint: Sendable {
 
     // MARK: tensors
 
-    /// One tensor as it goes into the safetensors file.
-
     /// Every tensor in file order: passthrough tensors in the order given, then the packed
     /// linears by module name (`qweight`, `qzeros` — none at width 1 —, `scales`, `g_idx`), then
     /// the extras.

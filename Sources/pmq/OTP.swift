@@ -66,8 +66,8 @@ extension PMQ {
         @Option(
             help: ArgumentHelp(
                 "What the gate learns to spare: each drop's measured effect on the real next token's log-likelihood "
-                    + "through every later layer (nll), or on the next-token distribution (kl); expected: gates from kl, "
-                    + "the layers' budget from nll; the MoE output "
+                    + "through every later layer (nll), or on the next-token distribution (kl); expected: gates "
+                    + "from kl, the layers' budget from nll; the MoE output "
                     + "(output); its first-order effect on the logits (logits).",
                 valueName: "nll|kl|expected|output|logits"))
         var target: PruningCalibration.Target = .nll
@@ -93,8 +93,8 @@ extension PMQ {
             }
             if budget == .global, !target.isEndToEnd {
                 throw ValidationError(
-                    "--budget global needs --target nll, kl or expected (output and logits losses are not comparable across "
-                        + "layers)"
+                    "--budget global needs --target nll, kl or expected (output and logits losses are not comparable "
+                        + "across layers)"
                 )
             }
         }

@@ -10,8 +10,9 @@ extension PMQ {
                 Minimises the predicted loss increase Σ λ_l(b) · D_e(b) over one width per expert: D_e(b) is \
                 the squared error expert e adds to its layer's output at width b (routing-weighted, measured by \
                 pmq profile), λ_l(b) its layer's measured loss at b per unit of that error. --importance measured \
-                is MC-MoE's Σ s_e · err(e,b)^α with s_e = freq^α · mass^β normalised within each layer. --bits bounds the nominal average (Σ params·bits ≤ B·Σ params); \
-                --size bounds the real packed bytes, scales and zeros included.
+                is MC-MoE's Σ s_e · err(e,b)^α with s_e = freq^α · mass^β normalised within each layer. \
+                --bits bounds the nominal average (Σ params·bits ≤ B·Σ params); --size bounds the real packed \
+                bytes, scales and zeros included.
                 """
         )
 

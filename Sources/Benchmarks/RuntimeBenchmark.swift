@@ -30,9 +30,7 @@ public struct RuntimeBenchmark {
         func bytes(_ role: TensorRole) -> Double { Double(loaded.matrix(role).byteCount) }
         var bytesPerToken = bytes(config.tieWordEmbeddings ? .embeddings : .lmHead)
         for layer in 0..<config.layerCount {
-            bytesPerToken += [
-                TensorRole.query(layer: layer), .key(layer: layer), .value(layer: layer), .output(layer: layer),
-            ].map(bytes).reduce(0, +)
+            bytesPerToken += TensorRole.attentionMatrices(config, layer: layer).map(bytes).reduce(0, +)
             if config.moeLayers[layer] {
                 bytesPerToken += bytes(.router(layer: layer))
                 let experts = (0..<config.expertCount).map {

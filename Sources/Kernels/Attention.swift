@@ -5,22 +5,25 @@ import Foundation
 /// is tested against.
 public enum Attention {
     /// Causal scaled dot-product attention of `count` queries at positions `position…` over the
-    /// cached keys and values `[position + count, kvHeads · dim]`; returns `[count, heads · dim]`.
+    /// cached keys `[position + count, kvHeads · dim]` and values `[position + count, kvHeads ·
+    /// valueDim]` (`valueDim` defaults to `dim`; MLA's differ); returns `[count, heads · valueDim]`.
+    /// Scores are scaled by `scale`, `1/√dim` unless given.
     /// SIMD dot products and updates, heads split across cores when the work is large; the scalar
     /// loop (`reference`) runs instead under `Kernels.useReferenceKernels`.
     /// With `own` (`[count, kvHeads · dim]` each), query t's own position `position + t` uses its
     /// row of `own` instead of the cache: a per-token counterfactual (`ForwardPass.counterfactualLayer`).
     public static func causal(
         q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
-        dim: Int, own: (keys: [Float], values: [Float])? = nil
+        dim: Int, valueDim: Int? = nil, scale: Float? = nil, own: (keys: [Float], values: [Float])? = nil
     ) -> [Float] {
         let group = heads / kvHeads
-        let scale = 1 / Float(dim).squareRoot()
-        var context = [Float](repeating: 0, count: count * heads * dim)
+        let vDim = valueDim ?? dim
+        let scale = scale ?? 1 / Float(dim).squareRoot()
+        var context = [Float](repeating: 0, count: count * heads * vDim)
         if Kernels.useReferenceKernels {
             return reference(
                 q: q, keys: keys, values: values, count: count, position: position, heads: heads,
-                kvHeads: kvHeads, dim: dim, own: own)
+                kvHeads: kvHeads, dim: dim, valueDim: vDim, scale: scale, own: own)
         }
         let ownKeys = own?.keys ?? [], ownValues = own?.values ?? []
         q.withUnsafeBufferPointer { q in
@@ -46,8 +49,8 @@ public enum Attention {
                                                 buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys
                                                 + (last * kvHeads + kv) * dim
                                             let lastValue =
-                                                buffers.ownValues.map { $0 + (t * kvHeads + kv) * dim } ?? buffers
-                                                .values + (last * kvHeads + kv) * dim
+                                                buffers.ownValues.map { $0 + (t * kvHeads + kv) * vDim } ?? buffers
+                                                .values + (last * kvHeads + kv) * vDim
                                             var peak = -Float.infinity
                                             for s in 0...last {
                                                 let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
@@ -60,11 +63,11 @@ public enum Attention {
                                                 scores[s] = Foundation.exp(scores[s] - peak)
                                                 total += scores[s]
                                             }
-                                            let out = buffers.context + (t * heads + h) * dim
+                                            let out = buffers.context + (t * heads + h) * vDim
                                             for s in 0...last {
                                                 let value =
-                                                    s == last ? lastValue : buffers.values + (s * kvHeads + kv) * dim
-                                                Kernels.addScaled(out, value, scores[s] / total, dim)
+                                                    s == last ? lastValue : buffers.values + (s * kvHeads + kv) * vDim
+                                                Kernels.addScaled(out, value, scores[s] / total, vDim)
                                             }
                                         }
                                     }
@@ -86,11 +89,12 @@ public enum Attention {
     /// The plain scalar attention loop: the reference for `attention`.
     public static func reference(
         q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
-        dim: Int, own: (keys: [Float], values: [Float])? = nil
+        dim: Int, valueDim: Int? = nil, scale: Float? = nil, own: (keys: [Float], values: [Float])? = nil
     ) -> [Float] {
         let group = heads / kvHeads
-        let scale = 1 / Float(dim).squareRoot()
-        var context = [Float](repeating: 0, count: count * heads * dim)
+        let vDim = valueDim ?? dim
+        let scale = scale ?? 1 / Float(dim).squareRoot()
+        var context = [Float](repeating: 0, count: count * heads * vDim)
         var scores = [Float]()
         for h in 0..<heads {
             let kv = h / group
@@ -104,7 +108,7 @@ public enum Attention {
                 }
                 func value(_ s: Int, _ i: Int) -> Float {
                     s == last && own != nil
-                        ? own!.values[(t * kvHeads + kv) * dim + i] : values[(s * kvHeads + kv) * dim + i]
+                        ? own!.values[(t * kvHeads + kv) * vDim + i] : values[(s * kvHeads + kv) * vDim + i]
                 }
                 for s in 0...last {
                     var dot: Float = 0
@@ -114,7 +118,7 @@ public enum Attention {
                 Kernels.softmax(&scores)
                 for s in 0...last {
                     let p = scores[s]
-                    for i in 0..<dim { context[(t * heads + h) * dim + i] += p * value(s, i) }
+                    for i in 0..<vDim { context[(t * heads + h) * vDim + i] += p * value(s, i) }
                 }
             }
         }

@@ -2,7 +2,8 @@ import Foundation
 import Kernels
 
 extension ForwardPass {
-    /// Causal self-attention with RoPE and grouped-query heads.
+    /// Causal self-attention with RoPE: grouped-query heads, or DeepSeek's latent attention
+    /// expanded to every head (`ForwardPass+LatentAttention`).
     func attend(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
         let (q, k, v) = projections(x, count: count, layer: layer, offset: position)
@@ -11,12 +12,18 @@ extension ForwardPass {
         let keys = keyCache[layer], values = valueCache[layer]
         let context = Attention.causal(
             q: q, keys: keys, values: values, count: count, position: position, heads: config.attentionHeads,
-            kvHeads: config.keyValueHeads, dim: config.headDim)
+            kvHeads: config.attentionKVHeads, dim: config.keyHeadDim, valueDim: config.valueHeadDim,
+            scale: config.attentionScale)
         return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
     }
 
-    /// Queries, keys and values of `count` tokens at positions `offset…`, after any QK norm, clipping and RoPE.
+    /// Queries, keys and values of `count` tokens at positions `offset…`, after any QK norm,
+    /// clipping and RoPE: `[count, heads · keyHeadDim]`, `[count, attentionKVHeads · keyHeadDim]`
+    /// and `[count, attentionKVHeads · valueHeadDim]`.
     func projections(_ x: [Float], count: Int, layer: Int, offset: Int) -> (q: [Float], k: [Float], v: [Float]) {
+        if let latent = model.config.latentAttention {
+            return latentProjections(x, count: count, layer: layer, offset: offset, latent: latent)
+        }
         let config = model.config
         let heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
         let eps = Float(config.rmsNormEps)
@@ -43,8 +50,8 @@ extension ForwardPass {
             for i in k.indices { k[i] = min(max(k[i], -clip), clip) }
             for i in v.indices { v[i] = min(max(v[i], -clip), clip) }
         }
-        Rope.apply(&q, count: count, heads: heads, dim: dim, theta: config.ropeTheta, offset: offset)
-        Rope.apply(&k, count: count, heads: kvHeads, dim: dim, theta: config.ropeTheta, offset: offset)
+        Rope.apply(&q, count: count, heads: heads, stride: dim, dim: dim, rope: config.rope, offset: offset)
+        Rope.apply(&k, count: count, heads: kvHeads, stride: dim, dim: dim, rope: config.rope, offset: offset)
         return (q, k, v)
     }
 }

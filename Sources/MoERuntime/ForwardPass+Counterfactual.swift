@@ -15,7 +15,7 @@ extension ForwardPass {
     /// perturbed token are not perturbed: that is the approximation.
     public func counterfactualLayer(_ layer: Int, _ x: inout [Float], count: Int, start: Int = 0) {
         let config = model.config
-        let rowWidth = config.keyValueHeads * config.headDim
+        let rowWidth = config.attentionKVHeads * config.keyHeadDim
         precondition(
             keyCache[layer].count >= (start + count) * rowWidth,
             "counterfactualLayer needs the tokens' keys and values in layer \(layer)'s cache (run forwardLayer first)")
@@ -29,8 +29,8 @@ extension ForwardPass {
             let (q, k, v) = projections(normed, count: count, layer: layer, offset: start)
             let context = Attention.causal(
                 q: q, keys: keyCache[layer], values: valueCache[layer], count: count, position: start,
-                heads: config.attentionHeads, kvHeads: config.keyValueHeads, dim: config.headDim,
-                own: (k, v))
+                heads: config.attentionHeads, kvHeads: config.attentionKVHeads, dim: config.keyHeadDim,
+                valueDim: config.valueHeadDim, scale: config.attentionScale, own: (k, v))
             return Kernels.linear(context, tokens: count, matrix: model.matrix(.output(layer: layer)))
         }
     }

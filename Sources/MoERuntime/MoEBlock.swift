@@ -3,8 +3,9 @@ import Kernels
 import ModelFormat
 
 extension ForwardPass {
-    /// The MoE block: softmax router → top-k → optional renormalisation → weighted SwiGLU experts,
-    /// plus Qwen2-MoE's sigmoid-gated shared expert. Tokens are grouped by expert so that each
+    /// The MoE block: router scores → (group-limited) top-k → renormalised and/or scaled weights
+    /// (`Routing.route`) → weighted SwiGLU experts, plus the shared expert: Qwen2-MoE's behind a
+    /// sigmoid gate, DeepSeek's added as is. Tokens are grouped by expert so that each
     /// expert runs once over all of its tokens (a matrix product in prefill, not a matvec each).
     func moe(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
@@ -12,15 +13,11 @@ extension ForwardPass {
         observer?.moeInput(layer: layer, hidden: x, count: count)
         let logits = Kernels.linear(x, tokens: count, matrix: model.matrix(.router(layer: layer)))
         var assigned = [[(token: Int, weight: Float)]](repeating: [], count: experts)
+        let bias = config.routing.correctionBias ? model.weight(.routerBias(layer: layer)) : nil
         for t in 0..<count {
-            var probabilities = Array(logits[(t * experts)..<((t + 1) * experts)])
-            Kernels.softmax(&probabilities)
-            let chosen = Routing.topK(probabilities, k: config.routing.topK)
-            var weights = chosen.map { probabilities[$0] }
-            if config.routing.normalizeTopK {
-                let sum = weights.reduce(0, +)
-                weights = weights.map { $0 / sum }
-            }
+            let routed = Routing.route(logits[(t * experts)..<((t + 1) * experts)], rule: config.routing, bias: bias)
+            let probabilities = routed.scores, chosen = routed.experts
+            var weights = routed.weights
             observer?.routed(layer: layer, token: t, probabilities: probabilities, experts: chosen, weights: weights)
             var kept = chosen
             if let pruner {
@@ -68,10 +65,14 @@ extension ForwardPass {
             let shared = swiglu(
                 x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
                 down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
-            let gates = Kernels.linear(x, tokens: count, matrix: model.matrix(.sharedExpertScale(layer: layer)))
-            for t in 0..<count {
-                let gate = Kernels.sigmoid(gates[t])
-                for i in 0..<hidden { output[t * hidden + i] += gate * shared[t * hidden + i] }
+            if config.sharedExpertGated {
+                let gates = Kernels.linear(x, tokens: count, matrix: model.matrix(.sharedExpertScale(layer: layer)))
+                for t in 0..<count {
+                    let gate = Kernels.sigmoid(gates[t])
+                    for i in 0..<hidden { output[t * hidden + i] += gate * shared[t * hidden + i] }
+                }
+            } else {
+                for i in output.indices { output[i] += shared[i] }
             }
         }
         return output

@@ -21,6 +21,9 @@ public final class MoEModel: @unchecked Sendable {
     static let packedSuffixes = [".qweight", ".qzeros", ".scales", ".g_idx"]
     /// The packed model's `quantization_config`, nil for a float model.
     public let quantization: QuantizationConfig?
+    /// A block-scaled FP8 checkpoint's block shape (nil otherwise): its FP8 linears are
+    /// dequantized to f32 as they are read (docs/FORMATS.md §10).
+    public let fp8: FP8Config?
     private let files: CheckpointFiles
     private let map: ArchitectureMap
 
@@ -31,6 +34,7 @@ public final class MoEModel: @unchecked Sendable {
         map = ArchitectureMap(config.architecture)
         files = try CheckpointFiles(directory: directory)
         quantization = try QuantizationConfig.read(directory: directory)
+        fp8 = try FP8Config.read(directory: directory)
         var used = Set<String>()
         for (role, shape) in map.expectedTensors(config) {
             let name = map.name(role), module = map.moduleName(role)
@@ -58,7 +62,9 @@ public final class MoEModel: @unchecked Sendable {
                 guard info.shape == shape else {
                     throw ModelFormatError(file: file.path, "tensor \(name) has shape \(info.shape), expected \(shape)")
                 }
-                guard info.dtype.isFloatingPoint else {
+                if FP8.table(info.dtype) != nil {
+                    used.insert(try checkFP8Scale(of: name, shape: shape, in: file))
+                } else if !info.dtype.isFloatingPoint {
                     throw ModelFormatError(
                         file: file.path, "tensor \(name) is \(info.dtype.rawValue), expected F32, F16 or BF16")
                 }
@@ -69,7 +75,9 @@ public final class MoEModel: @unchecked Sendable {
             }
             used.insert(name)
         }
-        let leftover = files.allNames.subtracting(used)
+        // DeepSeek-V3's multi-token-prediction layers follow the decoder layers on disk.
+        let trailing = (config.layerCount..<(config.layerCount + config.trailingLayers)).map { "model.layers.\($0)." }
+        let leftover = files.allNames.subtracting(used).filter { name in !trailing.contains { name.hasPrefix($0) } }
         if !leftover.isEmpty {
             throw ModelFormatError(
                 file: files.description,
@@ -93,6 +101,15 @@ public final class MoEModel: @unchecked Sendable {
         let name = map.name(role)
         let file = files.file(containing: name)!
         let info = try file.info(name)
+        if FP8.table(info.dtype) != nil, let fp8 {
+            let scaleName = Self.fp8ScaleName(of: name)
+            let scales = try files.file(containing: scaleName)!.floats(scaleName)
+            return Matrix(
+                rows: shape[0], columns: shape[1],
+                floats: FP8.dequantize(
+                    codes: try file.bytes(name), dtype: info.dtype, rows: shape[0], columns: shape[1], scales: scales,
+                    blockRows: fp8.blockRows, blockColumns: fp8.blockColumns))
+        }
         if info.dtype == .bf16 {
             let raw = try file.bytes(name)
             let bits = [UInt16](unsafeUninitializedCapacity: raw.count / 2) { buffer, count in
@@ -104,6 +121,32 @@ public final class MoEModel: @unchecked Sendable {
             return Matrix(rows: shape[0], columns: shape[1], storage: .bf16(bits))
         }
         return Matrix(rows: shape[0], columns: shape[1], floats: try file.floats(name, shape: shape))
+    }
+
+    /// `….weight` → `….weight_scale_inv`.
+    static func fp8ScaleName(of name: String) -> String { name + "_scale_inv" }
+
+    /// An FP8 weight needs the checkpoint to be FP8 and its block scales, of the block grid's
+    /// shape; returns the scale tensor's name.
+    private func checkFP8Scale(of name: String, shape: [Int], in file: SafeTensorsFile) throws -> String {
+        guard let fp8 else {
+            throw ModelFormatError(
+                file: file.path,
+                "tensor \(name) is FP8 but config.json has no quantization_config with quant_method \"fp8\"")
+        }
+        let scaleName = Self.fp8ScaleName(of: name)
+        guard let scaleFile = files.file(containing: scaleName) else {
+            throw ModelFormatError(file: files.description, "missing tensor \(scaleName) (the scales of FP8 \(name))")
+        }
+        let info = try scaleFile.info(scaleName)
+        let expected = fp8.scaleShape(rows: shape[0], columns: shape[1])
+        guard info.shape == expected, info.dtype.isFloatingPoint else {
+            throw ModelFormatError(
+                file: scaleFile.path,
+                "tensor \(scaleName) is \(info.dtype.rawValue) \(info.shape), expected a float tensor of shape "
+                    + "\(expected) (weight_block_size \([fp8.blockRows, fp8.blockColumns]) over \(shape))")
+        }
+        return scaleName
     }
 
     /// Lazy models: read every matrix of `layer` now and keep it until `unpin`.
@@ -124,6 +167,7 @@ public final class MoEModel: @unchecked Sendable {
             } else {
                 let name = map.name(role)
                 files.file(containing: name)?.release(name)
+                files.file(containing: Self.fp8ScaleName(of: name))?.release(Self.fp8ScaleName(of: name))
             }
         }
     }

@@ -6,6 +6,40 @@ public struct RoutingRule: Sendable, Equatable {
     public var topK: Int
     /// Renormalise the top-k softmax probabilities to sum to 1 (Mixtral always; Qwen/OLMoE if `norm_topk_prob`).
     public var normalizeTopK: Bool
+    /// How router logits become scores: softmax over the experts, or a sigmoid each (DeepSeek-V3).
+    public var scoring: Scoring = .softmax
+    /// Group-limited routing (DeepSeek): experts in `groups` equal groups, only the best
+    /// `groupsKept` groups (by `groupScore`) compete for the top-k. 1: plain top-k.
+    public var groups: Int = 1
+    public var groupsKept: Int = 1
+    public var groupScore: GroupScore = .max
+    /// DeepSeek-V3: `e_score_correction_bias` is added to the scores for choosing, not for weighting.
+    public var correctionBias: Bool = false
+    /// DeepSeek's `routed_scaling_factor`: the chosen experts' weights are multiplied by it.
+    public var scale: Double = 1
+    /// DeepSeek-V2 scales only unnormalised weights; V3 normalises, then scales.
+    public var scaleAfterNormalizing: Bool = false
+
+    public enum Scoring: String, Sendable { case softmax, sigmoid }
+    /// A group's score: its best expert's (V2 `group_limited_greedy`) or its best two's sum (V3).
+    public enum GroupScore: String, Sendable { case max, topTwoSum }
+}
+
+/// DeepSeek's multi-head latent attention (`modeling_deepseek_v2`): queries from `q_proj`, or
+/// through a `queryRank` bottleneck (`q_a_proj` → `q_a_layernorm` → `q_b_proj`); keys and values
+/// from one `latentRank` latent per token (`kv_a_proj_with_mqa` → `kv_a_layernorm` →
+/// `kv_b_proj`) plus one rotary key of `ropeDim` shared by every head.
+public struct LatentAttention: Sendable, Equatable {
+    public var queryRank: Int?
+    public var latentRank: Int
+    /// Per head: the query/key part without position (`qk_nope_head_dim`), the rotary part
+    /// (`qk_rope_head_dim`) and the value width (`v_head_dim`).
+    public var nopeDim: Int
+    public var ropeDim: Int
+    public var valueDim: Int
+    /// The rotary part's pairs are adjacent (`x0, x1`), not split halves: always in V2 (complex
+    /// rotation), V3's `rope_interleave`.
+    public var interleaved: Bool
 }
 
 /// A Hugging Face `config.json` for a supported MoE, normalised to one shape.
@@ -17,7 +51,7 @@ public struct MoEModelConfig: Sendable, Equatable {
     public var attentionHeads: Int
     public var keyValueHeads: Int
     public var headDim: Int
-    public var ropeTheta: Double
+    public var rope: RopeParameters
     public var rmsNormEps: Double
     public var maxPositions: Int
     public var tieWordEmbeddings: Bool
@@ -38,6 +72,26 @@ public struct MoEModelConfig: Sendable, Equatable {
     public var clipQKV: Double?
     /// Which decoder layers have an MoE block.
     public var moeLayers: [Bool]
+    /// DeepSeek's multi-head latent attention; nil for grouped-query attention.
+    public var latentAttention: LatentAttention?
+    /// The shared expert has a sigmoid gate (Qwen2-MoE) or is simply added (DeepSeek).
+    public var sharedExpertGated: Bool = true
+    /// DeepSeek-V3's multi-token-prediction layers, stored after the last decoder layer
+    /// (`model.layers.L…`): not part of the model pmq runs, their tensors are skipped.
+    public var trailingLayers: Int = 0
+
+    /// Width of one head's query and key (GQA: `head_dim`; MLA: nope + rope).
+    public var keyHeadDim: Int { latentAttention.map { $0.nopeDim + $0.ropeDim } ?? headDim }
+    /// Width of one head's value (GQA: `head_dim`; MLA: `v_head_dim`).
+    public var valueHeadDim: Int { latentAttention?.valueDim ?? headDim }
+    /// Key/value heads as the attention sees them (MLA expands the latent to every head).
+    public var attentionKVHeads: Int { latentAttention == nil ? keyValueHeads : attentionHeads }
+    /// The softmax scale: `1/√d`, times DeepSeek's YaRN mscale² under MLA.
+    public var attentionScale: Float {
+        let base = 1 / Double(keyHeadDim).squareRoot()
+        return Float(latentAttention == nil ? base : base * rope.softmaxScaleMultiplier)
+    }
+    public var ropeTheta: Double { rope.theta }
 
     public enum QKNorm: String, Sendable {
         case none, perHead, fullProjection
@@ -74,6 +128,7 @@ public struct MoEModelConfig: Sendable, Equatable {
         let hidden = try fields.positive("hidden_size")
         let heads = try fields.positive("num_attention_heads")
         let layers = try fields.positive("num_hidden_layers")
+        let maxPositions = try fields.positive("max_position_embeddings", default: 4096)
         var config = MoEModelConfig(
             architecture: architecture,
             vocabSize: try fields.positive("vocab_size"),
@@ -82,9 +137,9 @@ public struct MoEModelConfig: Sendable, Equatable {
             attentionHeads: heads,
             keyValueHeads: try fields.positive("num_key_value_heads", default: heads),
             headDim: try fields.positive("head_dim", default: hidden / heads),
-            ropeTheta: try fields.ropeTheta(),
+            rope: try fields.rope(maxPositions: maxPositions),
             rmsNormEps: try fields.number("rms_norm_eps", default: 1e-6),
-            maxPositions: try fields.positive("max_position_embeddings", default: 4096),
+            maxPositions: maxPositions,
             tieWordEmbeddings: try fields.bool("tie_word_embeddings", default: false),
             expertCount: 0, expertIntermediateSize: 0,
             routing: RoutingRule(topK: try fields.positive("num_experts_per_tok"), normalizeTopK: true),
@@ -96,12 +151,16 @@ public struct MoEModelConfig: Sendable, Equatable {
             throw ModelFormatError(
                 file: file, "num_experts_per_tok \(config.routing.topK) exceeds the \(config.expertCount) experts")
         }
-        guard heads % config.keyValueHeads == 0 else {
+        guard config.latentAttention != nil || heads % config.keyValueHeads == 0 else {
             throw ModelFormatError(
                 file: file,
                 "num_attention_heads \(heads) is not a multiple of num_key_value_heads \(config.keyValueHeads)")
         }
-        guard config.headDim % 2 == 0 else {
+        if let latent = config.latentAttention {
+            guard latent.ropeDim % 2 == 0 else {
+                throw ModelFormatError(file: file, "qk_rope_head_dim: \(latent.ropeDim) must be even for RoPE")
+            }
+        } else if config.headDim % 2 != 0 {
             throw ModelFormatError(file: file, "head_dim \(config.headDim) must be even for RoPE")
         }
         return config
@@ -120,14 +179,6 @@ struct ConfigFields {
     func value(_ key: String) -> Any? {
         guard let value = object[key], !(value is NSNull) else { return nil }
         return value
-    }
-
-    /// transformers 5 moved `rope_theta` into `rope_parameters`; read either.
-    func ropeTheta() throws -> Double {
-        if let parameters = value("rope_parameters") as? [String: Any], parameters["rope_theta"] != nil {
-            return try ConfigFields(object: parameters, file: file).number("rope_theta", default: 10000)
-        }
-        return try number("rope_theta", default: 10000)
     }
 
     func string(_ key: String) throws -> String {

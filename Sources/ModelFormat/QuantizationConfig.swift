@@ -23,7 +23,7 @@ public struct QuantizationConfig: Sendable, Equatable {
     public var rules: [Rule]
     public let file: String
 
-    /// `nil` when `config.json` has no `quantization_config` (a float model).
+    /// `nil` when `config.json` has no `quantization_config` (a float model) or an FP8 one (`FP8Config`).
     public static func read(directory: String) throws -> QuantizationConfig? {
         let path = (directory as NSString).appendingPathComponent("config.json")
         guard let data = FileManager.default.contents(atPath: path),
@@ -47,6 +47,8 @@ public struct QuantizationConfig: Sendable, Equatable {
             return number.intValue
         }
         let method = section["quant_method"] as? String ?? ""
+        // Block-scaled FP8 checkpoints are float models to pmq: `FP8Config` reads them.
+        if method == "fp8" { return nil }
         guard method == "gptq" else {
             throw ModelFormatError(
                 file: path, "quantization_config.quant_method is \"\(method)\"; pmq runs GPTQ-packed models")

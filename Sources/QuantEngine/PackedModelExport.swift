@@ -3,8 +3,26 @@ import ModelFormat
 
 /// Turns a `ModelQuantizer` run into a packed model directory: every tensor of the source
 /// checkpoint except the expert linears passes through (16-bit unless asked), the expert linears
-/// go in packed, and the allocation report is kept beside them.
+/// go in packed, and the allocation report is kept beside them. A block-scaled FP8 source's
+/// other FP8 linears (attention, shared experts, dense MLPs) pass through dequantized, as bf16
+/// unless f32 is kept: a GPTQ checkpoint has no FP8 tensors (docs/FORMATS.md §10).
 public enum PackedModelExport {
+    /// An FP8 weight times its block scales, as an F32 passthrough tensor.
+    static func dequantized(
+        _ name: String, info: TensorInfo, files: CheckpointFiles, fp8: FP8Config
+    ) throws -> PackedCheckpoint.Passthrough {
+        let scaleName = name + "_scale_inv"
+        guard info.shape.count == 2, let scaleFile = files.file(containing: scaleName) else {
+            throw ModelFormatError(file: files.description, "FP8 tensor \(name) has no 2-D weight and \(scaleName)")
+        }
+        let expected = fp8.scaleShape(rows: info.shape[0], columns: info.shape[1])
+        let scales = try scaleFile.floats(scaleName, shape: expected)
+        let values = FP8.dequantize(
+            codes: try files.file(containing: name)!.bytes(name), dtype: info.dtype, rows: info.shape[0],
+            columns: info.shape[1], scales: scales, blockRows: fp8.blockRows, blockColumns: fp8.blockColumns)
+        return .init(name: name, dtype: "F32", shape: info.shape, data: values.withUnsafeBytes { Data($0) })
+    }
+
     public struct Written {
         public var expertBytes: Int
         public var effectiveBits: Double
@@ -21,11 +39,22 @@ public enum PackedModelExport {
             throw ModelFormatError(file: configPath, "cannot read")
         }
         let files = try CheckpointFiles(directory: sourceDirectory)
-        let replaced = Set(output.linears.keys.map { $0 + ".weight" })
+        let fp8 = try FP8Config.read(directory: sourceDirectory)
+        let replaced = Set(output.linears.keys.flatMap { [$0 + ".weight", $0 + ".weight_scale_inv"] })
         var passthrough: [PackedCheckpoint.Passthrough] = []
         for file in files.files {
             for name in file.names where !replaced.contains(name) {
                 let info = try file.info(name)
+                if FP8.table(info.dtype) != nil, let fp8 {
+                    passthrough.append(try dequantized(name, info: info, files: files, fp8: fp8))
+                    continue
+                }
+                if fp8 != nil, name.hasSuffix(".weight_scale_inv"),
+                    let weight = files.file(containing: String(name.dropLast("_scale_inv".count))),
+                    FP8.table(try weight.info(String(name.dropLast("_scale_inv".count))).dtype) != nil
+                {
+                    continue // the scales of an FP8 weight, applied above
+                }
                 passthrough.append(
                     .init(name: name, dtype: info.dtype.rawValue, shape: info.shape, data: Data(try file.bytes(name))))
             }

@@ -25,15 +25,16 @@ import Testing
         .run(tokens: ids, description: "fixture")
         let k = config.routing.topK, experts = config.expertCount
         #expect(document.layers.count == config.moeLayers.filter { $0 }.count)
-        for layer in document.layers {
+        // The reference holds the MoE layers in order (DeepSeek's first layers are dense).
+        for (ordinal, layer) in document.layers.enumerated() {
             for expert in layer.experts {
                 var freq = 0
                 var mass = 0.0
                 for token in ids.indices {
-                    let start = (layer.index * ids.count + token) * k
+                    let start = (ordinal * ids.count + token) * k
                     if routing[start..<(start + k)].contains(expert.index) {
                         freq += 1
-                        mass += Double(probabilities[(layer.index * ids.count + token) * experts + expert.index])
+                        mass += Double(probabilities[(ordinal * ids.count + token) * experts + expert.index])
                     }
                 }
                 #expect(Int(expert.freq) == freq, "layer \(layer.index) expert \(expert.index)")

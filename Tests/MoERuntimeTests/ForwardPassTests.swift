@@ -40,9 +40,11 @@ import Testing
         // The same experts, in the same order, for every token and layer.
         let routing = try reference.bytes("routing").bindMemory(to: Int32.self).map { Int($0) }
         let k = model.config.routing.topK
-        for layer in 0..<model.config.layerCount {
+        // The reference holds the MoE layers' choices, in order (DeepSeek's first layers are dense).
+        let moeLayers = (0..<model.config.layerCount).filter { model.config.moeLayers[$0] }
+        for (ordinal, layer) in moeLayers.enumerated() {
             for token in ids.indices {
-                let start = (layer * ids.count + token) * k
+                let start = (ordinal * ids.count + token) * k
                 #expect(
                     Set(recorder.choices[layer]?[token] ?? []) == Set(routing[start..<(start + k)]),
                     "layer \(layer) token \(token)")

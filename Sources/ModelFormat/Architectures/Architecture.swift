@@ -7,6 +7,8 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
     case qwen2MoE = "qwen2_moe"
     case qwen3MoE = "qwen3_moe"
     case olmoe
+    case deepseekV2 = "deepseek_v2"
+    case deepseekV3 = "deepseek_v3"
 
     var definition: any ArchitectureDefinition.Type {
         switch self {
@@ -14,6 +16,8 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
         case .qwen2MoE: return Qwen2MoE.self
         case .qwen3MoE: return Qwen3MoE.self
         case .olmoe: return OLMoE.self
+        case .deepseekV2: return DeepSeekV2.self
+        case .deepseekV3: return DeepSeekV3.self
         }
     }
 }
@@ -30,12 +34,13 @@ protocol ArchitectureDefinition {
     static var moeBlock: String { get }
     /// An expert's gate, up and down projections under `….experts.E.`.
     static var expertLinears: (gate: String, up: String, down: String) { get }
-    /// The shared expert's module and its sigmoid gate under `model.layers.N.`, if it has one.
-    static var sharedExpert: (module: String, gate: String)? { get }
+    /// The shared expert's module under `model.layers.N.mlp.` and its sigmoid gate's, if it has
+    /// one (Qwen2-MoE gates it; DeepSeek adds its shared experts, fused as one MLP, ungated).
+    static var sharedExpert: (module: String, gate: String?)? { get }
 }
 
 extension ArchitectureDefinition {
     static var moeBlock: String { "mlp" }
     static var expertLinears: (gate: String, up: String, down: String) { ("gate_proj", "up_proj", "down_proj") }
-    static var sharedExpert: (module: String, gate: String)? { nil }
+    static var sharedExpert: (module: String, gate: String?)? { nil }
 }

@@ -14,7 +14,7 @@ enum Qwen2MoE: ArchitectureDefinition {
         config.attentionBias = try fields.bool("qkv_bias", default: true)
     }
 
-    static var sharedExpert: (module: String, gate: String)? { ("shared_expert", "shared_expert_gate") }
+    static var sharedExpert: (module: String, gate: String?)? { ("shared_expert", "shared_expert_gate") }
 }
 
 /// The keys Qwen2-MoE and Qwen3-MoE share: experts, widths, and which layers are MoE.

@@ -1,0 +1,136 @@
+import Foundation
+@testable import ModelFormat
+@testable import MoERuntime
+import TestSupport
+import Testing
+
+/// DeepSeek-V2/V3 (multi-head latent attention, YaRN, group-limited and bias-corrected routing,
+/// shared experts, a multi-token-prediction layer to skip) and block-scaled FP8 against
+/// transformers on tiny checkpoints (tools/fixtures/make_deepseek_models.py), to the issue's
+/// tolerances: logits 1e-4, perplexity 1e-6 relative.
+@Suite struct DeepSeekTests {
+    static let names = ["deepseek_v2", "deepseek_v3", "deepseek_v3_fp8"]
+    static let logitTolerance: Float = 1e-4
+
+    final class Recorder: RouterObserver {
+        var choices: [Int: [Int: [(Int, Float)]]] = [:]
+        func routed(layer: Int, token: Int, probabilities: [Float], experts: [Int], weights: [Float]) {
+            choices[layer, default: [:]][token] = zip(experts, weights).sorted { $0.0 < $1.0 }
+        }
+    }
+
+    static func fixture(_ name: String) throws -> (model: MoEModel, reference: SafeTensorsFile, ids: [Int]) {
+        let directory = TestFixtures.tiny.appendingPathComponent(name).path
+        let reference = try SafeTensorsFile(path: directory + "/reference.safetensors")
+        let ids = try reference.bytes("input_ids").bindMemory(to: Int32.self).map { Int($0) }
+        return (try MoEModel(directory: directory), reference, ids)
+    }
+
+    static func worst(_ a: [Float], _ b: [Float]) -> Float {
+        a.count == b.count ? zip(a, b).map { abs($0 - $1) }.max() ?? 0 : .infinity
+    }
+
+    @Test(arguments: names)
+    func prefillLogitsAndRoutingMatchTransformers(name: String) throws {
+        let (model, reference, ids) = try Self.fixture(name)
+        let recorder = Recorder()
+        let logits = try ForwardPass(model: model, observer: recorder).logits(ids)
+        let difference = Self.worst(logits, try reference.floats("logits"))
+        #expect(difference <= Self.logitTolerance, "max |Δlogit| = \(difference)")
+        let routing = try reference.bytes("routing").bindMemory(to: Int32.self).map { Int($0) }
+        let weights = try reference.floats("routing_weights")
+        let k = model.config.routing.topK
+        let moeLayers = (0..<model.config.layerCount).filter { model.config.moeLayers[$0] }
+        #expect(moeLayers.count * ids.count * k == routing.count)
+        for (ordinal, layer) in moeLayers.enumerated() {
+            for token in ids.indices {
+                let start = (ordinal * ids.count + token) * k
+                let ours = recorder.choices[layer]?[token] ?? []
+                #expect(ours.map(\.0) == Array(routing[start..<(start + k)]), "layer \(layer) token \(token)")
+                let gap = Self.worst(ours.map(\.1), Array(weights[start..<(start + k)]))
+                #expect(gap <= 1e-5, "layer \(layer) token \(token): routing weights differ by \(gap)")
+            }
+        }
+    }
+
+    @Test(arguments: names)
+    func stepByStepDecodeMatchesTransformers(name: String) throws {
+        let (model, reference, ids) = try Self.fixture(name)
+        let session = ForwardPass(model: model)
+        var logits = try session.logits(Array(ids.prefix(3)))
+        for token in ids.dropFirst(3) { logits += try session.logits([token]) }
+        let difference = Self.worst(logits, try reference.floats("logits"))
+        #expect(difference <= Self.logitTolerance, "max |Δlogit| = \(difference)")
+    }
+
+    @Test(arguments: names)
+    func perplexityMatchesTransformersLogits(name: String) throws {
+        let (model, reference, ids) = try Self.fixture(name)
+        let logits = try reference.floats("logits")
+        let vocab = model.config.vocabSize
+        var nll = 0.0
+        for t in 0..<(ids.count - 1) {
+            let row = logits[(t * vocab)..<((t + 1) * vocab)].map(Double.init)
+            let peak = row.max()!
+            nll += log(row.map { exp($0 - peak) }.reduce(0, +)) + peak - row[ids[t + 1]]
+        }
+        let expected = exp(nll / Double(ids.count - 1))
+        let result = try Evaluation.run(model: model, tokens: ids, sequenceLength: ids.count)
+        #expect(abs(result.perplexity - expected) <= 1e-6 * expected, "\(result.perplexity) vs \(expected)")
+    }
+
+    @Test func configsAreReadAsTheirFamilies() throws {
+        let v2 = try Self.fixture("deepseek_v2").model.config
+        #expect(
+            v2.latentAttention?.queryRank == nil && v2.rope.yarn?.factor == 4 && v2.moeLayers == [false, true, true])
+        #expect(v2.routing.groups == 4 && v2.routing.groupScore == .max && v2.routing.scoring == .softmax)
+        #expect(v2.sharedExpertIntermediateSize == 48 && !v2.sharedExpertGated)
+        let v3 = try Self.fixture("deepseek_v3").model.config
+        #expect(v3.latentAttention?.queryRank == 24 && v3.routing.correctionBias && v3.trailingLayers == 1)
+        #expect(v3.routing.scale == 2.5 && v3.routing.groupScore == .topTwoSum && v3.routing.scoring == .sigmoid)
+        let fp8 = try Self.fixture("deepseek_v3_fp8").model
+        #expect(fp8.fp8 == FP8Config(blockRows: 16, blockColumns: 16, file: fp8.fp8!.file))
+        #expect(fp8.config.latentAttention?.interleaved == false && fp8.config.routing.groups == 1)
+    }
+}
+
+/// FP8 decoding against torch's own values of all 256 codes of both formats, and block scales
+/// against a per-element reference on a 128×128 grid with partial edge blocks.
+@Suite struct FP8Tests {
+    @Test func tablesMatchTorch() throws {
+        let tables = try SafeTensorsFile(path: TestFixtures.tiny.appendingPathComponent("fp8_tables.safetensors").path)
+        for (name, ours) in [("e4m3", FP8.e4m3), ("e5m2", FP8.e5m2)] {
+            let torch = try tables.floats(name)
+            #expect(torch.count == 256)
+            for code in 0..<256 {
+                #expect(
+                    ours[code] == torch[code] || (ours[code].isNaN && torch[code].isNaN),
+                    "\(name) code \(code): \(ours[code]) vs \(torch[code])")
+            }
+        }
+        #expect(FP8.e4m3[0x7E] == 448 && FP8.e5m2[0x7B] == 57344)
+    }
+
+    @Test(arguments: [TensorDType.f8e4m3, .f8e5m2])
+    func blockScalesApplyPerBlockWithPartialEdges(dtype: TensorDType) {
+        let rows = 130, columns = 300, block = 128
+        var generator = TestGenerator(state: 7)
+        let codes = (0..<(rows * columns)).map { _ in UInt8(generator.int(0x7C)) | UInt8(generator.int(2) << 7) }
+        let scales = (0..<(2 * 3)).map { Float($0 + 1) * 0.25 }
+        let table = FP8.table(dtype)!
+        let result = codes.withUnsafeBytes {
+            FP8.dequantize(
+                codes: $0, dtype: dtype, rows: rows, columns: columns, scales: scales, blockRows: block,
+                blockColumns: block)
+        }
+        for r in 0..<rows {
+            for c in 0..<columns {
+                let expected = table[Int(codes[r * columns + c])] * scales[(r / block) * 3 + c / block]
+                if result[r * columns + c] != expected {
+                    Issue.record("(\(r), \(c)): \(result[r * columns + c]) vs \(expected)")
+                    return
+                }
+            }
+        }
+    }
+}

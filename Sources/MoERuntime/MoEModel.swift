@@ -146,6 +146,11 @@ public final class MoEModel: @unchecked Sendable {
                 "tensor \(scaleName) is \(info.dtype.rawValue) \(info.shape), expected a float tensor of shape "
                     + "\(expected) (weight_block_size \([fp8.blockRows, fp8.blockColumns]) over \(shape))")
         }
+        // Small (one value per block): checked here so that a lazy model never meets a bad one later.
+        if let bad = try scaleFile.floats(scaleName).first(where: { !$0.isFinite || $0 <= 0 }) {
+            throw ModelFormatError(
+                file: scaleFile.path, "tensor \(scaleName) holds \(bad); scales must be finite and > 0")
+        }
         return scaleName
     }
 

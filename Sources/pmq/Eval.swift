@@ -110,7 +110,7 @@ extension PMQ {
                     prune.rawValue,
                     result.layerExpertsPerToken.map { String(format: "%.3f", $0) }.joined(separator: " ")))
             print("tokens routed per expert:")
-            for (layer, counts) in result.expertTokens.enumerated() {
+            for (layer, counts) in result.expertTokens.enumerated() where loaded.config.moeLayers[layer] {
                 print("  layer \(layer): " + counts.map(String.init).joined(separator: " "))
             }
         }

@@ -62,12 +62,13 @@ import Testing
         #expect(ids == expected)
     }
 
-    @Test func generateIsDeterministicWhenGreedy() throws {
+    @Test(arguments: ["mixtral", "deepseek_v3_fp8"])
+    func generateIsDeterministicWhenGreedy(fixture: String) throws {
         let directory = try CLITests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for file in ["config.json", "model.safetensors"] {
             try FileManager.default.copyItem(
-                atPath: Self.fixtures.appendingPathComponent("tiny/mixtral/" + file).path,
+                atPath: Self.fixtures.appendingPathComponent("tiny/\(fixture)/" + file).path,
                 toPath: directory + "/" + file)
         }
         // The fixture tokenizer cut down to the tiny model's 96 ids (single characters, no merges).

@@ -12,6 +12,8 @@ public struct RuntimeBenchmark {
     public var repeats: Int = 3
     public var skipReference = false
     public var int8Activations = false
+    /// Hold FP8 linears as f32 dequantized at load, not FP8 widened by the kernels.
+    public var dequantizeFP8 = false
 
     public init(model: String) {
         self.model = model
@@ -22,7 +24,7 @@ public struct RuntimeBenchmark {
     }
 
     func benchmark(emit: (String) -> Void) throws {
-        let loaded = try MoEModel(directory: model)
+        let loaded = try MoEModel(directory: model, dequantizeFP8: dequantizeFP8)
         let config = loaded.config
         let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }
         // Bytes of the weights one decode token reads, as held (f32, bf16 or packed): attention,

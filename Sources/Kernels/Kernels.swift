@@ -75,6 +75,14 @@ public enum Kernels {
             }
             return linearBF16(
                 x, tokens: tokens, weight: w, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
+        case let .fp8(weights):
+            if useReferenceKernels {
+                return referenceLinear(
+                    x, tokens: tokens, weight: matrix.floats, outFeatures: matrix.rows, inFeatures: matrix.columns,
+                    bias: bias)
+            }
+            return linearFP8(
+                x, tokens: tokens, weights: weights, outFeatures: matrix.rows, inFeatures: matrix.columns, bias: bias)
         case let .packed(weights):
             if useReferenceKernels { return referenceLinear(x, tokens: tokens, packed: weights.linear, bias: bias) }
             if let contiguous = weights.contiguous {

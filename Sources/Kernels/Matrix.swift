@@ -9,6 +9,8 @@ public struct Matrix: Sendable {
         case bf16([UInt16])
         /// GPTQ-packed codes, dequantized on the fly by the kernels.
         case packed(PackedWeights)
+        /// Block-scaled FP8 codes (DeepSeek-V3's checkpoints), widened on the fly by the kernels.
+        case fp8(FP8Weights)
     }
 
     public let rows: Int
@@ -31,6 +33,7 @@ public struct Matrix: Sendable {
         case let .f32(values): return values.count * 4
         case let .bf16(values): return values.count * 2
         case let .packed(weights): return weights.linear.byteCount
+        case let .fp8(weights): return weights.byteCount
         }
     }
 
@@ -40,7 +43,7 @@ public struct Matrix: Sendable {
         case let .f32(values): return Array(values[(index * columns)..<((index + 1) * columns)])
         case let .bf16(values):
             return values[(index * columns)..<((index + 1) * columns)].map { Float(bitPattern: UInt32($0) << 16) }
-        case .packed: return Array(floats[(index * columns)..<((index + 1) * columns)])
+        case .packed, .fp8: return Array(floats[(index * columns)..<((index + 1) * columns)])
         }
     }
 
@@ -50,6 +53,7 @@ public struct Matrix: Sendable {
         case let .f32(values): return values
         case let .bf16(values): return values.map { Float(bitPattern: UInt32($0) << 16) }
         case let .packed(weights): return weights.dequantized()
+        case let .fp8(weights): return weights.dequantized(rows: rows, columns: columns)
         }
     }
 }

@@ -21,15 +21,18 @@ public final class MoEModel: @unchecked Sendable {
     static let packedSuffixes = [".qweight", ".qzeros", ".scales", ".g_idx"]
     /// The packed model's `quantization_config`, nil for a float model.
     public let quantization: QuantizationConfig?
-    /// A block-scaled FP8 checkpoint's block shape (nil otherwise): its FP8 linears are
-    /// dequantized to f32 as they are read (docs/FORMATS.md §10).
+    /// A block-scaled FP8 checkpoint's block shape (nil otherwise): its FP8 linears stay FP8 in
+    /// memory and the kernels widen them on the fly, or, with `dequantizeFP8`, become f32 as they
+    /// are read (docs/FORMATS.md §10, docs/ARCHITECTURES.md for the measurement).
     public let fp8: FP8Config?
+    public let dequantizeFP8: Bool
     private let files: CheckpointFiles
     private let map: ArchitectureMap
 
-    public init(directory: String, lazy: Bool = false) throws {
+    public init(directory: String, lazy: Bool = false, dequantizeFP8: Bool = false) throws {
         self.directory = directory
         self.lazy = lazy
+        self.dequantizeFP8 = dequantizeFP8
         config = try MoEModelConfig.read(directory: directory)
         map = ArchitectureMap(config.architecture)
         files = try CheckpointFiles(directory: directory)
@@ -104,11 +107,14 @@ public final class MoEModel: @unchecked Sendable {
         if FP8.table(info.dtype) != nil, let fp8 {
             let scaleName = Self.fp8ScaleName(of: name)
             let scales = try files.file(containing: scaleName)!.floats(scaleName)
-            return Matrix(
-                rows: shape[0], columns: shape[1],
-                floats: FP8.dequantize(
-                    codes: try file.bytes(name), dtype: info.dtype, rows: shape[0], columns: shape[1], scales: scales,
-                    blockRows: fp8.blockRows, blockColumns: fp8.blockColumns))
+            let weights = FP8Weights(
+                codes: Array(try file.bytes(name)), scales: scales, format: info.dtype, blockRows: fp8.blockRows,
+                blockColumns: fp8.blockColumns)
+            if dequantizeFP8 {
+                return Matrix(
+                    rows: shape[0], columns: shape[1], floats: weights.dequantized(rows: shape[0], columns: shape[1]))
+            }
+            return Matrix(rows: shape[0], columns: shape[1], storage: .fp8(weights))
         }
         if info.dtype == .bf16 {
             let raw = try file.bytes(name)
@@ -225,6 +231,7 @@ public final class MoEModel: @unchecked Sendable {
                 switch matrix.storage {
                 case .f32: bits += 32 * Double(count)
                 case .bf16: bits += 16 * Double(count)
+                case .fp8: bits += 8 * Double(count)
                 case let .packed(weights): bits += Double(weights.linear.bits * count)
                 }
             default: continue

@@ -31,6 +31,11 @@ extension PMQ {
             help: "Decode 1-, 2- and 4-bit packed linears with int8 activations (integer dot products; not bit-exact).")
         var int8Activations = false
 
+        @Flag(
+            name: .customLong("fp8-dequantize"),
+            help: "Hold an FP8 checkpoint's linears as f32 (dequantized at load) instead of FP8 widened on the fly.")
+        var fp8Dequantize = false
+
         func run() throws {
             var benchmark = RuntimeBenchmark(model: model)
             benchmark.prefill = prefill
@@ -38,6 +43,7 @@ extension PMQ {
             benchmark.repeats = repeats
             benchmark.skipReference = skipReference
             benchmark.int8Activations = int8Activations
+            benchmark.dequantizeFP8 = fp8Dequantize
             try checkedOptions { try benchmark.run(emit: emit) }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 @testable import ModelFormat
 @testable import MoERuntime
+@testable import Kernels
 import TestSupport
 import Testing
 
@@ -132,5 +133,63 @@ import Testing
                 }
             }
         }
+    }
+}
+
+/// The fused FP8 kernel against the dequantized weights: bit-identical widening, the f32 path's
+/// products (prefill: identical; decode: to rounding), and whole-model logits as when
+/// dequantizing at load.
+@Suite struct FP8KernelTests {
+    @Test(arguments: [TensorDType.f8e4m3, .f8e5m2])
+    func wideningIsExactForEveryFiniteCode(dtype: TensorDType) {
+        let table = FP8.table(dtype)!
+        let codes = (0..<256).map(UInt8.init).filter { table[Int($0)].isFinite }
+        for scale: Float in [1, 0.0123, 3.75e-5, 200] {
+            var widened = [Float](repeating: 0, count: codes.count)
+            codes.withUnsafeBufferPointer { source in
+                widened.withUnsafeMutableBufferPointer { destination in
+                    Kernels.widenFP8(
+                        source.baseAddress!, into: destination.baseAddress!, count: codes.count,
+                        shift: dtype == .f8e4m3 ? 20 : 21,
+                        bias: Float(sign: .plus, exponent: dtype == .f8e4m3 ? 120 : 112, significand: 1), scale: scale)
+                }
+            }
+            #expect(zip(codes, widened).allSatisfy { table[Int($0)] * scale == $1 }, "scale \(scale)")
+        }
+    }
+
+    @Test(arguments: [(1, 40, 24), (3, 130, 70), (4, 300, 17), (9, 256, 129)])
+    func linearMatchesTheDequantizedReference(tokens: Int, inFeatures: Int, outFeatures: Int) {
+        var generator = TestGenerator(state: UInt64(inFeatures))
+        for dtype in [TensorDType.f8e4m3, .f8e5m2] {
+            let finite = (0..<256).filter { FP8.table(dtype)![$0].isFinite }
+            let codes = (0..<(outFeatures * inFeatures)).map { _ in UInt8(finite[generator.int(finite.count)]) }
+            let block = 32
+            let grid = ((outFeatures + block - 1) / block) * ((inFeatures + block - 1) / block)
+            let scales = (0..<grid).map { _ in abs(generator.float()) * 1e-3 + 1e-5 }
+            let weights = FP8Weights(codes: codes, scales: scales, format: dtype, blockRows: block, blockColumns: block)
+            let matrix = Matrix(rows: outFeatures, columns: inFeatures, storage: .fp8(weights))
+            let x = (0..<(tokens * inFeatures)).map { _ in generator.float() }
+            let fused = Kernels.linear(x, tokens: tokens, matrix: matrix)
+            let dense = Kernels.linear(
+                x, tokens: tokens, matrix: Matrix(rows: outFeatures, columns: inFeatures, floats: matrix.floats))
+            if tokens >= 4 {
+                #expect(fused == dense, "\(dtype): prefill widens to the same f32 weights")
+            } else {
+                // Decode applies each block's scale to its partial sum: equal to rounding.
+                let worst = zip(fused, dense).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+                #expect(worst <= Float(inFeatures) * 2e-7, "\(dtype): \(worst)")
+            }
+        }
+    }
+
+    @Test func fusedModelEqualsDequantizedModel() throws {
+        let directory = TestFixtures.tiny.appendingPathComponent("deepseek_v3_fp8").path
+        let fused = try MoEModel(directory: directory)
+        let dequantized = try MoEModel(directory: directory, dequantizeFP8: true)
+        #expect(fused.weightBytes < dequantized.weightBytes / 2)
+        let ids = Array(0..<20).map { ($0 * 13 + 1) % 96 }
+        let a = try ForwardPass(model: fused).logits(ids), b = try ForwardPass(model: dequantized).logits(ids)
+        #expect(zip(a, b).allSatisfy { abs($0 - $1) <= 1e-4 })
     }
 }

@@ -14,6 +14,8 @@ public struct RuntimeBenchmark {
     public var int8Activations = false
     /// Hold FP8 linears as f32 dequantized at load, not FP8 widened by the kernels.
     public var dequantizeFP8 = false
+    /// MLA models: cache the latent (absorbed attention) or every head's expanded key and value.
+    public var latentCache = ForwardPass.latentCacheDefault
 
     public init(model: String) {
         self.model = model
@@ -53,16 +55,18 @@ public struct RuntimeBenchmark {
         }
         let bytesPerWeight = Double(loaded.weightBytes) / Double(loaded.parameterCount)
 
+        var cacheBytesPerPosition = 0
         func measure() throws -> (prefill: Double, decode: Double) {
             var prefillRates: [Double] = [], decodeRates: [Double] = []
             for _ in 0..<max(1, repeats) {
-                let session = ForwardPass(model: loaded)
+                let session = ForwardPass(model: loaded, latentCache: latentCache)
                 var start = ContinuousClock.now
                 _ = try session.logits(tokens)
                 prefillRates.append(Double(prefill) / seconds(since: start))
                 start = ContinuousClock.now
                 for step in 0..<decode { _ = try session.logits([(step * 31) % config.vocabSize]) }
                 decodeRates.append(Double(decode) / seconds(since: start))
+                cacheBytesPerPosition = session.cacheBytes / max(1, session.position)
             }
             return (prefillRates.sorted()[prefillRates.count / 2], decodeRates.sorted()[decodeRates.count / 2])
         }
@@ -98,5 +102,10 @@ public struct RuntimeBenchmark {
                     "peak RSS %.1f MB (weights in memory: %.1f MB, %.2f bytes per weight; a decode token reads "
                     + "%.1f MB)",
                 Double(peakRSS) / 1e6, Double(loaded.weightBytes) / 1e6, bytesPerWeight, bytesPerToken / 1e6))
+        let cacheKind =
+            config.latentAttention == nil ? "keys and values" : latentCache ? "MLA latents" : "MLA expanded heads"
+        emit(
+            "KV cache (\(cacheKind)): \(cacheBytesPerPosition) bytes per position over \(config.layerCount) layers, "
+                + "\(prefill + decode) positions at the end")
     }
 }

@@ -3,9 +3,12 @@ import Kernels
 
 extension ForwardPass {
     /// Causal self-attention with RoPE: grouped-query heads, or DeepSeek's latent attention
-    /// expanded to every head (`ForwardPass+LatentAttention`).
+    /// (`ForwardPass+LatentAttention`), absorbed over a latent cache or expanded to every head.
     func attend(_ x: [Float], count: Int, layer: Int) -> [Float] {
         let config = model.config
+        if latentCache, let latent = config.latentAttention {
+            return absorbedAttention(x, count: count, layer: layer, offset: position, latent: latent)
+        }
         let (q, k, v) = projections(x, count: count, layer: layer, offset: position)
         keyCache[layer] += k
         valueCache[layer] += v

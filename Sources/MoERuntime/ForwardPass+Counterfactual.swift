@@ -15,7 +15,9 @@ extension ForwardPass {
     /// perturbed token are not perturbed: that is the approximation.
     public func counterfactualLayer(_ layer: Int, _ x: inout [Float], count: Int, start: Int = 0) {
         let config = model.config
-        let rowWidth = config.attentionKVHeads * config.keyHeadDim
+        let absorbed = latentCache ? config.latentAttention : nil
+        let rowWidth =
+            absorbed.map { $0.latentRank + $0.ropeDim } ?? config.attentionKVHeads * config.keyHeadDim
         precondition(
             keyCache[layer].count >= (start + count) * rowWidth,
             "counterfactualLayer needs the tokens' keys and values in layer \(layer)'s cache (run forwardLayer first)")
@@ -26,6 +28,10 @@ extension ForwardPass {
             restoreCounts(routed: savedRouted, run: savedRun)
         }
         decoderLayer(layer, &x, count: count) { normed in
+            if let absorbed {
+                return absorbedAttention(
+                    normed, count: count, layer: layer, offset: start, latent: absorbed, counterfactual: true)
+            }
             let (q, k, v) = projections(normed, count: count, layer: layer, offset: start)
             let context = Attention.causal(
                 q: q, keys: keyCache[layer], values: valueCache[layer], count: count, position: start,

@@ -20,18 +20,30 @@ public final class ForwardPass {
     public internal(set) var expertsRun: [Int]
     /// Position of the next token.
     public private(set) var position = 0
-    /// Per layer: keys and values after RoPE, `[position, kvHeads · headDim]`.
+    /// Per layer: keys and values after RoPE, `[position, kvHeads · headDim]`. Under MLA with
+    /// `latentCache`, `keyCache` holds each position's normed latent and rotary key
+    /// `[position, latentRank + ropeDim]` and `valueCache` stays empty.
     var keyCache: [[Float]]
     var valueCache: [[Float]]
+    /// MLA models: cache the latent and absorb `kv_b_proj` into queries and outputs (true), or
+    /// cache every head's expanded key and value (docs/ARCHITECTURES.md measures both).
+    public var latentCache: Bool
+    /// Eager MLA models with `latentCache`: each layer's `kv_b_proj` split per head, as the
+    /// absorbed attention uses it (`ForwardPass+LatentAttention`).
+    var absorbedWeights: [Int: AbsorbedWeights] = [:]
 
-    public init(model: MoEModel, observer: RouterObserver? = nil) {
+    public init(model: MoEModel, observer: RouterObserver? = nil, latentCache: Bool = ForwardPass.latentCacheDefault) {
         self.model = model
         self.observer = observer
+        self.latentCache = latentCache
         keyCache = Array(repeating: [], count: model.config.layerCount)
         valueCache = Array(repeating: [], count: model.config.layerCount)
         tokensRouted = Array(repeating: 0, count: model.config.layerCount)
         expertsRun = Array(repeating: 0, count: model.config.layerCount)
     }
+
+    /// Bytes the KV cache holds now (all layers).
+    public var cacheBytes: Int { 4 * (keyCache.reduce(0) { $0 + $1.count } + valueCache.reduce(0) { $0 + $1.count }) }
 
     /// Zeroes `tokensRouted` and `expertsRun`.
     public func resetCounts() {

@@ -36,6 +36,11 @@ extension PMQ {
             help: "Hold an FP8 checkpoint's linears as f32 (dequantized at load) instead of FP8 widened on the fly.")
         var fp8Dequantize = false
 
+        @Flag(
+            name: .customLong("expanded-kv-cache"),
+            help: "MLA models: cache every head's expanded key and value instead of the latent.")
+        var expandedKVCache = false
+
         func run() throws {
             var benchmark = RuntimeBenchmark(model: model)
             benchmark.prefill = prefill
@@ -44,6 +49,7 @@ extension PMQ {
             benchmark.skipReference = skipReference
             benchmark.int8Activations = int8Activations
             benchmark.dequantizeFP8 = fp8Dequantize
+            benchmark.latentCache = !expandedKVCache
             try checkedOptions { try benchmark.run(emit: emit) }
         }
     }

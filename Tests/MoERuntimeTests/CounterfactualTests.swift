@@ -6,7 +6,7 @@ import Testing
 /// `counterfactualLayer`: every row equals what the ordinary decode path gives that token when
 /// only its own input to the layer differs (the tokens before it as they were).
 @Suite struct CounterfactualTests {
-    @Test(arguments: ["mixtral", "qwen2_moe"])
+    @Test(arguments: ["mixtral", "qwen2_moe", "deepseek_v3", "deepseek_v2"])
     func eachRowIsThatTokensDecodeWithOnlyItsInputChanged(architecture: String) throws {
         let model = try MoEModel(directory: ForwardPassTests.fixtures.appendingPathComponent(architecture).path)
         let config = model.config

@@ -31,11 +31,12 @@ import Testing
         a.count == b.count ? zip(a, b).map { abs($0 - $1) }.max() ?? 0 : .infinity
     }
 
-    @Test(arguments: names)
-    func prefillLogitsAndRoutingMatchTransformers(name: String) throws {
+    /// Both KV caches: the latent one (absorbed attention) and every head's expanded keys and values.
+    @Test(arguments: names, [true, false])
+    func prefillLogitsAndRoutingMatchTransformers(name: String, latentCache: Bool) throws {
         let (model, reference, ids) = try Self.fixture(name)
         let recorder = Recorder()
-        let logits = try ForwardPass(model: model, observer: recorder).logits(ids)
+        let logits = try ForwardPass(model: model, observer: recorder, latentCache: latentCache).logits(ids)
         let difference = Self.worst(logits, try reference.floats("logits"))
         #expect(difference <= Self.logitTolerance, "max |Δlogit| = \(difference)")
         let routing = try reference.bytes("routing").bindMemory(to: Int32.self).map { Int($0) }
@@ -54,15 +55,23 @@ import Testing
         }
     }
 
-    @Test(arguments: names)
-    func stepByStepDecodeMatchesTransformers(name: String) throws {
+    @Test(arguments: names, [true, false])
+    func stepByStepDecodeMatchesTransformers(name: String, latentCache: Bool) throws {
         let (model, reference, ids) = try Self.fixture(name)
-        let session = ForwardPass(model: model)
+        let session = ForwardPass(model: model, latentCache: latentCache)
         var logits = try session.logits(Array(ids.prefix(3)))
         for token in ids.dropFirst(3) { logits += try session.logits([token]) }
         let difference = Self.worst(logits, try reference.floats("logits"))
         #expect(difference <= Self.logitTolerance, "max |Δlogit| = \(difference)")
+        #expect(
+            session.keyCache[1].count == ids.count * (latentCache ? latentRowWidth(model) : expandedRowWidth(model)))
     }
+
+    func latentRowWidth(_ model: MoEModel) -> Int {
+        model.config.latentAttention!.latentRank + model.config.latentAttention!.ropeDim
+    }
+
+    func expandedRowWidth(_ model: MoEModel) -> Int { model.config.attentionHeads * model.config.keyHeadDim }
 
     @Test(arguments: names)
     func perplexityMatchesTransformersLogits(name: String) throws {

@@ -51,7 +51,6 @@ public final class MoEModel: @unchecked Sendable {
                 }
                 packed[role] = (module, width.bits, width.groupSize)
                 shapes[role] = shape
-                if !lazy { matrices[role] = try load(role) }
                 for suffix in Self.packedSuffixes where files.file(containing: module + suffix) != nil {
                     used.insert(module + suffix)
                 }
@@ -72,7 +71,6 @@ public final class MoEModel: @unchecked Sendable {
                         file: file.path, "tensor \(name) is \(info.dtype.rawValue), expected F32, F16 or BF16")
                 }
                 shapes[role] = shape
-                if !lazy { matrices[role] = try load(role) }
             } else {
                 vectors[role] = try file.floats(name, shape: shape)
             }
@@ -88,7 +86,48 @@ public final class MoEModel: @unchecked Sendable {
                     + "\(leftover.sorted().first!)"
             )
         }
-        if !lazy { files.releaseAll() }
+        if !lazy {
+            let needed = try heldBytes()
+            let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+            if physical > 0, needed > physical {
+                throw ModelFormatError(
+                    file: directory,
+                    String(
+                        format: "holding the weights needs %.1f GB but this machine has %.1f GB of memory "
+                            + "(profile, quantize and otp train read one layer at a time)",
+                        Double(needed) / 1e9, Double(physical) / 1e9))
+            }
+            for (role, _) in map.expectedTensors(config) where shapes[role] != nil {
+                matrices[role] = try load(role)
+                releasePages(role) // copied: the mapped pages need not stay resident beside the copy
+            }
+            files.releaseAll()
+        }
+    }
+
+    /// The bytes the matrices take once loaded: packed tensors as stored, bf16 2 per weight, FP8 1 (4 if
+    /// dequantized) plus its scales, F16 and F32 4.
+    private func heldBytes() throws -> Int {
+        var total = 0
+        for (role, shape) in shapes {
+            let count = shape[0] * shape[1]
+            if let source = packed[role] {
+                for suffix in Self.packedSuffixes {
+                    if let file = files.file(containing: source.module + suffix) {
+                        total += try file.info(source.module + suffix).dataRange.count
+                    }
+                }
+                continue
+            }
+            let name = map.name(role)
+            let dtype = try files.file(containing: name)!.info(name).dtype
+            switch dtype {
+            case .bf16: total += 2 * count
+            case .f8e4m3, .f8e5m2: total += dequantizeFP8 ? 4 * count : count
+            default: total += 4 * count
+            }
+        }
+        return total
     }
 
     /// Reads one matrix from the checkpoint: bf16 stays bf16, F16/F32 become f32.
@@ -171,15 +210,20 @@ public final class MoEModel: @unchecked Sendable {
         guard lazy else { return }
         for role in shapes.keys where role.layer == layer {
             matrices[role] = nil
-            if let source = packed[role] {
-                for suffix in Self.packedSuffixes {
-                    files.file(containing: source.module + suffix)?.release(source.module + suffix)
-                }
-            } else {
-                let name = map.name(role)
-                files.file(containing: name)?.release(name)
-                files.file(containing: Self.fp8ScaleName(of: name))?.release(Self.fp8ScaleName(of: name))
+            releasePages(role)
+        }
+    }
+
+    /// Drops the checkpoint pages `role`'s matrix was read from (and its packed companions or FP8 scales).
+    private func releasePages(_ role: TensorRole) {
+        if let source = packed[role] {
+            for suffix in Self.packedSuffixes {
+                files.file(containing: source.module + suffix)?.release(source.module + suffix)
             }
+        } else {
+            let name = map.name(role)
+            files.file(containing: name)?.release(name)
+            files.file(containing: Self.fp8ScaleName(of: name))?.release(Self.fp8ScaleName(of: name))
         }
     }
 

@@ -234,7 +234,8 @@ public struct PackedCheckpoint: Sendable {
     /// added as its last member. Splicing text rather than re-encoding keeps the source's numbers
     /// as written: a JSON round trip turns `0.0` into `0`, and transformers then rejects
     /// `router_jitter_noise: 0` ("expected float, got int"). A source that already declares a
-    /// `quantization_config` has it replaced through a JSON round trip instead.
+    /// `quantization_config` (an FP8 checkpoint) has that member cut out of the text first; only
+    /// text that cannot be cut goes through a JSON round trip instead.
     public func config() throws -> (text: Data, quantization: [String: Any]) {
         guard var object = (try? JSONSerialization.jsonObject(with: sourceConfig)) as? [String: Any] else {
             throw PackedFormatError(tensor: nil, "the source config.json is not a JSON object")
@@ -243,8 +244,10 @@ public struct PackedCheckpoint: Sendable {
         let quantization = try quantizationConfig()
         object["quantization_config"] = quantization
         let options: JSONSerialization.WritingOptions = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        guard !declared, let source = String(data: sourceConfig, encoding: .utf8), let close = source.lastIndex(of: "}")
-        else {
+        var text = String(data: sourceConfig, encoding: .utf8)
+        // An FP8 source's own quantization_config is cut out of the text, which keeps the rest as written.
+        if declared { text = text.flatMap { Self.removingMember("quantization_config", from: $0) } }
+        guard let source = text, let close = source.lastIndex(of: "}") else {
             return (
                 try JSONSerialization.data(withJSONObject: object, options: options) + Data("\n".utf8), quantization
             )
@@ -257,15 +260,72 @@ public struct PackedCheckpoint: Sendable {
                 decoding: try JSONSerialization.data(withJSONObject: quantization, options: options), as: UTF8.self
             )
             .replacingOccurrences(of: "\n", with: "\n  ")
-        let text = head + (head.hasSuffix("{") ? "" : ",") + "\n  " + member + "\n}\n"
+        let written = head + (head.hasSuffix("{") ? "" : ",") + "\n  " + member + "\n}\n"
         // What is written must parse to the same object.
-        guard let reparsed = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+        guard let reparsed = try? JSONSerialization.jsonObject(with: Data(written.utf8)) as? [String: Any],
             reparsed.keys.sorted() == object.keys.sorted()
         else {
             throw PackedFormatError(
                 tensor: nil, "the source config.json could not be extended with quantization_config")
         }
-        return (Data(text.utf8), quantization)
+        return (Data(written.utf8), quantization)
+    }
+
+    /// `text`, a JSON object, without its top-level member `key` (and the comma that separated it);
+    /// nil when the member is not found at the top level.
+    static func removingMember(_ key: String, from text: String) -> String? {
+        let bytes = Array(text.utf8)
+        var depth = 0, index = 0
+        var lastComma: Int?
+        var memberStart: Int?
+        func skipString(_ start: Int) -> Int { // index just past the closing quote
+            var i = start + 1
+            while i < bytes.count, bytes[i] != UInt8(ascii: "\"") { i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1 }
+            return i + 1
+        }
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                let end = skipString(index)
+                if depth == 1, memberStart == nil, end <= bytes.count,
+                    String(decoding: bytes[(index + 1)..<(end - 1)], as: UTF8.self) == key
+                {
+                    var colon = end
+                    while colon < bytes.count,
+                        bytes[colon] == UInt8(ascii: " ") || bytes[colon] == 10
+                            || bytes[colon] == 13 || bytes[colon] == 9
+                    {
+                        colon += 1
+                    }
+                    if colon < bytes.count, bytes[colon] == UInt8(ascii: ":") { memberStart = index }
+                }
+                index = end
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if depth == 1, let start = memberStart {
+                    // The member was the last one: drop the comma before it.
+                    let from = lastComma.flatMap { $0 < start ? $0 : nil } ?? start
+                    return String(decoding: bytes[..<from] + bytes[index...], as: UTF8.self)
+                }
+                depth -= 1
+            case UInt8(ascii: ","):
+                if depth == 1 {
+                    if let start = memberStart {
+                        let prefix = lastComma.flatMap { $0 < start ? $0 : nil }
+                        // Drop the member with the comma before it, or, first member, the comma after it.
+                        return prefix.map { String(decoding: bytes[..<$0] + bytes[index...], as: UTF8.self) }
+                            ?? String(decoding: bytes[..<start] + bytes[(index + 1)...], as: UTF8.self)
+                    }
+                    lastComma = index
+                }
+            default: break
+            }
+            index += 1
+        }
+        return nil
     }
 
     // MARK: shards

@@ -171,6 +171,31 @@ import Testing
         #expect(separate?["quant_method"] as? String == "gptq")
     }
 
+    /// An FP8 source's `quantization_config` is cut out of the text wherever it stands (first, middle,
+    /// last, only member), the rest kept as written, the GPTQ one added last.
+    @Test(arguments: [
+        (
+            "{\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}, \"a\": 1.0}",
+            "{ \"a\": 1.0"
+        ),
+        (
+            "{\"a\": 1.0, \"quantization_config\": {\"quant_method\": \"fp8\", \"x\": \"}\\\",\"}, \"b\": [0.0, 2]}",
+            "{\"a\": 1.0, \"b\": [0.0, 2]"
+        ),
+        ("{\"a\": 1.0,\n  \"quantization_config\" : {\"quant_method\": \"fp8\"}\n}", "{\"a\": 1.0"),
+        ("{\"quantization_config\": {}}", "{"),
+    ])
+    func configReplacesAnFP8QuantizationConfigInPlace(source: String, kept: String) throws {
+        #expect(PackedCheckpoint.removingMember("quantization_config", from: source).map { $0.hasPrefix(kept) } == true)
+        var checkpoint = Self.checkpoint(options: .init())
+        checkpoint.sourceConfig = Data(source.utf8)
+        let (text, _) = try checkpoint.config()
+        let written = String(decoding: text, as: UTF8.self)
+        #expect(written.hasPrefix(kept) && !written.contains("fp8"), "\(written)")
+        let config = try #require(try JSONSerialization.jsonObject(with: text) as? [String: Any])
+        #expect((config["quantization_config"] as? [String: Any])?["quant_method"] as? String == "gptq")
+    }
+
     @Test func configDeclaresDefaultsAndEveryDifferingModule() throws {
         let parent = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: parent) }

@@ -44,6 +44,9 @@ import Testing
             try JSONSerialization.jsonObject(
                 with: Data(contentsOf: URL(fileURLWithPath: directory + "/packed/config.json")))
                 as? [String: Any])
+        // The source's numbers as written: its fp8 quantization_config is cut out of the text, not re-encoded.
+        let text = try String(contentsOfFile: directory + "/packed/config.json", encoding: .utf8)
+        #expect(text.contains("\"routed_scaling_factor\": 1.") && !text.contains("fp8"))
         let quantization = try #require(config["quantization_config"] as? [String: Any])
         #expect(quantization["quant_method"] as? String == "gptq")
         let dynamic = try #require(quantization["dynamic"] as? [String: Any])

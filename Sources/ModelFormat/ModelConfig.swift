@@ -118,7 +118,7 @@ public struct MoEModelConfig: Sendable, Equatable {
         }
         let fields = ConfigFields(object: object, file: file)
         let modelType = try fields.string("model_type")
-        guard let architecture = MoEArchitecture(rawValue: modelType) else {
+        guard let architecture = MoEArchitecture(rawValue: modelType) ?? MoEArchitecture.aliases[modelType] else {
             throw ModelFormatError(
                 file: file,
                 "unsupported architecture '\(modelType)' (pmq reads "

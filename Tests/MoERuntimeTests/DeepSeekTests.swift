@@ -98,6 +98,14 @@ import Testing
         let v3 = try Self.fixture("deepseek_v3").model.config
         #expect(v3.latentAttention?.queryRank == 24 && v3.routing.correctionBias && v3.trailingLayers == 1)
         #expect(v3.routing.scale == 2.5 && v3.routing.groupScore == .topTwoSum && v3.routing.scoring == .sigmoid)
+        // Kimi-K2's config.json says kimi_k2 and is read as DeepSeek-V3.
+        var object =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: TestFixtures.tiny.appendingPathComponent("deepseek_v3/config.json")))
+            as! [String: Any]
+        object["model_type"] = "kimi_k2"
+        let kimi = try MoEModelConfig.parse(try JSONSerialization.data(withJSONObject: object), file: "config.json")
+        #expect(kimi == v3)
         let fp8 = try Self.fixture("deepseek_v3_fp8").model
         #expect(fp8.fp8 == FP8Config(blockRows: 16, blockColumns: 16, file: fp8.fp8!.file))
         #expect(fp8.config.latentAttention?.interleaved == false && fp8.config.routing.groups == 1)

@@ -10,6 +10,10 @@ public enum MoEArchitecture: String, Sendable, CaseIterable {
     case deepseekV2 = "deepseek_v2"
     case deepseekV3 = "deepseek_v3"
 
+    /// Other `model_type`s that are one of these: Kimi-K2's config says `kimi_k2` and loads as
+    /// `DeepseekV3ForCausalLM`.
+    static let aliases: [String: MoEArchitecture] = ["kimi_k2": .deepseekV3]
+
     var definition: any ArchitectureDefinition.Type {
         switch self {
         case .mixtral: return Mixtral.self

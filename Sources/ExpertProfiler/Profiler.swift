@@ -59,9 +59,12 @@ public struct Profiler {
     /// The width layers are quantized at to measure their sensitivity.
     public var referenceWidth: Int {
         if let width = options.sensitivityWidth { return width }
-        let sorted = options.widths.sorted()
+        let sorted = quantizedWidths
         return sorted.first { $0 >= 2 } ?? sorted[0]
     }
+
+    /// The candidate widths GPTQ runs at: all but width 0 (removal), ascending.
+    var quantizedWidths: [Int] { options.widths.filter { $0 != Profile.removalWidth }.sorted() }
 
     public init(model: MoEModel, options: Options) {
         self.model = model
@@ -111,7 +114,7 @@ public struct Profiler {
                     finished.append(saved)
                     if let stored = try checkpoint?.loadReference(layer: layer) {
                         var packed = [referenceWidth: referenceRoles(layer: layer, stored)]
-                        for width in options.widths where width != referenceWidth && options.sensitivityCurve {
+                        for width in quantizedWidths where width != referenceWidth && options.sensitivityCurve {
                             guard let other = try checkpoint?.loadReference(layer: layer, width: width) else { break }
                             packed[width] = referenceRoles(layer: layer, other)
                         }
@@ -143,13 +146,13 @@ public struct Profiler {
         }
         // Layer sensitivity needs the whole model's forward pass: whole-model runs only.
         let sensitivityWindows = min(options.sensitivityWindows, windows)
-        if sensitivityWindows > 0, options.widths.contains(referenceWidth), range == 0..<config.layerCount,
+        if sensitivityWindows > 0, quantizedWidths.contains(referenceWidth), range == 0..<config.layerCount,
             targets.allSatisfy({ packedLayers[$0]?[referenceWidth] != nil })
         {
             // The whole curve when every layer's experts are at hand at every width.
             let widths =
-                targets.allSatisfy { packedLayers[$0]!.count == options.widths.count }
-                ? options.widths.sorted() : [referenceWidth]
+                targets.allSatisfy { packedLayers[$0]!.count == quantizedWidths.count }
+                ? quantizedWidths : [referenceWidth]
             var variants: [LayerSensitivity.Variant] = []
             for layer in targets {
                 for width in widths {
@@ -173,7 +176,7 @@ public struct Profiler {
         // The directory as the user named it ("examples/model"), not just its last component.
         let name = model.directory.hasSuffix("/") ? String(model.directory.dropLast()) : model.directory
         return Profile(
-            model: .init(name: name, architecture: config.architecture.rawValue),
+            model: .init(name: name, architecture: config.architecture.rawValue, topK: config.routing.topK),
             calibration: .init(tokens: windows * options.sequenceLength, description: description),
             widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
             seconds: seconds(since: runStart))
@@ -205,6 +208,9 @@ public struct Profiler {
                 groupSize: options.groupSize, blockSize: 128, dampening: options.dampening,
                 actOrder: options.actOrder, clipSearch: options.clipSearch))
         let hidden = config.hiddenSize, width = config.expertIntermediateSize
+        let removal =
+            options.widths.contains(Profile.removalWidth)
+            ? RemovalError.measure(model: model, layer: layer, statistics: statistics) : nil
         var experts: [Profile.Expert] = []
         for expert in 0..<config.expertCount {
             let reached = statistics.frequency[expert] > 0
@@ -213,7 +219,7 @@ public struct Profiler {
             var outputErrors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
             // Gate, up, down: each at every width from one Cholesky factor.
-            let widths = options.widths.sorted()
+            let widths = quantizedWidths
             let linears = try zip(TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH]).map {
                 role, hessian in
                 let weight = model.matrix(role)
@@ -226,6 +232,20 @@ public struct Profiler {
             }
             let sample = OutputErrorSample(statistics, expert: expert)
             let floatOutput = sample.map { $0.output(linears.map(\.1)) }
+            if let removal {
+                // Width 0: the weight-space error of losing the expert's output (Ŵ = 0), and the
+                // output error of removing it with its tokens rerouted (`RemovalError`).
+                let lost = zip(linears, [inputH, inputH, downH]).reduce(0.0) { total, entry in
+                    let weight = entry.0.1
+                    return total
+                        + GPTQ.outputError(
+                            weight.floats, [Float](repeating: 0, count: weight.rows * weight.columns),
+                            rows: weight.rows, columns: weight.columns, hessian: entry.1)
+                }
+                errors.append((Profile.removalWidth, max(0, lost)))
+                bytes.append((Profile.removalWidth, 0))
+                if sample != nil { outputErrors.append((Profile.removalWidth, removal[expert] ?? 0)) }
+            }
             for (position, bits) in widths.enumerated() {
                 let e = linears.reduce(0) { $0 + $1.2[position].error }
                 if let sample, let floatOutput {

@@ -14,8 +14,10 @@ extension ForwardPass {
         let logits = Kernels.linear(x, tokens: count, matrix: model.matrix(.router(layer: layer)))
         var assigned = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         let bias = config.routing.correctionBias ? model.weight(.routerBias(layer: layer)) : nil
+        let removed = model.removedMasks[layer]
         for t in 0..<count {
-            let routed = Routing.route(logits[(t * experts)..<((t + 1) * experts)], rule: config.routing, bias: bias)
+            let routed = Routing.route(
+                logits[(t * experts)..<((t + 1) * experts)], rule: config.routing, bias: bias, removed: removed)
             let probabilities = routed.scores, chosen = routed.experts
             var weights = routed.weights
             observer?.routed(layer: layer, token: t, probabilities: probabilities, experts: chosen, weights: weights)

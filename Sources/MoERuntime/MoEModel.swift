@@ -26,6 +26,18 @@ public final class MoEModel: @unchecked Sendable {
     /// are read (docs/FORMATS.md §10, docs/ARCHITECTURES.md for the measurement).
     public let fp8: FP8Config?
     public let dequantizeFP8: Bool
+    /// Experts removed (width 0) per layer: absent from the checkpoint and masked in the router
+    /// (`Routing.route`). Read from a packed model's `quantization_config.pmq.removed_experts`;
+    /// the quantizer sets it as it removes experts, so that later layers calibrate without them.
+    public var removedExperts: [Int: Set<Int>] = [:] {
+        didSet { removedMasks = Self.masks(removedExperts, experts: config.expertCount) }
+    }
+    /// Per layer with removals: true for a removed expert.
+    public private(set) var removedMasks: [Int: [Bool]] = [:]
+
+    static func masks(_ removed: [Int: Set<Int>], experts: Int) -> [Int: [Bool]] {
+        removed.filter { !$0.value.isEmpty }.mapValues { set in (0..<experts).map { set.contains($0) } }
+    }
     private let files: CheckpointFiles
     private let map: ArchitectureMap
 
@@ -38,8 +50,29 @@ public final class MoEModel: @unchecked Sendable {
         files = try CheckpointFiles(directory: directory)
         quantization = try QuantizationConfig.read(directory: directory)
         fp8 = try FP8Config.read(directory: directory)
+        if let quantization, !quantization.removedExperts.isEmpty {
+            let field = "quantization_config.pmq.removed_experts"
+            for (layer, experts) in quantization.removedExperts {
+                guard (0..<config.layerCount).contains(layer), config.moeLayers[layer] else {
+                    throw ModelFormatError(file: quantization.file, "\(field).\(layer): not an MoE layer of this model")
+                }
+                guard experts.allSatisfy({ $0 < config.expertCount }) else {
+                    throw ModelFormatError(
+                        file: quantization.file, "\(field).\(layer): expert index ≥ \(config.expertCount) experts")
+                }
+                guard config.expertCount - experts.count >= config.routing.topK else {
+                    throw ModelFormatError(
+                        file: quantization.file,
+                        "\(field).\(layer): removes \(experts.count) of \(config.expertCount) experts, leaving fewer than "
+                            + "the \(config.routing.topK) a token needs")
+                }
+            }
+            removedExperts = quantization.removedExperts.mapValues(Set.init)
+            removedMasks = Self.masks(removedExperts, experts: config.expertCount)
+        }
+        let removed = removedExperts
         var used = Set<String>()
-        for (role, shape) in map.expectedTensors(config) {
+        for (role, shape) in map.expectedTensors(config) where !Self.isRemoved(role, removed) {
             let name = map.name(role), module = map.moduleName(role)
             if shape.count == 2, files.file(containing: name) == nil, let quantization, module != name,
                 files.file(containing: module + ".qweight") != nil
@@ -97,7 +130,7 @@ public final class MoEModel: @unchecked Sendable {
                             + "(profile, quantize and otp train read one layer at a time)",
                         Double(needed) / 1e9, Double(physical) / 1e9))
             }
-            for (role, _) in map.expectedTensors(config) where shapes[role] != nil {
+            for (role, _) in map.expectedTensors(config) where shapes[role] != nil && matrices[role] == nil {
                 matrices[role] = try load(role)
                 releasePages(role) // copied: the mapped pages need not stay resident beside the copy
             }
@@ -166,6 +199,13 @@ public final class MoEModel: @unchecked Sendable {
             return Matrix(rows: shape[0], columns: shape[1], storage: .bf16(bits))
         }
         return Matrix(rows: shape[0], columns: shape[1], floats: try file.floats(name, shape: shape))
+    }
+
+    static func isRemoved(_ role: TensorRole, _ removed: [Int: Set<Int>]) -> Bool {
+        switch role {
+        case let .expertGate(l, e), let .expertUp(l, e), let .expertDown(l, e): return removed[l]?.contains(e) == true
+        default: return false
+        }
     }
 
     /// `….weight` → `….weight_scale_inv`.

@@ -14,16 +14,23 @@ public enum Routing {
 
     /// `logits` of every expert → the scores (what the observer and the pruners see as the
     /// router's probabilities), the chosen experts (best first) and their weights.
+    /// `removed` (width 0): those experts are gone from the model, as if their router rows were
+    /// deleted: their logits are −∞ before scoring (a softmax renormalises over the rest), they are
+    /// never chosen, and the top-k is filled from the remaining experts, ignoring the group limit
+    /// when the kept groups no longer hold k of them.
     public static func route(
-        _ logits: ArraySlice<Float>, rule: RoutingRule, bias: [Float]? = nil
+        _ logits: ArraySlice<Float>, rule: RoutingRule, bias: [Float]? = nil, removed: [Bool]? = nil
     ) -> (scores: [Float], experts: [Int], weights: [Float]) {
         var scores = Array(logits)
+        if let removed { for i in scores.indices where removed[i] { scores[i] = -.infinity } }
         switch rule.scoring {
         case .softmax: Kernels.softmax(&scores)
         case .sigmoid: for i in scores.indices { scores[i] = Kernels.sigmoid(scores[i]) }
         }
         var choice = scores
         if rule.correctionBias, let bias { for i in choice.indices { choice[i] += bias[i] } }
+        if let removed { for i in choice.indices where removed[i] { choice[i] = -.infinity } }
+        let unlimited = choice
         if rule.groups > 1 {
             let size = choice.count / rule.groups
             let groupScores = (0..<rule.groups).map { g -> Float in
@@ -40,7 +47,12 @@ public enum Routing {
                 for i in (g * size)..<((g + 1) * size) { choice[i] = -.infinity }
             }
         }
-        let chosen = rule.groups > 1 || rule.correctionBias ? topK(choice, k: rule.topK) : topK(scores, k: rule.topK)
+        var chosen =
+            rule.groups > 1 || rule.correctionBias || removed != nil
+            ? topK(choice, k: rule.topK) : topK(scores, k: rule.topK)
+        if removed != nil, chosen.contains(where: { choice[$0] == -.infinity }) {
+            chosen = topK(unlimited, k: rule.topK)
+        }
         var weights = chosen.map { scores[$0] }
         if rule.normalizeTopK {
             let sum = weights.reduce(0, +)

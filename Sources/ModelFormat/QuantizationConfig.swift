@@ -21,6 +21,8 @@ public struct QuantizationConfig: Sendable, Equatable {
     public var descAct: Bool
     public var checkpointFormat: String
     public var rules: [Rule]
+    /// Experts removed at packing (width 0), by decoder layer: `pmq.removed_experts` (docs/FORMATS.md §5).
+    public var removedExperts: [Int: [Int]] = [:]
     public let file: String
 
     /// `nil` when `config.json` has no `quantization_config` (a float model) or an FP8 one (`FP8Config`).
@@ -79,9 +81,28 @@ public struct QuantizationConfig: Sendable, Equatable {
         }
         let descAct = (section["desc_act"] as? Bool) ?? false
         let format = section["checkpoint_format"] as? String ?? "gptq"
+        var removed: [Int: [Int]] = [:]
+        if let pmq = section["pmq"] as? [String: Any], let map = pmq["removed_experts"] {
+            let field = "quantization_config.pmq.removed_experts"
+            guard let map = map as? [String: Any] else {
+                throw ModelFormatError(file: path, "\(field): expected an object of layer → expert list")
+            }
+            for (key, value) in map {
+                guard let layer = Int(key), layer >= 0 else {
+                    throw ModelFormatError(file: path, "\(field): key \"\(key)\" is not a layer index")
+                }
+                let experts = (value as? [Any] ?? []).compactMap(SafeTensorsHeader.exactInt)
+                guard let list = value as? [Any], experts.count == list.count, experts.allSatisfy({ $0 >= 0 }),
+                    Set(experts).count == experts.count
+                else {
+                    throw ModelFormatError(file: path, "\(field).\(key): expected a list of distinct expert indices")
+                }
+                removed[layer] = experts.sorted()
+            }
+        }
         return QuantizationConfig(
             method: method, bits: bits, groupSize: groupSize, descAct: descAct,
-            checkpointFormat: format, rules: rules, file: path)
+            checkpointFormat: format, rules: rules, removedExperts: removed, file: path)
     }
 
     /// Width and group size of `module` (e.g. `model.layers.0.block_sparse_moe.experts.3.w1`), or

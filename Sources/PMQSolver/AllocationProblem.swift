@@ -78,14 +78,27 @@ public struct AllocationProblem: Sendable {
         case bits, bytes
     }
 
+    /// At least `minimum` of `items` at one of `widths`: MC-MoE's diversity rule (one expert at
+    /// width w, `minimum` 1) and the removal limit (at least top-k experts of a layer kept: at a
+    /// width other than 0).
     public struct DiversityRow: Sendable {
         public var items: [Int]
-        public var width: Int
+        public var widths: Set<Int>
+        public var minimum: Int
         public var label: String
         public init(items: [Int], width: Int, label: String) {
+            self.init(items: items, widths: [width], minimum: 1, label: label)
+        }
+        public init(items: [Int], widths: Set<Int>, minimum: Int, label: String) {
             self.items = items
-            self.width = width
+            self.widths = widths
+            self.minimum = minimum
             self.label = label
+        }
+
+        /// The items of the row the choice puts at one of its widths.
+        func count(_ choice: Choice, _ items: [Item]) -> Int {
+            self.items.reduce(0) { $0 + (widths.contains(items[$1].options[choice[$1]].width) ? 1 : 0) }
         }
     }
 
@@ -124,10 +137,7 @@ public struct AllocationProblem: Sendable {
         guard choice.count == items.count else { return false }
         for (item, option) in zip(items, choice) where !item.options.indices.contains(option) { return false }
         for row in budgetRows where !row.capacity.admits(rowWeight(row, choice)) { return false }
-        for row in diversityRows where !row.items.contains(where: { items[$0].options[choice[$0]].width == row.width })
-        {
-            return false
-        }
+        for row in diversityRows where row.count(choice, items) < row.minimum { return false }
         return true
     }
 
@@ -191,17 +201,19 @@ public struct AllocationProblem: Sendable {
         for index in items.indices {
             let item = items[index]
             let current = item.options[result[index]]
-            // Leaving `current.width` must not empty a diversity row that needs it.
-            let pinned = rowsOfItem[index].contains { rowIndex in
-                let row = diversityRows[rowIndex]
-                return row.width == current.width
-                    && !row.items.contains {
-                        $0 != index && items[$0].options[result[$0]].width == row.width
-                    }
+            // Leaving `current.width` for `width` must not take a row below its minimum.
+            func allowed(_ width: Int) -> Bool {
+                !rowsOfItem[index].contains { rowIndex in
+                    let row = diversityRows[rowIndex]
+                    return row.widths.contains(current.width) && !row.widths.contains(width)
+                        && row.count(result, items) <= row.minimum
+                }
             }
-            if pinned { continue }
             let lighter = item.options.indices
-                .filter { item.options[$0].weight < current.weight && item.options[$0].cost <= current.cost }
+                .filter {
+                    item.options[$0].weight < current.weight && item.options[$0].cost <= current.cost
+                        && allowed(item.options[$0].width)
+                }
                 .min { item.options[$0].weight < item.options[$1].weight }
             if let lighter { result[index] = lighter }
         }

@@ -49,7 +49,7 @@ enum CbcBackend {
             columns += item.options.count
         }
 
-        // Rows: items (= 1), budget rows (≤), diversity rows (≥ 1).
+        // Rows: items (= 1), budget rows (≤), diversity and removal-limit rows (≥ minimum).
         let budgetBase = items.count
         let diversityBase = budgetBase + problem.budgetRows.count
         let rowCount = diversityBase + problem.diversityRows.count
@@ -57,10 +57,10 @@ enum CbcBackend {
         for (row, budget) in problem.budgetRows.enumerated() {
             for index in budget.items { budgetRowOf[index] = Int32(budgetBase + row) }
         }
-        var diversityRowsOf = [[(row: Int32, width: Int)]](repeating: [], count: items.count)
+        var diversityRowsOf = [[(row: Int32, widths: Set<Int>)]](repeating: [], count: items.count)
         for (row, diversity) in problem.diversityRows.enumerated() {
             for index in diversity.items {
-                diversityRowsOf[index].append((Int32(diversityBase + row), diversity.width))
+                diversityRowsOf[index].append((Int32(diversityBase + row), diversity.widths))
             }
         }
 
@@ -92,7 +92,7 @@ enum CbcBackend {
                     indices.append(budgetRow)
                     values.append(Double(option.weight) / rowScale[Int(budgetRow) - budgetBase])
                 }
-                for (row, width) in diversityRowsOf[itemIndex] where width == option.width {
+                for (row, widths) in diversityRowsOf[itemIndex] where widths.contains(option.width) {
                     indices.append(row); values.append(1)
                 }
                 objective.append(option.cost / costScale)
@@ -105,7 +105,10 @@ enum CbcBackend {
             rowLower[budgetBase + row] = -Double.greatestFiniteMagnitude
             rowUpper[budgetBase + row] = budget.capacity.value / rowScale[row] - tightening
         }
-        for row in diversityBase..<rowCount { rowUpper[row] = Double.greatestFiniteMagnitude }
+        for (row, diversity) in problem.diversityRows.enumerated() {
+            rowLower[diversityBase + row] = Double(diversity.minimum)
+            rowUpper[diversityBase + row] = Double.greatestFiniteMagnitude
+        }
         let columnLower = [Double](repeating: 0, count: columns)
         let columnUpper = [Double](repeating: 1, count: columns)
 

@@ -179,7 +179,12 @@ public struct CostModel: Sendable, Equatable {
         if uniformLayers {
             var layerLevel: [AllocationProblem.Item] = []
             for (position, indices) in layerItems.enumerated() {
-                let members = indices.map { items[$0] }
+                // A whole layer cannot be removed: width 0 is not a layer-level option.
+                let members = indices.map { index in
+                    var member = items[index]
+                    member.options.removeAll { $0.width == Profile.removalWidth }
+                    return member
+                }
                 let options = members[0].options.indices.map { option in
                     AllocationProblem.Option(
                         width: members[0].options[option].width,
@@ -232,6 +237,17 @@ public struct CostModel: Sendable, Equatable {
                 diversityRows.append(.init(items: indices, width: next, label: label))
             }
         }
+        if widths.contains(Profile.removalWidth), !uniformLayers {
+            // Removal must leave every layer the experts a token needs.
+            let topK = profile.model.topK ?? 1
+            let kept = Set(widths.filter { $0 != Profile.removalWidth })
+            for (position, indices) in layerItems.enumerated() {
+                diversityRows.append(
+                    .init(
+                        items: indices, widths: kept, minimum: min(topK, indices.count),
+                        label: "layer \(profile.layers[position].index) keeps top-k \(topK)"))
+            }
+        }
         let unit: AllocationProblem.WeightUnit
         switch budget {
         case .bits: unit = .bits
@@ -267,7 +283,8 @@ extension CostModel {
                     : total + cost(significance: entry.1, error: entry.0.error[width] ?? 0)
             }
         }
-        let widths = profile.widths
+        // Width 0 (removal) has no whole-layer measurement: it is priced by the lowest width's factor.
+        let widths = profile.widths.filter { $0 != Profile.removalWidth }
         if sensitivityCurve,
             profile.layers.allSatisfy({ layer in widths.allSatisfy { layer.sensitivity!.byWidth?[$0] != nil } })
         {
@@ -280,6 +297,7 @@ extension CostModel {
                     let predicted = layerCost(layer, width: width)
                     curve[width] = predicted > 0 ? floor / predicted : 0
                 }
+                curve[Profile.removalWidth] = widths.min().flatMap { curve[$0] }
                 return { curve[$0] ?? 0 }
             }
         }

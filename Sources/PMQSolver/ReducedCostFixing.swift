@@ -81,15 +81,15 @@ struct ReducedCostFixing {
         }
         var diversity: [AllocationProblem.DiversityRow] = []
         for row in problem.diversityRows {
-            let satisfied = row.items.contains { index in
+            let fixedCount = row.items.filter { index in
                 guard let option = fixed[index] else { return false }
-                return items[index].options[option].width == row.width
-            }
-            if satisfied { continue }
+                return row.widths.contains(items[index].options[option].width)
+            }.count
+            if fixedCount >= row.minimum { continue }
             diversity.append(
                 .init(
                     items: row.items.compactMap { reducedIndex[$0] >= 0 ? reducedIndex[$0] : nil },
-                    width: row.width, label: row.label))
+                    widths: row.widths, minimum: row.minimum - fixedCount, label: row.label))
         }
         self.reduced = AllocationProblem(
             items: keptItems, budgetRows: rows, diversityRows: diversity, weightUnit: problem.weightUnit)

@@ -52,11 +52,12 @@ public struct AllocationPlan: Sendable, Equatable {
             var row: [Int: Int] = [:]
             for (slot, expert) in experts.enumerated() {
                 guard let e = expert["index"] as? Int, let bits = expert["bits"] as? Int,
-                    [1, 2, 3, 4, 8].contains(bits)
+                    [0, 1, 2, 3, 4, 8].contains(bits)
                 else {
                     throw ModelFormatError(
                         file: path,
-                        "layers[\(position)].experts[\(slot)] needs an integer index and bits in 1, 2, 3, 4, 8")
+                        "layers[\(position)].experts[\(slot)] needs an integer index and bits in 0 (removed), 1, 2, 3, "
+                            + "4, 8")
                 }
                 guard row.updateValue(bits, forKey: e) == nil else {
                     throw ModelFormatError(file: path, "layer \(index) lists expert \(e) twice")
@@ -80,13 +81,28 @@ public struct AllocationPlan: Sendable, Equatable {
                     file: file,
                     "layer \(layer) lists experts \(row.keys.sorted().prefix(4))…, the model has \(config.expertCount)")
             }
+            let removed = row.values.filter { $0 == 0 }.count
+            guard config.expertCount - removed >= config.routing.topK else {
+                throw ModelFormatError(
+                    file: file,
+                    "layer \(layer): bits 0 removes \(removed) of \(config.expertCount) experts, leaving fewer than the "
+                        + "\(config.routing.topK) a token needs")
+            }
         }
         for layer in widths.keys where !(0..<config.layerCount).contains(layer) || !config.moeLayers[layer] {
             throw ModelFormatError(file: file, "names layer \(layer), which is not an MoE layer of the model")
         }
     }
 
-    /// Average nominal bits over the experts (equal-sized experts: a plain mean).
+    /// Experts at width 0 (removed), by layer; layers without removals are absent.
+    public var removedExperts: [Int: [Int]] {
+        widths.compactMapValues { row in
+            let removed = row.filter { $0.value == 0 }.map(\.key).sorted()
+            return removed.isEmpty ? nil : removed
+        }
+    }
+
+    /// Average nominal bits over the experts (equal-sized experts: a plain mean; removed ones count 0).
     public var averageBits: Double {
         let all = widths.values.flatMap(\.values)
         return all.isEmpty ? 0 : Double(all.reduce(0, +)) / Double(all.count)

@@ -36,6 +36,8 @@ public struct ModelQuantizer {
     /// Every expert linear, packed, by module name (`model.layers.0.block_sparse_moe.experts.3.w1`).
     public struct Output {
         public var linears: [String: PackedLinear]
+        /// Experts the plan removes (width 0), by layer: not packed, masked in the router.
+        public var removed: [Int: [Int]] = [:]
         public var seconds: Double
     }
 
@@ -69,8 +71,15 @@ public struct ModelQuantizer {
             observer: { ExpertStatistics(layer: $0, config: config) },
             afterWindow: { layer, window, _ in progress("layer \(layer): calibration windows", window + 1, windows) }
         ) { layer, statistics in
+            // Removed experts are masked before the windows rerun through the layer, so later
+            // layers calibrate on the model as it will run.
+            if let removed = plan.removedExperts[layer] { model.removedExperts[layer] = Set(removed) }
             for expert in 0..<config.expertCount {
                 let bits = plan.widths[layer]![expert]!
+                guard bits != 0 else {
+                    progress("layer \(layer): experts quantized", expert + 1, config.expertCount)
+                    continue
+                }
                 let (inputH, downH) = statistics.hessians(expert: expert)
                 for (role, hessian) in zip(
                     TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH])
@@ -91,6 +100,6 @@ public struct ModelQuantizer {
                 progress("layer \(layer): experts quantized", expert + 1, config.expertCount)
             }
         }
-        return Output(linears: linears, seconds: seconds(since: start))
+        return Output(linears: linears, removed: plan.removedExperts, seconds: seconds(since: start))
     }
 }

@@ -49,10 +49,13 @@ public struct PackedCheckpoint: Sendable {
     /// when there is none.
     public var allocationReport: Data?
     public var options: Options
+    /// Experts removed at width 0, by layer: absent from the tensors, listed in
+    /// `quantization_config.pmq.removed_experts` for the runtime's router mask.
+    public var removedExperts: [Int: [Int]]
 
     public init(
         sourceConfig: Data, passthrough: [Passthrough], linears: [String: PackedLinear], extras: [Extra] = [],
-        allocationReport: Data? = nil, options: Options = .init()
+        allocationReport: Data? = nil, options: Options = .init(), removedExperts: [Int: [Int]] = [:]
     ) {
         self.sourceConfig = sourceConfig
         self.passthrough = passthrough
@@ -60,6 +63,7 @@ public struct PackedCheckpoint: Sendable {
         self.extras = extras
         self.allocationReport = allocationReport
         self.options = options
+        self.removedExperts = removedExperts
     }
 
     public static let allocationFileName = "pmq_allocation.json"
@@ -225,6 +229,13 @@ public struct PackedCheckpoint: Sendable {
             "float_passthrough": options.keepFloat32 ? "f32 kept" : "f32 rounded to bf16; bf16 and f16 kept",
         ]
         if allocationReport != nil { summary["allocation_report"] = Self.allocationFileName }
+        if !removedExperts.isEmpty {
+            summary["removed_experts"] = Dictionary(
+                uniqueKeysWithValues: removedExperts.map { (String($0.key), $0.value.sorted()) })
+            summary["removal"] =
+                "experts listed here are not in the checkpoint; pmq masks their router rows (logit -inf before "
+                + "the softmax, never chosen); other loaders expect every expert and will not load this model"
+        }
         if !extras.isEmpty { summary["extra_tensors"] = extras.map(\.name) }
         return summary
     }

@@ -40,7 +40,15 @@ public enum PackedModelExport {
         }
         let files = try CheckpointFiles(directory: sourceDirectory)
         let fp8 = try FP8Config.read(directory: sourceDirectory)
-        let replaced = Set(output.linears.keys.flatMap { [$0 + ".weight", $0 + ".weight_scale_inv"] })
+        let config = try MoEModelConfig.read(directory: sourceDirectory)
+        let map = ArchitectureMap(config.architecture)
+        let removedModules = output.removed.flatMap { layer, experts in
+            experts.flatMap { expert in
+                TensorRole.expertLinears(layer: layer, expert: expert).map { map.moduleName($0) }
+            }
+        }
+        let replaced = Set(
+            (Array(output.linears.keys) + removedModules).flatMap { [$0 + ".weight", $0 + ".weight_scale_inv"] })
         var passthrough: [PackedCheckpoint.Passthrough] = []
         for file in files.files {
             for name in file.names where !replaced.contains(name) {
@@ -69,7 +77,7 @@ public enum PackedModelExport {
         let checkpoint = PackedCheckpoint(
             sourceConfig: sourceConfig, passthrough: passthrough, linears: output.linears,
             allocationReport: report,
-            options: .init(keepFloat32: keepF32, descAct: actOrder))
+            options: .init(keepFloat32: keepF32, descAct: actOrder), removedExperts: output.removed)
         try checkpoint.write(to: directory, sourceDirectory: sourceDirectory)
         let expertBytes = output.linears.values.reduce(0) { $0 + $1.byteCount }
         let parameters = output.linears.values.reduce(0) { $0 + $1.outFeatures * $1.inFeatures }

@@ -118,7 +118,7 @@ struct AllocationOptions: ParsableArguments {
 func parseWidths(_ text: String) throws -> [Int] {
     let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
     let widths = try parts.map { part -> Int in
-        guard let width = Int(part), width > 0 else { throw ValidationError("--widths: '\(part)' is not a bit width") }
+        guard let width = Int(part), width >= 0 else { throw ValidationError("--widths: '\(part)' is not a bit width") }
         return width
     }
     guard !widths.isEmpty else { throw ValidationError("--widths must name at least one width") }

@@ -53,6 +53,9 @@ extension PMQ {
             var benchmark = GPTQBenchmark()
             benchmark.hidden = hidden
             benchmark.intermediate = intermediate
+            for width in widths where ![1, 2, 3, 4, 8].contains(width) {
+                throw ValidationError("--widths: \(width) is not one of 1, 2, 3, 4, 8")
+            }
             benchmark.widths = widths
             benchmark.tokens = tokens
             benchmark.repeats = repeats

@@ -74,8 +74,11 @@ extension PMQ {
                 throw ValidationError("--sensitivity-width must be one of --widths")
             }
             guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
-            for width in widths where ![1, 2, 3, 4, 8].contains(width) {
-                throw ValidationError("--widths: \(width) is not one of 1, 2, 3, 4, 8")
+            for width in widths where ![0, 1, 2, 3, 4, 8].contains(width) {
+                throw ValidationError("--widths: \(width) is not one of 0 (removal), 1, 2, 3, 4, 8")
+            }
+            guard widths.contains(where: { $0 != 0 }) else {
+                throw ValidationError("--widths must name a width other than 0")
             }
         }
 

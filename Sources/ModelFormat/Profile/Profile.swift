@@ -7,9 +7,12 @@ public struct Profile: Codable, Sendable, Equatable {
     public struct Model: Codable, Sendable, Equatable {
         public var name: String
         public var architecture: String
-        public init(name: String, architecture: String) {
+        /// Experts per token: removal (width 0) must leave a layer at least this many.
+        public var topK: Int?
+        public init(name: String, architecture: String, topK: Int? = nil) {
             self.name = name
             self.architecture = architecture
+            self.topK = topK
         }
     }
 
@@ -108,6 +111,8 @@ public struct Profile: Codable, Sendable, Equatable {
     public static let currentVersion = 1
     /// Widths pmq knows how to pack.
     public static let supportedWidths: Set<Int> = [1, 2, 3, 4, 8]
+    /// Width 0: the expert is removed (its bytes are 0; its error is what removing it costs).
+    public static let removalWidth = 0
 
     public var format = Profile.formatName
     public var version = Profile.currentVersion

@@ -33,9 +33,15 @@ public enum ProfileReader {
         }
 
         let modelField = try root.member("model")
+        var topK: Int? = nil
+        if let topKField = try modelField.optionalMember("topK") {
+            let value = try topKField.integer()
+            guard value > 0 else { throw topKField.fail("must be > 0, got \(value)") }
+            topK = Int(value)
+        }
         let model = Profile.Model(
             name: try modelField.member("name").string(),
-            architecture: try modelField.member("architecture").string())
+            architecture: try modelField.member("architecture").string(), topK: topK)
         let calibrationField = try root.member("calibration")
         let tokensField = try calibrationField.member("tokens")
         let tokens = try tokensField.integer()
@@ -48,7 +54,7 @@ public enum ProfileReader {
         var widths: [Int] = []
         for element in try widthsField.elements() {
             let width = Int(try element.integer())
-            guard Profile.supportedWidths.contains(width) else {
+            guard width == Profile.removalWidth || Profile.supportedWidths.contains(width) else {
                 throw ModelFormatError(
                     file: file,
                     "width \(width): at \(element.path) is not supported (pmq packs "
@@ -58,8 +64,14 @@ public enum ProfileReader {
             guard !widths.contains(width) else { throw element.fail("width \(width) is listed twice") }
             widths.append(width)
         }
-        guard !widths.isEmpty else { throw widthsField.fail("must list at least one width") }
+        guard widths.contains(where: { $0 != Profile.removalWidth }) else {
+            throw widthsField.fail("must list at least one width other than 0")
+        }
         widths.sort()
+        if widths.contains(Profile.removalWidth), topK == nil {
+            throw ModelFormatError(
+                file: file, "model.topK: missing (a profile with width 0 must say how many experts a token needs)")
+        }
 
         let groupField = try root.member("groupSize")
         let groupSize = try groupField.integer()
@@ -151,7 +163,11 @@ public enum ProfileReader {
         for (key, value) in try bytesField.objectMembers() {
             let width = try widthKey(key, value, widths: widths)
             let size = try value.integer()
-            guard size > 0 else { throw value.fail("must be > 0, got \(size)") }
+            if width == Profile.removalWidth {
+                guard size == 0 else { throw value.fail("must be 0 (width 0 removes the expert), got \(size)") }
+            } else {
+                guard size > 0 else { throw value.fail("must be > 0, got \(size)") }
+            }
             bytes[width] = size
         }
         for width in widths {

@@ -5,13 +5,13 @@ import ModelFormat
 import MoERuntime
 
 /// What removing an expert (width 0) costs, in the units of `OutputErrorSample.error`: the
-/// expected squared change of one token's MoE output. Removal is defined as deleting the
-/// expert's router row (`Routing.route` with the expert masked): a softmax renormalises over the
-/// remaining experts, the top-k is refilled from them, and the weights follow the architecture's
-/// rule. So a token that had chosen the expert now also runs the next one in line, and every
-/// chosen expert's weight may change: the change of output is `Σ_i (w'_i − w_i) · E_i(x)` over
-/// the experts chosen before or after, measured on the sample of tokens routed to the expert
-/// (the only tokens whose output changes), times the expert's share of the layer's tokens.
+/// expected squared change of one token's MoE output. Removal is `Routing.route` with the expert
+/// masked: the scores are unchanged, the expert is never chosen, the top-k is refilled from the
+/// remaining experts and the weights follow the architecture's rule. So a token that had chosen
+/// the expert now runs the next one in line, and with renormalisation every chosen expert's
+/// weight changes: the change of output is `Σ_i (w'_i − w_i) · E_i(x)` over the experts chosen
+/// before or after, measured on the sample of tokens routed to the expert (the only tokens whose
+/// output changes), times the expert's share of the layer's tokens.
 enum RemovalError {
     static func measure(model: MoEModel, layer: Int, statistics: ExpertStatistics) -> [Double?] {
         let config = model.config

@@ -26,8 +26,8 @@ public final class MoEModel: @unchecked Sendable {
     /// are read (docs/FORMATS.md §10, docs/ARCHITECTURES.md for the measurement).
     public let fp8: FP8Config?
     public let dequantizeFP8: Bool
-    /// Experts removed (width 0) per layer: absent from the checkpoint and masked in the router
-    /// (`Routing.route`). Read from a packed model's `quantization_config.pmq.removed_experts`;
+    /// Experts removed (width 0) per layer: absent from the checkpoint and never chosen by the
+    /// router (`Routing.route`). Read from a packed model's `quantization_config.pmq.removed_experts`;
     /// the quantizer sets it as it removes experts, so that later layers calibrate without them.
     public var removedExperts: [Int: Set<Int>] = [:] {
         didSet { removedMasks = Self.masks(removedExperts, experts: config.expertCount) }

@@ -14,23 +14,26 @@ public enum Routing {
 
     /// `logits` of every expert → the scores (what the observer and the pruners see as the
     /// router's probabilities), the chosen experts (best first) and their weights.
-    /// `removed` (width 0): those experts are gone from the model, as if their router rows were
-    /// deleted: their logits are −∞ before scoring (a softmax renormalises over the rest), they are
-    /// never chosen, and the top-k is filled from the remaining experts, ignoring the group limit
-    /// when the kept groups no longer hold k of them.
+    /// `removed` (width 0): those experts are never chosen. Scores are computed over every expert
+    /// as the router always does (a softmax's denominator keeps the removed ones, so no other
+    /// token's weights move), the top-k is filled from the remaining experts (ignoring the group
+    /// limit if the kept groups no longer hold k of them), and the chosen weights are their scores,
+    /// renormalised and scaled as the architecture does. Only tokens that chose a removed expert
+    /// route differently.
     public static func route(
         _ logits: ArraySlice<Float>, rule: RoutingRule, bias: [Float]? = nil, removed: [Bool]? = nil
     ) -> (scores: [Float], experts: [Int], weights: [Float]) {
         var scores = Array(logits)
-        if let removed { for i in scores.indices where removed[i] { scores[i] = -.infinity } }
         switch rule.scoring {
         case .softmax: Kernels.softmax(&scores)
         case .sigmoid: for i in scores.indices { scores[i] = Kernels.sigmoid(scores[i]) }
         }
         var choice = scores
         if rule.correctionBias, let bias { for i in choice.indices { choice[i] += bias[i] } }
-        if let removed { for i in choice.indices where removed[i] { choice[i] = -.infinity } }
-        let unlimited = choice
+        // Groups are scored as if nothing were removed, so a token that did not choose a removed
+        // expert keeps its groups and its experts.
+        var unlimited = choice
+        if let removed { for i in unlimited.indices where removed[i] { unlimited[i] = -.infinity } }
         if rule.groups > 1 {
             let size = choice.count / rule.groups
             let groupScores = (0..<rule.groups).map { g -> Float in
@@ -47,6 +50,7 @@ public enum Routing {
                 for i in (g * size)..<((g + 1) * size) { choice[i] = -.infinity }
             }
         }
+        if let removed { for i in choice.indices where removed[i] { choice[i] = -.infinity } }
         var chosen =
             rule.groups > 1 || rule.correctionBias || removed != nil
             ? topK(choice, k: rule.topK) : topK(scores, k: rule.topK)

@@ -148,8 +148,8 @@ public enum Allocator {
             throw SolverError.infeasibleBudget(
                 problem.diversityRows.isEmpty
                     ? "CBC proved the program infeasible"
-                    : "no allocation meets the budget and the diversity rule (one expert at the top width and one at "
-                        + "the next in every layer)"
+                    : "no allocation meets the budget and the per-layer rules (--mc-diversity: one expert at the top "
+                        + "width and one at the next; width 0: at least top-k experts kept in every layer)"
             )
         case let .noSolution(stop, cbcBound):
             guard let start else {

@@ -233,8 +233,8 @@ public struct PackedCheckpoint: Sendable {
             summary["removed_experts"] = Dictionary(
                 uniqueKeysWithValues: removedExperts.map { (String($0.key), $0.value.sorted()) })
             summary["removal"] =
-                "experts listed here are not in the checkpoint; pmq masks their router rows (logit -inf before "
-                + "the softmax, never chosen); other loaders expect every expert and will not load this model"
+                "experts listed here are not in the checkpoint; pmq never routes to them (router scores as "
+                + "before, top-k refilled from the other experts); other loaders expect every expert"
         }
         if !extras.isEmpty { summary["extra_tensors"] = extras.map(\.name) }
         return summary

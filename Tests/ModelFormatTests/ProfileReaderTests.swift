@@ -88,6 +88,32 @@ import Testing
         checkRejected(old: old, new: new, expected: expected)
     }
 
+    /// Width 0 (removal): no bytes, a top-k to keep, and at least one real width.
+    static let removal =
+        valid
+        .replacingOccurrences(of: "\"widths\": [2, 3]", with: "\"widths\": [0, 2, 3]")
+        .replacingOccurrences(of: "\"architecture\": \"mixtral\"}", with: "\"architecture\": \"mixtral\", \"topK\": 1}")
+        .replacingOccurrences(of: "\"error\": {\"2\"", with: "\"error\": {\"0\": 20.0, \"2\"")
+        .replacingOccurrences(of: "\"bytes\": {\"2\"", with: "\"bytes\": {\"0\": 0, \"2\"")
+
+    @Test(arguments: [
+        (
+            "\"bytes\": {\"0\": 0, \"2\": 900, \"3\": 1300}}]", "\"bytes\": {\"0\": 5, \"2\": 900, \"3\": 1300}}]",
+            "layers[0].experts[1].bytes.0: must be 0 (width 0 removes the expert), got 5"
+        ),
+        (", \"topK\": 1", "", "model.topK: missing (a profile with width 0"),
+        ("\"widths\": [0, 2, 3]", "\"widths\": [0]", "widths: must list at least one width other than 0"),
+        ("\"topK\": 1", "\"topK\": 0", "model.topK: must be > 0"),
+    ])
+    func readsWidthZeroAndRejectsItsBadFields(old: String, new: String, expected: String) throws {
+        let profile = try ProfileReader.parse(Data(Self.removal.utf8), file: "p.json").profile
+        #expect(profile.widths == [0, 2, 3] && profile.model.topK == 1 && profile.layers[0].experts[0].bytes[0] == 0)
+        #expect(Self.removal.contains(old))
+        let text = Self.removal.replacingOccurrences(of: old, with: new)
+        let failure = message(Data(text.utf8))
+        #expect(failure?.contains(expected) == true, "\(failure ?? "accepted")")
+    }
+
     /// The measured output errors and loss curve: read back, and rejected by name when bad.
     @Test func readsOutputErrorsAndTheLossCurve() throws {
         let text = Self.valid

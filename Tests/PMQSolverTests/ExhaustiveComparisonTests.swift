@@ -127,3 +127,64 @@ import Testing
         #expect(GreedyRelaxation.lowerHull([option(2, 5), option(2, 3)]) == [1])
     }
 }
+
+/// Width 0 (removal) in the program: CBC against enumeration, and every layer keeps at least
+/// top-k experts, checked straight from the widths.
+@Suite struct RemovalProgramTests {
+    /// `profile` with width 0 added: no bytes, an error above the lowest width's (or 0 for an
+    /// expert no token reached), and a top-k of 1 to the layer size.
+    static func withRemoval(_ profile: Profile, _ generator: inout InstanceGenerator) -> Profile {
+        var copy = profile
+        copy.widths = [0] + profile.widths
+        let smallest = profile.layers.map(\.experts.count).min()!
+        copy.model.topK = generator.int(1...smallest)
+        for l in copy.layers.indices {
+            for e in copy.layers[l].experts.indices {
+                let expert = copy.layers[l].experts[e]
+                let lowest = expert.error[profile.widths[0]]!
+                let removal = expert.freq == 0 ? 0 : lowest * (1 + 3 * generator.unit())
+                copy.layers[l].experts[e].error = WidthMap([(0, removal)] + expert.error.entries)
+                copy.layers[l].experts[e].bytes = WidthMap([(0, 0)] + expert.bytes.entries)
+            }
+        }
+        return copy
+    }
+
+    @Test(arguments: 0..<4)
+    func cbcMatchesEnumerationAndKeepsTopK(batch: Int) throws {
+        var generator = InstanceGenerator(state: UInt64(5000 + batch))
+        var solved = 0, removing = 0
+        for _ in 0..<40 {
+            let profile = Self.withRemoval(generator.profile(maxAssignments: 8_000), &generator)
+            let scope: CostModel.Scope = generator.int(0...1) == 0 ? .global : .layer
+            let model = CostModel(scope: scope, diversity: generator.int(0...2) == 0)
+            var budget = generator.budget(for: profile, bytes: generator.int(0...1) == 0)
+            if case .bits = budget, generator.int(0...1) == 0 {
+                budget = .bits(numerator: Int128(generator.int(10...150)), denominator: 100) // below 1.5 bits
+            }
+            let problem = try model.makeProblem(profile, budget: budget)
+            let reference = ExhaustiveSolver.solve(problem)
+            do {
+                let allocation = try Allocator.solve(problem, options: SolveOptions(relativeGap: 0))
+                let expected = try #require(reference)
+                solved += 1
+                let scale = max(abs(expected.objective), 1e-12)
+                #expect(abs(allocation.objective - expected.objective) <= 1e-9 * scale)
+                let widths = ExhaustiveComparisonTests.widthsPerLayer(
+                    problem, allocation.choice, layers: profile.layers.count)
+                for (layer, layerWidths) in zip(profile.layers, widths) {
+                    let kept = layerWidths.filter { $0 != 0 }.count
+                    #expect(
+                        kept >= min(profile.model.topK!, layer.experts.count), "layer \(layer.index): \(layerWidths)")
+                }
+                if widths.joined().contains(0) { removing += 1 }
+                #expect(ExhaustiveComparisonTests.withinBudget(profile, widths, budget: budget, scope: scope))
+            } catch let error as SolverError {
+                guard case .infeasibleBudget = error else { throw error }
+                #expect(reference == nil)
+            }
+        }
+        #expect(solved >= 12, "solved \(solved)")
+        #expect(removing >= 4, "with removals \(removing)")
+    }
+}

@@ -63,8 +63,8 @@ public final class MoEModel: @unchecked Sendable {
                 guard config.expertCount - experts.count >= config.routing.topK else {
                     throw ModelFormatError(
                         file: quantization.file,
-                        "\(field).\(layer): removes \(experts.count) of \(config.expertCount) experts, leaving fewer than "
-                            + "the \(config.routing.topK) a token needs")
+                        "\(field).\(layer): removes \(experts.count) of \(config.expertCount) experts, leaving "
+                            + "fewer than the \(config.routing.topK) a token needs")
                 }
             }
             removedExperts = quantization.removedExperts.mapValues(Set.init)

@@ -129,7 +129,7 @@ public struct AllocationReport: Codable, Sendable {
     public func summary() -> String {
         let widths = parameters.widths
         var lines: [String] = []
-        let header = ["layer", "avg bits"] + widths.map { "\($0)-bit" } + ["size"]
+        let header = ["layer", "avg bits"] + widths.map { $0 == 0 ? "removed" : "\($0)-bit" } + ["size"]
         let columnWidths = header.map { $0 == "size" ? 12 : max($0.count, 8) }
         lines.append(
             zip(header, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(
@@ -142,7 +142,10 @@ public struct AllocationReport: Codable, Sendable {
                 zip(cells, columnWidths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(
                     separator: " "))
         }
-        let counts = widths.map { "\(widthCounts[String($0)] ?? 0)×\($0)-bit" }.joined(separator: ", ")
+        let counts = widths.map { width in
+            let count = widthCounts[String(width)] ?? 0
+            return width == 0 ? "\(count) removed" : "\(count)×\(width)-bit"
+        }.joined(separator: ", ")
         lines.append("")
         lines.append(
             "status \(status.rawValue)  objective \(String(format: "%.6g", objective))  bound "

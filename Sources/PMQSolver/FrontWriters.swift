@@ -56,7 +56,8 @@ public enum FrontWriters {
 
     public static func csv(_ points: [ParetoSweep.Point]) -> String {
         var lines = [
-            "budget_kind,budget,status,average_bits,effective_bits,bytes,objective,bound,gap,seconds,start,dominated"
+            "budget_kind,budget,status,average_bits,effective_bits,bytes,objective,bound,gap,seconds,start,dominated,"
+                + "removed"
         ]
         func text(_ value: Double?) -> String { value.map { String($0) } ?? "" }
         for point in points {
@@ -66,6 +67,7 @@ public enum FrontWriters {
                     text(point.effectiveBits),
                     point.bytes.map(String.init) ?? "", text(point.objective), text(point.bound), text(point.gap),
                     String(format: "%.4f", point.seconds), point.start ?? "", String(point.dominated),
+                    point.removed.map(String.init) ?? "",
                 ].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"

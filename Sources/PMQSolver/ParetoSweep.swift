@@ -21,6 +21,8 @@ public enum ParetoSweep {
         public var start: String?
         /// Another point is at least as small and at least as good, and strictly better in one.
         public var dominated: Bool
+        /// Experts the allocation removes (width 0); nil when it is not solved.
+        public var removed: Int? = nil
     }
 
     public struct Result: Sendable {
@@ -78,7 +80,7 @@ public enum ParetoSweep {
                         objective: allocation.objective, bound: allocation.bound, gap: allocation.gap,
                         averageBits: report.averageBits, effectiveBits: report.effectiveBits,
                         bytes: report.bytes, seconds: allocation.seconds, start: allocation.start,
-                        dominated: false))
+                        dominated: false, removed: report.widthCounts["0"] ?? 0))
             } catch SolverError.infeasibleBudget {
                 reports.append(nil)
                 points.append(

@@ -85,7 +85,8 @@ extension PMQ {
                 sourceDirectory: model, output: output, allocationReport: allocation,
                 actOrder: calibration.actOrder, keepF32: keepF32, to: out)
             let counts = Dictionary(grouping: plan.widths.values.flatMap(\.values), by: { $0 }).mapValues(\.count)
-            let widths = counts.sorted { $0.key < $1.key }.map { "\($0.value)×\($0.key)-bit" }.joined(separator: ", ")
+            let widths = counts.sorted { $0.key < $1.key }
+                .map { $0.key == 0 ? "\($0.value) removed" : "\($0.value)×\($0.key)-bit" }.joined(separator: ", ")
             print(
                 "\(out): \(output.linears.count) expert linears packed; experts \(widths), average "
                     + "\(String(format: "%.3f", plan.averageBits)) bits"

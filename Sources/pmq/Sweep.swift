@@ -62,7 +62,8 @@ extension PMQ {
                 "\(profile.model.name): \(points) budgets, scope \(model.scope.rawValue), "
                     + "\(String(format: "%.2f", result.seconds)) s"
             )
-            print("budget      status      avg bits  eff bits  size          loss          gap       dominated")
+            print(
+                "budget      status      avg bits  eff bits  size          loss          gap       removed  dominated")
             for point in result.points {
                 let cells = [
                     String(format: "%-11.5g", point.budget),
@@ -72,6 +73,7 @@ extension PMQ {
                     (point.bytes.map(formatGB) ?? "-").padding(toLength: 13, withPad: " ", startingAt: 0),
                     point.objective.map { String(format: "%-13.6g", $0) } ?? "-            ",
                     point.gap.map { String(format: "%-9.1e", $0) } ?? "-        ",
+                    (point.removed.map(String.init) ?? "-").padding(toLength: 8, withPad: " ", startingAt: 0),
                     point.dominated ? "yes" : "",
                 ]
                 print(cells.joined(separator: " "))

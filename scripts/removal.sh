@@ -24,8 +24,8 @@ for name in model model-fine; do
     for bits in 2.0 2.5; do
         for widths in 1,2,3 0,1,2,3; do
             tag="$bits-${widths//,/}"
-            $pmq solve --profile "$out/profile.json" --bits "$bits" --widths "$widths" --out "$out/allocation-$tag.json" \
-                > /dev/null
+            $pmq solve --profile "$out/profile.json" --bits "$bits" --widths "$widths" \
+                --out "$out/allocation-$tag.json" > /dev/null
             rm -rf "$out/packed-$tag"
             $pmq quantize --model "$model" --allocation "$out/allocation-$tag.json" --calib "$model/calib.u32" \
                 --samples 32 --out "$out/packed-$tag" --quiet > /dev/null

@@ -31,6 +31,10 @@ public struct SyntheticProfile: Sendable {
         "deepseek-v3": Shape(
             name: "deepseek-v3", architecture: "deepseek_v3", layers: 58, experts: 256, topK: 8,
             hidden: 7168, intermediate: 2048, widths: [1, 2, 3, 4], routingSpread: 0.8),
+        // DeepSeek-V3 with a fifth width, 0 (removal): its error is the 1-bit error's chain from 4^0.
+        "deepseek-v3-w0": Shape(
+            name: "deepseek-v3-w0", architecture: "deepseek_v3", layers: 58, experts: 256, topK: 8,
+            hidden: 7168, intermediate: 2048, widths: [0, 1, 2, 3, 4], routingSpread: 0.8),
         "qwen3-30b-a3b": Shape(
             name: "qwen3-30b-a3b", architecture: "qwen3_moe", layers: 48, experts: 128, topK: 8,
             hidden: 2048, intermediate: 768, widths: [1, 2, 3, 4], routingSpread: 0.7),
@@ -55,8 +59,10 @@ public struct SyntheticProfile: Sendable {
             shape.widths.map { width in
                 (
                     width,
-                    PackedLayout.expertBytes(
-                        hidden: shape.hidden, intermediate: shape.intermediate, bits: width, groupSize: groupSize)
+                    width == Profile.removalWidth
+                        ? 0
+                        : PackedLayout.expertBytes(
+                            hidden: shape.hidden, intermediate: shape.intermediate, bits: width, groupSize: groupSize)
                 )
             })
         var layers: [Profile.Layer] = []
@@ -88,7 +94,9 @@ public struct SyntheticProfile: Sendable {
             layers.append(.init(index: layer, experts: experts))
         }
         return Profile(
-            model: .init(name: "synthetic-\(shape.name) (synthetic, seed \(seed))", architecture: shape.architecture),
+            model: .init(
+                name: "synthetic-\(shape.name) (synthetic, seed \(seed))", architecture: shape.architecture,
+                topK: shape.topK),
             calibration: .init(
                 tokens: calibrationTokens,
                 description:

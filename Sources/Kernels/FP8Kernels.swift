@@ -85,24 +85,9 @@ extension Kernels {
                                     start = end
                                 }
                             }
-                            var t = 0
-                            while t + 4 <= tokens {
-                                for o in first..<last {
-                                    let sums = dot4(
-                                        buffers.x + t * inFeatures, inFeatures, scratch + (o - first) * inFeatures,
-                                        inFeatures)
-                                    for r in 0..<4 { buffers.y[(t + r) * outFeatures + o] = sums[r] + (bias?[o] ?? 0) }
-                                }
-                                t += 4
-                            }
-                            while t < tokens {
-                                for o in first..<last {
-                                    buffers.y[t * outFeatures + o] =
-                                        dot(buffers.x + t * inFeatures, scratch + (o - first) * inFeatures, inFeatures)
-                                        + (bias?[o] ?? 0)
-                                }
-                                t += 1
-                            }
+                            widenedRowProducts(
+                                buffers.x, scratch, rows: first..<last, tokens: tokens, inFeatures: inFeatures,
+                                outFeatures: outFeatures, bias: bias, y: buffers.y)
                         }
                         if tokens * outFeatures * inFeatures >= 1 << 18 && chunks > 1 {
                             Parallel.perform(iterations: chunks, body)

@@ -131,27 +131,9 @@ public enum Kernels {
                                         buffers.w + o * inFeatures, into: scratch + (o - first) * inFeatures,
                                         count: inFeatures)
                                 }
-                                var t = 0
-                                while t + 4 <= tokens {
-                                    for o in first..<last {
-                                        let sums = dot4(
-                                            buffers.x + t * inFeatures, inFeatures, scratch + (o - first) * inFeatures,
-                                            inFeatures)
-                                        for r in 0..<4 {
-                                            buffers.y[(t + r) * outFeatures + o] = sums[r] + (bias?[o] ?? 0)
-                                        }
-                                    }
-                                    t += 4
-                                }
-                                while t < tokens {
-                                    for o in first..<last {
-                                        buffers.y[t * outFeatures + o] =
-                                            dot(
-                                                buffers.x + t * inFeatures, scratch + (o - first) * inFeatures,
-                                                inFeatures) + (bias?[o] ?? 0)
-                                    }
-                                    t += 1
-                                }
+                                widenedRowProducts(
+                                    buffers.x, scratch, rows: first..<last, tokens: tokens, inFeatures: inFeatures,
+                                    outFeatures: outFeatures, bias: bias, y: buffers.y)
                             } else {
                                 for t in 0..<tokens {
                                     let even = buffers.xSplit + t * inFeatures
@@ -173,6 +155,32 @@ public enum Kernels {
             }
         }
         return y
+    }
+
+    /// `y[t, o] = x[t] · scratch[o − rows.lowerBound] (+ bias[o])` for the weight rows `rows`, already
+    /// widened to f32 in `scratch` (one row of `inFeatures` each): four tokens per pass with `dot4`,
+    /// then one at a time. The prefill half of the bf16 and FP8 kernels.
+    @inline(__always)
+    static func widenedRowProducts(
+        _ x: UnsafePointer<Float>, _ scratch: UnsafePointer<Float>, rows: Range<Int>, tokens: Int, inFeatures: Int,
+        outFeatures: Int, bias: [Float]?, y: UnsafeMutablePointer<Float>
+    ) {
+        var t = 0
+        while t + 4 <= tokens {
+            for o in rows {
+                let sums = dot4(
+                    x + t * inFeatures, inFeatures, scratch + (o - rows.lowerBound) * inFeatures, inFeatures)
+                for r in 0..<4 { y[(t + r) * outFeatures + o] = sums[r] + (bias?[o] ?? 0) }
+            }
+            t += 4
+        }
+        while t < tokens {
+            for o in rows {
+                y[t * outFeatures + o] =
+                    dot(x + t * inFeatures, scratch + (o - rows.lowerBound) * inFeatures, inFeatures) + (bias?[o] ?? 0)
+            }
+            t += 1
+        }
     }
 
     /// `Σ_j even[j]·w[2j] + odd[j]·w[2j+1]` over `pairs` bf16 pairs.

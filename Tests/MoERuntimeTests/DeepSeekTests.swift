@@ -76,15 +76,8 @@ import Testing
     @Test(arguments: names)
     func perplexityMatchesTransformersLogits(name: String) throws {
         let (model, reference, ids) = try Self.fixture(name)
-        let logits = try reference.floats("logits")
-        let vocab = model.config.vocabSize
-        var nll = 0.0
-        for t in 0..<(ids.count - 1) {
-            let row = logits[(t * vocab)..<((t + 1) * vocab)].map(Double.init)
-            let peak = row.max()!
-            nll += log(row.map { exp($0 - peak) }.reduce(0, +)) + peak - row[ids[t + 1]]
-        }
-        let expected = exp(nll / Double(ids.count - 1))
+        let expected = EvaluationTests.perplexity(
+            logits: try reference.floats("logits"), ids: ids, vocab: model.config.vocabSize)
         let result = try Evaluation.run(model: model, tokens: ids, sequenceLength: ids.count)
         #expect(abs(result.perplexity - expected) <= 1e-6 * expected, "\(result.perplexity) vs \(expected)")
     }

@@ -75,17 +75,21 @@ import Testing
 }
 
 @Suite struct EvaluationTests {
-    /// Perplexity equals the one computed from transformers' own logits (same label shift).
-    @Test func perplexityMatchesReferenceLogits() throws {
-        let (model, _, ids, logits) = try ForwardPassTests.fixture(.qwen2MoE)
-        let vocab = model.config.vocabSize
+    /// Perplexity of `ids` under `logits` `[ids.count, vocab]`, position t predicting t + 1, in Double.
+    static func perplexity(logits: [Float], ids: [Int], vocab: Int) -> Double {
         var nll = 0.0
         for t in 0..<(ids.count - 1) {
             let row = logits[(t * vocab)..<((t + 1) * vocab)].map(Double.init)
             let peak = row.max()!
             nll += log(row.map { exp($0 - peak) }.reduce(0, +)) + peak - row[ids[t + 1]]
         }
-        let expected = exp(nll / Double(ids.count - 1))
+        return exp(nll / Double(ids.count - 1))
+    }
+
+    /// Perplexity equals the one computed from transformers' own logits (same label shift).
+    @Test func perplexityMatchesReferenceLogits() throws {
+        let (model, _, ids, logits) = try ForwardPassTests.fixture(.qwen2MoE)
+        let expected = Self.perplexity(logits: logits, ids: ids, vocab: model.config.vocabSize)
         let result = try Evaluation.run(model: model, tokens: ids, sequenceLength: ids.count)
         #expect(result.predicted == ids.count - 1 && result.windows == 1)
         #expect(abs(result.perplexity - expected) <= 1e-4 * expected)

@@ -41,6 +41,13 @@ import Testing
             stderr: String(decoding: stderr, as: UTF8.self))
     }
 
+    /// `pmq arguments…`, expected to succeed (a failure is recorded with its stderr).
+    static func succeeds(_ arguments: [String]) throws -> Run {
+        let result = try pmq(arguments)
+        #expect(result.status == 0, "pmq \(arguments.joined(separator: " ")): \(result.stderr)")
+        return result
+    }
+
     static func temporaryDirectory() throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-cli-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

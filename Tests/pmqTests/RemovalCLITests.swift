@@ -10,11 +10,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let calib = try PackAndRunCLITests.calibration(in: directory)
         let source = PackAndRunCLITests.mixtral
-        func run(_ arguments: [String]) throws -> CLITests.Run {
-            let result = try CLITests.pmq(arguments)
-            #expect(result.status == 0, "pmq \(arguments.joined(separator: " ")): \(result.stderr)")
-            return result
-        }
+        let run = CLITests.succeeds
         _ = try run([
             "profile", "--model", source, "--calib", calib, "--samples", "8", "--seq-len", "16", "--group-size", "16",
             "--widths", "0,1,2", "--sensitivity-windows", "2", "--out", directory + "/profile.json", "--quiet",

@@ -17,8 +17,12 @@ enum DeepSeek {
         config.expertCount = try fields.positive("n_routed_experts")
         config.expertIntermediateSize = try fields.positive("moe_intermediate_size")
         config.denseIntermediateSize = try fields.positive("intermediate_size")
-        config.sharedExpertIntermediateSize =
-            try fields.nonNegative("n_shared_experts", default: 0) * config.expertIntermediateSize
+        let (shared, overflow) = try fields.nonNegative("n_shared_experts", default: 0)
+            .multipliedReportingOverflow(by: config.expertIntermediateSize)
+        guard !overflow, shared <= 1 << 40 else {
+            throw fields.fail("n_shared_experts", "times moe_intermediate_size is not a plausible width")
+        }
+        config.sharedExpertIntermediateSize = shared
         config.sharedExpertGated = false
         let firstDense = try fields.nonNegative("first_k_dense_replace", default: 0)
         guard firstDense <= config.layerCount else {

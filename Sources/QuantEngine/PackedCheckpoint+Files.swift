@@ -10,13 +10,15 @@ extension PackedCheckpoint {
     /// `directory` is an error (nothing is overwritten).
     public func write(to directory: String, sourceDirectory: String? = nil) throws {
         let fileManager = FileManager.default
-        let target = (directory as NSString).standardizingPath
+        // Absolute, so that a one-component relative name ("x") has a parent too.
+        let url = URL(fileURLWithPath: directory).standardizedFileURL
+        let target = url.path
         if fileManager.fileExists(atPath: target) {
             throw ModelFormatError(file: target, "already exists; pmq does not overwrite a packed model")
         }
-        let parent = (target as NSString).deletingLastPathComponent
-        let temporary = (parent as NSString).appendingPathComponent(
-            ".\((target as NSString).lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(
+            ".\(url.lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         do {
             try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         } catch {

@@ -70,6 +70,14 @@ extension PMQ {
                     "--seq-len \(seqLen) exceeds the model's max_position_embeddings \(loaded.config.maxPositions)")
             }
             let ids = maxTokens.map { Array(file.tokens.prefix($0)) } ?? file.tokens
+            // Each window predicts all but its first token: with none to predict there is no perplexity.
+            let predictions = stride(from: 0, to: ids.count, by: seqLen).reduce(0) {
+                $0 + max(0, min(seqLen, ids.count - $1) - 1)
+            }
+            guard predictions > 0 else {
+                throw ModelFormatError(
+                    file: tokens, "\(ids.count) tokens in windows of ≤ \(seqLen) leave no token to predict")
+            }
             let pruner: ExpertPruner?
             do { pruner = try prune.pruner(model: loaded, directory: model, odpBeta: odpBeta) } catch let error
                 as PruningPolicy.Missing

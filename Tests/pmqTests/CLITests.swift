@@ -25,10 +25,11 @@ import Testing
         var stderr: String
     }
 
-    static func pmq(_ arguments: [String]) throws -> Run {
+    static func pmq(_ arguments: [String], in directory: String? = nil) throws -> Run {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -147,6 +147,22 @@ public struct MoEModelConfig: Sendable, Equatable {
             attentionBias: false, qkNorm: .none, clipQKV: nil,
             moeLayers: Array(repeating: true, count: layers))
         try architecture.definition.configure(&config, fields)
+        // What pmq does not implement is refused, not ignored.
+        if let activation = fields.value("hidden_act") {
+            guard activation as? String == "silu" else {
+                throw fields.fail("hidden_act", "pmq runs SiLU-gated experts (SwiGLU), got \(activation)")
+            }
+        }
+        if try fields.bool("use_sliding_window", default: false) {
+            throw fields.fail("use_sliding_window", "true is not supported: pmq attends to every earlier position")
+        }
+        if architecture == .mixtral, fields.value("sliding_window") != nil {
+            let window = try fields.positive("sliding_window")
+            guard window >= maxPositions else {
+                throw fields.fail(
+                    "sliding_window", "\(window) is not supported: pmq attends to every earlier position")
+            }
+        }
         guard config.routing.topK <= config.expertCount else {
             throw ModelFormatError(
                 file: file, "num_experts_per_tok \(config.routing.topK) exceeds the \(config.expertCount) experts")

@@ -33,4 +33,26 @@ import Testing
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/eval.json"))
     }
+
+    /// Config keys pmq does not implement were ignored; now they are refused by name.
+    @Test(arguments: [
+        ("hidden_act", "\"gelu\"", "hidden_act: pmq runs SiLU-gated experts"),
+        ("sliding_window", "8", "sliding_window: 8 is not supported"),
+        ("use_sliding_window", "true", "use_sliding_window: true is not supported"),
+    ])
+    func unsupportedConfigKeysAreRefused(key: String, value: String, expected: String) throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let model = directory + "/model"
+        try FileManager.default.copyItem(atPath: PackAndRunCLITests.mixtral, toPath: model)
+        let object = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: model + "/config.json")))
+        var edited = object as! [String: Any]
+        edited[key] = try JSONSerialization.jsonObject(with: Data(value.utf8), options: .fragmentsAllowed)
+        try JSONSerialization.data(withJSONObject: edited).write(to: URL(fileURLWithPath: model + "/config.json"))
+        let calib = try PackAndRunCLITests.calibration(in: directory)
+        let result = try CLITests.pmq(["eval", "--model", model, "--tokens", calib, "--seq-len", "16"])
+        #expect(result.status != 0 && result.stderr.contains(expected), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
 }

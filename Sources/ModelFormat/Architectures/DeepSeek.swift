@@ -36,9 +36,6 @@ enum DeepSeek {
         guard try !fields.bool("attention_bias", default: false) else {
             throw fields.fail("attention_bias", "true is not supported for multi-head latent attention")
         }
-        if let activation = fields.value("hidden_act") {
-            guard activation as? String == "silu" else { throw fields.fail("hidden_act", "pmq runs silu") }
-        }
         let nope = try fields.positive("qk_nope_head_dim"), rope = try fields.positive("qk_rope_head_dim")
         config.latentAttention = LatentAttention(
             queryRank: fields.value("q_lora_rank") == nil ? nil : try fields.positive("q_lora_rank"),

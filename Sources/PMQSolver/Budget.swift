@@ -10,7 +10,8 @@ public enum Budget: Sendable, Equatable, CustomStringConvertible {
     /// Parses an average bit width such as `2.5` exactly (no binary rounding).
     public static func parseBits(_ text: String) throws -> Budget {
         guard let (numerator, denominator) = parseDecimal(text), numerator > 0 else {
-            throw SolverError.badBudget("'\(text)' is not a positive number of bits")
+            throw SolverError.badBudget(
+                "'\(text)' is not a positive number of bits (a decimal of at most \(maximumDigits) digits)")
         }
         return .bits(numerator: numerator, denominator: denominator)
     }
@@ -31,20 +32,25 @@ public enum Budget: Sendable, Equatable, CustomStringConvertible {
             break
         }
         guard let (numerator, denominator) = parseDecimal(number), numerator > 0 else {
-            throw SolverError.badBudget("'\(text)' is not a size (examples: 11.2GB, 900MiB, 123456789)")
+            throw SolverError.badBudget(
+                "'\(text)' is not a size (at most \(maximumDigits) digits; examples: 11.2GB, 900MiB, 123456789)")
         }
         let bytes = numerator * multiplier / denominator
         guard bytes > 0, bytes <= Int128(Int64.max) else { throw SolverError.badBudget("'\(text)' is out of range") }
         return .bytes(Int64(bytes))
     }
 
-    /// Exact decimal → rational (`"2.54"` → 254/100). No exponents, no signs.
+    static let maximumDigits = 18
+
+    /// Exact decimal → rational (`"2.54"` → 254/100). No exponents, no signs, at most `maximumDigits` digits.
     static func parseDecimal(_ text: String) -> (Int128, Int128)? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) })
         else { return nil }
         let whole = String(parts[0]), fraction = parts.count == 2 ? String(parts[1]) : ""
-        guard !(whole.isEmpty && fraction.isEmpty), whole.count + fraction.count <= 30 else { return nil }
+        // At most 18 digits: every product the program forms with the budget (× parameters, × a unit) stays
+        // within Int128.
+        guard !(whole.isEmpty && fraction.isEmpty), whole.count + fraction.count <= maximumDigits else { return nil }
         guard let numerator = Int128(whole + fraction) else { return nil }
         var denominator: Int128 = 1
         for _ in 0..<fraction.count { denominator *= 10 }

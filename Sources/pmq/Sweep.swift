@@ -35,7 +35,7 @@ extension PMQ {
         var quiet = false
 
         func validate() throws {
-            guard points >= 1 else { throw ValidationError("--points must be at least 1") }
+            guard (1...100_000).contains(points) else { throw ValidationError("--points must be 1 to 100,000") }
         }
 
         func run() throws {

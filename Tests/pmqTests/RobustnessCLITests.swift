@@ -55,4 +55,19 @@ import Testing
         #expect(result.status != 0 && result.stderr.contains(expected), "\(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
     }
+
+    /// Budgets and point counts that trapped on overflow or exhausted memory are refused in one line.
+    @Test(arguments: [
+        (["solve", "--size", "999999999999999999999999999999TiB"], "at most 18 digits"),
+        (["solve", "--bits", "2.50000000000000000000000000001"], "at most 18 digits"),
+        (["sweep", "--from", "1.5", "--to", "3", "--points", "9223372036854775807"], "--points must be 1 to 100,000"),
+    ])
+    func hugeBudgetsAndPointCountsAreRefused(arguments: [String], expected: String) throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try CLITests.pmq(
+            arguments + ["--profile", CLITests.exampleProfile, "--out", directory + "/out"])
+        #expect(result.status != 0 && result.stderr.contains(expected), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/out"))
+    }
 }

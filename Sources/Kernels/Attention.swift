@@ -72,11 +72,8 @@ public enum Attention {
                                         }
                                     }
                                 }
-                                if count * (position + count) * dim * heads >= 1 << 18 {
-                                    Parallel.perform(iterations: heads, body)
-                                } else {
-                                    for h in 0..<heads { body(h) }
-                                }
+                                Parallel.perform(
+                                    iterations: heads, work: count * (position + count) * dim * heads, body)
                             }
                         }
                     }

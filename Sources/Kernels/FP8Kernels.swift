@@ -89,11 +89,7 @@ extension Kernels {
                                 buffers.x, scratch, rows: first..<last, tokens: tokens, inFeatures: inFeatures,
                                 outFeatures: outFeatures, bias: bias, y: buffers.y)
                         }
-                        if tokens * outFeatures * inFeatures >= 1 << 18 && chunks > 1 {
-                            Parallel.perform(iterations: chunks, body)
-                        } else {
-                            for c in 0..<chunks { body(c) }
-                        }
+                        Parallel.perform(iterations: chunks, work: tokens * outFeatures * inFeatures, body)
                     }
                 }
             }

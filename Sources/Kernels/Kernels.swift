@@ -50,11 +50,7 @@ public enum Kernels {
                             t += 1
                         }
                     }
-                    if work >= 1 << 18 && chunks > 1 {
-                        Parallel.perform(iterations: chunks, body)
-                    } else {
-                        for c in 0..<chunks { body(c) }
-                    }
+                    Parallel.perform(iterations: chunks, work: work, body)
                 }
             }
         }
@@ -145,11 +141,7 @@ public enum Kernels {
                                 }
                             }
                         }
-                        if tokens * outFeatures * inFeatures >= 1 << 18 && chunks > 1 {
-                            Parallel.perform(iterations: chunks, body)
-                        } else {
-                            for c in 0..<chunks { body(c) }
-                        }
+                        Parallel.perform(iterations: chunks, work: tokens * outFeatures * inFeatures, body)
                     }
                 }
             }

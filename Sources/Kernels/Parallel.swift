@@ -18,6 +18,19 @@ public enum Parallel {
 
     /// `body(i)` for `i` in `0..<iterations`, on all cores unless `serial` (or a single iteration);
     /// returns when every iteration has run.
+    /// `perform`, or a plain loop on this thread when `work` (multiply-adds, roughly) is below
+    /// `minimumWork`: too little to pay for waking the workers.
+    public static func perform(iterations: Int, work: Int, _ body: @Sendable (Int) -> Void) {
+        if work >= minimumWork {
+            perform(iterations: iterations, body)
+        } else {
+            for i in 0..<iterations { body(i) }
+        }
+    }
+
+    /// The work below which the kernels stay on one thread.
+    public static let minimumWork = 1 << 18
+
     public static func perform(iterations: Int, _ body: @Sendable (Int) -> Void) {
         if serial || iterations <= 1 {
             for i in 0..<iterations { body(i) }

@@ -32,11 +32,11 @@ extension ForwardPass {
 
     /// DeepSeek's multi-head latent attention's inputs, as transformers' `DeepseekV2Attention`:
     /// queries from `q_proj` or `q_b_proj(norm(q_a_proj x))`, `[count, heads · (nope + rope)]`
-    /// with RoPE on each head's last `ropeDim`; and per token the latent row
-    /// `[normed latent (latentRank) | rotary key (ropeDim)]` from `kv_a_proj_with_mqa`.
+    /// with RoPE on each head's last `ropeDim`; the normed latents `[count, latentRank]`; and per
+    /// token the cache row `[normed latent | rotary key (ropeDim)]` from `kv_a_proj_with_mqa`.
     func latentInputs(
         _ x: [Float], count: Int, layer: Int, offset: Int, latent: LatentAttention
-    ) -> (q: [Float], rows: [Float]) {
+    ) -> (q: [Float], latents: [Float], rows: [Float]) {
         let config = model.config
         let rank = latent.latentRank, ropeDim = latent.ropeDim
         // transformers builds q_a_layernorm and kv_a_layernorm with RMSNorm's default eps, not the config's.
@@ -54,17 +54,19 @@ extension ForwardPass {
             &q, count: count, heads: config.attentionHeads, stride: latent.nopeDim + ropeDim, start: latent.nopeDim,
             dim: ropeDim, rope: config.rope, offset: offset, interleaved: latent.interleaved)
         var rows = Kernels.linear(x, tokens: count, matrix: model.matrix(.keyValueA(layer: layer)))
-        let norm = model.weight(.keyValueANorm(layer: layer))
+        var latents = [Float](repeating: 0, count: count * rank)
         for t in 0..<count {
-            let start = t * (rank + ropeDim)
-            let normed = Kernels.rmsNorm(
-                Array(rows[start..<(start + rank)]), width: rank, weight: norm, eps: bottleneckEps)
-            for i in 0..<rank { rows[start + i] = normed[i] }
+            for i in 0..<rank { latents[t * rank + i] = rows[t * (rank + ropeDim) + i] }
+        }
+        latents = Kernels.rmsNorm(
+            latents, width: rank, weight: model.weight(.keyValueANorm(layer: layer)), eps: bottleneckEps)
+        for t in 0..<count {
+            for i in 0..<rank { rows[t * (rank + ropeDim) + i] = latents[t * rank + i] }
         }
         Rope.apply(
             &rows, count: count, heads: 1, stride: rank + ropeDim, start: rank, dim: ropeDim, rope: config.rope,
             offset: offset, interleaved: latent.interleaved)
-        return (q, rows)
+        return (q, latents, rows)
     }
 
     /// Expanded MLA: `kv_b_proj` turns each latent into every head's key (nope part, then the
@@ -76,11 +78,7 @@ extension ForwardPass {
         let heads = model.config.attentionHeads
         let nope = latent.nopeDim, ropeDim = latent.ropeDim, valueDim = latent.valueDim, rank = latent.latentRank
         let headWidth = nope + ropeDim
-        let (q, rows) = latentInputs(x, count: count, layer: layer, offset: offset, latent: latent)
-        var latents = [Float](repeating: 0, count: count * rank)
-        for t in 0..<count {
-            for i in 0..<rank { latents[t * rank + i] = rows[t * (rank + ropeDim) + i] }
-        }
+        let (q, latents, rows) = latentInputs(x, count: count, layer: layer, offset: offset, latent: latent)
         let expanded = Kernels.linear(latents, tokens: count, matrix: model.matrix(.keyValueB(layer: layer)))
         var k = [Float](repeating: 0, count: count * heads * headWidth)
         var v = [Float](repeating: 0, count: count * heads * valueDim)
@@ -109,7 +107,7 @@ extension ForwardPass {
         let heads = config.attentionHeads
         let nope = latent.nopeDim, ropeDim = latent.ropeDim, valueDim = latent.valueDim, rank = latent.latentRank
         let width = rank + ropeDim
-        let (q, rows) = latentInputs(x, count: count, layer: layer, offset: offset, latent: latent)
+        let (q, _, rows) = latentInputs(x, count: count, layer: layer, offset: offset, latent: latent)
         if !counterfactual { keyCache[layer] += rows }
         let weights =
             absorbedWeights[layer]

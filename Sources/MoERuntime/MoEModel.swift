@@ -177,10 +177,9 @@ public final class MoEModel: @unchecked Sendable {
         let file = files.file(containing: name)!
         let info = try file.info(name)
         if FP8.table(info.dtype) != nil, let fp8 {
-            let scaleName = Self.fp8ScaleName(of: name)
-            let scales = try files.file(containing: scaleName)!.floats(scaleName)
+            let stored = try fp8.weight(name, in: files)
             let weights = FP8Weights(
-                codes: Array(try file.bytes(name)), scales: scales, format: info.dtype, blockRows: fp8.blockRows,
+                codes: Array(stored.codes), scales: stored.scales, format: stored.format, blockRows: fp8.blockRows,
                 blockColumns: fp8.blockColumns)
             if dequantizeFP8 {
                 return Matrix(
@@ -208,9 +207,6 @@ public final class MoEModel: @unchecked Sendable {
         }
     }
 
-    /// `….weight` → `….weight_scale_inv`.
-    static func fp8ScaleName(of name: String) -> String { name + "_scale_inv" }
-
     /// An FP8 weight needs the checkpoint to be FP8 and its block scales, of the block grid's
     /// shape; returns the scale tensor's name.
     private func checkFP8Scale(of name: String, shape: [Int], in file: SafeTensorsFile) throws -> String {
@@ -219,7 +215,7 @@ public final class MoEModel: @unchecked Sendable {
                 file: file.path,
                 "tensor \(name) is FP8 but config.json has no quantization_config with quant_method \"fp8\"")
         }
-        let scaleName = Self.fp8ScaleName(of: name)
+        let scaleName = FP8Config.scaleName(of: name)
         guard let scaleFile = files.file(containing: scaleName) else {
             throw ModelFormatError(file: files.description, "missing tensor \(scaleName) (the scales of FP8 \(name))")
         }
@@ -263,7 +259,7 @@ public final class MoEModel: @unchecked Sendable {
         } else {
             let name = map.name(role)
             files.file(containing: name)?.release(name)
-            files.file(containing: Self.fp8ScaleName(of: name))?.release(Self.fp8ScaleName(of: name))
+            files.file(containing: FP8Config.scaleName(of: name))?.release(FP8Config.scaleName(of: name))
         }
     }
 

@@ -51,9 +51,7 @@ public enum Routing {
             }
         }
         if let removed { for i in choice.indices where removed[i] { choice[i] = -.infinity } }
-        var chosen =
-            rule.groups > 1 || rule.correctionBias || removed != nil
-            ? topK(choice, k: rule.topK) : topK(scores, k: rule.topK)
+        var chosen = topK(choice, k: rule.topK)
         if removed != nil, chosen.contains(where: { choice[$0] == -.infinity }) {
             chosen = topK(unlimited, k: rule.topK)
         }

@@ -12,13 +12,7 @@ public struct FP8Config: Sendable, Equatable {
 
     /// nil when `config.json`'s `quantization_config` is absent or not `fp8`.
     public static func read(directory: String) throws -> FP8Config? {
-        let path = (directory as NSString).appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: path),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else {
-            throw ModelFormatError(file: path, "cannot read a JSON object")
-        }
-        guard let section = object["quantization_config"] as? [String: Any],
+        guard let (path, section) = try QuantizationConfig.section(directory: directory),
             section["quant_method"] as? String == "fp8"
         else { return nil }
         let sizes = (section["weight_block_size"] as? [Any] ?? []).compactMap(SafeTensorsHeader.exactInt)
@@ -39,6 +33,27 @@ public struct FP8Config: Sendable, Equatable {
     /// The scale tensor's shape for a `[rows, columns]` weight.
     public func scaleShape(rows: Int, columns: Int) -> [Int] {
         [(rows + blockRows - 1) / blockRows, (columns + blockColumns - 1) / blockColumns]
+    }
+
+    /// `….weight` → `….weight_scale_inv`.
+    public static func scaleName(of weight: String) -> String { weight + "_scale_inv" }
+
+    /// The FP8 weight `name` (`[rows, columns]`) as stored: its codes (valid while `files` is), its
+    /// format and its block scales, the scale tensor checked against the block grid.
+    public func weight(_ name: String, in files: CheckpointFiles) throws -> (
+        codes: UnsafeRawBufferPointer, format: TensorDType, rows: Int, columns: Int, scales: [Float]
+    ) {
+        guard let file = files.file(containing: name), let info = try? file.info(name), FP8.table(info.dtype) != nil,
+            info.shape.count == 2
+        else {
+            throw ModelFormatError(file: files.description, "\(name) is not a 2-D FP8 tensor")
+        }
+        let scaleName = Self.scaleName(of: name)
+        guard let scaleFile = files.file(containing: scaleName) else {
+            throw ModelFormatError(file: files.description, "missing tensor \(scaleName) (the scales of FP8 \(name))")
+        }
+        let scales = try scaleFile.floats(scaleName, shape: scaleShape(rows: info.shape[0], columns: info.shape[1]))
+        return (try file.bytes(name), info.dtype, info.shape[0], info.shape[1], scales)
     }
 }
 

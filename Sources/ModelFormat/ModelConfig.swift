@@ -74,8 +74,9 @@ public struct MoEModelConfig: Sendable, Equatable {
     public var moeLayers: [Bool]
     /// DeepSeek's multi-head latent attention; nil for grouped-query attention.
     public var latentAttention: LatentAttention?
-    /// The shared expert has a sigmoid gate (Qwen2-MoE) or is simply added (DeepSeek).
-    public var sharedExpertGated: Bool = true
+    /// The shared expert has a sigmoid gate (Qwen2-MoE) or is simply added (DeepSeek): the
+    /// architecture's definition says which.
+    public var sharedExpertGated: Bool { architecture.definition.sharedExpert?.gate != nil }
     /// DeepSeek-V3's multi-token-prediction layers, stored after the last decoder layer
     /// (`model.layers.L…`): not part of the model pmq runs, their tensors are skipped.
     public var trailingLayers: Int = 0

@@ -27,16 +27,7 @@ public struct QuantizationConfig: Sendable, Equatable {
 
     /// `nil` when `config.json` has no `quantization_config` (a float model) or an FP8 one (`FP8Config`).
     public static func read(directory: String) throws -> QuantizationConfig? {
-        let path = (directory as NSString).appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: path),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else {
-            throw ModelFormatError(file: path, "cannot read a JSON object")
-        }
-        guard let value = object["quantization_config"] else { return nil }
-        guard let section = value as? [String: Any] else {
-            throw ModelFormatError(file: path, "quantization_config is not an object")
-        }
+        guard let (path, section) = try section(directory: directory) else { return nil }
         func integer(_ key: String, in dictionary: [String: Any], default fallback: Int? = nil) throws -> Int {
             guard let raw = dictionary[key] else {
                 if let fallback { return fallback }
@@ -103,6 +94,22 @@ public struct QuantizationConfig: Sendable, Equatable {
         return QuantizationConfig(
             method: method, bits: bits, groupSize: groupSize, descAct: descAct,
             checkpointFormat: format, rules: rules, removedExperts: removed, file: path)
+    }
+
+    /// `config.json`'s path and its `quantization_config` object; nil when there is none. GPTQ
+    /// (`read`) and FP8 (`FP8Config.read`) configs are both read from it.
+    static func section(directory: String) throws -> (path: String, section: [String: Any])? {
+        let path = (directory as NSString).appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: path),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
+            throw ModelFormatError(file: path, "cannot read a JSON object")
+        }
+        guard let value = object["quantization_config"] else { return nil }
+        guard let section = value as? [String: Any] else {
+            throw ModelFormatError(file: path, "quantization_config is not an object")
+        }
+        return (path, section)
     }
 
     /// Width and group size of `module` (e.g. `model.layers.0.block_sparse_moe.experts.3.w1`), or

@@ -79,14 +79,15 @@ public struct AllocationPlan: Sendable, Equatable {
             guard Set(row.keys) == Set(0..<config.expertCount) else {
                 throw ModelFormatError(
                     file: file,
-                    "layer \(layer) lists experts \(row.keys.sorted().prefix(4))…, the model has \(config.expertCount)")
+                    "layer \(layer) lists experts \(row.keys.sorted().prefix(4))…, the model has "
+                        + "\(config.expertCount)")
             }
             let removed = row.values.filter { $0 == 0 }.count
             guard config.expertCount - removed >= config.routing.topK else {
                 throw ModelFormatError(
                     file: file,
-                    "layer \(layer): bits 0 removes \(removed) of \(config.expertCount) experts, leaving fewer than the "
-                        + "\(config.routing.topK) a token needs")
+                    "layer \(layer): bits 0 removes \(removed) of \(config.expertCount) experts, leaving fewer "
+                        + "than the \(config.routing.topK) a token needs")
             }
         }
         for layer in widths.keys where !(0..<config.layerCount).contains(layer) || !config.moeLayers[layer] {

@@ -8,19 +8,15 @@ import ModelFormat
 /// unless f32 is kept: a GPTQ checkpoint has no FP8 tensors (docs/FORMATS.md §10).
 public enum PackedModelExport {
     /// An FP8 weight times its block scales, as an F32 passthrough tensor.
-    static func dequantized(
-        _ name: String, info: TensorInfo, files: CheckpointFiles, fp8: FP8Config
-    ) throws -> PackedCheckpoint.Passthrough {
-        let scaleName = name + "_scale_inv"
-        guard info.shape.count == 2, let scaleFile = files.file(containing: scaleName) else {
-            throw ModelFormatError(file: files.description, "FP8 tensor \(name) has no 2-D weight and \(scaleName)")
-        }
-        let expected = fp8.scaleShape(rows: info.shape[0], columns: info.shape[1])
-        let scales = try scaleFile.floats(scaleName, shape: expected)
+    static func dequantized(_ name: String, files: CheckpointFiles, fp8: FP8Config) throws
+        -> PackedCheckpoint.Passthrough
+    {
+        let stored = try fp8.weight(name, in: files)
         let values = FP8.dequantize(
-            codes: try files.file(containing: name)!.bytes(name), dtype: info.dtype, rows: info.shape[0],
-            columns: info.shape[1], scales: scales, blockRows: fp8.blockRows, blockColumns: fp8.blockColumns)
-        return .init(name: name, dtype: "F32", shape: info.shape, data: values.withUnsafeBytes { Data($0) })
+            codes: stored.codes, dtype: stored.format, rows: stored.rows, columns: stored.columns,
+            scales: stored.scales, blockRows: fp8.blockRows, blockColumns: fp8.blockColumns)
+        return .init(
+            name: name, dtype: "F32", shape: [stored.rows, stored.columns], data: values.withUnsafeBytes { Data($0) })
     }
 
     public struct Written {
@@ -48,20 +44,25 @@ public enum PackedModelExport {
             }
         }
         let replaced = Set(
-            (Array(output.linears.keys) + removedModules).flatMap { [$0 + ".weight", $0 + ".weight_scale_inv"] })
+            (Array(output.linears.keys) + removedModules).flatMap {
+                [$0 + ".weight", FP8Config.scaleName(of: $0 + ".weight")]
+            })
+        // The scales of FP8 weights: applied when those pass through dequantized, not copied.
+        var fp8Scales = Set<String>()
+        if fp8 != nil {
+            for file in files.files {
+                for name in file.names where FP8.table(try file.info(name).dtype) != nil {
+                    fp8Scales.insert(FP8Config.scaleName(of: name))
+                }
+            }
+        }
         var passthrough: [PackedCheckpoint.Passthrough] = []
         for file in files.files {
-            for name in file.names where !replaced.contains(name) {
+            for name in file.names where !replaced.contains(name) && !fp8Scales.contains(name) {
                 let info = try file.info(name)
                 if FP8.table(info.dtype) != nil, let fp8 {
-                    passthrough.append(try dequantized(name, info: info, files: files, fp8: fp8))
+                    passthrough.append(try dequantized(name, files: files, fp8: fp8))
                     continue
-                }
-                if fp8 != nil, name.hasSuffix(".weight_scale_inv"),
-                    let weight = files.file(containing: String(name.dropLast("_scale_inv".count))),
-                    FP8.table(try weight.info(String(name.dropLast("_scale_inv".count))).dtype) != nil
-                {
-                    continue // the scales of an FP8 weight, applied above
                 }
                 passthrough.append(
                     .init(name: name, dtype: info.dtype.rawValue, shape: info.shape, data: Data(try file.bytes(name))))

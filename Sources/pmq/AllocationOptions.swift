@@ -36,8 +36,8 @@ struct AllocationOptions: ParsableArguments {
         help: ArgumentHelp(
             "output: PMQ (each expert's routing-weighted output error, priced by its layer's measured loss at "
                 + "that width; profiles without outputError fall back to measured); measured: MC-MoE's "
-                + "freq^α·mass^β·err^α; frequency or random: size-matched baselines that ignore the measured errors "
-                + "(cost freq·params·4^-b, or a seeded random weight instead of freq).",
+                + "freq^α·mass^β·err^α; frequency or random: size-matched baselines that ignore the measured "
+                + "errors (cost freq·params·4^-b, or a seeded random weight instead of freq).",
             valueName: "output|measured|frequency|random"))
     var importance: ImportanceChoice = .output
 

@@ -177,7 +177,9 @@ extension PMQ {
 
         func validate() throws {
             guard rate > 0, rate <= 1 else { throw ValidationError("--rate must be in (0, 1]") }
-            guard samples >= 1, seqLen >= 2 else { throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2") }
+            guard samples >= 1, seqLen >= 2 else {
+                throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2")
+            }
         }
 
         func run() throws {

@@ -51,7 +51,9 @@ extension PMQ {
 
         @Option(
             name: .customLong("sensitivity-width"),
-            help: "Width each layer is quantized at to measure its sensitivity (default: the smallest candidate ≥ 2).")
+            help: ArgumentHelp(
+                "Width each layer is quantized at to measure its sensitivity (default: the smallest candidate "
+                    + "≥ 2)."))
         var sensitivityWidth: Int?
 
         @Option(

@@ -23,7 +23,6 @@ enum DeepSeek {
             throw fields.fail("n_shared_experts", "times moe_intermediate_size is not a plausible width")
         }
         config.sharedExpertIntermediateSize = shared
-        config.sharedExpertGated = false
         let firstDense = try fields.nonNegative("first_k_dense_replace", default: 0)
         guard firstDense <= config.layerCount else {
             throw fields.fail(

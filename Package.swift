@@ -11,6 +11,7 @@
 //   ExpertProfiler  profile: routing statistics, GPTQ error per expert and width, layer sensitivity
 //   PMQSolver       allocate: profile → integer program → CBC (through CCbc) → allocation report; sweeps
 //   QuantEngine     pack: GPTQ of a whole model at the allocated widths → packed checkpoint
+//   FrontEvaluation measured fronts: sweep points assembled from the quantization cache, scored on held-out tokens
 //   OTPTraining     pruning calibration: damage of each expert drop, OTP gate training, ODP calibration
 //   Benchmarks      `pmq bench …`: figures for the solver, GPTQ, packed kernels and the runtime (never tests)
 //   pmq             the command line: parses options, calls the stages, prints
@@ -37,6 +38,7 @@ let package = Package(
         .library(name: "PMQSolver", targets: ["PMQSolver"]),
         .library(name: "QuantEngine", targets: ["QuantEngine"]),
         .library(name: "OTPTraining", targets: ["OTPTraining"]),
+        .library(name: "FrontEvaluation", targets: ["FrontEvaluation"]),
         .library(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
     dependencies: [
@@ -70,6 +72,11 @@ let package = Package(
             swiftSettings: kernelSettings
         ),
         .target(
+            name: "FrontEvaluation",
+            dependencies: ["QuantEngine", "PMQSolver", "MoERuntime", "Kernels", "ModelFormat"],
+            swiftSettings: kernelSettings
+        ),
+        .target(
             name: "OTPTraining",
             dependencies: ["Calibration", "MoERuntime", "Kernels", "ModelFormat"],
             swiftSettings: kernelSettings
@@ -82,7 +89,8 @@ let package = Package(
         .executableTarget(
             name: "pmq",
             dependencies: [
-                "Benchmarks", "PMQSolver", "ExpertProfiler", "QuantEngine", "OTPTraining", "Calibration",
+                "Benchmarks", "PMQSolver", "ExpertProfiler", "QuantEngine", "FrontEvaluation", "OTPTraining",
+                "Calibration",
                 "MoERuntime", "Quantization", "Kernels", "ModelFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -110,6 +118,10 @@ let package = Package(
         .testTarget(
             name: "OTPTrainingTests",
             dependencies: ["TestSupport", "OTPTraining", "Calibration", "MoERuntime", "Kernels", "ModelFormat"]
+        ),
+        .testTarget(
+            name: "FrontEvaluationTests",
+            dependencies: ["TestSupport", "FrontEvaluation", "MoERuntime", "Kernels", "ModelFormat"]
         ),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
     ]

@@ -246,32 +246,8 @@ public struct ObjectiveBenchmark {
         return bits / params
     }
 
-    /// Spearman's ρ: Pearson correlation of the ranks (ties get their mean rank).
-    public static func spearman(_ x: [Double], _ y: [Double]) -> Double {
-        func ranks(_ values: [Double]) -> [Double] {
-            let order = values.indices.sorted { values[$0] < values[$1] }
-            var result = [Double](repeating: 0, count: values.count)
-            var start = 0
-            while start < order.count {
-                var end = start
-                while end + 1 < order.count, values[order[end + 1]] == values[order[start]] { end += 1 }
-                for position in start...end { result[order[position]] = Double(start + end) / 2 }
-                start = end + 1
-            }
-            return result
-        }
-        let rx = ranks(x), ry = ranks(y)
-        let n = Double(x.count)
-        guard n > 1 else { return .nan }
-        let mx = rx.reduce(0, +) / n, my = ry.reduce(0, +) / n
-        var sxy = 0.0, sxx = 0.0, syy = 0.0
-        for (a, b) in zip(rx, ry) {
-            sxy += (a - mx) * (b - my)
-            sxx += (a - mx) * (a - mx)
-            syy += (b - my) * (b - my)
-        }
-        return sxx > 0 && syy > 0 ? sxy / (sxx * syy).squareRoot() : .nan
-    }
+    /// Spearman's ρ (`RankCorrelation.spearman`).
+    public static func spearman(_ x: [Double], _ y: [Double]) -> Double { RankCorrelation.spearman(x, y) }
 }
 
 /// Every expert linear at every width, as the profiler quantized it.

@@ -47,32 +47,13 @@ struct LayerCheckpoint {
 
     /// The layer's expert linears at the sensitivity reference width (or at `width`), keyed by module name.
     func saveReference(layer: Int, width: Int? = nil, linears: [String: PackedLinear]) throws {
-        var writer = SafeTensorsWriter()
-        for (module, linear) in linears.sorted(by: { $0.key < $1.key }) {
-            for tensor in try linear.storedTensors(module: module) {
-                try writer.add(
-                    tensor.name, dtype: TensorDType(rawValue: tensor.dtype)!, shape: tensor.shape, data: tensor.data)
-            }
-            writer.metadata[module] = "\(linear.bits) \(linear.groupSize) \(linear.outFeatures) \(linear.inFeatures)"
-        }
-        try writer.write(to: referencePath(layer, width: width))
+        try PackedLinear.writeLayer(linears, to: referencePath(layer, width: width))
     }
 
     func loadReference(layer: Int, width: Int? = nil) throws -> [String: PackedLinear]? {
         let path = referencePath(layer, width: width)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        let file = try SafeTensorsFile(path: path)
-        var linears: [String: PackedLinear] = [:]
-        for (module, shape) in file.metadata {
-            let numbers = shape.split(separator: " ").compactMap { Int($0) }
-            guard numbers.count == 4 else {
-                throw ModelFormatError(file: path, "metadata for \(module) is not 'bits group out in'")
-            }
-            linears[module] = try PackedLinear.read(
-                from: file, prefix: module, bits: numbers[0], groupSize: numbers[1],
-                outFeatures: numbers[2], inFeatures: numbers[3])
-        }
-        return linears
+        return try PackedLinear.readLayer(from: path)
     }
 
     func remove() {

@@ -78,7 +78,7 @@ public struct Profiler {
     /// last finished one. `progress(stage, done, total)`.
     public func run(
         tokens: [Int], description: String, layers requested: Range<Int>? = nil,
-        checkpointDirectory: String? = nil,
+        checkpointDirectory: String? = nil, cacheDirectory: String? = nil,
         progress: (String, Int, Int) -> Void = { _, _, _ in },
         quantized: QuantizedWeights? = nil
     ) throws -> Profile {
@@ -96,6 +96,24 @@ public struct Profiler {
         let checkpoint = try checkpointDirectory.map {
             try LayerCheckpoint(directory: $0, fingerprint: fingerprint(tokens: tokens, windows: windows))
         }
+        let calibrationFingerprint = Self.calibrationFingerprint(
+            tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+        let cache = try cacheDirectory.map {
+            try QuantizationCache.openOrCreate(
+                directory: $0,
+                fingerprint: try cacheFingerprint(calibration: calibrationFingerprint), modelDirectory: model.directory)
+        }
+        // A layer is finished when its checkpoint is saved and, with a cache, every width is cached.
+        func finishedLayer(_ layer: Int) throws -> Profile.Layer? {
+            guard let saved = try checkpoint?.load(layer: layer) else { return nil }
+            guard let cache else { return saved }
+            return quantizedWidths.allSatisfy { cache.contains(layer: layer, width: $0) } ? saved : nil
+        }
+        // The layer's linears at `width` (nil: the reference width) from a finished run.
+        func savedLinears(layer: Int, width: Int?) throws -> [String: PackedLinear]? {
+            if let cache { return try cache.read(layer: layer, width: width ?? referenceWidth) }
+            return try checkpoint?.loadReference(layer: layer, width: width)
+        }
 
         let session = ForwardPass(model: model)
         var states = CalibrationWindows.embed(
@@ -110,12 +128,12 @@ public struct Profiler {
             layers: targets.last.map { $0 + 1 } ?? 0,
             observer: { layer -> ExpertStatistics? in
                 guard targets.contains(layer) else { return nil }
-                if let saved = try checkpoint?.load(layer: layer) {
+                if let saved = try finishedLayer(layer) {
                     finished.append(saved)
-                    if let stored = try checkpoint?.loadReference(layer: layer) {
+                    if let stored = try savedLinears(layer: layer, width: nil) {
                         var packed = [referenceWidth: referenceRoles(layer: layer, stored)]
                         for width in quantizedWidths where width != referenceWidth && options.sensitivityCurve {
-                            guard let other = try checkpoint?.loadReference(layer: layer, width: width) else { break }
+                            guard let other = try savedLinears(layer: layer, width: width) else { break }
                             packed[width] = referenceRoles(layer: layer, other)
                         }
                         packedLayers[layer] = packed
@@ -129,12 +147,22 @@ public struct Profiler {
         ) { layer, statistics in
             let forwardSeconds = seconds(since: forwardStart)
             let quantizationStart = ContinuousClock.now
-            var (measured, packed) = try measure(layer: layer, statistics, quantized: quantized) { done, total in
+            var (measured, packed) = try measure(
+                layer: layer, statistics, quantized: quantized, packAllWidths: cache != nil
+            ) { done, total in
                 progress("layer \(layer): experts quantized", done, total)
             }
             measured.seconds = .init(forward: forwardSeconds, quantization: seconds(since: quantizationStart))
-            if let checkpoint {
+            if let cache {
                 for (width, linears) in packed {
+                    try cache.write(
+                        layer: layer, width: width,
+                        linears: Dictionary(uniqueKeysWithValues: linears.map { (model.moduleName($0.key), $0.value) }))
+                }
+                if !options.sensitivityCurve { packed = packed.filter { $0.key == referenceWidth } }
+            }
+            if let checkpoint {
+                for (width, linears) in packed where cache == nil {
                     try checkpoint.saveReference(
                         layer: layer, width: width == referenceWidth ? nil : width,
                         linears: Dictionary(uniqueKeysWithValues: linears.map { (model.moduleName($0.key), $0.value) }))
@@ -177,7 +205,9 @@ public struct Profiler {
         let name = model.directory.hasSuffix("/") ? String(model.directory.dropLast()) : model.directory
         return Profile(
             model: .init(name: name, architecture: config.architecture.rawValue, topK: config.routing.topK),
-            calibration: .init(tokens: windows * options.sequenceLength, description: description),
+            calibration: .init(
+                tokens: windows * options.sequenceLength, description: description,
+                fingerprint: calibrationFingerprint),
             widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
             seconds: seconds(since: runStart))
     }
@@ -196,7 +226,7 @@ public struct Profiler {
     /// GPTQ of every expert of one layer at every candidate width; also returns the layer's
     /// linears packed at the sensitivity reference width (and every other width for the curve).
     func measure(
-        layer: Int, _ statistics: ExpertStatistics, quantized: QuantizedWeights? = nil,
+        layer: Int, _ statistics: ExpertStatistics, quantized: QuantizedWeights? = nil, packAllWidths: Bool = false,
         progress: (Int, Int) -> Void
     ) throws
         -> (Profile.Layer, [Int: [TensorRole: PackedLinear]])
@@ -255,7 +285,7 @@ public struct Profiler {
                     outputErrors.append((bits, sample.error(sample.output(quantized), reference: floatOutput)))
                 }
                 for (role, _, results) in linears { quantized?(role, bits, results[position].dequantized) }
-                if bits == referenceWidth || options.sensitivityCurve {
+                if bits == referenceWidth || options.sensitivityCurve || packAllWidths {
                     for (role, weight, results) in linears {
                         packed[bits, default: [:]][role] = PackedLinear(
                             packing: results[position], rows: weight.rows, columns: weight.columns,
@@ -281,6 +311,24 @@ public struct Profiler {
             progress(expert + 1, config.expertCount)
         }
         return (Profile.Layer(index: layer, experts: experts), packed)
+    }
+
+    /// Identifies the calibration tokens a run uses: their count and an FNV-1a hash of them.
+    public static func calibrationFingerprint(tokens: [Int], windows: Int, sequenceLength: Int) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for token in tokens.prefix(windows * sequenceLength) {
+            hash = (hash ^ UInt64(truncatingIfNeeded: token)) &* 0x0000_0100_0000_01B3
+        }
+        return "\(windows) windows of \(sequenceLength) tokens, FNV-1a \(String(hash, radix: 16))"
+    }
+
+    /// What this run's GPTQ results depend on, for the quantization cache.
+    func cacheFingerprint(calibration: String) throws -> QuantizationCache.Fingerprint {
+        .init(
+            model: try ModelDigest.compute(directory: model.directory),
+            architecture: model.config.architecture.rawValue, calibration: calibration,
+            groupSize: options.groupSize, dampening: options.dampening, actOrder: options.actOrder,
+            clipSearch: options.clipSearch)
     }
 
     /// Identifies a run's inputs, so that a checkpoint is only resumed by the same run.

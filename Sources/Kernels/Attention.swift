@@ -4,6 +4,9 @@ import Foundation
 /// and updates, heads split across cores when the work is large, beside the plain scalar loop it
 /// is tested against.
 public enum Attention {
+    /// Windows of at least this many tokens from position 0 take `prefill` (two GEMMs per head).
+    public static let prefillMinimum = 32
+
     /// Causal scaled dot-product attention of `count` queries at positions `position…` over the
     /// cached keys `[position + count, kvHeads · dim]` and values `[position + count, kvHeads ·
     /// valueDim]` (`valueDim` defaults to `dim`; MLA's differ); returns `[count, heads · valueDim]`.
@@ -24,6 +27,20 @@ public enum Attention {
             return reference(
                 q: q, keys: keys, values: values, count: count, position: position, heads: heads,
                 kvHeads: kvHeads, dim: dim, valueDim: vDim, scale: scale, own: own)
+        }
+        if position == 0, own == nil, count >= prefillMinimum {
+            q.withUnsafeBufferPointer { q in
+                keys.withUnsafeBufferPointer { keys in
+                    values.withUnsafeBufferPointer { values in
+                        context.withUnsafeMutableBufferPointer { context in
+                            prefill(
+                                q: q, keys: keys, values: values, context: context, count: count, heads: heads,
+                                kvHeads: kvHeads, dim: dim, valueDim: vDim, scale: scale)
+                        }
+                    }
+                }
+            }
+            return context
         }
         let ownKeys = own?.keys ?? [], ownValues = own?.values ?? []
         q.withUnsafeBufferPointer { q in

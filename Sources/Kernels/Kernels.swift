@@ -59,6 +59,7 @@ public enum Kernels {
 
     /// `x · Wᵀ (+ bias)` for a weight matrix in f32 or bf16.
     public static func linear(_ x: [Float], tokens: Int, matrix: Matrix, bias: [Float]? = nil) -> [Float] {
+        if let y = gemmLinear(x, tokens: tokens, matrix: matrix, bias: bias) { return y }
         switch matrix.storage {
         case let .f32(w):
             return linear(

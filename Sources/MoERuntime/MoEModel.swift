@@ -270,6 +270,41 @@ public final class MoEModel: @unchecked Sendable {
         matrices[role] = matrix
     }
 
+    /// Stores every tensor but the expert linears as a packed checkpoint holds it
+    /// (docs/PACKED_FORMAT.md): tensors stored as F32 (and FP8 linears, dequantized) are rounded to
+    /// bf16, nearest even; bf16 and f16 ones stay as they are. An eager model then runs as the
+    /// packed checkpoint written from it would, once its experts are replaced by the packed ones.
+    public func roundPassthroughToBFloat16() throws {
+        precondition(!lazy, "rounding needs every matrix in memory")
+        func bfloat16(_ value: Float) -> UInt16 {
+            let bits = value.bitPattern
+            if value.isNaN { return UInt16(bits >> 16) | 0x40 }
+            return UInt16((bits &+ (0x7FFF + ((bits >> 16) & 1))) >> 16)
+        }
+        func storedAsFloat32(_ role: TensorRole) throws -> Bool {
+            let name = map.name(role)
+            guard let file = files.file(containing: name) else { return false }
+            return try file.info(name).dtype == .f32
+        }
+        for (role, matrix) in matrices {
+            switch role {
+            case .expertGate, .expertUp, .expertDown: continue
+            default: break
+            }
+            switch matrix.storage {
+            case let .f32(values) where try storedAsFloat32(role):
+                matrices[role] = Matrix(rows: matrix.rows, columns: matrix.columns, storage: .bf16(values.map(bfloat16)))
+            case .fp8:
+                matrices[role] = Matrix(
+                    rows: matrix.rows, columns: matrix.columns, storage: .bf16(matrix.floats.map(bfloat16)))
+            default: continue
+            }
+        }
+        for (role, values) in vectors where try storedAsFloat32(role) {
+            vectors[role] = values.map { Float(bitPattern: UInt32(bfloat16($0)) << 16) }
+        }
+    }
+
     /// The module `role`'s weight belongs to (`….experts.3.w1`): what a packed linear is named after.
     public func moduleName(_ role: TensorRole) -> String { map.moduleName(role) }
 

@@ -26,6 +26,9 @@ public struct AllocationReport: Codable, Sendable {
         public var uniformLayers: Bool?
         public var timeLimit: Double?
         public var gapTolerance: Double
+        /// The profile's calibration fingerprint: which quantization cache the widths may be
+        /// assembled from (absent when the profile has none).
+        public var calibration: String? = nil
     }
 
     public struct Expert: Codable, Sendable {
@@ -121,7 +124,8 @@ public struct AllocationReport: Codable, Sendable {
             alpha: costModel.alpha, beta: costModel.beta, diversity: costModel.diversity,
             importance: costModel.resolved(for: profile).importance.description,
             layerSensitivity: costModel.appliesLayerSensitivity(profile),
-            uniformLayers: costModel.uniformLayers, timeLimit: options.timeLimit, gapTolerance: options.relativeGap)
+            uniformLayers: costModel.uniformLayers, timeLimit: options.timeLimit, gapTolerance: options.relativeGap,
+            calibration: profile.calibration.fingerprint)
         self.layers = layers
     }
 

@@ -15,11 +15,13 @@ public enum FrontWriters {
         public var diversity: Bool
         public var seconds: Double
         public var points: [ParetoSweep.Point]
+        /// How the points were measured (`pmq sweep --evaluate`); absent otherwise.
+        public var evaluation: FrontEvaluationSummary?
     }
 
     public static func write(
         _ result: ParetoSweep.Result, profile: Profile, profilePath: String, model: CostModel,
-        directory: String, saveAllocations: Bool
+        directory: String, saveAllocations: Bool, evaluation: FrontEvaluationSummary? = nil
     ) throws {
         let fileManager = FileManager.default
         do {
@@ -34,7 +36,7 @@ public enum FrontWriters {
         let document = Document(
             model: profile.model.name, profile: profilePath, scope: model.scope.rawValue,
             widths: widths, alpha: model.alpha, beta: model.beta, diversity: model.diversity,
-            seconds: result.seconds, points: result.points)
+            seconds: result.seconds, points: result.points, evaluation: evaluation)
         if saveAllocations {
             for (index, report) in result.reports.enumerated() {
                 guard let report else { continue }
@@ -43,21 +45,20 @@ public enum FrontWriters {
             }
         }
         try AtomicFile.writeJSON(document, to: directory + "/front.json")
-        try AtomicFile.write(csv(result.points), to: directory + "/front.csv")
+        try AtomicFile.write(csv(result.points, measured: evaluation != nil), to: directory + "/front.csv")
+        let title =
+            "\(profile.model.name) — \(model.scope.rawValue) budget, widths "
+            + "\(widths.map(String.init).joined(separator: ","))"
         try AtomicFile.write(
-            svg(
-                result.points,
-                title:
-                    "\(profile.model.name) — \(model.scope.rawValue) budget, widths "
-                    + "\(widths.map(String.init).joined(separator: ","))"
-            ),
+            evaluation.map { measuredSVG(result.points, summary: $0, title: title) } ?? svg(result.points, title: title),
             to: directory + "/front.svg")
     }
 
-    public static func csv(_ points: [ParetoSweep.Point]) -> String {
+    /// One row per point; with `measured`, the held-out perplexity, ΔNLL and mean KL as well.
+    public static func csv(_ points: [ParetoSweep.Point], measured: Bool = false) -> String {
         var lines = [
             "budget_kind,budget,status,average_bits,effective_bits,bytes,objective,bound,gap,seconds,start,dominated,"
-                + "removed"
+                + "removed" + (measured ? ",perplexity,delta_nll,mean_kl,assembly_seconds,evaluation_seconds" : "")
         ]
         func text(_ value: Double?) -> String { value.map { String($0) } ?? "" }
         for point in points {
@@ -68,7 +69,14 @@ public enum FrontWriters {
                     point.bytes.map(String.init) ?? "", text(point.objective), text(point.bound), text(point.gap),
                     String(format: "%.4f", point.seconds), point.start ?? "", String(point.dominated),
                     point.removed.map(String.init) ?? "",
-                ].joined(separator: ","))
+                ].joined(separator: ",")
+                    + (measured
+                        ? ","
+                            + [
+                                text(point.measured?.perplexity), text(point.measured?.deltaNLL),
+                                text(point.measured?.meanKL), text(point.measured?.assemblySeconds),
+                                text(point.measured?.evaluationSeconds),
+                            ].joined(separator: ",") : ""))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -23,6 +23,8 @@ public enum ParetoSweep {
         public var dominated: Bool
         /// Experts the allocation removes (width 0); nil when it is not solved.
         public var removed: Int? = nil
+        /// Held-out measurement of the point's model (`pmq sweep --evaluate`).
+        public var measured: FrontMeasurement? = nil
     }
 
     public struct Result: Sendable {

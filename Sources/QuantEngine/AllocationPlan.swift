@@ -8,10 +8,13 @@ public struct AllocationPlan: Sendable, Equatable {
     /// Width of every expert: `widths[layer]![expert]`.
     public var widths: [Int: [Int: Int]]
     public var groupSize: Int
+    /// The calibration fingerprint of the profile the widths were solved from (nil when unknown).
+    public var calibration: String?
 
-    public init(widths: [Int: [Int: Int]], groupSize: Int) {
+    public init(widths: [Int: [Int: Int]], groupSize: Int, calibration: String? = nil) {
         self.widths = widths
         self.groupSize = groupSize
+        self.calibration = calibration
     }
 
     /// Every expert of every MoE layer at `bits`.
@@ -67,7 +70,11 @@ public struct AllocationPlan: Sendable, Equatable {
                 throw ModelFormatError(file: path, "layer \(index) is listed twice")
             }
         }
-        return AllocationPlan(widths: widths, groupSize: groupSize)
+        let calibration = parameters["calibration"]
+        guard calibration == nil || calibration is String else {
+            throw ModelFormatError(file: path, "parameters.calibration is not a string")
+        }
+        return AllocationPlan(widths: widths, groupSize: groupSize, calibration: calibration as? String)
     }
 
     /// Checks that the plan names every expert of every MoE layer of `config`, and nothing else.

@@ -66,6 +66,12 @@ extension PMQ {
             help: "Measure each layer's sensitivity at the reference width only, not at every width.")
         var noSensitivityCurve = false
 
+        @Option(
+            help: ArgumentHelp(
+                "Keep every expert's GPTQ result at every width in this folder (for `pmq assemble` and "
+                    + "`pmq sweep --evaluate`).", valueName: "dir"))
+        var cache: String?
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
@@ -102,7 +108,7 @@ extension PMQ {
             let document = try profiler.run(
                 tokens: file.tokens,
                 description: "\(calibration.calib): \(calibration.samples) windows of \(calibration.seqLen) tokens",
-                layers: layers, checkpointDirectory: partial, progress: progress.update)
+                layers: layers, checkpointDirectory: partial, cacheDirectory: cache, progress: progress.update)
             progress.finish()
             try document.write(to: out)
             try? FileManager.default.removeItem(atPath: partial)
@@ -113,6 +119,10 @@ extension PMQ {
                     + "\(widths.map(String.init).joined(separator: ",")), \(document.calibration.tokens) calibration "
                     + "tokens\(unreached > 0 ? ", \(unreached) experts never routed to" : "")"
             )
+            if let cache {
+                let bytes = (try? QuantizationCache.open(directory: cache))?.byteCount ?? 0
+                print(String(format: "%@: quantization cache, %.2f MB", cache, Double(bytes) / 1e6))
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import FrontEvaluation
 import Foundation
+import ModelFormat
 import PMQSolver
 
 extension PMQ {
@@ -9,6 +11,12 @@ extension PMQ {
             discussion: """
                 --from and --to are both average bits (1.5, 3.0) or both sizes (10GB, 20GB). Each solve \
                 starts from the previous solution. Writes DIR/front.json, DIR/front.csv and DIR/front.svg.
+
+                With --evaluate TOKENS --model DIR --cache DIR, every point's model is assembled in memory \
+                from the quantization cache of `pmq profile --cache` and measured on the held-out tokens \
+                (perplexity, ΔNLL and mean KL to the float model), as are the uniform-width models; the \
+                measurements go beside the predicted loss in front.json and front.csv, and front.svg draws \
+                both. Finished points are kept in DIR.partial/, so a killed run resumes where it stopped.
                 """
         )
 
@@ -31,11 +39,41 @@ extension PMQ {
             help: "Also write each point's allocation report to DIR/allocations/.")
         var saveAllocations = false
 
+        @Option(
+            help: ArgumentHelp(
+                "Held-out tokens (uint32 file) to measure every point on; needs --model and --cache.",
+                valueName: "file"))
+        var evaluate: String?
+
+        @Option(help: ArgumentHelp("With --evaluate: the float Hugging Face model directory.", valueName: "dir"))
+        var model: String?
+
+        @Option(help: ArgumentHelp("With --evaluate: the quantization cache of the profile.", valueName: "dir"))
+        var cache: String?
+
+        @Option(name: .customLong("max-tokens"), help: "With --evaluate: measure on at most this many tokens.")
+        var maxTokens: Int?
+
+        @Option(name: .customLong("seq-len"), help: "With --evaluate: window length.")
+        var seqLen: Int = 512
+
+        @Flag(
+            name: .customLong("save-models"),
+            help: "With --evaluate: also write each point's packed model to DIR/models/point-NNN/.")
+        var saveModels = false
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
         func validate() throws {
             guard (1...100_000).contains(points) else { throw ValidationError("--points must be 1 to 100,000") }
+            if evaluate != nil {
+                guard model != nil, cache != nil else { throw ValidationError("--evaluate needs --model and --cache") }
+            } else if model != nil || cache != nil || maxTokens != nil || saveModels {
+                throw ValidationError("--model, --cache, --max-tokens and --save-models go with --evaluate")
+            }
+            if let maxTokens, maxTokens < 2 { throw ValidationError("--max-tokens must be ≥ 2") }
+            guard (2...1_048_576).contains(seqLen) else { throw ValidationError("--seq-len must be 2 to 1,048,576") }
         }
 
         func run() throws {
@@ -45,8 +83,29 @@ extension PMQ {
             let budgets = try ParetoSweep.budgets(from: try parse(from), to: try parse(to), count: points)
             let profile = try allocation.loadProfile()
             let model = allocation.costModel
+            // Everything --evaluate reads is checked before anything is solved.
+            var evaluationInputs: (tokens: TokenFile, cache: QuantizationCache)?
+            if let evaluate, let cachePath = cache, let modelPath = self.model {
+                let opened = try QuantizationCache.open(directory: cachePath)
+                if let expected = profile.calibration.fingerprint, expected != opened.fingerprint.calibration {
+                    throw ModelFormatError(
+                        file: cachePath,
+                        "was made for another calibration set (\(opened.fingerprint.calibration)) than "
+                            + "\(allocation.profile) (\(expected))")
+                }
+                guard opened.fingerprint.groupSize == profile.groupSize else {
+                    throw ModelFormatError(
+                        file: cachePath,
+                        "was made for another group size (\(opened.fingerprint.groupSize)) than \(allocation.profile) "
+                            + "(\(profile.groupSize))")
+                }
+                let config = try MoEModelConfig.read(directory: modelPath)
+                let tokens = try TokenFile(path: evaluate)
+                try tokens.validate(vocabSize: config.vocabSize)
+                evaluationInputs = (tokens, opened)
+            }
             let progress = Progress("sweep", quiet: quiet)
-            let result = try ParetoSweep.run(
+            let solved = try ParetoSweep.run(
                 profile: profile, profilePath: allocation.profile, model: model,
                 budgets: budgets, options: allocation.solveOptions
             ) { done, total, point in
@@ -55,9 +114,15 @@ extension PMQ {
                     detail: "budget \(String(format: "%.4g", point.budget)) \(point.budgetKind): \(point.status)")
             }
             progress.finish()
+            var result = solved
+            var summary: FrontEvaluationSummary?
+            if let evaluationInputs {
+                (result, summary) = try measure(solved, inputs: evaluationInputs)
+            }
             try FrontWriters.write(
                 result, profile: profile, profilePath: allocation.profile, model: model,
-                directory: out, saveAllocations: saveAllocations)
+                directory: out, saveAllocations: saveAllocations, evaluation: summary)
+            if summary != nil { try? FileManager.default.removeItem(atPath: out + ".partial") }
             print(
                 "\(profile.model.name): \(points) budgets, scope \(model.scope.rawValue), "
                     + "\(String(format: "%.2f", result.seconds)) s"
@@ -78,7 +143,67 @@ extension PMQ {
                 ]
                 print(cells.joined(separator: " "))
             }
+            if let summary { printMeasured(result, summary) }
             print("front: \(out)/front.json, \(out)/front.csv, \(out)/front.svg")
+        }
+    }
+}
+
+extension PMQ.Sweep {
+    /// Measures every solved point (and the uniform-width models) on the held-out tokens.
+    func measure(_ solved: ParetoSweep.Result, inputs: (tokens: TokenFile, cache: QuantizationCache)) throws
+        -> (ParetoSweep.Result, FrontEvaluationSummary)
+    {
+        var options = MeasuredFront.Options()
+        options.sequenceLength = seqLen
+        options.maxTokens = maxTokens
+        options.saveModels = saveModels ? out : nil
+        let front = MeasuredFront(modelDirectory: model!, cache: inputs.cache, options: options)
+        let progress = StagedProgress("measure", quiet: quiet)
+        let measured = try front.run(
+            reports: solved.reports, tokens: inputs.tokens.tokens, tokensFile: evaluate!, workDirectory: out + ".partial",
+            progress: progress.update)
+        progress.finish()
+        var result = solved
+        for index in result.points.indices { result.points[index].measured = measured.points[index] }
+        let pairs = result.points.compactMap { point in
+            point.objective.flatMap { objective in point.measured.map { (objective, $0.deltaNLL) } }
+        }
+        let rho = pairs.count >= 2 ? RankCorrelation.spearman(pairs.map(\.0), pairs.map(\.1)) : nil
+        return (
+            result,
+            FrontEvaluationSummary(
+                tokensFile: evaluate!, tokens: measured.tokens, predicted: measured.predicted,
+                floatNegativeLogLikelihood: measured.floatNegativeLogLikelihood,
+                floatPerplexity: measured.floatPerplexity, references: measured.references,
+                spearman: rho.flatMap { $0.isFinite ? $0 : nil }, seconds: measured.seconds)
+        )
+    }
+
+    func printMeasured(_ result: ParetoSweep.Result, _ summary: FrontEvaluationSummary) {
+        print(
+            String(
+                format: "measured on %d held-out tokens of %@: float perplexity %.3f, %.1f s", summary.predicted,
+                summary.tokensFile, summary.floatPerplexity, summary.seconds))
+        print("model                 avg bits  eff bits  perplexity  ΔNLL       mean KL    assembly s  eval s")
+        func row(_ name: String, _ bits: Double?, _ effective: Double?, _ m: FrontMeasurement) {
+            print(
+                name.padding(toLength: 21, withPad: " ", startingAt: 0)
+                    + String(
+                        format: " %-9.4f %-9.4f %-11.3f %-10.5f %-10.5f %-11.3f %.2f", bits ?? .nan, effective ?? .nan,
+                        m.perplexity, m.deltaNLL, m.meanKL, m.assemblySeconds, m.evaluationSeconds))
+        }
+        for reference in summary.references {
+            row(reference.name, reference.averageBits, reference.effectiveBits, reference.measured)
+        }
+        for (index, point) in result.points.enumerated() {
+            guard let measured = point.measured else { continue }
+            row(
+                "point \(index + 1)" + (point.dominated ? " (dominated)" : ""), point.averageBits, point.effectiveBits,
+                measured)
+        }
+        if let rho = summary.spearman {
+            print(String(format: "Spearman ρ(predicted loss, measured ΔNLL) = %.3f", rho))
         }
     }
 }

@@ -22,6 +22,24 @@ import Testing
         #expect(worst <= 1e-5, "max |Δ| = \(worst)")
     }
 
+    /// Whole windows from position 0 take the two-GEMM prefill; MLA's value width differs from the key's.
+    @Test(arguments: [(32, 4, 2, 40, 40), (300, 4, 2, 40, 40), (97, 6, 3, 20, 12), (64, 16, 16, 24, 16)])
+    func prefillMatchesReference(count: Int, heads: Int, kvHeads: Int, dim: Int, valueDim: Int) {
+        #expect(count >= Attention.prefillMinimum)
+        var generator = SplitMix64(seed: UInt64(count * 7 + dim))
+        let q = (0..<(count * heads * dim)).map { _ in Float(generator.gaussian()) }
+        let keys = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
+        let values = (0..<(count * kvHeads * valueDim)).map { _ in Float(generator.gaussian()) }
+        let fast = Attention.causal(
+            q: q, keys: keys, values: values, count: count, position: 0, heads: heads, kvHeads: kvHeads, dim: dim,
+            valueDim: valueDim, scale: 0.3)
+        let reference = Attention.reference(
+            q: q, keys: keys, values: values, count: count, position: 0, heads: heads, kvHeads: kvHeads, dim: dim,
+            valueDim: valueDim, scale: 0.3)
+        let worst = zip(fast, reference).map { abs($0 - $1) }.max()!
+        #expect(worst <= 1e-5, "max |Δ| = \(worst)")
+    }
+
     /// With `own` rows, each query's own position reads them instead of the cache; positions
     /// before it still read the cache.
     @Test(arguments: [(1, 0, 4, 2, 8), (5, 3, 4, 4, 12), (33, 0, 8, 2, 64)])

@@ -111,6 +111,11 @@ struct JSONField {
         return text
     }
 
+    func bool() throws -> Bool {
+        guard case let .bool(flag) = value else { throw fail("expected true or false, got \(value.typeName)") }
+        return flag
+    }
+
     func integer() throws -> Int64 {
         switch value {
         case let .integer(number): return number

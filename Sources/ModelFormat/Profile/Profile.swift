@@ -19,9 +19,13 @@ public struct Profile: Codable, Sendable, Equatable {
     public struct Calibration: Codable, Sendable, Equatable {
         public var tokens: Int
         public var description: String
-        public init(tokens: Int, description: String) {
+        /// Identifies the calibration tokens used (`Profiler.calibrationFingerprint`): what a
+        /// quantization cache is matched against (absent in older and synthetic profiles).
+        public var fingerprint: String?
+        public init(tokens: Int, description: String, fingerprint: String? = nil) {
             self.tokens = tokens
             self.description = description
+            self.fingerprint = fingerprint
         }
     }
 

@@ -48,7 +48,8 @@ public enum ProfileReader {
         guard tokens >= 0 else { throw tokensField.fail("must be ≥ 0, got \(tokens)") }
         let calibration = Profile.Calibration(
             tokens: Int(tokens),
-            description: try calibrationField.optionalMember("description")?.string() ?? "")
+            description: try calibrationField.optionalMember("description")?.string() ?? "",
+            fingerprint: try calibrationField.optionalMember("fingerprint")?.string())
 
         let widthsField = try root.member("widths")
         var widths: [Int] = []

@@ -1,0 +1,219 @@
+import Foundation
+import Kernels
+import ModelFormat
+import MoERuntime
+import PMQSolver
+import QuantEngine
+
+/// Measures a swept front: every solved point's allocation is assembled in memory from the
+/// quantization cache (packed experts, the other tensors stored as the packed checkpoint stores
+/// them) and scored on held-out tokens against the float model, as are the uniform-width models
+/// for reference. Each measured point is saved in a work folder as it finishes, so a killed run
+/// resumes where it stopped.
+public struct MeasuredFront {
+    public struct Options: Sendable {
+        public var sequenceLength = 512
+        /// Score at most this many held-out tokens (nil: all).
+        public var maxTokens: Int?
+        /// Also write each point's packed checkpoint to `models/point-NNN/` of this folder.
+        public var saveModels: String?
+        public init() {}
+    }
+
+    public typealias Measurement = FrontMeasurement
+
+    public struct Result: Sendable {
+        /// Per sweep point, nil where infeasible.
+        public var points: [Measurement?]
+        public var references: [FrontReference]
+        public var floatNegativeLogLikelihood: Double
+        public var floatPerplexity: Double
+        public var tokens: Int
+        public var predicted: Int
+        public var seconds: Double
+    }
+
+    public let modelDirectory: String
+    public let cache: QuantizationCache
+    public let options: Options
+
+    public init(modelDirectory: String, cache: QuantizationCache, options: Options) {
+        self.modelDirectory = modelDirectory
+        self.cache = cache
+        self.options = options
+    }
+
+    /// An allocation report's widths as the packer reads them.
+    public static func plan(_ report: AllocationReport) -> AllocationPlan {
+        var widths: [Int: [Int: Int]] = [:]
+        for layer in report.layers {
+            widths[layer.index] = Dictionary(uniqueKeysWithValues: layer.experts.map { ($0.index, $0.bits) })
+        }
+        return AllocationPlan(
+            widths: widths, groupSize: report.parameters.groupSize, calibration: report.parameters.calibration)
+    }
+
+    /// `progress(stage, done, total)`; `workDirectory` keeps finished points for a rerun.
+    public func run(
+        reports: [AllocationReport?], tokens allTokens: [Int], tokensFile: String, workDirectory: String,
+        progress: (String, Int, Int) -> Void = { _, _, _ in }
+    ) throws -> Result {
+        let start = ContinuousClock.now
+        let model = try MoEModel(directory: modelDirectory)
+        guard model.quantization == nil else {
+            throw ModelFormatError(file: modelDirectory, "is already quantized; name the float model")
+        }
+        let tokens = options.maxTokens.map { Array(allTokens.prefix($0)) } ?? allTokens
+        guard tokens.count >= 2 else { throw ModelFormatError(file: tokensFile, "fewer than 2 tokens to evaluate") }
+        let config = model.config
+        let plans = reports.map { $0.map(Self.plan) }
+        for plan in plans.compactMap({ $0 }) {
+            try CacheAssembly.check(
+                cache, modelDirectory: modelDirectory, config: config, plan: plan, planFile: "the profile")
+        }
+        let uniformWidths = try cachedWidths(config: config)
+        let needed = HeldOutScorer.referenceBytes(
+            tokens: tokens.count, sequenceLength: options.sequenceLength, vocab: config.vocabSize)
+        let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        if physical > 0, needed > physical / 2 {
+            throw ModelFormatError(
+                file: tokensFile,
+                String(
+                    format: "keeping the float model's distributions over %d tokens needs %.1f GB; "
+                        + "bound them with --max-tokens", tokens.count, Double(needed) / 1e9))
+        }
+        let work = try WorkFolder(
+            directory: workDirectory,
+            fingerprint: "\(cache.fingerprint.model)|\(cache.fingerprint.calibration)|"
+                + "\(cache.fingerprint.groupSize)|tokens \(tokensFile) \(tokens.count) "
+                + "\(HeldOutScorer.digest(tokens))|seq \(options.sequenceLength)")
+
+        let scorer = HeldOutScorer(tokens: tokens, sequenceLength: options.sequenceLength, vocab: config.vocabSize)
+        try scorer.recordFloat(model: model) { progress("float model", $0, $1) }
+        try model.roundPassthroughToBFloat16()
+        let originals = Dictionary(
+            uniqueKeysWithValues: (0..<config.layerCount).filter { config.moeLayers[$0] }.flatMap { layer in
+                (0..<config.expertCount).flatMap { TensorRole.expertLinears(layer: layer, expert: $0) }
+            }.map { ($0, model.matrix($0)) })
+
+        func measure(_ plan: AllocationPlan, key: String, stage: String, save: String?) throws -> Measurement {
+            if let saved = work.load(key: key) { return saved }
+            let assemblyStart = ContinuousClock.now
+            for (role, matrix) in originals { model.replace(role, with: matrix) }
+            try CacheAssembly.forEachLayer(plan: plan, config: config, cache: cache) { _, _, roles in
+                for (role, linear) in roles {
+                    model.replace(
+                        role,
+                        with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear)))
+                    )
+                }
+            }
+            model.removedExperts = plan.removedExperts.mapValues(Set.init)
+            let assembly = seconds(since: assemblyStart)
+            let score = try scorer.score(model: model) { progress(stage, $0, $1) }
+            let measurement = Measurement(
+                perplexity: score.perplexity, negativeLogLikelihood: score.negativeLogLikelihood,
+                deltaNLL: score.negativeLogLikelihood - scorer.floatNegativeLogLikelihood, meanKL: score.meanKL,
+                assemblySeconds: assembly, evaluationSeconds: score.seconds)
+            if let save {
+                let output = try CacheAssembly.output(plan: plan, config: config, cache: cache)
+                try PackedModelExport.write(
+                    sourceDirectory: modelDirectory, output: output, actOrder: cache.fingerprint.actOrder,
+                    keepF32: false, to: save)
+            }
+            try work.save(measurement, key: key)
+            return measurement
+        }
+
+        var references: [FrontReference] = []
+        for width in uniformWidths {
+            let plan = AllocationPlan.uniform(bits: width, config: config, groupSize: cache.fingerprint.groupSize)
+            let measurement = try measure(plan, key: "uniform-\(width)", stage: "uniform \(width)-bit", save: nil)
+            let bytes = PackedLayout.expertBytes(
+                hidden: config.hiddenSize, intermediate: config.expertIntermediateSize, bits: width,
+                groupSize: cache.fingerprint.groupSize)
+            let experts = (0..<config.layerCount).filter { config.moeLayers[$0] }.count * config.expertCount
+            references.append(
+                .init(
+                    name: "uniform \(width)-bit", width: width, averageBits: Double(width),
+                    effectiveBits: Double(bytes * 8) / Double(3 * config.hiddenSize * config.expertIntermediateSize),
+                    bytes: bytes * Int64(experts), measured: measurement))
+        }
+        var points: [Measurement?] = []
+        for (index, plan) in plans.enumerated() {
+            guard let plan else {
+                points.append(nil)
+                continue
+            }
+            let name = String(format: "point-%03d", index)
+            let save = options.saveModels.map { "\($0)/models/\(name)" }
+            if let save { try? FileManager.default.removeItem(atPath: save) }
+            points.append(
+                try measure(plan, key: Self.key(plan), stage: "point \(index + 1)/\(plans.count)", save: save))
+        }
+        for (role, matrix) in originals { model.replace(role, with: matrix) }
+        return Result(
+            points: points, references: references, floatNegativeLogLikelihood: scorer.floatNegativeLogLikelihood,
+            floatPerplexity: Foundation.exp(scorer.floatNegativeLogLikelihood), tokens: tokens.count,
+            predicted: scorer.predicted, seconds: seconds(since: start))
+    }
+
+    /// The widths every MoE layer's experts are cached at (the uniform reference models).
+    func cachedWidths(config: MoEModelConfig) throws -> [Int] {
+        let layers = (0..<config.layerCount).filter { config.moeLayers[$0] }
+        return [1, 2, 3, 4, 8].filter { width in layers.allSatisfy { cache.contains(layer: $0, width: width) } }
+    }
+
+    /// A plan's identity in the work folder: its widths, hashed.
+    static func key(_ plan: AllocationPlan) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for layer in plan.widths.keys.sorted() {
+            for (expert, bits) in plan.widths[layer]!.sorted(by: { $0.key < $1.key }) {
+                for value in [layer, expert, bits] { hash = (hash ^ UInt64(truncatingIfNeeded: value)) &* 0x100_0000_01B3 }
+            }
+        }
+        return "plan-" + String(hash, radix: 16)
+    }
+}
+
+/// Finished measurements of a `MeasuredFront` run, one JSON file each, under a fingerprint of
+/// the run's inputs: a folder from other inputs is refused rather than mixed in.
+struct WorkFolder {
+    let directory: String
+
+    init(directory: String, fingerprint: String) throws {
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw FileWriteError(file: directory, reason: (error as NSError).localizedDescription)
+        }
+        let marker = directory + "/run.txt"
+        if let existing = try? String(contentsOfFile: marker, encoding: .utf8) {
+            guard existing == fingerprint else {
+                throw ModelFormatError(
+                    file: directory, "holds measurements of a different run (\(existing)); delete it to start over")
+            }
+        } else {
+            try AtomicFile.write(fingerprint, to: marker)
+        }
+    }
+
+    func load(key: String) -> MeasuredFront.Measurement? {
+        guard let data = FileManager.default.contents(atPath: "\(directory)/\(key).json") else { return nil }
+        return try? JSONDecoder().decode(MeasuredFront.Measurement.self, from: data)
+    }
+
+    func save(_ measurement: MeasuredFront.Measurement, key: String) throws {
+        try AtomicFile.writeJSON(measurement, to: "\(directory)/\(key).json")
+    }
+}
+
+extension HeldOutScorer {
+    /// FNV-1a of the tokens, for the work folder's fingerprint.
+    static func digest(_ tokens: [Int]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for token in tokens { hash = (hash ^ UInt64(truncatingIfNeeded: token)) &* 0x100_0000_01B3 }
+        return String(hash, radix: 16)
+    }
+}

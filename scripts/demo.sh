@@ -3,7 +3,7 @@
 # models (examples/model: a small Mixtral-architecture MoE trained on the Python documentation, results
 # in out/; examples/model-fine: a fine-grained Qwen3-MoE, 32 experts top-4, results in out/fine/):
 # profile the experts, allocate 2.5 bits per expert (PMQ) and a size-matched baseline, sweep a
-# Pareto front, GPTQ-quantize and pack each allocation, train OTP gates, evaluate every variant
+# measured Pareto front (from the profile's quantization cache), GPTQ-quantize and pack each allocation, train OTP gates, evaluate every variant
 # on held-out text and print the comparison table. Then the same allocation on the large
 # synthetic Mixtral-8x7B-shaped profile.
 #   EVAL_TOKENS=0 bash scripts/demo.sh   evaluates on the whole held-out file (the README table)
@@ -27,13 +27,15 @@ demo() { # model out keep — the whole chain on one example model
     }
     echo "==== $model"
     echo "== profile: routing statistics, GPTQ error and routing-weighted output error per expert and width, each layer's loss curve"
-    $pmq profile --model "$model" --calib "$model/calib.u32" --widths 1,2,3 --out "$out/profile.json"
+    $pmq profile --model "$model" --calib "$model/calib.u32" --widths 1,2,3 --cache "$out/cache" --out "$out/profile.json"
     echo "== allocate 2.5 bits per expert: PMQ, and size-matched baselines that ignore the measured errors"
     $pmq solve --profile "$out/profile.json" --bits 2.5 --out "$out/allocation-pmq.json" | tail -1
     $pmq solve --profile "$out/profile.json" --bits 2.5 --importance frequency --out "$out/allocation-frequency.json" | tail -1
     $pmq solve --profile "$out/profile.json" --bits 2.5 --importance random --seed 1 --out "$out/allocation-random.json" | tail -1
-    echo "== Pareto front 1.5–3.0 bits"
-    $pmq sweep --profile "$out/profile.json" --from 1.5 --to 3.0 --points 31 --out "$out/front" | tail -2
+    echo "== measured Pareto front 1.5–3.0 bits: 16 points, each assembled from the quantization cache and evaluated"
+    $pmq sweep --profile "$out/profile.json" --from 1.5 --to 3.0 --points 16 --out "$out/front" \
+        --evaluate "$model/eval.u32" --model "$model" --cache "$out/cache" "${limit[@]}" --quiet | tail -1
+    $pmq table --front "$out/front/front.json" --out "$out/front.md"
     echo "== quantize and pack"
     for bits in 2 3; do $pmq quantize --model "$model" --uniform "$bits" --calib "$model/calib.u32" --samples 32 --out "$out/uniform-$bits" --quiet; done
     for name in pmq frequency random; do

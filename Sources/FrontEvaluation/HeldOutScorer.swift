@@ -65,7 +65,8 @@ public final class HeldOutScorer {
                                 let level = ((max(values[v], floor) - floor) * scale).rounded()
                                 stored[v] = UInt16(min(level, 65535))
                             }
-                            let sum = Double(Self.sumExp(codes: stored, count: vocab, step: step, offset: -Self.logProbabilityRange))
+                            let sum = Double(
+                                Self.sumExp(codes: stored, count: vocab, step: step, offset: -Self.logProbabilityRange))
                             // log p = code · step + offset, normalised over the stored codes.
                             output.offsets.pointer[row + t] = -Self.logProbabilityRange - Float(Foundation.log(sum))
                         }

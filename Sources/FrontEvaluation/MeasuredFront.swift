@@ -97,14 +97,18 @@ public struct MeasuredFront {
             }.map { ($0, model.matrix($0)) })
 
         func measure(_ plan: AllocationPlan, key: String, stage: String, save: String?) throws -> Measurement {
-            if let saved = work.load(key: key) { return saved }
+            // A measured point is taken again only when its model was asked for and is not on disk.
+            if let saved = work.load(key: key), save.map({ FileManager.default.fileExists(atPath: $0) }) ?? true {
+                return saved
+            }
             let assemblyStart = ContinuousClock.now
             for (role, matrix) in originals { model.replace(role, with: matrix) }
             try CacheAssembly.forEachLayer(plan: plan, config: config, cache: cache) { _, _, roles in
                 for (role, linear) in roles {
                     model.replace(
                         role,
-                        with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear)))
+                        with: Matrix(
+                            rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear)))
                     )
                 }
             }
@@ -116,6 +120,7 @@ public struct MeasuredFront {
                 deltaNLL: score.negativeLogLikelihood - scorer.floatNegativeLogLikelihood, meanKL: score.meanKL,
                 assemblySeconds: assembly, evaluationSeconds: score.seconds)
             if let save {
+                try? FileManager.default.removeItem(atPath: save)
                 let output = try CacheAssembly.output(plan: plan, config: config, cache: cache)
                 try PackedModelExport.write(
                     sourceDirectory: modelDirectory, output: output, actOrder: cache.fingerprint.actOrder,
@@ -147,7 +152,14 @@ public struct MeasuredFront {
             }
             let name = String(format: "point-%03d", index)
             let save = options.saveModels.map { "\($0)/models/\(name)" }
-            if let save { try? FileManager.default.removeItem(atPath: save) }
+            if let save {
+                do {
+                    try FileManager.default.createDirectory(
+                        atPath: (save as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                } catch {
+                    throw FileWriteError(file: save, reason: (error as NSError).localizedDescription)
+                }
+            }
             points.append(
                 try measure(plan, key: Self.key(plan), stage: "point \(index + 1)/\(plans.count)", save: save))
         }
@@ -169,7 +181,9 @@ public struct MeasuredFront {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for layer in plan.widths.keys.sorted() {
             for (expert, bits) in plan.widths[layer]!.sorted(by: { $0.key < $1.key }) {
-                for value in [layer, expert, bits] { hash = (hash ^ UInt64(truncatingIfNeeded: value)) &* 0x100_0000_01B3 }
+                for value in [layer, expert, bits] {
+                    hash = (hash ^ UInt64(truncatingIfNeeded: value)) &* 0x100_0000_01B3
+                }
             }
         }
         return "plan-" + String(hash, radix: 16)

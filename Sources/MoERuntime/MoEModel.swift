@@ -293,7 +293,8 @@ public final class MoEModel: @unchecked Sendable {
             }
             switch matrix.storage {
             case let .f32(values) where try storedAsFloat32(role):
-                matrices[role] = Matrix(rows: matrix.rows, columns: matrix.columns, storage: .bf16(values.map(bfloat16)))
+                matrices[role] = Matrix(
+                    rows: matrix.rows, columns: matrix.columns, storage: .bf16(values.map(bfloat16)))
             case .fp8:
                 matrices[role] = Matrix(
                     rows: matrix.rows, columns: matrix.columns, storage: .bf16(matrix.floats.map(bfloat16)))

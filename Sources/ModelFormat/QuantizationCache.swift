@@ -77,7 +77,9 @@ public struct QuantizationCache: Sendable {
         }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { throw ModelFormatError(file: directory, "is a file, not a cache folder") }
+            guard isDirectory.boolValue else {
+                throw ModelFormatError(file: directory, "is a file, not a cache folder")
+            }
             let contents = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             guard contents.allSatisfy({ $0.hasPrefix(".") }) else {
                 throw ModelFormatError(file: directory, "exists without \(manifestName): not a quantization cache")
@@ -115,7 +117,9 @@ public struct QuantizationCache: Sendable {
         guard version == 1 else { throw ModelFormatError(file: path, "version: \(version) is not supported (1)") }
         let field = try root.member("fingerprint")
         let groupSize = try field.member("groupSize").integer()
-        guard (1...(1 << 30)).contains(groupSize) else { throw ModelFormatError(file: path, "fingerprint.groupSize: must be 1 to 2^30") }
+        guard (1...(1 << 30)).contains(groupSize) else {
+            throw ModelFormatError(file: path, "fingerprint.groupSize: must be 1 to 2^30")
+        }
         let fingerprint = Fingerprint(
             model: try field.member("model").string(), architecture: try field.member("architecture").string(),
             calibration: try field.member("calibration").string(), groupSize: Int(groupSize),
@@ -234,7 +238,9 @@ public enum ModelDigest {
             withUnsafeBytes(of: UInt64(size).littleEndian) { mix($0) }
             try? handle.seek(toOffset: 0)
             let prefix = (try? handle.read(upToCount: 8)) ?? Data()
-            guard prefix.count == 8 else { throw ModelFormatError(file: file.path, "shorter than a safetensors header") }
+            guard prefix.count == 8 else {
+                throw ModelFormatError(file: file.path, "shorter than a safetensors header")
+            }
             let headerLength = prefix.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
             let dataStart = min(size, 8 + min(headerLength, SafeTensorsFile.maximumHeaderBytes))
             mix((try? handle.read(upToCount: dataStart - 8)) ?? Data())

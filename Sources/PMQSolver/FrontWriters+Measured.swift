@@ -126,7 +126,8 @@ extension FrontWriters {
         }
         let references = summary.references.map { (bitsAxis ? $0.averageBits : Double($0.bytes) / 1e9, $0) }
         let xs = measured.compactMap(x) + references.map(\.0)
-        let perplexities = measured.map { $0.measured!.perplexity } + references.map(\.1.measured.perplexity)
+        let perplexities =
+            measured.map { $0.measured!.perplexity } + references.map(\.1.measured.perplexity)
             + [summary.floatPerplexity]
         let losses = measured.compactMap(\.objective)
         func padded(_ low: Double, _ high: Double, _ fraction: Double) -> (Double, Double) {
@@ -144,12 +145,14 @@ extension FrontWriters {
             "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(plotHeight)\" fill=\"none\" "
             + "stroke=\"#444\"/>\n"
         for tick in niceTicks(xMin, xMax) {
-            svg += "<line x1=\"\(px(tick))\" y1=\"\(top)\" x2=\"\(px(tick))\" y2=\"\(top + plotHeight)\" stroke=\"#eee\"/>"
+            svg +=
+                "<line x1=\"\(px(tick))\" y1=\"\(top)\" x2=\"\(px(tick))\" y2=\"\(top + plotHeight)\" stroke=\"#eee\"/>"
             svg +=
                 "<text x=\"\(px(tick))\" y=\"\(top + plotHeight + 20)\" text-anchor=\"middle\">\(format(tick))</text>\n"
         }
         for tick in niceTicks(pMin, pMax) {
-            svg += "<line x1=\"\(left)\" y1=\"\(py(tick))\" x2=\"\(left + plotWidth)\" y2=\"\(py(tick))\" stroke=\"#eee\"/>"
+            let y = py(tick)
+            svg += "<line x1=\"\(left)\" y1=\"\(y)\" x2=\"\(left + plotWidth)\" y2=\"\(y)\" stroke=\"#eee\"/>"
             svg += "<text x=\"\(left - 8)\" y=\"\(py(tick) + 4)\" text-anchor=\"end\">\(format(tick))</text>\n"
         }
         for tick in niceTicks(lMin, lMax) {

@@ -50,7 +50,8 @@ public enum FrontWriters {
             "\(profile.model.name) — \(model.scope.rawValue) budget, widths "
             + "\(widths.map(String.init).joined(separator: ","))"
         try AtomicFile.write(
-            evaluation.map { measuredSVG(result.points, summary: $0, title: title) } ?? svg(result.points, title: title),
+            evaluation.map { measuredSVG(result.points, summary: $0, title: title) }
+                ?? svg(result.points, title: title),
             to: directory + "/front.svg")
     }
 

@@ -12,7 +12,8 @@ struct PMQ: ParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Profile.self, Solve.self, Sweep.self, Quantize.self, Assemble.self, OTP.self, Eval.self, Table.self, Generate.self,
+            Profile.self, Solve.self, Sweep.self, Quantize.self, Assemble.self, OTP.self, Eval.self, Table.self,
+            Generate.self,
             Tokenize.self, SynthProfile.self, Bench.self,
         ]
     )

@@ -161,7 +161,8 @@ extension PMQ.Sweep {
         let front = MeasuredFront(modelDirectory: model!, cache: inputs.cache, options: options)
         let progress = StagedProgress("measure", quiet: quiet)
         let measured = try front.run(
-            reports: solved.reports, tokens: inputs.tokens.tokens, tokensFile: evaluate!, workDirectory: out + ".partial",
+            reports: solved.reports, tokens: inputs.tokens.tokens, tokensFile: evaluate!,
+            workDirectory: out + ".partial",
             progress: progress.update)
         progress.finish()
         var result = solved

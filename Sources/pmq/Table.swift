@@ -5,14 +5,22 @@ import ModelFormat
 extension PMQ {
     struct Table: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "One table from several `pmq eval --json` results (Markdown).",
+            abstract: "One table from several `pmq eval --json` results, or of a measured front (Markdown).",
             discussion:
                 "Each row is LABEL=FILE. Columns: held-out perplexity, expert bytes, average and effective bits of "
-                + "the experts, experts run per token, decode tokens/s."
+                + "the experts, experts run per token, decode tokens/s. With --front FILE (a front.json of "
+                + "`pmq sweep --evaluate`): the float model, the uniform-width models and every point, measured."
         )
 
         @Argument(help: ArgumentHelp("Rows: LABEL=eval.json.", valueName: "label=file"))
-        var rows: [String]
+        var rows: [String] = []
+
+        @Option(help: ArgumentHelp("A measured front.json (pmq sweep --evaluate) to tabulate.", valueName: "file"))
+        var front: String?
+
+        func validate() throws {
+            guard rows.isEmpty != (front == nil) else { throw ValidationError("give rows or --front, not both") }
+        }
 
         @Option(help: ArgumentHelp("Also write the table here.", valueName: "file"))
         var out: String?
@@ -28,6 +36,12 @@ extension PMQ {
         }
 
         func run() throws {
+            if let front {
+                let table = try Self.frontTable(path: front)
+                print(table)
+                if let out { try AtomicFile.write(Data((table + "\n").utf8), to: out) }
+                return
+            }
             var lines = [
                 "| configuration | perplexity | expert bytes | avg bits | effective bits | experts/token | decode "
                     + "tok/s |",

@@ -39,11 +39,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let (calib, allocation) = try Self.prepare(directory)
         let plan = try String(contentsOfFile: allocation, encoding: .utf8)
-        #expect(plan.contains("\"calibration\" : \"8 windows of 16 tokens, FNV-1a "), "the allocation names its calibration")
+        #expect(
+            plan.contains("\"calibration\" : \"8 windows of 16 tokens, FNV-1a "), "the allocation names its calibration"
+        )
         for (widths, name) in [(allocation, "a")] {
             _ = try Self.run([
                 "quantize", "--model", PackAndRunCLITests.mixtral, "--allocation", widths, "--calib", calib,
-                "--samples", "8", "--seq-len", "16", "--float-propagation", "--out", directory + "/q-" + name, "--quiet",
+                "--samples", "8", "--seq-len", "16", "--float-propagation", "--out", directory + "/q-" + name,
+                "--quiet",
             ])
             let assembled = try Self.run([
                 "assemble", "--model", PackAndRunCLITests.mixtral, "--allocation", widths, "--cache",
@@ -60,7 +63,8 @@ import Testing
         let directory = try CLITests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let (calib, allocation) = try Self.prepare(directory)
-        func refused(_ arguments: [String], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        func refused(_ arguments: [String], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) throws
+        {
             let result = try CLITests.pmq(arguments)
             #expect(result.status != 0, sourceLocation: sourceLocation)
             #expect(result.stderr.contains(message), "\(result.stderr)", sourceLocation: sourceLocation)
@@ -76,8 +80,12 @@ import Testing
             try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
             return path
         }
-        func assemble(model: String = PackAndRunCLITests.mixtral, _ plan: String, cache: String = "/cache") -> [String] {
-            ["assemble", "--model", model, "--allocation", plan, "--cache", directory + cache, "--out", directory + "/out"]
+        func assemble(model: String = PackAndRunCLITests.mixtral, _ plan: String, cache: String = "/cache") -> [String]
+        {
+            [
+                "assemble", "--model", model, "--allocation", plan, "--cache", directory + cache, "--out",
+                directory + "/out",
+            ]
         }
         // Another model: the same checkpoint with one config byte changed.
         let other = directory + "/other"
@@ -86,17 +94,19 @@ import Testing
         try (config + Data(" ".utf8)).write(to: URL(fileURLWithPath: other + "/config.json"))
         try refused(assemble(model: other, allocation), "made for another model (weights digest")
         try refused(
-            assemble(try edited { object in
-                var parameters = object["parameters"] as! [String: Any]
-                parameters["groupSize"] = 32
-                object["parameters"] = parameters
-            }), "made for another group size (16, not 32)")
+            assemble(
+                try edited { object in
+                    var parameters = object["parameters"] as! [String: Any]
+                    parameters["groupSize"] = 32
+                    object["parameters"] = parameters
+                }), "made for another group size (16, not 32)")
         try refused(
-            assemble(try edited { object in
-                var parameters = object["parameters"] as! [String: Any]
-                parameters["calibration"] = "8 windows of 16 tokens, FNV-1a 0"
-                object["parameters"] = parameters
-            }), "made for another calibration set")
+            assemble(
+                try edited { object in
+                    var parameters = object["parameters"] as! [String: Any]
+                    parameters["calibration"] = "8 windows of 16 tokens, FNV-1a 0"
+                    object["parameters"] = parameters
+                }), "made for another calibration set")
         // A cache without the width the allocation needs says which.
         _ = try Self.run([
             "profile", "--model", PackAndRunCLITests.mixtral, "--calib", calib, "--samples", "8", "--seq-len", "16",
@@ -141,7 +151,8 @@ import Testing
         #expect(swept.stdout.contains("Spearman ρ(predicted loss, measured ΔNLL)"), "\(swept.stdout)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/front.partial"))
         let front = try #require(
-            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/front/front.json")))
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: directory + "/front/front.json")))
                 as? [String: Any])
         let evaluation = try #require(front["evaluation"] as? [String: Any])
         let references = try #require(evaluation["references"] as? [[String: Any]])
@@ -170,5 +181,65 @@ import Testing
         #expect(csv.hasPrefix("budget_kind,") && csv.contains(",perplexity,delta_nll,mean_kl,"))
         let svg = try String(contentsOfFile: directory + "/front/front.svg", encoding: .utf8)
         #expect(svg.contains("uniform 2-bit") && svg.contains("predicted loss"))
+    }
+
+    /// A sweep killed while measuring resumes from `DIR.partial/`: the rerun does not measure
+    /// again what was saved, and the front equals that of an uninterrupted run.
+    @Test func aKilledMeasuredSweepResumesWhereItStopped() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = try Self.prepare(directory)
+        var heldOut = Data()
+        for index in 0..<6000 {
+            withUnsafeBytes(of: UInt32((index * 53 + 11) % 96).littleEndian) { heldOut.append(contentsOf: $0) }
+        }
+        try heldOut.write(to: URL(fileURLWithPath: directory + "/heldout.u32"))
+        func arguments(_ out: String) -> [String] {
+            [
+                "sweep", "--profile", directory + "/profile.json", "--from", "1.5", "--to", "3.0", "--points", "3",
+                "--out", directory + "/" + out, "--evaluate", directory + "/heldout.u32", "--model",
+                PackAndRunCLITests.mixtral, "--cache", directory + "/cache", "--seq-len", "16",
+            ]
+        }
+        let process = Process()
+        process.executableURL = CLITests.binary
+        process.arguments = arguments("killed")
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let partial = directory + "/killed.partial"
+        let deadline = Date().addingTimeInterval(120)
+        var saved: [String] = []
+        while Date() < deadline, process.isRunning {
+            saved = ((try? FileManager.default.contentsOfDirectory(atPath: partial)) ?? []).filter {
+                $0.hasSuffix(".json") && !$0.hasPrefix(".")
+            }
+            if saved.count >= 2 { break }
+            usleep(2000)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try #require(saved.count >= 2, "the sweep finished before it could be killed; saved \(saved)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/killed/front.json"))
+        let resumed = try CLITests.pmq(arguments("killed"))
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(!resumed.stderr.contains("uniform 1-bit"), "the first saved measurement was taken again")
+        #expect(!FileManager.default.fileExists(atPath: partial))
+        _ = try Self.run(arguments("clean") + ["--quiet"])
+        func measured(_ out: String) throws -> [[String: Any]] {
+            let front = try #require(
+                try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: directory + "/\(out)/front.json"))) as? [String: Any])
+            let points = try #require(front["points"] as? [[String: Any]])
+            return try points.map { point in
+                var measured = try #require(point["measured"] as? [String: Any])
+                measured["assemblySeconds"] = nil
+                measured["evaluationSeconds"] = nil
+                return measured
+            }
+        }
+        let killed = try measured("killed"), clean = try measured("clean")
+        #expect(killed.count == clean.count)
+        for (a, b) in zip(killed, clean) { #expect(NSDictionary(dictionary: a).isEqual(to: b)) }
     }
 }

@@ -12,6 +12,7 @@ public enum ProfileSlices {
                 throw ModelFormatError(file: path, "cannot read")
             }
             let slice: Profile
+            try StrictJSON.validate(data, file: path)
             do { slice = try JSONDecoder().decode(Profile.self, from: data) } catch {
                 throw ModelFormatError(file: path, "not a pmq profile")
             }

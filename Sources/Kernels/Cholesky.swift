@@ -17,9 +17,12 @@ import Foundation
 public enum Cholesky {
     static let block = 128
 
-    public enum Failure: Error, Equatable {
+    public enum Failure: Error, Equatable, CustomStringConvertible {
         /// The matrix (H + damping) is not positive definite.
         case notPositiveDefinite
+        public var description: String {
+            "the Hessian plus damping is not positive definite (numerically); raise --dampening"
+        }
     }
 
     /// `U` (`[n, n]` row-major, zero below the diagonal) with `H⁻¹ = Uᵀ U`, where H is the

@@ -19,6 +19,7 @@ public struct CheckpointFiles: CustomStringConvertible, @unchecked Sendable {
             do { data = try Data(contentsOf: URL(fileURLWithPath: index)) } catch {
                 throw ModelFormatError(file: index, "cannot read")
             }
+            try StrictJSON.validate(data, file: index)
             guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                 let weightMap = object["weight_map"] as? [String: String]
             else {
@@ -39,8 +40,17 @@ public struct CheckpointFiles: CustomStringConvertible, @unchecked Sendable {
             throw ModelFormatError(file: directory, "no model.safetensors or model.safetensors.index.json")
         }
         owner = [:]
+        // Shards in a fixed order, so that a message names them the same way every run.
+        files.sort { $0.path < $1.path }
         for (position, file) in files.enumerated() {
-            for name in file.tensors.keys { owner[name] = position }
+            for name in file.tensors.keys {
+                if let other = owner.updateValue(position, forKey: name) {
+                    throw ModelFormatError(
+                        file: description,
+                        "tensor \(name) is in both \((files[other].path as NSString).lastPathComponent) and "
+                            + "\((file.path as NSString).lastPathComponent); a tensor must be in one shard")
+                }
+            }
         }
     }
 

@@ -44,6 +44,11 @@ public struct LatentAttention: Sendable, Equatable {
 
 /// A Hugging Face `config.json` for a supported MoE, normalised to one shape.
 public struct MoEModelConfig: Sendable, Equatable {
+    /// Bounds on what a `config.json` may declare (docs/FORMATS.md §7.1), far above any released MoE
+    /// (DeepSeek-V3: 61 layers of 256 experts; Kimi-K2: 384), so that what is sized by them fits.
+    public static let maximumLayers = 4096
+    public static let maximumExperts = 65_536
+    public static let maximumExpertsInModel = 1 << 20
     public var architecture: MoEArchitecture
     public var vocabSize: Int
     public var hiddenSize: Int
@@ -109,6 +114,7 @@ public struct MoEModelConfig: Sendable, Equatable {
 
     public static func parse(_ data: Data, file: String) throws -> MoEModelConfig {
         let object: [String: Any]
+        try StrictJSON.validate(data, file: file)
         do {
             guard let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw ModelFormatError(file: file, "not a JSON object")
@@ -128,7 +134,7 @@ public struct MoEModelConfig: Sendable, Equatable {
         }
         let hidden = try fields.positive("hidden_size")
         let heads = try fields.positive("num_attention_heads")
-        let layers = try fields.positive("num_hidden_layers")
+        let layers = try fields.positive("num_hidden_layers", maximum: MoEModelConfig.maximumLayers)
         let maxPositions = try fields.positive("max_position_embeddings", default: 4096)
         var config = MoEModelConfig(
             architecture: architecture,
@@ -163,6 +169,14 @@ public struct MoEModelConfig: Sendable, Equatable {
                 throw fields.fail(
                     "sliding_window", "\(window) is not supported: pmq attends to every earlier position")
             }
+        }
+        guard config.expertCount <= Self.maximumExperts,
+            config.expertCount * layers <= Self.maximumExpertsInModel
+        else {
+            throw ModelFormatError(
+                file: file,
+                "\(config.expertCount) experts in each of \(layers) layers: pmq reads at most \(Self.maximumExperts) "
+                    + "per layer and \(Self.maximumExpertsInModel) in all")
         }
         guard config.routing.topK <= config.expertCount else {
             throw ModelFormatError(
@@ -216,9 +230,12 @@ struct ConfigFields {
         return Int(number.doubleValue)
     }
 
-    func positive(_ key: String, default fallback: Int? = nil) throws -> Int {
+    /// A positive integer of at most `maximum` (2^24 by default: sizes multiplied together must not
+    /// overflow, and arrays sized by them must fit in memory; docs/FORMATS.md §7.1).
+    func positive(_ key: String, default fallback: Int? = nil, maximum: Int = 1 << 24) throws -> Int {
         let result = try integer(key, default: fallback)
         guard result > 0 else { throw fail(key, "must be > 0, got \(result)") }
+        guard result <= maximum else { throw fail(key, "must be at most \(maximum), got \(result)") }
         return result
     }
 
@@ -263,6 +280,17 @@ struct ConfigFields {
 }
 
 /// JSONSerialization gives booleans as NSNumber too (so `1 is Bool` holds): tell them apart by type code.
+/// A JSON number (from `JSONSerialization`) that is an integer within `range`; nil for booleans
+/// (which bridge to 0 and 1), fractions, strings and values out of range.
+public func jsonInteger(_ value: Any?, in range: ClosedRange<Int>) -> Int? {
+    guard let value, !isJSONBoolean(value), let number = value as? NSNumber else { return nil }
+    let double = number.doubleValue
+    guard double.isFinite, double == double.rounded(), double >= Double(range.lowerBound),
+        double <= Double(range.upperBound), abs(double) < 9.0e15
+    else { return nil }
+    return Int(double)
+}
+
 func isJSONBoolean(_ value: Any) -> Bool {
     guard let number = value as? NSNumber else { return false }
     return String(cString: number.objCType) == "c"

@@ -117,8 +117,8 @@ public struct QuantizationCache: Sendable {
         guard version == 1 else { throw ModelFormatError(file: path, "version: \(version) is not supported (1)") }
         let field = try root.member("fingerprint")
         let groupSize = try field.member("groupSize").integer()
-        guard (1...(1 << 30)).contains(groupSize) else {
-            throw ModelFormatError(file: path, "fingerprint.groupSize: must be 1 to 2^30")
+        guard (1...Int64(PackedLayout.maximumGroupSize)).contains(groupSize) else {
+            throw ModelFormatError(file: path, "fingerprint.groupSize: must be 1 to \(PackedLayout.maximumGroupSize)")
         }
         let fingerprint = Fingerprint(
             model: try field.member("model").string(), architecture: try field.member("architecture").string(),

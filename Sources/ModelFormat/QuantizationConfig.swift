@@ -33,7 +33,9 @@ public struct QuantizationConfig: Sendable, Equatable {
                 if let fallback { return fallback }
                 throw ModelFormatError(file: path, "quantization_config.\(key) is missing")
             }
-            guard !isJSONBoolean(raw), let number = raw as? NSNumber, number.doubleValue == number.doubleValue.rounded()
+            guard !isJSONBoolean(raw), let number = raw as? NSNumber,
+                number.doubleValue == number.doubleValue.rounded(),
+                abs(number.doubleValue) <= 9.0e15
             else {
                 throw ModelFormatError(file: path, "quantization_config.\(key) must be an integer")
             }
@@ -100,9 +102,11 @@ public struct QuantizationConfig: Sendable, Equatable {
     /// (`read`) and FP8 (`FP8Config.read`) configs are both read from it.
     static func section(directory: String) throws -> (path: String, section: [String: Any])? {
         let path = (directory as NSString).appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: path),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelFormatError(file: path, "cannot read a JSON object")
+        }
+        try StrictJSON.validate(data, file: path)
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ModelFormatError(file: path, "cannot read a JSON object")
         }
         guard let value = object["quantization_config"] else { return nil }

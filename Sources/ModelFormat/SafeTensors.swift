@@ -156,6 +156,11 @@ public enum SafeTensorsHeader {
         guard header.first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
         let json: Any
         do {
+            try StrictJSON.validate(header, file: path)
+        } catch let error as ModelFormatError {
+            throw fail("header: \(error.problem)")
+        }
+        do {
             json = try JSONSerialization.jsonObject(with: header)
         } catch {
             throw fail("header is not valid JSON")

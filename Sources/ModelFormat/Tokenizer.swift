@@ -30,6 +30,7 @@ public final class BPETokenizer: @unchecked Sendable {
 
     public init(data: Data, file: String) throws {
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+        try StrictJSON.validate(data, file: file)
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw fail("not a JSON object")
         }
@@ -39,8 +40,10 @@ public final class BPETokenizer: @unchecked Sendable {
         guard let vocabObject = model["vocab"] as? [String: Any] else { throw fail("model.vocab: missing") }
         var vocab: [String: Int] = [:]
         for (token, id) in vocabObject {
-            guard let number = id as? NSNumber else { throw fail("model.vocab[\(token)]: not an integer") }
-            vocab[token] = number.intValue
+            guard let number = jsonInteger(id, in: 0...Int(Int32.max)) else {
+                throw fail("model.vocab[\(token)]: not an integer id from 0 to 2^31 − 1")
+            }
+            vocab[token] = number
         }
         var ranks: [Pair: Int] = [:]
         for (rank, merge) in ((model["merges"] as? [Any]) ?? []).enumerated() {
@@ -58,8 +61,9 @@ public final class BPETokenizer: @unchecked Sendable {
         }
         var added: [(String, Int)] = []
         for entry in (root["added_tokens"] as? [[String: Any]]) ?? [] {
-            guard let content = entry["content"] as? String, let id = (entry["id"] as? NSNumber)?.intValue else {
-                throw fail("added_tokens: entry without content and id")
+            guard let content = entry["content"] as? String, let id = jsonInteger(entry["id"], in: 0...Int(Int32.max))
+            else {
+                throw fail("added_tokens: entry without content and an integer id from 0 to 2^31 − 1")
             }
             added.append((content, id))
             vocab[content] = id

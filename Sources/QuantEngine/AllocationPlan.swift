@@ -30,32 +30,37 @@ public struct AllocationPlan: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ModelFormatError(file: path, "cannot read")
         }
+        try StrictJSON.validate(data, file: path)
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ModelFormatError(file: path, "not a JSON object")
         }
         guard object["format"] as? String == "pmq-allocation" else {
             throw ModelFormatError(file: path, "not a pmq-allocation report (format field)")
         }
-        guard let version = object["version"] as? Int, version == 1 else {
+        guard let version = jsonInteger(object["version"], in: 0...Int.max), version == 1 else {
             throw ModelFormatError(file: path, "unsupported version (this pmq reads version 1)")
         }
-        guard let parameters = object["parameters"] as? [String: Any], let groupSize = parameters["groupSize"] as? Int,
-            groupSize > 0
+        guard let parameters = object["parameters"] as? [String: Any],
+            let groupSize = jsonInteger(parameters["groupSize"], in: 1...PackedLayout.maximumGroupSize)
         else {
-            throw ModelFormatError(file: path, "parameters.groupSize is missing or not a positive integer")
+            throw ModelFormatError(
+                file: path,
+                "parameters.groupSize is missing or not an integer from 1 to \(PackedLayout.maximumGroupSize)")
         }
         guard let layers = object["layers"] as? [[String: Any]] else {
             throw ModelFormatError(file: path, "layers is missing or not an array")
         }
         var widths: [Int: [Int: Int]] = [:]
         for (position, layer) in layers.enumerated() {
-            guard let index = layer["index"] as? Int, let experts = layer["experts"] as? [[String: Any]] else {
+            guard let index = jsonInteger(layer["index"], in: 0...Int(Int32.max)),
+                let experts = layer["experts"] as? [[String: Any]]
+            else {
                 throw ModelFormatError(file: path, "layers[\(position)] needs an integer index and an experts array")
             }
             var row: [Int: Int] = [:]
             for (slot, expert) in experts.enumerated() {
-                guard let e = expert["index"] as? Int, let bits = expert["bits"] as? Int,
-                    [0, 1, 2, 3, 4, 8].contains(bits)
+                guard let e = jsonInteger(expert["index"], in: 0...Int(Int32.max)),
+                    let bits = jsonInteger(expert["bits"], in: 0...8), [0, 1, 2, 3, 4, 8].contains(bits)
                 else {
                     throw ModelFormatError(
                         file: path,

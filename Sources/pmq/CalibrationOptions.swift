@@ -22,6 +22,8 @@ struct CalibrationOptions: ParsableArguments {
 
     func validate() throws {
         guard samples >= 1, seqLen >= 2 else { throw ValidationError("--samples must be ≥ 1 and --seq-len ≥ 2") }
-        guard dampening > 0, dampening.isFinite else { throw ValidationError("--dampening must be a positive number") }
+        guard (1e-9...100).contains(dampening) else {
+            throw ValidationError("--dampening must be from 1e-9 to 100 (a fraction of the Hessian's mean diagonal)")
+        }
     }
 }

@@ -81,7 +81,9 @@ extension PMQ {
             if let sensitivityWidth, !widths.contains(sensitivityWidth) {
                 throw ValidationError("--sensitivity-width must be one of --widths")
             }
-            guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
+            guard (1...PackedLayout.maximumGroupSize).contains(groupSize) else {
+                throw ValidationError("--group-size must be 1 to \(PackedLayout.maximumGroupSize)")
+            }
             for width in widths where ![0, 1, 2, 3, 4, 8].contains(width) {
                 throw ValidationError("--widths: \(width) is not one of 0 (removal), 1, 2, 3, 4, 8")
             }

@@ -53,7 +53,9 @@ extension PMQ {
             if let uniform, ![1, 2, 3, 4, 8].contains(uniform) {
                 throw ValidationError("--uniform must be one of 1, 2, 3, 4, 8")
             }
-            guard groupSize >= 1 else { throw ValidationError("--group-size must be ≥ 1") }
+            guard (1...PackedLayout.maximumGroupSize).contains(groupSize) else {
+                throw ValidationError("--group-size must be 1 to \(PackedLayout.maximumGroupSize)")
+            }
         }
 
         func run() throws {

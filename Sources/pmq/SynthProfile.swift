@@ -1,4 +1,5 @@
 import ArgumentParser
+import ModelFormat
 import ExpertProfiler
 
 extension PMQ {
@@ -29,7 +30,9 @@ extension PMQ {
                     "unknown shape '\(shape)' (known: \(SyntheticProfile.shapes.keys.sorted().joined(separator: ", ")))"
                 )
             }
-            guard groupSize > 0 else { throw ValidationError("--group-size must be positive") }
+            guard (1...PackedLayout.maximumGroupSize).contains(groupSize) else {
+                throw ValidationError("--group-size must be 1 to \(PackedLayout.maximumGroupSize)")
+            }
         }
 
         func run() throws {

@@ -15,6 +15,7 @@ extension PMQ.Table {
             throw ModelFormatError(file: path, "cannot read")
         }
         let document: FrontDocument
+        try StrictJSON.validate(data, file: path)
         do { document = try JSONDecoder().decode(FrontDocument.self, from: data) } catch {
             throw ModelFormatError(file: path, "not a pmq-front document (\(error))")
         }

@@ -57,6 +57,7 @@ extension PMQ {
                     throw ModelFormatError(file: path, "cannot read")
                 }
                 let row: Row
+                try StrictJSON.validate(data, file: path)
                 do { row = try JSONDecoder().decode(Row.self, from: data) } catch {
                     throw ModelFormatError(file: path, "not a `pmq eval --json` result (\(error))")
                 }

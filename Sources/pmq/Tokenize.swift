@@ -27,6 +27,16 @@ extension PMQ {
                 throw ModelFormatError(file: text, "not UTF-8 text")
             }
             let ids = tokenizer.encode(content)
+            // Ids the model cannot embed would only fail later, in whatever reads the token file.
+            let configPath = (model as NSString).appendingPathComponent("config.json")
+            if FileManager.default.fileExists(atPath: configPath) {
+                let vocab = try MoEModelConfig.read(directory: model).vocabSize
+                if let bad = ids.first(where: { $0 >= vocab }) {
+                    throw ModelFormatError(
+                        file: (model as NSString).appendingPathComponent("tokenizer.json"),
+                        "gives id \(bad), outside config.json's vocab_size \(vocab)")
+                }
+            }
             try TokenFile.write(ids, to: out)
             print(
                 "\(out): \(ids.count) tokens from \(data.count) bytes "

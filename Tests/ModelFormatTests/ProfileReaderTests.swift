@@ -68,9 +68,9 @@ import Testing
         ("\"freq\": 1,", "\"freq\": -1,", "layers[0].experts[1].freq: must be a finite number ≥ 0"),
         (
             "\"bytes\": {\"2\": 900, \"3\": 1300}}]", "\"bytes\": {\"2\": 0, \"3\": 1300}}]",
-            "layers[0].experts[1].bytes.2: must be > 0"
+            "layers[0].experts[1].bytes.2: must be 1 to 10000000000000 (10^13), got 0"
         ),
-        ("\"groupSize\": 128", "\"groupSize\": 0", "p.json: groupSize: must be > 0"),
+        ("\"groupSize\": 128", "\"groupSize\": 0", "p.json: groupSize: must be 1 to 1048576, got 0"),
         (
             "{\"index\": 1, \"params\"", "{\"index\": 0, \"params\"",
             "layers[0].experts[1].index: expert 0 appears twice"
@@ -168,7 +168,7 @@ import Testing
     @Test func reportsSyntaxErrorsWithAPosition() {
         #expect(
             message(Data("{\"format\": \"pmq-profile\",\n \"version\": x}".utf8))?.hasPrefix(
-                "p.json: not valid JSON: Invalid value around line 2") == true)
+                "p.json: not valid JSON: unexpected character at line 2, column 13") == true)
         #expect(message(Data())?.contains("p.json: not valid JSON: the file is empty") == true)
         #expect(message(Data("[1, 2]".utf8))?.contains("expected a JSON object") == true)
         // Truncations of a valid profile never crash and always name the file.

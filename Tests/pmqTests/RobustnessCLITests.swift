@@ -70,4 +70,108 @@ import Testing
         #expect(result.status != 0 && result.stderr.contains(expected), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/out"))
     }
+
+    /// A 0xFF byte where a key starts trapped inside Foundation's JSON5 scanner; comments, trailing
+    /// commas and huge parameter counts were accepted. Each is now one line naming the file.
+    @Test func malformedProfilesAreRefusedInOneLine() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let source = try Data(
+            contentsOf: CLITests.packageRoot.appendingPathComponent("examples/profiles/example-model.json"))
+        let text = String(decoding: source, as: UTF8.self)
+        let cases: [(String, Data, String)] = [
+            (
+                "ff", source.prefix(1) + Data([0xFF]) + source.dropFirst(1),
+                "not valid JSON: expected a key at line 1, column 2"
+            ),
+            ("ff-in-key", source.prefix(5) + Data([0xFF]) + source.dropFirst(5), "invalid UTF-8 byte 0xFF at line 2"),
+            (
+                "comment", Data(text.replacingOccurrences(of: "{", with: "{ // c\n", options: [], range: nil).utf8),
+                "not valid JSON: expected a key"
+            ),
+            (
+                "comma", Data(text.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 1,").utf8),
+                "not valid JSON: expected a key"
+            ),
+            (
+                "params",
+                Data(
+                    text.replacingOccurrences(of: "\"params\" : 184320", with: "\"params\" : 9000000000000000")
+                        .utf8), "params: must be 1 to 1000000000000"
+            ),
+            (
+                "twice",
+                Data(
+                    text.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 1, \"version\" : 1")
+                        .utf8), "key \"version\" appears twice"
+            ),
+        ]
+        for (name, data, message) in cases {
+            #expect(data != source, "\(name): the edit did not apply")
+            let path = directory + "/\(name).json"
+            try data.write(to: URL(fileURLWithPath: path))
+            let result = try CLITests.pmq(["solve", "--profile", path, "--bits", "2.5", "--out", directory + "/a.json"])
+            #expect(result.status == 1, "\(name): \(result.status) \(result.stderr)")
+            #expect(result.stderr.contains(path) && result.stderr.contains(message), "\(name): \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count == 1, "\(name): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/a.json"))
+        }
+    }
+
+    /// A tensor in two shards was read from whichever shard came last, which changed between runs.
+    @Test func aTensorInTwoShardsIsRefused() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let model = directory + "/model"
+        try FileManager.default.copyItem(atPath: PackAndRunCLITests.mixtral, toPath: model)
+        let single = model + "/model.safetensors"
+        try FileManager.default.copyItem(atPath: single, toPath: model + "/model-00001-of-00002.safetensors")
+        try FileManager.default.moveItem(atPath: single, toPath: model + "/model-00002-of-00002.safetensors")
+        let names = try SafeTensorsNames.read(model + "/model-00001-of-00002.safetensors")
+        var map: [String: String] = [:]
+        for (index, name) in names.enumerated() {
+            map[name] = index % 2 == 0 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors"
+        }
+        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(
+            to: URL(fileURLWithPath: model + "/model.safetensors.index.json"))
+        let calib = try PackAndRunCLITests.calibration(in: directory)
+        let result = try CLITests.pmq(["eval", "--model", model, "--tokens", calib, "--seq-len", "16"])
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(
+            result.stderr.contains("is in both model-00001-of-00002.safetensors and model-00002-of-00002.safetensors"),
+            "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
+
+    /// `--group-size 9223372036854775807` and `--dampening 1e300` trapped on overflow; tiny dampening
+    /// printed only `notPositiveDefinite`.
+    @Test func outOfRangeGPTQSettingsAreRefused() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let calib = try PackAndRunCLITests.calibration(in: directory)
+        let model = PackAndRunCLITests.mixtral
+        for (arguments, message) in [
+            (
+                ["quantize", "--model", model, "--uniform", "2", "--group-size", "9223372036854775807"],
+                "--group-size must be 1 to 1048576"
+            ),
+            (["profile", "--model", model, "--dampening", "1e300"], "--dampening must be from 1e-9 to 100"),
+            (["profile", "--model", model, "--group-size", "16", "--dampening", "1e-9"], "raise --dampening"),
+        ] {
+            let result = try CLITests.pmq(
+                arguments + ["--calib", calib, "--samples", "2", "--seq-len", "16", "--out", directory + "/out"])
+            #expect(result.status != 0 && result.stderr.contains(message), "\(arguments): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/out"))
+        }
+    }
+}
+
+/// The tensor names of a safetensors file, read from its header with Foundation (independently of pmq).
+enum SafeTensorsNames {
+    static func read(_ path: String) throws -> [String] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let length = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + length))) as? [String: Any] ?? [:]
+        return header.keys.filter { $0 != "__metadata__" }.sorted()
+    }
 }

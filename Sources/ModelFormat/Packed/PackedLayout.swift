@@ -3,6 +3,10 @@
 /// `groupSize` input columns. The profiler records these as an expert's `bytes`, so a budget in
 /// bytes is honoured exactly.
 public struct PackedLayout: Sendable, Equatable {
+    /// The largest group size any reader or option accepts (2^20 input columns, far beyond any
+    /// model's width): sizes computed from it cannot overflow.
+    public static let maximumGroupSize = 1 << 20
+
     public var outFeatures: Int
     public var inFeatures: Int
     public var bits: Int

@@ -13,7 +13,7 @@ extension PackedLinear {
         guard [1, 2, 3, 4, 8].contains(bits) else {
             throw fail("\(prefix): unsupported width \(bits) (expected 1, 2, 3, 4 or 8)")
         }
-        guard outFeatures > 0, inFeatures > 0, groupSize > 0 else {
+        guard outFeatures > 0, inFeatures > 0, (1...PackedLayout.maximumGroupSize).contains(groupSize) else {
             throw fail("\(prefix): bad shape [\(outFeatures), \(inFeatures)] or group size \(groupSize)")
         }
         let layout = PackedLayout(outFeatures: outFeatures, inFeatures: inFeatures, bits: bits, groupSize: groupSize)

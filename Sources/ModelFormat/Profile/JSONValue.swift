@@ -2,7 +2,7 @@ import Foundation
 
 /// A parsed JSON document, kept generic so that validation can name the exact field that is
 /// wrong (`layers[3].experts[5].error.2`) instead of surfacing a decoder's internal path.
-/// JSON5 number literals (`NaN`, `Infinity`) are accepted so that they can be rejected by name.
+/// The literals `NaN` and `Infinity` are read (by `StrictJSON`) so that they can be rejected by name.
 enum JSONValue: Decodable {
     case integer(Int64)
     case number(Double)
@@ -23,36 +23,9 @@ enum JSONValue: Decodable {
         self = .object(try container.decode([String: JSONValue].self))
     }
 
+    /// A strict JSON document (`StrictJSON`): errors name the file, line and column.
     static func parse(_ data: Data, file: String) throws -> JSONValue {
-        let decoder = JSONDecoder()
-        decoder.allowsJSON5 = true
-        do {
-            return try decoder.decode(JSONValue.self, from: data)
-        } catch {
-            throw ModelFormatError(file: file, "not valid JSON: \(syntaxErrorDetail(data))")
-        }
-    }
-
-    /// JSONDecoder says only "not valid JSON"; JSONSerialization says where. Offsets become line:column.
-    private static func syntaxErrorDetail(_ data: Data) -> String {
-        if data.isEmpty { return "the file is empty" }
-        do {
-            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-            return "unsupported JSON"
-        } catch {
-            guard var detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String else {
-                return "syntax error"
-            }
-            if let range = detail.range(of: #"character (\d+)"#, options: .regularExpression),
-                let offset = Int(detail[range].dropFirst("character ".count))
-            {
-                let prefix = data.prefix(offset)
-                let line = prefix.filter { $0 == 0x0A }.count + 1
-                let column = offset - (prefix.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
-                detail.replaceSubrange(range, with: "line \(line), column \(column)")
-            }
-            return detail.hasSuffix(".") ? String(detail.dropLast()) : detail
-        }
+        try StrictJSON.parse(data, file: file)
     }
 
     var typeName: String {

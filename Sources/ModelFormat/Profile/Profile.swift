@@ -4,6 +4,10 @@ import Foundation
 /// profiler, which writes it, and the allocator, which reads it with `ProfileReader` (strict, every
 /// problem named by field). One type for both sides: values as the profiler measured them.
 public struct Profile: Codable, Sendable, Equatable {
+    /// Bounds the reader puts on one expert, far above any real expert (DeepSeek-V3's has 44 M
+    /// parameters), so that sums over a model's experts times widths cannot overflow 64 bits.
+    public static let maximumExpertParameters: Int64 = 1_000_000_000_000
+    public static let maximumExpertBytes: Int64 = 10_000_000_000_000
     public struct Model: Codable, Sendable, Equatable {
         public var name: String
         public var architecture: String

@@ -76,7 +76,9 @@ public enum ProfileReader {
 
         let groupField = try root.member("groupSize")
         let groupSize = try groupField.integer()
-        guard groupSize > 0 else { throw groupField.fail("must be > 0, got \(groupSize)") }
+        guard groupSize > 0, groupSize <= PackedLayout.maximumGroupSize else {
+            throw groupField.fail("must be 1 to \(PackedLayout.maximumGroupSize), got \(groupSize)")
+        }
 
         let layersField = try root.member("layers")
         let layerFields = try layersField.elements()
@@ -149,7 +151,9 @@ public enum ProfileReader {
         guard index >= 0 else { throw indexField.fail("must be ≥ 0, got \(index)") }
         let paramsField = try field.member("params")
         let params = try paramsField.integer()
-        guard params > 0 else { throw paramsField.fail("must be > 0, got \(params)") }
+        guard params > 0, params <= Profile.maximumExpertParameters else {
+            throw paramsField.fail("must be 1 to \(Profile.maximumExpertParameters) (10^12), got \(params)")
+        }
         let freq = try field.member("freq").nonNegative()
         let mass = try field.member("mass").nonNegative()
 
@@ -167,7 +171,9 @@ public enum ProfileReader {
             if width == Profile.removalWidth {
                 guard size == 0 else { throw value.fail("must be 0 (width 0 removes the expert), got \(size)") }
             } else {
-                guard size > 0 else { throw value.fail("must be > 0, got \(size)") }
+                guard size > 0, size <= Profile.maximumExpertBytes else {
+                    throw value.fail("must be 1 to \(Profile.maximumExpertBytes) (10^13), got \(size)")
+                }
             }
             bytes[width] = size
         }

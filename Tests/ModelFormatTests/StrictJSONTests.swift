@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+
+@testable import ModelFormat
+
+/// The strict JSON reader against Foundation's parser on valid documents, and its refusals.
+@Suite struct StrictJSONTests {
+    static func plain(_ value: JSONValue) -> Any {
+        switch value {
+        case let .integer(number): return NSNumber(value: number)
+        case let .number(number): return NSNumber(value: number)
+        case let .string(text): return text
+        case let .bool(flag): return NSNumber(value: flag)
+        case let .array(items): return items.map(plain)
+        case let .object(members): return members.mapValues(plain)
+        case .null: return NSNull()
+        }
+    }
+
+    @Test(arguments: [
+        #"{"a": [1, -2, 3.5, -0.25e-3, 1E+2, 1e300], "b": {"c": null, "d": true, "e": false}}"#,
+        #"["\u00e9\ud83d\ude00 \"quoted\" \\ \/ \b\f\n\r\t", "é😀", ""]"#,
+        " \n\t{ } ", "[[[]]]", "0", "\"text\"", "-0",
+    ])
+    func readsWhatFoundationReads(_ text: String) throws {
+        let ours = Self.plain(try StrictJSON.parse(Data(text.utf8), file: "t.json"))
+        let foundation = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+        #expect(NSArray(array: [ours]).isEqual(to: [foundation]), "\(ours) vs \(foundation)")
+    }
+
+    @Test(arguments: [
+        ("{\"a\": 1,}", "expected a key"), ("[1, 2,]", "unexpected character"), ("// c\n{}", "unexpected character"),
+        ("{'a': 1}", "expected a key"), ("[0x10]", "expected ',' or ']'"), ("[01]", "leading zero"),
+        ("{\"a\": 1, \"a\": 2}", "key \"a\" appears twice"), ("{} x", "unexpected text after the document"),
+        ("", "the file is empty"), ("[\"a\u{01}\"]", "control character"), ("[1.]", "invalid number"),
+        ("[\"\\x\"]", "invalid escape"), ("[\"\\ud800\"]", "unpaired surrogate"), ("{\"a\"}", "expected ':'"),
+        ("[-]", "invalid number"), ("tru", "unexpected character"), ("[\"abc", "unterminated string"),
+    ])
+    func refusesWhatRFC8259Refuses(_ text: String, _ message: String) {
+        #expect {
+            try StrictJSON.parse(Data(text.utf8), file: "t.json")
+        } throws: { error in
+            let problem = (error as? ModelFormatError)?.problem ?? ""
+            return problem.contains(message) && problem.hasPrefix("not valid JSON")
+        }
+    }
+
+    @Test func refusesOtherEncodingsAndBytes() throws {
+        let cases: [([UInt8], String)] = [
+            ([0xEF, 0xBB, 0xBF] + Array("{}".utf8), "byte-order mark"),
+            ([0xFF, 0xFE, 0x7B, 0x00, 0x7D, 0x00], "UTF-16 or UTF-32"),
+            ([0x7B, 0x00, 0x7D, 0x00], "UTF-16 or UTF-32"),
+            (Array("{\"".utf8) + [0xFF] + Array("a\": 1}".utf8), "invalid UTF-8 byte 0xFF"),
+            (Array("[\"".utf8) + [0xC0, 0x80] + Array("\"]".utf8), "invalid UTF-8 byte 0xC0"),
+            (Array("[\"".utf8) + [0xED, 0xA0, 0x80] + Array("\"]".utf8), "invalid UTF-8 sequence"),
+            (Array("{\"".utf8) + [0xFF], "invalid UTF-8 byte"),
+        ]
+        for (bytes, message) in cases {
+            #expect(throws: ModelFormatError.self) { try StrictJSON.parse(Data(bytes), file: "t.json") }
+            do { _ = try StrictJSON.parse(Data(bytes), file: "t.json") } catch let error as ModelFormatError {
+                #expect(error.problem.contains(message), "\(bytes): \(error.problem)")
+            }
+        }
+        let deep = String(repeating: "[", count: 600) + String(repeating: "]", count: 600)
+        do {
+            _ = try StrictJSON.parse(Data(deep.utf8), file: "t.json")
+            Issue.record("600 levels of nesting were accepted")
+        } catch let error as ModelFormatError {
+            #expect(error.problem.contains("nested more than 512 deep"))
+        }
+    }
+
+    @Test func namesLineAndColumn() {
+        do {
+            _ = try StrictJSON.parse(Data("{\n  \"a\": 1,\n  \"b\": 2,\n}".utf8), file: "t.json")
+            Issue.record("a trailing comma was accepted")
+        } catch let error as ModelFormatError {
+            #expect(error.problem == "not valid JSON: expected a key at line 4, column 1", "\(error.problem)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+}

@@ -12,6 +12,7 @@
 //   PMQSolver       allocate: profile → integer program → CBC (through CCbc) → allocation report; sweeps
 //   QuantEngine     pack: GPTQ of a whole model at the allocated widths → packed checkpoint
 //   FrontEvaluation measured fronts: sweep points assembled from the quantization cache, scored on held-out tokens
+//   Fuzzing         `pmq fuzz`: seeded mutations of every input format through the real readers
 //   OTPTraining     pruning calibration: damage of each expert drop, OTP gate training, ODP calibration
 //   Benchmarks      `pmq bench …`: figures for the solver, GPTQ, packed kernels and the runtime (never tests)
 //   pmq             the command line: parses options, calls the stages, prints
@@ -39,6 +40,7 @@ let package = Package(
         .library(name: "QuantEngine", targets: ["QuantEngine"]),
         .library(name: "OTPTraining", targets: ["OTPTraining"]),
         .library(name: "FrontEvaluation", targets: ["FrontEvaluation"]),
+        .library(name: "Fuzzing", targets: ["Fuzzing"]),
         .library(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
     dependencies: [
@@ -76,6 +78,7 @@ let package = Package(
             dependencies: ["QuantEngine", "PMQSolver", "MoERuntime", "Kernels", "ModelFormat"],
             swiftSettings: kernelSettings
         ),
+        .target(name: "Fuzzing", dependencies: ["QuantEngine", "MoERuntime", "ModelFormat"]),
         .target(
             name: "OTPTraining",
             dependencies: ["Calibration", "MoERuntime", "Kernels", "ModelFormat"],
@@ -89,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "pmq",
             dependencies: [
-                "Benchmarks", "PMQSolver", "ExpertProfiler", "QuantEngine", "FrontEvaluation", "OTPTraining",
+                "Benchmarks", "PMQSolver", "ExpertProfiler", "QuantEngine", "FrontEvaluation", "Fuzzing", "OTPTraining",
                 "Calibration",
                 "MoERuntime", "Quantization", "Kernels", "ModelFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -123,6 +126,7 @@ let package = Package(
             name: "FrontEvaluationTests",
             dependencies: ["TestSupport", "FrontEvaluation", "MoERuntime", "Kernels", "ModelFormat"]
         ),
+        .testTarget(name: "FuzzingTests", dependencies: ["TestSupport", "Fuzzing"]),
         .testTarget(name: "pmqTests", dependencies: ["pmq"]),
     ]
 )

@@ -14,7 +14,7 @@ struct PMQ: ParsableCommand {
         subcommands: [
             Profile.self, Solve.self, Sweep.self, Quantize.self, Assemble.self, OTP.self, Eval.self, Table.self,
             Generate.self,
-            Tokenize.self, SynthProfile.self, Bench.self,
+            Tokenize.self, SynthProfile.self, Bench.self, Fuzz.self,
         ]
     )
 }

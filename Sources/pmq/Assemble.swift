@@ -33,6 +33,9 @@ extension PMQ {
         func run() throws {
             let start = ContinuousClock.now
             guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
+            try OutputPaths.checkWritable(out, folder: true)
+            let lock = try OutputPaths.lock(out)
+            defer { lock.release() }
             let config = try MoEModelConfig.read(directory: model)
             if let quantization = try QuantizationConfig.read(directory: model) {
                 throw ModelFormatError(file: quantization.file, "the model is already quantized; name the float model")

@@ -60,6 +60,9 @@ extension PMQ {
 
         func run() throws {
             guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
+            try OutputPaths.checkWritable(out, folder: true)
+            let lock = try OutputPaths.lock(out)
+            defer { lock.release() }
             let loaded = try MoEModel(directory: model, lazy: true)
             guard loaded.quantization == nil else {
                 throw ModelFormatError(file: model, "is already quantized; quantize the float model")

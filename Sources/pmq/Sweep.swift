@@ -77,6 +77,12 @@ extension PMQ {
         }
 
         func run() throws {
+            // The output is checked and locked before anything is solved; the front is built in a
+            // hidden folder and renamed into place whole.
+            try OutputPaths.checkWritable(out, folder: true)
+            let lock = try OutputPaths.lock(out)
+            defer { lock.release() }
+            OutputPaths.removeStaleTemporaries(beside: out)
             func parse(_ text: String) throws -> Budget {
                 text.last?.isLetter == true ? try Budget.parseSize(text) : try Budget.parseBits(text)
             }
@@ -116,12 +122,19 @@ extension PMQ {
             progress.finish()
             var result = solved
             var summary: FrontEvaluationSummary?
-            if let evaluationInputs {
-                (result, summary) = try measure(solved, inputs: evaluationInputs)
+            let staging = try OutputPaths.stagingFolder(for: out)
+            do {
+                if let evaluationInputs {
+                    (result, summary) = try measure(solved, inputs: evaluationInputs, staging: staging)
+                }
+                try FrontWriters.write(
+                    result, profile: profile, profilePath: allocation.profile, model: model,
+                    directory: staging, saveAllocations: saveAllocations, evaluation: summary)
+                try OutputPaths.replace(out, with: staging)
+            } catch {
+                try? FileManager.default.removeItem(atPath: staging)
+                throw error
             }
-            try FrontWriters.write(
-                result, profile: profile, profilePath: allocation.profile, model: model,
-                directory: out, saveAllocations: saveAllocations, evaluation: summary)
             if summary != nil { try? FileManager.default.removeItem(atPath: out + ".partial") }
             print(
                 "\(profile.model.name): \(points) budgets, scope \(model.scope.rawValue), "
@@ -151,13 +164,15 @@ extension PMQ {
 
 extension PMQ.Sweep {
     /// Measures every solved point (and the uniform-width models) on the held-out tokens.
-    func measure(_ solved: ParetoSweep.Result, inputs: (tokens: TokenFile, cache: QuantizationCache)) throws
+    func measure(
+        _ solved: ParetoSweep.Result, inputs: (tokens: TokenFile, cache: QuantizationCache), staging: String
+    ) throws
         -> (ParetoSweep.Result, FrontEvaluationSummary)
     {
         var options = MeasuredFront.Options()
         options.sequenceLength = seqLen
         options.maxTokens = maxTokens
-        options.saveModels = saveModels ? out : nil
+        options.saveModels = saveModels ? staging : nil
         let front = MeasuredFront(modelDirectory: model!, cache: inputs.cache, options: options)
         let progress = StagedProgress("measure", quiet: quiet)
         let measured = try front.run(

@@ -1,0 +1,114 @@
+import Foundation
+
+/// What every command does with its output path before any work: check that it can be written,
+/// take a lock so that two runs never write one output together, and remove what dead runs left
+/// beside it (docs/FORMATS.md, "Outputs").
+public enum OutputPaths {
+    /// An exclusive lock on `.NAME.lock` beside `path`, held until `release` (or the process's end:
+    /// the kernel drops an `flock` with its process, so a killed run never blocks the next one).
+    public final class Lock: @unchecked Sendable {
+        let descriptor: Int32
+        let path: String
+        init(descriptor: Int32, path: String) {
+            self.descriptor = descriptor
+            self.path = path
+        }
+        public func release() {
+            unlink(path)
+            flock(descriptor, LOCK_UN)
+            close(descriptor)
+        }
+        deinit { close(descriptor) }
+    }
+
+    static func sibling(_ path: String, _ name: String) -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        return url.deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    static func baseName(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.lastPathComponent }
+
+    /// Refuses a concurrent run on the same output in one line.
+    public static func lock(_ path: String) throws -> Lock {
+        let lockPath = sibling(path, ".\(baseName(path)).lock")
+        let descriptor = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw FileWriteError(
+                file: path, reason: "cannot create its lock \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw FileWriteError(
+                file: path, reason: "another pmq run is writing it (lock \(lockPath) is held); wait for that run to end"
+            )
+        }
+        return Lock(descriptor: descriptor, path: lockPath)
+    }
+
+    /// The parent folder must exist; a file output must not be a folder, a folder output not a file.
+    public static func checkWritable(_ path: String, folder: Bool) throws {
+        let parent = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw FileWriteError(file: path, reason: "its folder \(parent) does not exist")
+        }
+        guard access(parent, W_OK) == 0 else { throw FileWriteError(file: path, reason: "\(parent) is not writable") }
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue != folder {
+            throw FileWriteError(file: path, reason: folder ? "is a file, not a folder" : "is a folder, not a file")
+        }
+    }
+
+    /// A new hidden folder beside `path` to build a folder output in (`.NAME.partial-PID-N`).
+    public static func stagingFolder(for path: String) throws -> String {
+        let staging = sibling(path, ".\(baseName(path)).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
+        } catch {
+            throw FileWriteError(
+                file: path, reason: "cannot create \(staging): \((error as NSError).localizedDescription)")
+        }
+        return staging
+    }
+
+    /// Puts the finished `staging` folder in place of `path` (replacing a folder there) by renames:
+    /// readers see the old folder or the new one, never a mix; what a kill leaves is a hidden
+    /// `.NAME.partial-…` folder that the next run removes.
+    public static func replace(_ path: String, with staging: String) throws {
+        let target = URL(fileURLWithPath: path).standardizedFileURL.path
+        var old: String?
+        if FileManager.default.fileExists(atPath: target) {
+            let moved = staging + "-old"
+            guard rename(target, moved) == 0 else {
+                throw FileWriteError(
+                    file: path, reason: "cannot move the old folder aside: \(String(cString: strerror(errno)))")
+            }
+            old = moved
+        }
+        guard rename(staging, target) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if let old { rename(old, target) }
+            throw FileWriteError(file: path, reason: "cannot rename \(staging) into place: \(reason)")
+        }
+        if let old { try? FileManager.default.removeItem(atPath: old) }
+    }
+
+    /// Removes the temporaries that runs now dead left beside `path`: `.NAME.partial-PID-…` folders
+    /// (packed models, sweeps) and `.NAME.PID.tmp` files (atomic writes). A live run's are kept.
+    public static func removeStaleTemporaries(beside path: String) {
+        let name = baseName(path)
+        let parent = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent().path
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: parent) else { return }
+        for entry in entries {
+            var pidText: Substring?
+            if entry.hasPrefix(".\(name).partial-") {
+                pidText = entry.dropFirst(".\(name).partial-".count).split(separator: "-").first
+            } else if entry.hasPrefix(".\(name)."), entry.hasSuffix(".tmp") {
+                pidText = entry.dropFirst(".\(name).".count).dropLast(".tmp".count)[...]
+            }
+            guard let pidText, let pid = Int32(pidText), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0, errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: (parent as NSString).appendingPathComponent(entry))
+            }
+        }
+    }
+}

@@ -113,13 +113,7 @@ extension FrontWriters {
             bitsAxis ? point.averageBits : point.bytes.map { Double($0) / 1e9 }
         }
         let measured = points.filter { $0.measured != nil && x($0) != nil }
-        var svg = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
-            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="\(width / 2)" y="24" text-anchor="middle" font-size="14">\(escape(title))</text>
-
-            """
+        var svg = svgHeader(width: width, height: height, title: title)
         guard !measured.isEmpty else {
             svg += "<text x=\"\(width / 2)\" y=\"\(height / 2)\" text-anchor=\"middle\">no measured point</text>\n"
             return svg + "</svg>\n"

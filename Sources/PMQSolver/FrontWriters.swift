@@ -90,13 +90,7 @@ public enum FrontWriters {
         let bitsAxis = points.first?.budgetKind != "bytes"
         let xLabel = bitsAxis ? "average bits per expert parameter" : "packed expert size (GB)"
         func xValue(_ point: ParetoSweep.Point) -> Double { bitsAxis ? point.averageBits! : Double(point.bytes!) / 1e9 }
-        var svg = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
-            viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="\(width / 2)" y="24" text-anchor="middle" font-size="14">\(escape(title))</text>
-
-            """
+        var svg = svgHeader(width: width, height: height, title: title)
         guard !solved.isEmpty else {
             svg +=
                 "<text x=\"\(width / 2)\" y=\"\(height / 2)\" text-anchor=\"middle\">no feasible point</text>\n</svg>\n"
@@ -176,6 +170,17 @@ public enum FrontWriters {
         }
         svg += "</svg>\n"
         return svg
+    }
+
+    /// The opening of a standalone SVG: size, font, white background, the title centred on top.
+    static func svgHeader(width: Double, height: Double, title: String) -> String {
+        """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
+        viewBox="0 0 \(Int(width)) \(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(width / 2)" y="24" text-anchor="middle" font-size="14">\(escape(title))</text>
+
+        """
     }
 
     static func niceTicks(_ low: Double, _ high: Double) -> [Double] {

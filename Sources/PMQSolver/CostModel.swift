@@ -201,6 +201,17 @@ public struct CostModel: Sendable, Equatable {
             layerItems = layerItems.indices.map { [$0] }
         }
 
+        // A cost that overflowed (huge exponents, errors near the smallest double) would reach CBC
+        // and the report as inf or NaN: refuse it here, naming the expert.
+        for item in items {
+            let layer = profile.layers.indices.contains(item.layer) ? profile.layers[item.layer].index : item.layer
+            for option in item.options where !option.cost.isFinite {
+                throw SolverError.badOption(
+                    "\(file): layer \(layer) expert \(item.expert): the cost at width "
+                        + "\(option.width) is \(option.cost); lower --alpha or --beta, or check its error and frequency"
+                )
+            }
+        }
         let totalParams = Int128(profile.totalParams)
         func capacity(params: Int128) -> AllocationProblem.Capacity {
             switch budget {

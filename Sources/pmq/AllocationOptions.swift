@@ -99,8 +99,8 @@ struct AllocationOptions: ParsableArguments {
             throw ValidationError("--time-limit must be a positive number of seconds")
         }
         guard gap >= 0, gap.isFinite else { throw ValidationError("--gap must be a finite number ≥ 0") }
-        guard alpha > 0, alpha.isFinite else { throw ValidationError("--alpha must be a finite number > 0") }
-        guard beta >= 0, beta.isFinite else { throw ValidationError("--beta must be a finite number ≥ 0") }
+        guard alpha > 0, alpha <= 10 else { throw ValidationError("--alpha must be > 0 and at most 10") }
+        guard beta >= 0, beta <= 10 else { throw ValidationError("--beta must be from 0 to 10") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
 

@@ -164,6 +164,34 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: directory + "/out"))
         }
     }
+
+    /// Errors near the smallest double and huge exponents made costs infinite, which ended in the
+    /// JSON encoder's `invalidValue` after the solve; now the expert (or the option) is named.
+    @Test func nonFiniteCostsAreNamedBeforeTheSolve() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let source = CLITests.packageRoot.appendingPathComponent("examples/profiles/example-model.json")
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: source)) as? [String: Any])
+        var layers = try #require(object["layers"] as? [[String: Any]])
+        layers[0]["experts"] = try #require(layers[0]["experts"] as? [[String: Any]]).map { expert in
+            var copy = expert
+            for key in ["error", "outputError"] {
+                if let map = expert[key] as? [String: Any] { copy[key] = map.mapValues { _ in Double("1e-320")! } }
+            }
+            return copy
+        }
+        object["layers"] = layers
+        let path = directory + "/tiny-errors.json"
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+        let tiny = try CLITests.pmq(["solve", "--profile", path, "--bits", "2.5", "--out", directory + "/a.json"])
+        #expect(tiny.status == 1 && tiny.stderr.contains("layer 0 expert 0: the cost at width"), "\(tiny.stderr)")
+        #expect(tiny.stderr.split(separator: "\n").count == 1)
+        let alpha = try CLITests.pmq([
+            "solve", "--profile", source.path, "--bits", "2.5", "--alpha", "1e300", "--out", directory + "/a.json",
+        ])
+        #expect(alpha.status != 0 && alpha.stderr.contains("--alpha must be > 0 and at most 10"), "\(alpha.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/a.json"))
+    }
 }
 
 /// The tensor names of a safetensors file, read from its header with Foundation (independently of pmq).

@@ -143,7 +143,7 @@ public struct ObjectiveBenchmark {
             }
             var spearman: [String: Double] = [:]
             for objective in objectives {
-                spearman[objective.name] = Self.spearman(
+                spearman[objective.name] = RankCorrelation.spearman(
                     rows.map { $0.objectives[objective.name]! }, rows.map(\.deltaNLL))
                 emit(
                     String(
@@ -246,8 +246,6 @@ public struct ObjectiveBenchmark {
         return bits / params
     }
 
-    /// Spearman's ρ (`RankCorrelation.spearman`).
-    public static func spearman(_ x: [Double], _ y: [Double]) -> Double { RankCorrelation.spearman(x, y) }
 }
 
 /// Every expert linear at every width, as the profiler quantized it.

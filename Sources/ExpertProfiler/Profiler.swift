@@ -93,11 +93,13 @@ public struct Profiler {
                 "layers \(range.lowerBound)..<\(range.upperBound) are not within the model's \(config.layerCount)")
         }
         let targets = range.filter { config.moeLayers[$0] }
+        // The calibration tokens are hashed once, for the checkpoint and the cache alike.
+        let tokenHash = FNV1a.hash(tokens.prefix(windows * options.sequenceLength))
         let checkpoint = try checkpointDirectory.map {
-            try LayerCheckpoint(directory: $0, fingerprint: fingerprint(tokens: tokens, windows: windows))
+            try LayerCheckpoint(directory: $0, fingerprint: fingerprint(tokenHash: tokenHash, windows: windows))
         }
         let calibrationFingerprint = Self.calibrationFingerprint(
-            tokens: tokens, windows: windows, sequenceLength: options.sequenceLength)
+            tokenHash: tokenHash, windows: windows, sequenceLength: options.sequenceLength)
         let cache = try cacheDirectory.map {
             try QuantizationCache.openOrCreate(
                 directory: $0,
@@ -313,13 +315,9 @@ public struct Profiler {
         return (Profile.Layer(index: layer, experts: experts), packed)
     }
 
-    /// Identifies the calibration tokens a run uses: their count and an FNV-1a hash of them.
-    public static func calibrationFingerprint(tokens: [Int], windows: Int, sequenceLength: Int) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for token in tokens.prefix(windows * sequenceLength) {
-            hash = (hash ^ UInt64(truncatingIfNeeded: token)) &* 0x0000_0100_0000_01B3
-        }
-        return "\(windows) windows of \(sequenceLength) tokens, FNV-1a \(String(hash, radix: 16))"
+    /// Identifies the calibration tokens a run uses: their windows and the FNV-1a hash of their tokens.
+    static func calibrationFingerprint(tokenHash: UInt64, windows: Int, sequenceLength: Int) -> String {
+        "\(windows) windows of \(sequenceLength) tokens, FNV-1a \(String(tokenHash, radix: 16))"
     }
 
     /// What this run's GPTQ results depend on, for the quantization cache.
@@ -332,16 +330,11 @@ public struct Profiler {
     }
 
     /// Identifies a run's inputs, so that a checkpoint is only resumed by the same run.
-    func fingerprint(tokens: [Int], windows: Int) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for token in tokens.prefix(windows * options.sequenceLength) {
-            hash = (hash ^ UInt64(token)) &* 0x0000_0100_0000_01B3
-        }
-        return
-            "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq "
+    func fingerprint(tokenHash: UInt64, windows: Int) -> String {
+        "\(model.directory)|widths \(options.widths.sorted())|group \(options.groupSize)|seq "
             + "\(options.sequenceLength)|windows \(windows)|damp \(options.dampening)|act-order "
             + "\(options.actOrder)|clip \(options.clipSearch)|reference \(referenceWidth)|output samples "
             + "\(options.outputSamples)|tokens "
-            + "\(String(hash, radix: 16))"
+            + "\(String(tokenHash, radix: 16))"
     }
 }

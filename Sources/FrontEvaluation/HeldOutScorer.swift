@@ -30,8 +30,9 @@ public final class HeldOutScorer {
     }
 
     /// Bytes the float reference holds: 2 per vocabulary entry per predicted token.
-    public static func referenceBytes(tokens: Int, sequenceLength: Int, vocab: Int) -> Int {
-        tokens.multipliedReportingOverflow(by: 2 * vocab).partialValue
+    public static func referenceBytes(tokens: Int, vocab: Int) -> Int {
+        let (bytes, overflow) = tokens.multipliedReportingOverflow(by: 2 * vocab)
+        return overflow ? .max : bytes
     }
 
     public init(tokens: [Int], sequenceLength: Int, vocab: Int) {
@@ -102,14 +103,15 @@ public final class HeldOutScorer {
                     offsets: UnsafeSendable(UnsafeMutablePointer(mutating: offsets.baseAddress!))
                 )
                 return try forEachWindow(model: model, progress: progress) { window, row, logits in
-                    let nll = Evaluation.negativeLogLikelihood(
-                        logits: logits, tokens: Array(tokens[window]), vocab: vocab)
-                    var kl = 0.0
+                    // One normaliser per position serves both sums; the NLL is summed as `pmq eval` sums it.
+                    var nll = 0.0, kl = 0.0
                     logits.withUnsafeBufferPointer { logits in
                         for t in 0..<(window.count - 1) {
-                            let values = UnsafeBufferPointer(rebasing: logits[(t * vocab)..<((t + 1) * vocab)])
+                            let values = logits.baseAddress! + t * vocab
+                            let logZ = Evaluation.logPartition(values, count: vocab)
+                            nll += logZ - Double(values[tokens[window.lowerBound + t + 1]])
                             kl += Self.divergence(
-                                logits: values.baseAddress!, codes: stored.codes.pointer + (row + t) * vocab,
+                                logits: values, logZ: Float(logZ), codes: stored.codes.pointer + (row + t) * vocab,
                                 count: vocab, step: step, offset: stored.offsets.pointer[row + t])
                         }
                     }
@@ -141,23 +143,13 @@ public final class HeldOutScorer {
     }
 
     /// KL(p ‖ q) of one position: p from its stored codes (`log p = code · step + offset`), q the
-    /// softmax of `logits`: `Σ p (log p − logit + log Z)`, ≥ 0 (clamped against rounding).
+    /// softmax of `logits` (normaliser `logZ`): `Σ p (log p − logit + log Z)`, ≥ 0 (clamped against rounding).
     static func divergence(
-        logits: UnsafePointer<Float>, codes: UnsafePointer<UInt16>, count: Int, step: Float, offset: Float
+        logits: UnsafePointer<Float>, logZ: Float, codes: UnsafePointer<UInt16>, count: Int, step: Float,
+        offset: Float
     ) -> Double {
-        var peak = -Float.infinity
-        for v in 0..<count { peak = max(peak, logits[v]) }
-        var total = SIMD8<Float>(repeating: 0)
-        var v = 0
-        while v + 8 <= count {
-            total += Kernels.exp(Kernels.load8(logits + v) - peak)
-            v += 8
-        }
-        var sum = total.sum()
-        for tail in v..<count { sum += Kernels.exp(logits[tail] - peak) }
-        let logZ = peak + logf(sum)
         var terms = SIMD8<Float>(repeating: 0)
-        v = 0
+        var v = 0
         while v + 8 <= count {
             let levels = UnsafeRawPointer(codes + v).loadUnaligned(as: SIMD8<UInt16>.self)
             let logP = SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: levels)) * step + offset

@@ -67,14 +67,18 @@ public struct MeasuredFront {
         guard tokens.count >= 2 else { throw ModelFormatError(file: tokensFile, "fewer than 2 tokens to evaluate") }
         let config = model.config
         let plans = reports.map { $0.map(Self.plan) }
-        for plan in plans.compactMap({ $0 }) {
+        // The points of one sweep share their group size and calibration: each distinct pair is
+        // checked once (the check digests the model).
+        var checked = Set<String>()
+        for plan in plans.compactMap({ $0 })
+        where checked.insert("\(plan.groupSize) \(plan.calibration ?? "")").inserted {
             try CacheAssembly.check(
-                cache, modelDirectory: modelDirectory, config: config, plan: plan, planFile: "the profile")
+                cache, modelDirectory: modelDirectory, config: config, groupSize: plan.groupSize,
+                calibration: plan.calibration, source: "the profile")
         }
         let uniformWidths = try cachedWidths(config: config)
-        let needed = HeldOutScorer.referenceBytes(
-            tokens: tokens.count, sequenceLength: options.sequenceLength, vocab: config.vocabSize)
-        let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        let needed = HeldOutScorer.referenceBytes(tokens: tokens.count, vocab: config.vocabSize)
+        let physical = physicalMemoryBytes
         if physical > 0, needed > physical / 2 {
             throw ModelFormatError(
                 file: tokensFile,
@@ -86,7 +90,7 @@ public struct MeasuredFront {
             directory: workDirectory,
             fingerprint: "\(cache.fingerprint.model)|\(cache.fingerprint.calibration)|"
                 + "\(cache.fingerprint.groupSize)|tokens \(tokensFile) \(tokens.count) "
-                + "\(HeldOutScorer.digest(tokens))|seq \(options.sequenceLength)")
+                + "\(String(FNV1a.hash(tokens), radix: 16))|seq \(options.sequenceLength)")
 
         let scorer = HeldOutScorer(tokens: tokens, sequenceLength: options.sequenceLength, vocab: config.vocabSize)
         try scorer.recordFloat(model: model) { progress("float model", $0, $1) }
@@ -103,14 +107,10 @@ public struct MeasuredFront {
             }
             let assemblyStart = ContinuousClock.now
             for (role, matrix) in originals { model.replace(role, with: matrix) }
-            try CacheAssembly.forEachLayer(plan: plan, config: config, cache: cache) { _, _, roles in
-                for (role, linear) in roles {
-                    model.replace(
-                        role,
-                        with: Matrix(
-                            rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear)))
-                    )
-                }
+            try CacheAssembly.forEachLinear(plan: plan, config: config, cache: cache) { role, _, linear in
+                model.replace(
+                    role,
+                    with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear))))
             }
             model.removedExperts = plan.removedExperts.mapValues(Set.init)
             let assembly = seconds(since: assemblyStart)
@@ -178,15 +178,13 @@ public struct MeasuredFront {
 
     /// A plan's identity in the work folder: its widths, hashed.
     static func key(_ plan: AllocationPlan) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var hash = FNV1a()
         for layer in plan.widths.keys.sorted() {
             for (expert, bits) in plan.widths[layer]!.sorted(by: { $0.key < $1.key }) {
-                for value in [layer, expert, bits] {
-                    hash = (hash ^ UInt64(truncatingIfNeeded: value)) &* 0x100_0000_01B3
-                }
+                for value in [layer, expert, bits] { hash.add(value) }
             }
         }
-        return "plan-" + String(hash, radix: 16)
+        return "plan-" + hash.hex
     }
 }
 
@@ -220,14 +218,5 @@ struct WorkFolder {
 
     func save(_ measurement: MeasuredFront.Measurement, key: String) throws {
         try AtomicFile.writeJSON(measurement, to: "\(directory)/\(key).json")
-    }
-}
-
-extension HeldOutScorer {
-    /// FNV-1a of the tokens, for the work folder's fingerprint.
-    static func digest(_ tokens: [Int]) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for token in tokens { hash = (hash ^ UInt64(truncatingIfNeeded: token)) &* 0x100_0000_01B3 }
-        return String(hash, radix: 16)
     }
 }

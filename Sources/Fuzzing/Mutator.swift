@@ -12,9 +12,9 @@ public struct Mutator {
 
     /// The case's own generator: a hash of the run's seed, the format and the case number.
     public static func caseSeed(seed: UInt64, format: String, index: Int) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
-        for byte in format.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return (hash ^ UInt64(truncatingIfNeeded: index)) &* 0x9E37_79B9_7F4A_7C15
+        var hash = FNV1a(seed: seed)
+        hash.add(bytes: format.utf8)
+        return (hash.value ^ UInt64(truncatingIfNeeded: index)) &* 0x9E37_79B9_7F4A_7C15
     }
 
     mutating func below(_ bound: Int) -> Int { bound <= 1 ? 0 : Int(random.next() % UInt64(bound)) }

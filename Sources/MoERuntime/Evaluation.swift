@@ -103,33 +103,36 @@ public struct Evaluation: Sendable, Encodable {
     }
 
     /// `−Σ_t log p(tokens[t+1] | logits row t)` over a window (label shift inside the window).
-    /// The partition sums use the eight-lane `Kernels.exp` (relative error 1.2e-7 a term), summed
-    /// in Float over blocks of 64 and in Double across blocks.
     public static func negativeLogLikelihood(logits: [Float], tokens: [Int], vocab: Int) -> Double {
         var nll = 0.0
         logits.withUnsafeBufferPointer { logits in
             for t in 0..<(tokens.count - 1) {
                 let row = logits.baseAddress! + t * vocab
-                var peak = -Float.infinity
-                for v in 0..<vocab { peak = max(peak, row[v]) }
-                var sum = 0.0
-                var v = 0
-                while v + 64 <= vocab {
-                    var block = SIMD8<Float>(repeating: 0)
-                    for lane in stride(from: v, to: v + 64, by: 8) {
-                        block += Kernels.exp(Kernels.load8(row + lane) - peak)
-                    }
-                    sum += Double(block.sum())
-                    v += 64
-                }
-                while v < vocab {
-                    sum += Double(Kernels.exp(row[v] - peak))
-                    v += 1
-                }
-                nll += Foundation.log(sum) + Double(peak) - Double(row[tokens[t + 1]])
+                nll += logPartition(row, count: vocab) - Double(row[tokens[t + 1]])
             }
         }
         return nll
+    }
+
+    /// `log Σ exp(logit)` of one row of logits, the softmax's normaliser. The sums use the
+    /// eight-lane `Kernels.exp` (relative error 1.2e-7 a term), in Float over blocks of 64 and in
+    /// Double across blocks. Every held-out NLL and KL pmq reports goes through it.
+    public static func logPartition(_ row: UnsafePointer<Float>, count: Int) -> Double {
+        var peak = -Float.infinity
+        for v in 0..<count { peak = max(peak, row[v]) }
+        var sum = 0.0
+        var v = 0
+        while v + 64 <= count {
+            var block = SIMD8<Float>(repeating: 0)
+            for lane in stride(from: v, to: v + 64, by: 8) { block += Kernels.exp(Kernels.load8(row + lane) - peak) }
+            sum += Double(block.sum())
+            v += 64
+        }
+        while v < count {
+            sum += Double(Kernels.exp(row[v] - peak))
+            v += 1
+        }
+        return Foundation.log(sum) + Double(peak)
     }
 
     /// Peak resident set size of this process (Linux `ru_maxrss` is in KiB).

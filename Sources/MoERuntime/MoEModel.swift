@@ -121,7 +121,7 @@ public final class MoEModel: @unchecked Sendable {
         }
         if !lazy {
             let needed = try heldBytes()
-            let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+            let physical = physicalMemoryBytes
             if physical > 0, needed > physical {
                 throw ModelFormatError(
                     file: directory,
@@ -276,11 +276,6 @@ public final class MoEModel: @unchecked Sendable {
     /// packed checkpoint written from it would, once its experts are replaced by the packed ones.
     public func roundPassthroughToBFloat16() throws {
         precondition(!lazy, "rounding needs every matrix in memory")
-        func bfloat16(_ value: Float) -> UInt16 {
-            let bits = value.bitPattern
-            if value.isNaN { return UInt16(bits >> 16) | 0x40 }
-            return UInt16((bits &+ (0x7FFF + ((bits >> 16) & 1))) >> 16)
-        }
         func storedAsFloat32(_ role: TensorRole) throws -> Bool {
             let name = map.name(role)
             guard let file = files.file(containing: name) else { return false }
@@ -294,15 +289,15 @@ public final class MoEModel: @unchecked Sendable {
             switch matrix.storage {
             case let .f32(values) where try storedAsFloat32(role):
                 matrices[role] = Matrix(
-                    rows: matrix.rows, columns: matrix.columns, storage: .bf16(values.map(bfloat16)))
+                    rows: matrix.rows, columns: matrix.columns, storage: .bf16(values.map(\.bfloat16Bits)))
             case .fp8:
                 matrices[role] = Matrix(
-                    rows: matrix.rows, columns: matrix.columns, storage: .bf16(matrix.floats.map(bfloat16)))
+                    rows: matrix.rows, columns: matrix.columns, storage: .bf16(matrix.floats.map(\.bfloat16Bits)))
             default: continue
             }
         }
         for (role, values) in vectors where try storedAsFloat32(role) {
-            vectors[role] = values.map { Float(bitPattern: UInt32(bfloat16($0)) << 16) }
+            vectors[role] = values.map { Float(bitPattern: UInt32($0.bfloat16Bits) << 16) }
         }
     }
 

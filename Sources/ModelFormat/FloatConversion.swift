@@ -30,6 +30,15 @@ public enum FloatConversion {
 }
 
 extension Float {
+    /// f32 → bf16 bits with nearest-even rounding; NaN stays a (quiet) NaN. How a packed checkpoint
+    /// stores f32 tensors, and how the measured sweep rounds them in memory to run as it would.
+    public var bfloat16Bits: UInt16 {
+        let bits = bitPattern
+        if isNaN { return UInt16(bits >> 16) | 0x40 }
+        let rounding = 0x7FFF + ((bits >> 16) & 1)
+        return UInt16((bits &+ rounding) >> 16)
+    }
+
     /// IEEE half → single, written out so it needs no Float16 support from the platform.
     public init(float16Bits bits: UInt16) {
         let sign = UInt32(bits & 0x8000) << 16

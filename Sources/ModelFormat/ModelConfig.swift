@@ -223,11 +223,10 @@ struct ConfigFields {
             if let fallback { return fallback }
             throw fail(key, "missing")
         }
-        guard !isJSONBoolean(value), let number = value as? NSNumber,
-            number.doubleValue == number.doubleValue.rounded(),
-            abs(number.doubleValue) < 1e15
-        else { throw fail(key, "expected an integer") }
-        return Int(number.doubleValue)
+        guard let number = jsonInteger(value, in: -999_999_999_999_999...999_999_999_999_999) else {
+            throw fail(key, "expected an integer")
+        }
+        return number
     }
 
     /// A positive integer of at most `maximum` (2^24 by default: sizes multiplied together must not
@@ -269,12 +268,11 @@ struct ConfigFields {
         guard let value = value(key) else { return fallback }
         guard let list = value as? [Any] else { throw fail(key, "expected a list of integers") }
         return try list.map { item in
-            guard !isJSONBoolean(item), let number = item as? NSNumber,
-                number.doubleValue == number.doubleValue.rounded()
-            else {
+            // Bounded as `integer` is: `Int(1e300)` trapped here.
+            guard let number = jsonInteger(item, in: -999_999_999_999_999...999_999_999_999_999) else {
                 throw fail(key, "expected a list of integers")
             }
-            return Int(number.doubleValue)
+            return number
         }
     }
 }

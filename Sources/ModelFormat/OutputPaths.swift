@@ -7,18 +7,21 @@ public enum OutputPaths {
     /// An exclusive lock on `.NAME.lock` beside `path`, held until `release` (or the process's end:
     /// the kernel drops an `flock` with its process, so a killed run never blocks the next one).
     public final class Lock: @unchecked Sendable {
-        let descriptor: Int32
+        /// The open lock file; -1 once released (so that it is closed exactly once).
+        var descriptor: Int32
         let path: String
         init(descriptor: Int32, path: String) {
             self.descriptor = descriptor
             self.path = path
         }
         public func release() {
+            guard descriptor >= 0 else { return }
             unlink(path)
             flock(descriptor, LOCK_UN)
             close(descriptor)
+            descriptor = -1
         }
-        deinit { close(descriptor) }
+        deinit { if descriptor >= 0 { close(descriptor) } }
     }
 
     static func sibling(_ path: String, _ name: String) -> String {
@@ -27,6 +30,15 @@ public enum OutputPaths {
     }
 
     static func baseName(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.lastPathComponent }
+
+    /// What a command does with its output before any work: `checkWritable`, `lock` (held until
+    /// the returned lock is released), then `removeStaleTemporaries`.
+    public static func claim(_ path: String, folder: Bool) throws -> Lock {
+        try checkWritable(path, folder: folder)
+        let lock = try lock(path)
+        removeStaleTemporaries(beside: path)
+        return lock
+    }
 
     /// Refuses a concurrent run on the same output in one line.
     public static func lock(_ path: String) throws -> Lock {

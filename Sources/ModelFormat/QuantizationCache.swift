@@ -218,39 +218,24 @@ extension PackedLinear {
 /// config, tensor set, shapes, dtypes or sizes, and any retraining, changes the digest.
 public enum ModelDigest {
     public static func compute(directory: String) throws -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        }
+        var hash = FNV1a()
         let config = (directory as NSString).appendingPathComponent("config.json")
         guard let configData = FileManager.default.contents(atPath: config) else {
             throw ModelFormatError(file: config, "cannot read")
         }
-        mix(configData)
-        let files = try CheckpointFiles(directory: directory)
-        for file in files.files.sorted(by: { $0.path < $1.path }) {
-            guard let handle = FileHandle(forReadingAtPath: file.path) else {
-                throw ModelFormatError(file: file.path, "cannot read")
-            }
-            defer { try? handle.close() }
-            let size = Int((try? handle.seekToEnd()) ?? 0)
-            mix(Array((file.path as NSString).lastPathComponent.utf8))
-            withUnsafeBytes(of: UInt64(size).littleEndian) { mix($0) }
-            try? handle.seek(toOffset: 0)
-            let prefix = (try? handle.read(upToCount: 8)) ?? Data()
-            guard prefix.count == 8 else {
-                throw ModelFormatError(file: file.path, "shorter than a safetensors header")
-            }
-            let headerLength = prefix.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-            let dataStart = min(size, 8 + min(headerLength, SafeTensorsFile.maximumHeaderBytes))
-            mix((try? handle.read(upToCount: dataStart - 8)) ?? Data())
+        hash.add(bytes: configData)
+        // Shards in `CheckpointFiles`' order (by path); each is already mapped and its header checked.
+        for file in try CheckpointFiles(directory: directory).files {
+            let bytes = file.fileBytes
+            hash.add(bytes: (file.path as NSString).lastPathComponent.utf8)
+            withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { hash.add(bytes: $0) }
+            hash.add(bytes: bytes[8..<file.dataStart])
             let blocks = 16, block = 4096
-            for index in 0..<blocks where size > dataStart {
-                let offset = dataStart + (size - dataStart) / blocks * index
-                try? handle.seek(toOffset: UInt64(offset))
-                mix((try? handle.read(upToCount: block)) ?? Data())
+            for index in 0..<blocks where bytes.count > file.dataStart {
+                let offset = file.dataStart + (bytes.count - file.dataStart) / blocks * index
+                hash.add(bytes: bytes[offset..<min(bytes.count, offset + block)])
             }
         }
-        return String(hash, radix: 16)
+        return hash.hex
     }
 }

@@ -33,13 +33,10 @@ public struct QuantizationConfig: Sendable, Equatable {
                 if let fallback { return fallback }
                 throw ModelFormatError(file: path, "quantization_config.\(key) is missing")
             }
-            guard !isJSONBoolean(raw), let number = raw as? NSNumber,
-                number.doubleValue == number.doubleValue.rounded(),
-                abs(number.doubleValue) <= 9.0e15
-            else {
+            guard let number = jsonInteger(raw, in: -9_000_000_000_000_000...9_000_000_000_000_000) else {
                 throw ModelFormatError(file: path, "quantization_config.\(key) must be an integer")
             }
-            return number.intValue
+            return number
         }
         let method = section["quant_method"] as? String ?? ""
         // Block-scaled FP8 checkpoints are float models to pmq: `FP8Config` reads them.

@@ -52,7 +52,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     private let base: UnsafeRawPointer?
     private let mappedLength: Int
-    private let dataStart: Int
+    /// Offset of the data section: 8 + the header's length.
+    public let dataStart: Int
+
+    /// The whole file as mapped (header and data), valid while this file is alive.
+    public var fileBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: mappedLength) }
 
     public init(path: String) throws {
         self.path = path

@@ -6,20 +6,20 @@ import ModelFormat
 /// Hessians from the float model's hidden states, which is what `pmq quantize --float-propagation`
 /// computes, so the packed checkpoint written from this output is byte-identical to that one.
 public enum CacheAssembly {
-    /// Refuses a cache whose inputs differ from the model's and the plan's, naming what differs.
+    /// Refuses a cache whose inputs differ from the model's and from the group size and
+    /// calibration fingerprint of the profile or allocation `source` (nil: not known), naming what differs.
     public static func check(
-        _ cache: QuantizationCache, modelDirectory: String, config: MoEModelConfig, plan: AllocationPlan,
-        planFile: String
+        _ cache: QuantizationCache, modelDirectory: String, config: MoEModelConfig, groupSize: Int,
+        calibration: String?, source: String
     ) throws {
         var expected = cache.fingerprint
         expected.model = try ModelDigest.compute(directory: modelDirectory)
         expected.architecture = config.architecture.rawValue
-        expected.groupSize = plan.groupSize
-        if let calibration = plan.calibration { expected.calibration = calibration }
+        expected.groupSize = groupSize
+        if let calibration { expected.calibration = calibration }
         if let difference = cache.fingerprint.difference(from: expected) {
             throw ModelFormatError(
-                file: cache.directory,
-                "was made for another \(difference) than \(modelDirectory) and \(planFile) need")
+                file: cache.directory, "was made for another \(difference) than \(modelDirectory) and \(source) need")
         }
     }
 
@@ -30,17 +30,15 @@ public enum CacheAssembly {
     {
         let start = ContinuousClock.now
         var linears: [String: PackedLinear] = [:]
-        try forEachLayer(plan: plan, config: config, cache: cache) { layer, expert, roles in
-            for (role, linear) in roles { linears[ArchitectureMap(config.architecture).moduleName(role)] = linear }
-        }
+        try forEachLinear(plan: plan, config: config, cache: cache) { _, module, linear in linears[module] = linear }
         return .init(linears: linears, removed: plan.removedExperts, seconds: seconds(since: start))
     }
 
-    /// Calls `body(layer, expert, [(role, linear)])` for every kept expert of the plan, reading
-    /// each cache entry once and dropping it before the next: memory holds one entry at a time.
-    public static func forEachLayer(
+    /// Calls `body(role, module name, linear)` for every linear of every kept expert of the plan,
+    /// reading each cache entry once and dropping it before the next: memory holds one entry at a time.
+    public static func forEachLinear(
         plan: AllocationPlan, config: MoEModelConfig, cache: QuantizationCache,
-        _ body: (Int, Int, [(TensorRole, PackedLinear)]) throws -> Void
+        _ body: (TensorRole, String, PackedLinear) throws -> Void
     ) throws {
         let map = ArchitectureMap(config.architecture)
         var shapes: [TensorRole: [Int]] = [:]
@@ -56,21 +54,21 @@ public enum CacheAssembly {
                             + "--widths including \(width) into this cache")
                 }
                 for expert in row.filter({ $0.value == width }).map(\.key).sorted() {
-                    let roles = try TensorRole.expertLinears(layer: layer, expert: expert).map { role in
-                        guard let linear = entry[map.moduleName(role)] else {
+                    for role in TensorRole.expertLinears(layer: layer, expert: expert) {
+                        let module = map.moduleName(role)
+                        guard let linear = entry[module] else {
                             throw ModelFormatError(
                                 file: cache.entryPath(layer: layer, width: width),
-                                "has no \(map.moduleName(role)) (layer \(layer), expert \(expert), \(width)-bit)")
+                                "has no \(module) (layer \(layer), expert \(expert), \(width)-bit)")
                         }
                         guard shapes[role] == [linear.outFeatures, linear.inFeatures] else {
                             throw ModelFormatError(
                                 file: cache.entryPath(layer: layer, width: width),
-                                "\(map.moduleName(role)) is [\(linear.outFeatures), \(linear.inFeatures)], the model's "
-                                    + "is \(shapes[role] ?? [])")
+                                "\(module) is [\(linear.outFeatures), \(linear.inFeatures)], the model's is "
+                                    + "\(shapes[role] ?? [])")
                         }
-                        return (role, linear)
+                        try body(role, module, linear)
                     }
-                    try body(layer, expert, roles)
                 }
             }
         }

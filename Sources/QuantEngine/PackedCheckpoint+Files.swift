@@ -16,15 +16,7 @@ extension PackedCheckpoint {
         if fileManager.fileExists(atPath: target) {
             throw ModelFormatError(file: target, "already exists; pmq does not overwrite a packed model")
         }
-        OutputPaths.removeStaleTemporaries(beside: target)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(
-            ".\(url.lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        ).path
-        do {
-            try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
-        } catch {
-            throw ModelFormatError(file: temporary, "cannot create: \(error.localizedDescription)")
-        }
+        let temporary = try OutputPaths.stagingFolder(for: target)
         do {
             try writeContents(into: temporary, sourceDirectory: sourceDirectory)
             guard rename(temporary, target) == 0 else {

@@ -116,22 +116,15 @@ public struct PackedCheckpoint: Sendable {
         tensor.data.withUnsafeBytes { raw in
             halves.withUnsafeMutableBufferPointer { out in
                 for index in 0..<count {
-                    out[index] = bfloat16Bits(
+                    out[index] =
                         Float(
                             bitPattern: UInt32(
-                                littleEndian: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self))))
+                                littleEndian: raw.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self))
+                        ).bfloat16Bits
                 }
             }
         }
         return ("BF16", StoredTensor.littleEndianData(halves))
-    }
-
-    /// f32 → bf16 with nearest-even rounding; NaN stays a (quiet) NaN.
-    static func bfloat16Bits(_ value: Float) -> UInt16 {
-        let bits = value.bitPattern
-        if value.isNaN { return UInt16(bits >> 16) | 0x40 }
-        let rounding = 0x7FFF + ((bits >> 16) & 1)
-        return UInt16((bits &+ rounding) >> 16)
     }
 
     // MARK: quantization_config

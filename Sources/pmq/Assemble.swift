@@ -33,8 +33,7 @@ extension PMQ {
         func run() throws {
             let start = ContinuousClock.now
             guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
-            try OutputPaths.checkWritable(out, folder: true)
-            let lock = try OutputPaths.lock(out)
+            let lock = try OutputPaths.claim(out, folder: true)
             defer { lock.release() }
             let config = try MoEModelConfig.read(directory: model)
             if let quantization = try QuantizationConfig.read(directory: model) {
@@ -43,7 +42,9 @@ extension PMQ {
             let plan = try AllocationPlan.read(path: allocation)
             try plan.validate(against: config, file: allocation)
             let opened = try QuantizationCache.open(directory: cache)
-            try CacheAssembly.check(opened, modelDirectory: model, config: config, plan: plan, planFile: allocation)
+            try CacheAssembly.check(
+                opened, modelDirectory: model, config: config, groupSize: plan.groupSize, calibration: plan.calibration,
+                source: allocation)
             let output = try CacheAssembly.output(plan: plan, config: config, cache: opened)
             let written = try PackedModelExport.write(
                 sourceDirectory: model, output: output, allocationReport: allocation,

@@ -94,10 +94,8 @@ extension PMQ {
 
         func run() throws {
             // The output is checked and locked before any work: two runs never share OUT.partial/.
-            try OutputPaths.checkWritable(out, folder: false)
-            let lock = try OutputPaths.lock(out)
+            let lock = try OutputPaths.claim(out, folder: false)
             defer { lock.release() }
-            OutputPaths.removeStaleTemporaries(beside: out)
             // Lazy: one layer's weights in memory at a time.
             let loaded = try MoEModel(directory: model, lazy: true)
             let file = try TokenFile(path: calibration.calib)

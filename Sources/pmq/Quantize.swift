@@ -60,8 +60,7 @@ extension PMQ {
 
         func run() throws {
             guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
-            try OutputPaths.checkWritable(out, folder: true)
-            let lock = try OutputPaths.lock(out)
+            let lock = try OutputPaths.claim(out, folder: true)
             defer { lock.release() }
             let loaded = try MoEModel(directory: model, lazy: true)
             guard loaded.quantization == nil else {

@@ -3,6 +3,7 @@ import FrontEvaluation
 import Foundation
 import ModelFormat
 import PMQSolver
+import QuantEngine
 
 extension PMQ {
     struct Sweep: ParsableCommand {
@@ -79,10 +80,8 @@ extension PMQ {
         func run() throws {
             // The output is checked and locked before anything is solved; the front is built in a
             // hidden folder and renamed into place whole.
-            try OutputPaths.checkWritable(out, folder: true)
-            let lock = try OutputPaths.lock(out)
+            let lock = try OutputPaths.claim(out, folder: true)
             defer { lock.release() }
-            OutputPaths.removeStaleTemporaries(beside: out)
             func parse(_ text: String) throws -> Budget {
                 text.last?.isLetter == true ? try Budget.parseSize(text) : try Budget.parseBits(text)
             }
@@ -93,19 +92,10 @@ extension PMQ {
             var evaluationInputs: (tokens: TokenFile, cache: QuantizationCache)?
             if let evaluate, let cachePath = cache, let modelPath = self.model {
                 let opened = try QuantizationCache.open(directory: cachePath)
-                if let expected = profile.calibration.fingerprint, expected != opened.fingerprint.calibration {
-                    throw ModelFormatError(
-                        file: cachePath,
-                        "was made for another calibration set (\(opened.fingerprint.calibration)) than "
-                            + "\(allocation.profile) (\(expected))")
-                }
-                guard opened.fingerprint.groupSize == profile.groupSize else {
-                    throw ModelFormatError(
-                        file: cachePath,
-                        "was made for another group size (\(opened.fingerprint.groupSize)) than \(allocation.profile) "
-                            + "(\(profile.groupSize))")
-                }
                 let config = try MoEModelConfig.read(directory: modelPath)
+                try CacheAssembly.check(
+                    opened, modelDirectory: modelPath, config: config, groupSize: profile.groupSize,
+                    calibration: profile.calibration.fingerprint, source: allocation.profile)
                 let tokens = try TokenFile(path: evaluate)
                 try tokens.validate(vocabSize: config.vocabSize)
                 evaluationInputs = (tokens, opened)

@@ -45,9 +45,8 @@ import Testing
         // A second allocation that removes experts (width 0): removed experts are left out of both.
         let removing = directory + "/b.json"
         _ = try Self.run(["solve", "--profile", directory + "/profile.json", "--bits", "0.75", "--out", removing])
-        let counts = try #require(
-            (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: removing))) as? [String: Any])?[
-                "widthCounts"] as? [String: Int])
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: removing)))
+        let counts = try #require((report as? [String: Any])?["widthCounts"] as? [String: Int])
         #expect((counts["0"] ?? 0) > 0, "the 0.75-bit allocation removes no expert: \(counts)")
         for (widths, name) in [(allocation, "a"), (removing, "b")] {
             _ = try Self.run([

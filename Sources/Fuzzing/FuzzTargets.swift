@@ -13,6 +13,28 @@ public struct FuzzTarget: Sendable {
 
     public static let all: [FuzzTarget] = [
         profile, allocation, config, tokenizer, safetensors, shardIndex, tokens, packedConfig, fp8Config, cache,
+        pruning,
+    ]
+
+    /// Targets that prove the harness itself: one that traps and one that never returns, each on
+    /// its case 3 (`pmq fuzz --format harness-trap|harness-hang`; not part of a normal run).
+    public static let harnessChecks: [FuzzTarget] = [
+        FuzzTarget(
+            name: "harness-trap", seed: [0],
+            read: { _, scratch in
+                let marker = scratch + "/cases"
+                let count = ((try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0) + 1
+                try String(count).write(toFile: marker, atomically: false, encoding: .utf8)
+                if count == 5 { fatalError("harness check: a trap") }
+            }),
+        FuzzTarget(
+            name: "harness-hang", seed: [0],
+            read: { _, scratch in
+                let marker = scratch + "/cases"
+                let count = ((try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0) + 1
+                try String(count).write(toFile: marker, atomically: false, encoding: .utf8)
+                while count == 5 { sleep(1) }
+            }),
     ]
 
     static func write(_ bytes: [UInt8], _ path: String) throws {
@@ -154,5 +176,45 @@ public struct FuzzTarget: Sendable {
         read: { bytes, scratch in
             try write(bytes, scratch + "/cache.json")
             _ = try QuantizationCache.open(directory: scratch)
+        })
+}
+
+extension FuzzTarget {
+    /// A pruning file for `mixtralConfig` (two MoE layers, top-2 of 4 experts, hidden size 8):
+    /// an OTP gate and the ODP thresholds per layer, as `pmq otp train` writes it.
+    static let pruningSeed: [UInt8] = {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pmq-fuzz-seed-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        guard (try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)) != nil,
+            let config = try? MoEModelConfig.parse(Data(mixtralConfig.utf8), file: "config.json")
+        else { return [] }
+        var gates: [Int: OTPGate] = [:]
+        for layer in 0..<2 {
+            var gate = OTPGate(odpBeta: 0.1 * Float(layer + 1), hiddenSize: 8, slots: 2, expertCount: 4)
+            gate.weight = (0..<8).map { Float($0) * 0.01 }
+            gate.expertBias = [0.5, -0.25, 0, 1]
+            gates[layer] = gate
+        }
+        try? PruningFile.write(
+            otp: OTPPruner(gates: gates), odp: ODPPruner(betas: [0: 0.1, 1: 0.2]), oracleThresholds: [0: 0.01],
+            config: config, metadata: ["trainedOn": "fuzz seed"], directory: scratch)
+        return Array((try? Data(contentsOf: URL(fileURLWithPath: scratch + "/" + PruningFile.fileName))) ?? Data())
+    }()
+
+    static let pruning = FuzzTarget(
+        name: "pruning", seed: pruningSeed,
+        read: { bytes, scratch in
+            try write(bytes, scratch + "/" + PruningFile.fileName)
+            let config = try MoEModelConfig.parse(Data(mixtralConfig.utf8), file: "config.json")
+            guard let policies = try PruningFile.read(directory: scratch, config: config) else { return }
+            // The runtime's use of the gates: decide the second slot of one token in each layer.
+            let hidden = [Float](repeating: 0.5, count: 8)
+            for layer in 0..<2 {
+                _ = hidden.withUnsafeBufferPointer {
+                    policies.otp.keep(
+                        layer: layer, hidden: $0, probabilities: [0.6, 0.3, 0.06, 0.04], experts: [0, 1],
+                        weights: [0.67, 0.33])
+                }
+            }
         })
 }

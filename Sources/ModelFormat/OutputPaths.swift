@@ -43,18 +43,29 @@ public enum OutputPaths {
     /// Refuses a concurrent run on the same output in one line.
     public static func lock(_ path: String) throws -> Lock {
         let lockPath = sibling(path, ".\(baseName(path)).lock")
-        let descriptor = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            throw FileWriteError(
-                file: path, reason: "cannot create its lock \(lockPath): \(String(cString: strerror(errno)))")
-        }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+        // A run that finishes unlinks the lock file before unlocking it: a lock taken on that
+        // unlinked file would exclude nobody, so it is dropped and taken again on the new file.
+        for _ in 0..<100 {
+            let descriptor = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else {
+                throw FileWriteError(
+                    file: path, reason: "cannot create its lock \(lockPath): \(String(cString: strerror(errno)))")
+            }
+            guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+                close(descriptor)
+                throw FileWriteError(
+                    file: path,
+                    reason: "another pmq run is writing it (lock \(lockPath) is held); wait for that run to end")
+            }
+            var held = stat(), named = stat()
+            if fstat(descriptor, &held) == 0, stat(lockPath, &named) == 0, held.st_ino == named.st_ino,
+                held.st_dev == named.st_dev
+            {
+                return Lock(descriptor: descriptor, path: lockPath)
+            }
             close(descriptor)
-            throw FileWriteError(
-                file: path, reason: "another pmq run is writing it (lock \(lockPath) is held); wait for that run to end"
-            )
         }
-        return Lock(descriptor: descriptor, path: lockPath)
+        throw FileWriteError(file: path, reason: "its lock \(lockPath) keeps being replaced; is another run looping?")
     }
 
     /// The parent folder must exist; a file output must not be a folder, a folder output not a file.
@@ -107,20 +118,38 @@ public enum OutputPaths {
     /// Removes the temporaries that runs now dead left beside `path`: `.NAME.partial-PID-…` folders
     /// (packed models, sweeps) and `.NAME.PID.tmp` files (atomic writes). A live run's are kept.
     public static func removeStaleTemporaries(beside path: String) {
-        let name = baseName(path)
         let parent = URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent().path
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: parent) else { return }
+        removeStaleTemporaries(in: parent, named: baseName(path))
+    }
+
+    /// Removes every dead run's temporary in `folder` (of any name, or of `name` only).
+    public static func removeStaleTemporaries(in folder: String, named name: String? = nil) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
         for entry in entries {
-            var pidText: Substring?
+            guard let pid = temporaryOwner(entry, named: name), pid != getpid() else { continue }
+            if kill(pid, 0) != 0, errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: (folder as NSString).appendingPathComponent(entry))
+            }
+        }
+    }
+
+    /// The PID in a temporary's name: `.NAME.partial-PID-N` or `.NAME.PID.tmp` (NAME being `name`
+    /// when given); nil for any other entry.
+    static func temporaryOwner(_ entry: String, named name: String?) -> Int32? {
+        guard entry.hasPrefix(".") else { return nil }
+        var pidText: Substring?
+        if let name {
             if entry.hasPrefix(".\(name).partial-") {
                 pidText = entry.dropFirst(".\(name).partial-".count).split(separator: "-").first
             } else if entry.hasPrefix(".\(name)."), entry.hasSuffix(".tmp") {
                 pidText = entry.dropFirst(".\(name).".count).dropLast(".tmp".count)[...]
             }
-            guard let pidText, let pid = Int32(pidText), pid > 0, pid != getpid() else { continue }
-            if kill(pid, 0) != 0, errno == ESRCH {
-                try? FileManager.default.removeItem(atPath: (parent as NSString).appendingPathComponent(entry))
-            }
+        } else if let range = entry.range(of: ".partial-", options: .backwards) {
+            pidText = entry[range.upperBound...].split(separator: "-").first
+        } else if entry.hasSuffix(".tmp") {
+            pidText = entry.dropLast(".tmp".count).split(separator: ".").last
         }
+        guard let pidText, let pid = Int32(pidText), pid > 0 else { return nil }
+        return pid
     }
 }

@@ -73,6 +73,7 @@ public struct QuantizationCache: Sendable {
         if FileManager.default.fileExists(atPath: manifest) {
             let cache = try open(directory: directory)
             try cache.check(fingerprint)
+            cache.removeStaleTemporaries()
             return cache
         }
         var isDirectory: ObjCBool = false
@@ -80,6 +81,7 @@ public struct QuantizationCache: Sendable {
             guard isDirectory.boolValue else {
                 throw ModelFormatError(file: directory, "is a file, not a cache folder")
             }
+            OutputPaths.removeStaleTemporaries(in: directory)
             let contents = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
             guard contents.allSatisfy({ $0.hasPrefix(".") }) else {
                 throw ModelFormatError(file: directory, "exists without \(manifestName): not a quantization cache")
@@ -128,6 +130,15 @@ public struct QuantizationCache: Sendable {
         return QuantizationCache(
             directory: directory, fingerprint: fingerprint,
             modelDirectory: try root.member("modelDirectory").string())
+    }
+
+    /// Removes the entries that killed runs were writing (`.W-bit.safetensors.PID.tmp`).
+    func removeStaleTemporaries() {
+        OutputPaths.removeStaleTemporaries(in: directory)
+        let layers = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for layer in layers where layer.hasPrefix("layer-") {
+            OutputPaths.removeStaleTemporaries(in: (directory as NSString).appendingPathComponent(layer))
+        }
     }
 
     /// Refuses a cache made for other inputs, naming what differs.

@@ -32,9 +32,10 @@ extension PMQ {
 
         func run() throws {
             let start = ContinuousClock.now
-            guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
+            // Checked under the lock: a run killed after its output was in place left only the lock file.
             let lock = try OutputPaths.claim(out, folder: true)
             defer { lock.release() }
+            guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
             let config = try MoEModelConfig.read(directory: model)
             if let quantization = try QuantizationConfig.read(directory: model) {
                 throw ModelFormatError(file: quantization.file, "the model is already quantized; name the float model")

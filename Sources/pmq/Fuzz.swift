@@ -9,10 +9,11 @@ extension PMQ {
             abstract: "Feed seeded mutations of every input format to pmq's readers; any trap or hang is a finding.",
             discussion: """
                 Each case mutates a valid seed of one format (profile, allocation, config.json, tokenizer.json, \
-                safetensors, shard index, token file, packed and FP8 quantization configs, cache manifest) and \
+                safetensors, shard index, token file, packed and FP8 quantization configs, cache manifest, pruning file) and \
                 reads it in this process: it must be accepted or refused. A trap prints the case and ends the \
                 run with a non-zero status; save it with --case N --save FILE and commit it under \
-                Tests/Fixtures/fuzz/FORMAT/ (a regression test replays every file there).
+                Tests/Fixtures/fuzz/FORMAT/ (a regression test replays every file there). A case still running after \
+                --timeout seconds is reported the same way.
                 """
         )
 
@@ -31,13 +32,19 @@ extension PMQ {
         @Option(help: ArgumentHelp("With --case: write that case's bytes here.", valueName: "file"))
         var save: String?
 
+        @Option(help: "A case still running after this many seconds ends the run as a hang, naming the case.")
+        var timeout: Double = 30
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
         func validate() throws {
             guard (1...100_000_000).contains(cases) else { throw ValidationError("--cases must be 1 to 100,000,000") }
             guard (caseIndex == nil) == (save == nil) else { throw ValidationError("--case and --save go together") }
-            if let format, !FuzzTarget.all.contains(where: { $0.name == format }) {
+            guard timeout.isFinite, (0.01...3600).contains(timeout) else {
+                throw ValidationError("--timeout must be 0.01 to 3600 seconds")
+            }
+            if let format, !(FuzzTarget.all + FuzzTarget.harnessChecks).contains(where: { $0.name == format }) {
                 throw ValidationError(
                     "--format must be one of \(FuzzTarget.all.map(\.name).joined(separator: ", "))")
             }
@@ -45,7 +52,9 @@ extension PMQ {
         }
 
         func run() throws {
-            let targets = FuzzTarget.all.filter { format == nil || $0.name == format }
+            let targets =
+                format.map { name in (FuzzTarget.all + FuzzTarget.harnessChecks).filter { $0.name == name } }
+                ?? FuzzTarget.all
             if let caseIndex, let save {
                 guard targets.count == 1 else { throw ValidationError("--case needs --format") }
                 try AtomicFile.write(
@@ -57,6 +66,7 @@ extension PMQ {
             options.cases = cases
             options.seed = seed
             options.formats = targets
+            options.timeoutSeconds = timeout
             let progress = StagedProgress("fuzz", quiet: quiet)
             let start = ContinuousClock.now
             let reports = try Fuzzer(options: options).run(progress: progress.update)

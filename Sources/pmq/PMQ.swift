@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct PMQ: ParsableCommand {
@@ -17,4 +18,20 @@ struct PMQ: ParsableCommand {
             Tokenize.self, SynthProfile.self, Bench.self, Fuzz.self,
         ]
     )
+}
+
+extension PMQ {
+    /// Parses and runs a command. A refusal (a bad option, a bad file) is one line on stderr,
+    /// `Error: …`, with a non-zero exit; `--help` and `--version` print as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .success || error is CleanExit { exit(withError: error) }
+            let message = self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+            FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
+            Foundation.exit(exitCode(for: error).rawValue)
+        }
+    }
 }

@@ -59,9 +59,10 @@ extension PMQ {
         }
 
         func run() throws {
-            guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
+            // Checked under the lock: a run killed after its output was in place left only the lock file.
             let lock = try OutputPaths.claim(out, folder: true)
             defer { lock.release() }
+            guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("\(out) already exists") }
             let loaded = try MoEModel(directory: model, lazy: true)
             guard loaded.quantization == nil else {
                 throw ModelFormatError(file: model, "is already quantized; quantize the float model")

@@ -68,7 +68,20 @@ import Testing
         let result = try CLITests.pmq(
             arguments + ["--profile", CLITests.exampleProfile, "--out", directory + "/out"])
         #expect(result.status != 0 && result.stderr.contains(expected), "\(result.stderr)")
+        // An option's refusal is one line too (argument-parser printed the usage block after it).
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: directory + "/out"))
+    }
+
+    /// The fuzzer's harness finds what it exists to find: a reader that traps and one that never
+    /// returns each end the run with a non-zero status naming the case to save.
+    @Test(arguments: [
+        ("harness-trap", "pmq fuzz: trapped on --format harness-trap --case 3 --seed 1"),
+        ("harness-hang", "pmq fuzz: still running after the timeout (a hang) on --format harness-hang --case 3"),
+    ])
+    func theFuzzerReportsTrapsAndHangsByCase(format: String, expected: String) throws {
+        let result = try CLITests.pmq(["fuzz", "--format", format, "--cases", "10", "--timeout", "1", "--quiet"])
+        #expect(result.status != 0 && result.stderr.contains(expected), "\(result.stderr)")
     }
 
     /// A 0xFF byte where a key starts trapped inside Foundation's JSON5 scanner; comments, trailing

@@ -8,7 +8,7 @@ bash scripts/setup.sh
 swift format lint --strict --recursive Sources Tests Package.swift
 swift build --build-tests
 swift test
-# The short fuzz run: 2,000 seeded mutations of each of the ten input formats through pmq's readers (20,000
+# The short fuzz run: 2,000 seeded mutations of each of the 11 input formats through pmq's readers (22,000
 # cases); any trap or hang fails the run. The long run's figures are in the README.
 swift build --product pmq
 .build/debug/pmq fuzz --cases 2000 --quiet

@@ -100,10 +100,11 @@ public struct Profiler {
         }
         let calibrationFingerprint = Self.calibrationFingerprint(
             tokenHash: tokenHash, windows: windows, sequenceLength: options.sequenceLength)
+        let modelDigest = try ModelDigest.compute(directory: model.directory)
         let cache = try cacheDirectory.map {
             try QuantizationCache.openOrCreate(
-                directory: $0,
-                fingerprint: try cacheFingerprint(calibration: calibrationFingerprint), modelDirectory: model.directory)
+                directory: $0, fingerprint: cacheFingerprint(calibration: calibrationFingerprint, digest: modelDigest),
+                modelDirectory: model.directory)
         }
         // A layer is finished when its checkpoint is saved and, with a cache, every width is cached.
         func finishedLayer(_ layer: Int) throws -> Profile.Layer? {
@@ -174,9 +175,10 @@ public struct Profiler {
             finished.append(measured)
             packedLayers[layer] = packed
         }
-        // Layer sensitivity needs the whole model's forward pass: whole-model runs only.
+        // Layer sensitivity runs the whole model with one profiled layer quantized at a time: a slice
+        // measures its own layers exactly as a whole run does (each variant is independent).
         let sensitivityWindows = min(options.sensitivityWindows, windows)
-        if sensitivityWindows > 0, quantizedWidths.contains(referenceWidth), range == 0..<config.layerCount,
+        if sensitivityWindows > 0, quantizedWidths.contains(referenceWidth),
             targets.allSatisfy({ packedLayers[$0]?[referenceWidth] != nil })
         {
             // The whole curve when every layer's experts are at hand at every width.
@@ -211,7 +213,13 @@ public struct Profiler {
                 tokens: windows * options.sequenceLength, description: description,
                 fingerprint: calibrationFingerprint),
             widths: options.widths.sorted(), groupSize: options.groupSize, layers: finished,
-            seconds: seconds(since: runStart))
+            seconds: seconds(since: runStart),
+            profiling: .init(
+                modelDigest: modelDigest, decoderLayers: config.layerCount, layers: range,
+                sequenceLength: options.sequenceLength, dampening: options.dampening, actOrder: options.actOrder,
+                clipSearch: options.clipSearch, sensitivityWindows: sensitivityWindows,
+                sensitivityWidth: referenceWidth, sensitivityCurve: options.sensitivityCurve,
+                outputSamples: options.outputSamples))
     }
 
     /// A layer's reference linears as saved (by module name), back to tensor roles.
@@ -321,9 +329,9 @@ public struct Profiler {
     }
 
     /// What this run's GPTQ results depend on, for the quantization cache.
-    func cacheFingerprint(calibration: String) throws -> QuantizationCache.Fingerprint {
+    func cacheFingerprint(calibration: String, digest: String) -> QuantizationCache.Fingerprint {
         .init(
-            model: try ModelDigest.compute(directory: model.directory),
+            model: digest,
             architecture: model.config.architecture.rawValue, calibration: calibration,
             groupSize: options.groupSize, dampening: options.dampening, actOrder: options.actOrder,
             clipSearch: options.clipSearch)

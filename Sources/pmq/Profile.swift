@@ -21,7 +21,8 @@ extension PMQ {
             discussion: """
                 Writes a pmq-profile v1 file that `pmq solve` reads unchanged. Layer by layer; each finished \
                 layer is saved in OUT.partial/, and a rerun with the same inputs continues after the last \
-                finished layer. --layers 4..<8 profiles a slice (join slices with `pmq profile merge`).
+                finished layer. --layers 4..<8 profiles a slice, sensitivity included (join slices with `pmq profile \
+                merge`: the result is the profile one run writes).
                 """
         )
 
@@ -45,8 +46,15 @@ extension PMQ {
         var layers: Range<Int>?
 
         @Option(
+            help: ArgumentHelp(
+                "Profile slice I of N (0-based): the MoE layers split into N contiguous, even runs (for a Slurm "
+                    + "array: --slice $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).", valueName: "I/N"),
+            transform: parseSlice)
+        var slice: ProfileSlices.Slice?
+
+        @Option(
             name: .customLong("sensitivity-windows"),
-            help: "Calibration windows for the layer-sensitivity stage (0: skip it; whole-model runs only).")
+            help: "Calibration windows for the layer-sensitivity stage (0: skip it; a slice measures its own layers).")
         var sensitivityWindows: Int = 32
 
         @Option(
@@ -76,6 +84,7 @@ extension PMQ {
         var quiet = false
 
         func validate() throws {
+            guard layers == nil || slice == nil else { throw ValidationError("give --layers or --slice, not both") }
             guard sensitivityWindows >= 0 else { throw ValidationError("--sensitivity-windows must be ≥ 0") }
             guard outputSamples >= 0 else { throw ValidationError("--output-samples must be ≥ 0") }
             if let sensitivityWidth, !widths.contains(sensitivityWidth) {
@@ -110,6 +119,7 @@ extension PMQ {
                     outputSamples: outputSamples, sensitivityCurve: !noSensitivityCurve))
             let progress = StagedProgress("profile", quiet: quiet)
             let partial = out + ".partial"
+            let layers = try slice.map { try $0.layers(of: loaded.config) } ?? self.layers
             let document = try profiler.run(
                 tokens: file.tokens,
                 description: "\(calibration.calib): \(calibration.samples) windows of \(calibration.seqLen) tokens",
@@ -132,6 +142,16 @@ extension PMQ {
     }
 }
 
+func parseSlice(_ text: String) throws -> ProfileSlices.Slice {
+    let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), count >= 1, count <= 65_536,
+        (0..<count).contains(index)
+    else {
+        throw ValidationError("--slice: '\(text)' is not I/N with 0 ≤ I < N ≤ 65536")
+    }
+    return ProfileSlices.Slice(index: index, count: count)
+}
+
 func parseLayerRange(_ text: String) throws -> Range<Int> {
     let parts = text.components(separatedBy: "..<")
     guard parts.count == 2, let low = Int(parts[0]), let high = Int(parts[1]), low >= 0, low < high else {
@@ -144,7 +164,14 @@ extension PMQ {
     struct ProfileMerge: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "merge",
-            abstract: "Join profile slices (from `profile run --layers`) of one model and calibration into one profile."
+            abstract: "Join profile slices (from `profile run --slice/--layers`) into the profile one run writes.",
+            discussion: """
+                The slices must come from one checkpoint, calibration set and settings, and their layer ranges \
+                must tile the model (no overlap, no gap); a refusal names the slice files. With --cache, the \
+                quantization cache is checked to hold every layer at every width: slices that wrote into one \
+                shared cache folder need nothing more; caches written to separate folders are joined into \
+                --cache first (--slice-cache, repeated).
+                """
         )
 
         @Argument(help: "Slice profiles.")
@@ -153,9 +180,32 @@ extension PMQ {
         @Option(help: ArgumentHelp("Output profile JSON.", valueName: "file"))
         var out: String
 
-        func run() throws {
+        @Option(
+            help: ArgumentHelp(
+                "The merged quantization cache (checked, or joined from --slice-cache).", valueName: "dir"))
+        var cache: String?
+
+        @Option(
+            name: .customLong("slice-cache"),
+            help: ArgumentHelp("A slice's own quantization cache, joined into --cache.", valueName: "dir"))
+        var sliceCaches: [String] = []
+
+        func validate() throws {
             guard !slices.isEmpty else { throw ValidationError("name at least one slice") }
+            guard sliceCaches.isEmpty || cache != nil else { throw ValidationError("--slice-cache needs --cache") }
+        }
+
+        func run() throws {
+            let lock = try OutputPaths.claim(out, folder: false)
+            defer { lock.release() }
             let merged = try ProfileSlices.merge(paths: slices)
+            if let cache {
+                let added = try QuantizationCache.merge(sources: sliceCaches, into: cache)
+                try QuantizationCache.open(directory: cache).check(covers: merged)
+                if !sliceCaches.isEmpty {
+                    print("\(cache): \(added) entries joined from \(sliceCaches.count) slice caches")
+                }
+            }
             try merged.write(to: out)
             print("\(out): \(merged.layers.count) layers from \(slices.count) slices")
         }

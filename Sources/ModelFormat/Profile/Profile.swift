@@ -115,6 +115,69 @@ public struct Profile: Codable, Sendable, Equatable {
         }
     }
 
+    /// How a measured profile was made (absent in synthetic profiles and in older files): what
+    /// `pmq profile merge` checks before it joins slices, so that a merged profile is the one a
+    /// single run writes.
+    public struct Profiling: Codable, Sendable, Equatable {
+        /// `ModelDigest` of the checkpoint: config, safetensors headers and sampled data blocks.
+        public var modelDigest: String
+        /// Decoder layers in the model.
+        public var decoderLayers: Int
+        /// The decoder layers this run profiled, `[from, to)`: `[0, decoderLayers]` for a whole run.
+        public var layers: [Int]
+        public var sequenceLength: Int
+        public var dampening: Double
+        public var actOrder: Bool
+        public var clipSearch: Bool
+        public var sensitivityWindows: Int
+        public var sensitivityWidth: Int
+        public var sensitivityCurve: Bool
+        public var outputSamples: Int
+
+        public init(
+            modelDigest: String, decoderLayers: Int, layers: Range<Int>, sequenceLength: Int, dampening: Double,
+            actOrder: Bool, clipSearch: Bool, sensitivityWindows: Int, sensitivityWidth: Int, sensitivityCurve: Bool,
+            outputSamples: Int
+        ) {
+            self.modelDigest = modelDigest
+            self.decoderLayers = decoderLayers
+            self.layers = [layers.lowerBound, layers.upperBound]
+            self.sequenceLength = sequenceLength
+            self.dampening = dampening
+            self.actOrder = actOrder
+            self.clipSearch = clipSearch
+            self.sensitivityWindows = sensitivityWindows
+            self.sensitivityWidth = sensitivityWidth
+            self.sensitivityCurve = sensitivityCurve
+            self.outputSamples = outputSamples
+        }
+
+        /// `layers` as a range, when it is one within the model.
+        public var layerRange: Range<Int>? {
+            guard layers.count == 2, layers[0] >= 0, layers[0] < layers[1], layers[1] <= decoderLayers else {
+                return nil
+            }
+            return layers[0]..<layers[1]
+        }
+
+        /// The first setting in which `other` differs (the layer range aside), or nil.
+        public func difference(from other: Profiling) -> String? {
+            let pairs: [(String, String, String)] = [
+                ("profiling.modelDigest (another checkpoint)", modelDigest, other.modelDigest),
+                ("profiling.decoderLayers", "\(decoderLayers)", "\(other.decoderLayers)"),
+                ("profiling.sequenceLength", "\(sequenceLength)", "\(other.sequenceLength)"),
+                ("profiling.dampening", "\(dampening)", "\(other.dampening)"),
+                ("profiling.actOrder", "\(actOrder)", "\(other.actOrder)"),
+                ("profiling.clipSearch", "\(clipSearch)", "\(other.clipSearch)"),
+                ("profiling.sensitivityWindows", "\(sensitivityWindows)", "\(other.sensitivityWindows)"),
+                ("profiling.sensitivityWidth", "\(sensitivityWidth)", "\(other.sensitivityWidth)"),
+                ("profiling.sensitivityCurve", "\(sensitivityCurve)", "\(other.sensitivityCurve)"),
+                ("profiling.outputSamples", "\(outputSamples)", "\(other.outputSamples)"),
+            ]
+            return pairs.first { $0.1 != $0.2 }.map { "\($0.0): \($0.1) against \($0.2)" }
+        }
+    }
+
     public static let formatName = "pmq-profile"
     public static let currentVersion = 1
     /// Widths pmq knows how to pack.
@@ -132,11 +195,13 @@ public struct Profile: Codable, Sendable, Equatable {
     public var layers: [Layer]
     /// Wall time of the whole run (absent in synthetic profiles).
     public var seconds: Double?
+    public var profiling: Profiling?
 
     public init(
         model: Model, calibration: Calibration, widths: [Int], groupSize: Int, layers: [Layer],
-        seconds: Double? = nil
+        seconds: Double? = nil, profiling: Profiling? = nil
     ) {
+        self.profiling = profiling
         self.model = model
         self.calibration = calibration
         self.widths = widths

@@ -98,7 +98,8 @@ public enum ProfileSlices {
         if next < decoderLayers {
             throw ModelFormatError(
                 file: ordered.last!.path,
-                "layers \(next)..<\(decoderLayers) of the model's \(decoderLayers) are in no slice (a slice is missing)")
+                "layers \(next)..<\(decoderLayers) of the model's \(decoderLayers) are in no slice (a slice is missing)"
+            )
         }
         var merged = ordered[0].profile
         merged.layers = ordered.flatMap(\.profile.layers).sorted { $0.index < $1.index }

@@ -19,7 +19,8 @@ extension QuantizationCache {
         let merged = try openOrCreate(
             directory: target, fingerprint: first.fingerprint, modelDirectory: first.modelDirectory)
         var added = 0
-        for cache in caches where URL(fileURLWithPath: cache.directory).standardizedFileURL
+        for cache in caches
+        where URL(fileURLWithPath: cache.directory).standardizedFileURL
             != URL(fileURLWithPath: target).standardizedFileURL
         {
             for (layer, width) in try cache.entries() {
@@ -85,7 +86,8 @@ extension QuantizationCache {
             for width in profile.widths where width != Profile.removalWidth {
                 guard contains(layer: layer.index, width: width) else {
                     throw ModelFormatError(
-                        file: manifestPath, "has no entry for layer \(layer.index) at \(width) bits (a slice's cache "
+                        file: manifestPath,
+                        "has no entry for layer \(layer.index) at \(width) bits (a slice's cache "
                             + "is missing: name it with --slice-cache)")
                 }
             }

@@ -56,7 +56,7 @@ port=$((20000 + RANDOM % 20000))
 mkdir -p "$cluster/state" "$cluster/spool"
 cat >"$cluster/slurm.conf" <<EOF
 ClusterName=pmqtest
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=$(id -un)
 SlurmdUser=$(id -un)
 AuthType=auth/munge
@@ -78,7 +78,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 ReturnToService=2
 MinJobAge=3600
-NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=pmqtest Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF=$cluster/slurm.conf

@@ -12,3 +12,6 @@ swift test
 # cases); any trap or hang fails the run. The long run's figures are in the README.
 swift build --product pmq
 .build/debug/pmq fuzz --cases 2000 --quiet
+# A real single-node Slurm cluster (slurm-wlm and munge from Debian, started and stopped by the script): profile
+# slices as an array job on both example models, merged, equal to one process (issue 16).
+bash scripts/cluster-test.sh

@@ -17,6 +17,9 @@ public struct MeasuredFront {
         public var maxTokens: Int?
         /// Also write each point's packed checkpoint to `models/point-NNN/` of this folder.
         public var saveModels: String?
+        /// Measure only the models whose number (references first, then points) is `index` modulo
+        /// `count`: one task of an array (`pmq sweep --shard I/N`).
+        public var shard: (index: Int, count: Int)?
         public init() {}
     }
 
@@ -53,19 +56,18 @@ public struct MeasuredFront {
             widths: widths, groupSize: report.parameters.groupSize, calibration: report.parameters.calibration)
     }
 
-    /// `progress(stage, done, total)`; `workDirectory` keeps finished points for a rerun.
+    /// `progress(stage, done, total)`; `workDirectory` keeps finished points for a rerun. With
+    /// `options.shard` only that shard's measurements are taken (saved in the work folder; the
+    /// result holds just those); a later run without a shard finds them all there and, when the
+    /// float model's figures are saved too, loads no model at all.
     public func run(
         reports: [AllocationReport?], tokens allTokens: [Int], tokensFile: String, workDirectory: String,
         progress: (String, Int, Int) -> Void = { _, _, _ in }
     ) throws -> Result {
         let start = ContinuousClock.now
-        let model = try MoEModel(directory: modelDirectory)
-        guard model.quantization == nil else {
-            throw ModelFormatError(file: modelDirectory, "is already quantized; name the float model")
-        }
+        let config = try MoEModelConfig.read(directory: modelDirectory)
         let tokens = options.maxTokens.map { Array(allTokens.prefix($0)) } ?? allTokens
         guard tokens.count >= 2 else { throw ModelFormatError(file: tokensFile, "fewer than 2 tokens to evaluate") }
-        let config = model.config
         let plans = reports.map { $0.map(Self.plan) }
         // The points of one sweep share their group size and calibration: each distinct pair is
         // checked once (the check digests the model).
@@ -91,49 +93,72 @@ public struct MeasuredFront {
             fingerprint: "\(cache.fingerprint.model)|\(cache.fingerprint.calibration)|"
                 + "\(cache.fingerprint.groupSize)|tokens \(tokensFile) \(tokens.count) "
                 + "\(String(FNV1a.hash(tokens), radix: 16))|seq \(options.sequenceLength)")
-
-        let scorer = HeldOutScorer(tokens: tokens, sequenceLength: options.sequenceLength, vocab: config.vocabSize)
-        try scorer.recordFloat(model: model) { progress("float model", $0, $1) }
-        try model.roundPassthroughToBFloat16()
-        let originals = Dictionary(
-            uniqueKeysWithValues: (0..<config.layerCount).filter { config.moeLayers[$0] }.flatMap { layer in
-                (0..<config.expertCount).flatMap { TensorRole.expertLinears(layer: layer, expert: $0) }
-            }.map { ($0, model.matrix($0)) })
-
-        func measure(_ plan: AllocationPlan, key: String, stage: String, save: String?) throws -> Measurement {
-            // A measured point is taken again only when its model was asked for and is not on disk.
-            if let saved = work.load(key: key), save.map({ FileManager.default.fileExists(atPath: $0) }) ?? true {
-                return saved
-            }
-            let assemblyStart = ContinuousClock.now
-            for (role, matrix) in originals { model.replace(role, with: matrix) }
-            try CacheAssembly.forEachLinear(plan: plan, config: config, cache: cache) { role, _, linear in
-                model.replace(
-                    role,
-                    with: Matrix(rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear))))
-            }
-            model.removedExperts = plan.removedExperts.mapValues(Set.init)
-            let assembly = seconds(since: assemblyStart)
-            let score = try scorer.score(model: model) { progress(stage, $0, $1) }
-            let measurement = Measurement(
-                perplexity: score.perplexity, negativeLogLikelihood: score.negativeLogLikelihood,
-                deltaNLL: score.negativeLogLikelihood - scorer.floatNegativeLogLikelihood, meanKL: score.meanKL,
-                assemblySeconds: assembly, evaluationSeconds: score.seconds)
-            if let save {
-                try? FileManager.default.removeItem(atPath: save)
-                let output = try CacheAssembly.output(plan: plan, config: config, cache: cache)
-                try PackedModelExport.write(
-                    sourceDirectory: modelDirectory, output: output, actOrder: cache.fingerprint.actOrder,
-                    keepF32: false, to: save)
-            }
-            try work.save(measurement, key: key)
-            return measurement
+        let jobs = try self.jobs(plans: plans, uniformWidths: uniformWidths, config: config)
+        let mine = jobs.indices.filter { index in options.shard.map { index % $0.count == $0.index } ?? true }
+        func pending(_ job: Job) -> Bool {
+            work.load(key: job.key) == nil || job.save.map { !FileManager.default.fileExists(atPath: $0) } ?? false
         }
-
+        var measured: [String: Measurement] = [:]
+        var float = work.loadFloat()
+        if float == nil || mine.contains(where: { pending(jobs[$0]) }) {
+            let model = try MoEModel(directory: modelDirectory)
+            guard model.quantization == nil else {
+                throw ModelFormatError(file: modelDirectory, "is already quantized; name the float model")
+            }
+            let scorer = HeldOutScorer(
+                tokens: tokens, sequenceLength: options.sequenceLength, vocab: config.vocabSize)
+            try scorer.recordFloat(model: model) { progress("float model", $0, $1) }
+            float = .init(negativeLogLikelihood: scorer.floatNegativeLogLikelihood, predicted: scorer.predicted)
+            try work.saveFloat(float!)
+            try model.roundPassthroughToBFloat16()
+            let originals = Dictionary(
+                uniqueKeysWithValues: (0..<config.layerCount).filter { config.moeLayers[$0] }.flatMap { layer in
+                    (0..<config.expertCount).flatMap { TensorRole.expertLinears(layer: layer, expert: $0) }
+                }.map { ($0, model.matrix($0)) })
+            for index in mine where pending(jobs[index]) {
+                let job = jobs[index]
+                let assemblyStart = ContinuousClock.now
+                for (role, matrix) in originals { model.replace(role, with: matrix) }
+                try CacheAssembly.forEachLinear(plan: job.plan, config: config, cache: cache) { role, _, linear in
+                    model.replace(
+                        role,
+                        with: Matrix(
+                            rows: linear.outFeatures, columns: linear.inFeatures, storage: .packed(.init(linear))))
+                }
+                model.removedExperts = job.plan.removedExperts.mapValues(Set.init)
+                let assembly = seconds(since: assemblyStart)
+                let score = try scorer.score(model: model) { progress(job.stage, $0, $1) }
+                let measurement = Measurement(
+                    perplexity: score.perplexity, negativeLogLikelihood: score.negativeLogLikelihood,
+                    deltaNLL: score.negativeLogLikelihood - scorer.floatNegativeLogLikelihood, meanKL: score.meanKL,
+                    assemblySeconds: assembly, evaluationSeconds: score.seconds)
+                if let save = job.save {
+                    try? FileManager.default.removeItem(atPath: save)
+                    let output = try CacheAssembly.output(plan: job.plan, config: config, cache: cache)
+                    try PackedModelExport.write(
+                        sourceDirectory: modelDirectory, output: output, actOrder: cache.fingerprint.actOrder,
+                        keepF32: false, to: save)
+                }
+                try work.save(measurement, key: job.key)
+                measured[job.key] = measurement
+            }
+            for (role, matrix) in originals { model.replace(role, with: matrix) }
+        }
+        for index in mine where measured[jobs[index].key] == nil {
+            guard let saved = work.load(key: jobs[index].key) else {
+                throw ModelFormatError(file: workDirectory, "\(jobs[index].key).json vanished during the run")
+            }
+            measured[jobs[index].key] = saved
+        }
         var references: [FrontReference] = []
-        for width in uniformWidths {
-            let plan = AllocationPlan.uniform(bits: width, config: config, groupSize: cache.fingerprint.groupSize)
-            let measurement = try measure(plan, key: "uniform-\(width)", stage: "uniform \(width)-bit", save: nil)
+        var points = [Measurement?](repeating: nil, count: plans.count)
+        for job in mine.map({ jobs[$0] }) {
+            let measurement = measured[job.key]!
+            if let point = job.point {
+                points[point] = measurement
+                continue
+            }
+            let width = job.plan.widths.values.first?.values.first ?? 0
             let bytes = PackedLayout.expertBytes(
                 hidden: config.hiddenSize, intermediate: config.expertIntermediateSize, bits: width,
                 groupSize: cache.fingerprint.groupSize)
@@ -144,14 +169,32 @@ public struct MeasuredFront {
                     effectiveBits: Double(bytes * 8) / Double(3 * config.hiddenSize * config.expertIntermediateSize),
                     bytes: bytes * Int64(experts), measured: measurement))
         }
-        var points: [Measurement?] = []
+        return Result(
+            points: points, references: references, floatNegativeLogLikelihood: float!.negativeLogLikelihood,
+            floatPerplexity: Foundation.exp(float!.negativeLogLikelihood), tokens: tokens.count,
+            predicted: float!.predicted, seconds: seconds(since: start))
+    }
+
+    /// One model to measure: a uniform reference (`point` nil) or a sweep point.
+    struct Job {
+        var key: String
+        var plan: AllocationPlan
+        var stage: String
+        var save: String?
+        var point: Int?
+    }
+
+    /// The uniform references, then the feasible points, in the order shards number them.
+    func jobs(plans: [AllocationPlan?], uniformWidths: [Int], config: MoEModelConfig) throws -> [Job] {
+        var jobs = uniformWidths.map { width in
+            Job(
+                key: "uniform-\(width)",
+                plan: AllocationPlan.uniform(bits: width, config: config, groupSize: cache.fingerprint.groupSize),
+                stage: "uniform \(width)-bit")
+        }
         for (index, plan) in plans.enumerated() {
-            guard let plan else {
-                points.append(nil)
-                continue
-            }
-            let name = String(format: "point-%03d", index)
-            let save = options.saveModels.map { "\($0)/models/\(name)" }
+            guard let plan else { continue }
+            let save = options.saveModels.map { "\($0)/models/" + String(format: "point-%03d", index) }
             if let save {
                 do {
                     try FileManager.default.createDirectory(
@@ -160,14 +203,12 @@ public struct MeasuredFront {
                     throw FileWriteError(file: save, reason: (error as NSError).localizedDescription)
                 }
             }
-            points.append(
-                try measure(plan, key: Self.key(plan), stage: "point \(index + 1)/\(plans.count)", save: save))
+            jobs.append(
+                Job(
+                    key: Self.key(plan), plan: plan, stage: "point \(index + 1)/\(plans.count)", save: save,
+                    point: index))
         }
-        for (role, matrix) in originals { model.replace(role, with: matrix) }
-        return Result(
-            points: points, references: references, floatNegativeLogLikelihood: scorer.floatNegativeLogLikelihood,
-            floatPerplexity: Foundation.exp(scorer.floatNegativeLogLikelihood), tokens: tokens.count,
-            predicted: scorer.predicted, seconds: seconds(since: start))
+        return jobs
     }
 
     /// The widths every MoE layer's experts are cached at (the uniform reference models).
@@ -219,4 +260,17 @@ struct WorkFolder {
     func save(_ measurement: MeasuredFront.Measurement, key: String) throws {
         try AtomicFile.writeJSON(measurement, to: "\(directory)/\(key).json")
     }
+
+    /// The float model's figures, so that a run whose measurements are all saved loads no model.
+    struct FloatFigures: Codable {
+        var negativeLogLikelihood: Double
+        var predicted: Int
+    }
+
+    func loadFloat() -> FloatFigures? {
+        guard let data = FileManager.default.contents(atPath: "\(directory)/float.json") else { return nil }
+        return try? JSONDecoder().decode(FloatFigures.self, from: data)
+    }
+
+    func saveFloat(_ figures: FloatFigures) throws { try AtomicFile.writeJSON(figures, to: "\(directory)/float.json") }
 }

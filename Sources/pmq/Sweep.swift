@@ -63,6 +63,14 @@ extension PMQ {
             help: "With --evaluate: also write each point's packed model to DIR/models/point-NNN/.")
         var saveModels = false
 
+        @Option(
+            help: ArgumentHelp(
+                "With --evaluate: measure only shard I of N of the models (one task of an array, e.g. "
+                    + "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT) into DIR.partial/; a run without --shard then "
+                    + "writes the front from them.", valueName: "I/N"),
+            transform: parseShard)
+        var shard: Shard?
+
         @Flag(help: "No progress on stderr.")
         var quiet = false
 
@@ -70,9 +78,10 @@ extension PMQ {
             guard (1...100_000).contains(points) else { throw ValidationError("--points must be 1 to 100,000") }
             if evaluate != nil {
                 guard model != nil, cache != nil else { throw ValidationError("--evaluate needs --model and --cache") }
-            } else if model != nil || cache != nil || maxTokens != nil || saveModels {
-                throw ValidationError("--model, --cache, --max-tokens and --save-models go with --evaluate")
+            } else if model != nil || cache != nil || maxTokens != nil || saveModels || shard != nil {
+                throw ValidationError("--model, --cache, --max-tokens, --save-models and --shard go with --evaluate")
             }
+            if shard != nil, saveModels { throw ValidationError("--save-models goes with the run without --shard") }
             if let maxTokens, maxTokens < 2 { throw ValidationError("--max-tokens must be ≥ 2") }
             guard (2...1_048_576).contains(seqLen) else { throw ValidationError("--seq-len must be 2 to 1,048,576") }
         }
@@ -80,7 +89,9 @@ extension PMQ {
         func run() throws {
             // The output is checked and locked before anything is solved; the front is built in a
             // hidden folder and renamed into place whole.
-            let lock = try OutputPaths.claim(out, folder: true)
+            // A shard writes only into DIR.partial/ and locks its own name: the shards of one sweep run at once.
+            let lock = try OutputPaths.claim(
+                shard.map { "\(out).shard-\($0.index)-of-\($0.count)" } ?? out, folder: true)
             defer { lock.release() }
             func parse(_ text: String) throws -> Budget {
                 text.last?.isLetter == true ? try Budget.parseSize(text) : try Budget.parseBits(text)
@@ -110,6 +121,23 @@ extension PMQ {
                     detail: "budget \(String(format: "%.4g", point.budget)) \(point.budgetKind): \(point.status)")
             }
             progress.finish()
+            if let shard, let evaluationInputs {
+                var options = MeasuredFront.Options()
+                options.sequenceLength = seqLen
+                options.maxTokens = maxTokens
+                options.shard = (shard.index, shard.count)
+                let front = MeasuredFront(modelDirectory: self.model!, cache: evaluationInputs.cache, options: options)
+                let progress = StagedProgress("measure", quiet: quiet)
+                let measured = try front.run(
+                    reports: solved.reports, tokens: evaluationInputs.tokens.tokens, tokensFile: evaluate!,
+                    workDirectory: out + ".partial", progress: progress.update)
+                progress.finish()
+                let count = measured.references.count + measured.points.compactMap { $0 }.count
+                print(
+                    "shard \(shard.index)/\(shard.count): \(count) models measured, in \(out).partial/ "
+                        + String(format: "(%.1f s); run without --shard to write the front", measured.seconds))
+                return
+            }
             var result = solved
             var summary: FrontEvaluationSummary?
             let staging = try OutputPaths.stagingFolder(for: out)
@@ -212,4 +240,19 @@ extension PMQ.Sweep {
             print(String(format: "Spearman ρ(predicted loss, measured ΔNLL) = %.3f", rho))
         }
     }
+}
+
+struct Shard {
+    var index: Int
+    var count: Int
+}
+
+func parseShard(_ text: String) throws -> Shard {
+    let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), (1...65_536).contains(count),
+        (0..<count).contains(index)
+    else {
+        throw ValidationError("--shard: '\(text)' is not I/N with 0 ≤ I < N ≤ 65536")
+    }
+    return Shard(index: index, count: count)
 }

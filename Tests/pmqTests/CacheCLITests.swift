@@ -248,4 +248,40 @@ import Testing
         #expect(killed.count == clean.count)
         for (a, b) in zip(killed, clean) { #expect(NSDictionary(dictionary: a).isEqual(to: b)) }
     }
+
+    /// Array tasks measure a front's models in shards (`--shard I/N`) into `DIR.partial/`; the
+    /// run without a shard then loads no model and writes the front an unsharded run writes.
+    @Test func shardedMeasurementsMergeIntoTheSameFront() throws {
+        let directory = try CLITests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = try Self.prepare(directory)
+        var heldOut = Data()
+        for index in 0..<600 {
+            withUnsafeBytes(of: UInt32((index * 29 + 3) % 96).littleEndian) { heldOut.append(contentsOf: $0) }
+        }
+        try heldOut.write(to: URL(fileURLWithPath: directory + "/heldout.u32"))
+        func arguments(_ out: String) -> [String] {
+            [
+                "sweep", "--profile", directory + "/profile.json", "--from", "1.5", "--to", "3.0", "--points", "3",
+                "--out", directory + "/" + out, "--evaluate", directory + "/heldout.u32", "--model",
+                PackAndRunCLITests.mixtral, "--cache", directory + "/cache", "--seq-len", "16",
+            ]
+        }
+        for index in 0..<2 {
+            let shard = try Self.run(arguments("sharded") + ["--shard", "\(index)/2", "--quiet"])
+            #expect(shard.stdout.contains("shard \(index)/2: 3 models measured"), "\(shard.stdout)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory + "/sharded"), "a shard wrote the front")
+        let merged = try Self.run(arguments("sharded"))
+        #expect(!merged.stderr.contains("float model") && !merged.stderr.contains("uniform"), "\(merged.stderr)")
+        _ = try Self.run(arguments("whole") + ["--quiet"])
+        func front(_ out: String) throws -> NSDictionary {
+            let object = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: directory + "/\(out)/front.json")))
+            return FaultCLITests.withoutTimings(object, also: ["assemblySeconds", "evaluationSeconds"]) as! NSDictionary
+        }
+        #expect(try front("sharded") == front("whole"))
+        let bad = try CLITests.pmq(arguments("x") + ["--shard", "2/2"])
+        #expect(bad.status != 0 && bad.stderr.contains("--shard: '2/2' is not I/N"), "\(bad.stderr)")
+    }
 }

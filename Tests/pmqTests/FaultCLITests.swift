@@ -43,11 +43,13 @@ import Testing
     }
 
     /// A JSON document without its timings (`seconds` anywhere), for comparing two runs.
-    static func withoutTimings(_ value: Any) -> Any {
+    static func withoutTimings(_ value: Any, also keys: Set<String> = []) -> Any {
         if let object = value as? [String: Any] {
-            return object.filter { $0.key != "seconds" }.mapValues(withoutTimings)
+            return object.filter { $0.key != "seconds" && !keys.contains($0.key) }.mapValues {
+                withoutTimings($0, also: keys)
+            }
         }
-        if let array = value as? [Any] { return array.map(withoutTimings) }
+        if let array = value as? [Any] { return array.map { withoutTimings($0, also: keys) } }
         return value
     }
 

@@ -5,7 +5,9 @@
 #   - one process: `pmq profile --cache` (the reference);
 #   - 1 slice: the reference merged alone; 2 slices: `--slice I/2` run one after the other, merged;
 #   - 4 slices: examples/cluster/slurm/submit.sh (a 4-task array, the merge job after it, the allocation job);
-#     one task is requeued mid-run (`scontrol requeue`) and must continue from its OUT.partial/;
+#     one task is requeued mid-run (`scontrol requeue`) and must continue from its OUT.partial/; on the first
+#     model a 2-task evaluation array measures the front (`sweep --evaluate --shard`), which must equal the front
+#     measured in one process;
 # and requires every merged profile to equal the reference (timings aside, `jq`) and every cache to equal the
 # reference cache byte for byte. It stops the daemons it started (by PID) on exit, and fails loudly if the
 # cluster does not come up. Prints the 4-task array's wall time against the one process's.
@@ -42,6 +44,7 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT HUP
 
 # munge: our own key, socket and files (no system daemon is touched).
 dd if=/dev/urandom of="$cluster/munge.key" bs=1024 count=1 status=none
@@ -137,12 +140,18 @@ for model in examples/model examples/model-fine; do
 
     # Four slices through Slurm: one CPU per task, so the node runs as many at once as it has CPUs.
     start=$(date +%s.%N)
+    # The first model's front is also measured on held-out tokens by a 2-task evaluation array.
+    evaluate_tasks=0
+    [ "$name" = model ] && evaluate_tasks=2
+    export PMQ_SWEEP_ARGS="--max-tokens 4096 --seq-len 256"
     ids=$(PMQ=$pmq MODEL=$root/$model CALIB=$root/$model/calib.u32 WORK=$work/slurm TASKS=4 BITS=2.5 \
+        EVAL=$root/$model/eval.u32 EVAL_TASKS=$evaluate_tasks POINTS=6 \
         bash examples/cluster/slurm/submit.sh --cpus-per-task=1 --mem=2G)
     echo "cluster-test: $name: $ids"
     array=$(echo "$ids" | awk '{print $3}')
     merge=$(echo "$ids" | awk '{print $8}')
-    allocate=$(echo "$ids" | awk '{print $11}')
+    evaluate=$(echo "$ids" | sed -n 's/.*evaluate array \([0-9]*\).*/\1/p')
+    allocate=$(echo "$ids" | awk '{print $NF}')
     # Requeue task 0 once it has saved a finished layer: the rerun must continue from its OUT.partial/.
     requeued=0
     for _ in $(seq 600); do
@@ -181,15 +190,34 @@ for model in examples/model examples/model-fine; do
         echo "cluster-test: $name: the pipeline did not finish within 15 minutes" >&2
         exit 1
     fi
-    for task in 0 1 2 3; do
-        if [ "$(job_state "${array}_$task")" != "COMPLETED " ]; then
-            echo "cluster-test: $name: array task $task is $(job_state "${array}_$task")" >&2
+    tasks="${array}_0 ${array}_1 ${array}_2 ${array}_3 $merge"
+    [ -n "$evaluate" ] && tasks="$tasks ${evaluate}_0 ${evaluate}_1"
+    for task in $tasks; do
+        if [ "$(job_state "$task")" != "COMPLETED " ]; then
+            echo "cluster-test: $name: job $task is $(job_state "$task")" >&2
             exit 1
         fi
     done
     same_profile "$work/single.json" "$work/slurm/profile.json"
     same_cache "$work/single-cache" "$work/slurm/cache"
     test -s "$work/slurm/allocation.json" && test -s "$work/slurm/front/front.json"
+    measured=""
+    if [ -n "$evaluate" ]; then
+        # The front the sharded measurements made equals one measured in one process.
+        # shellcheck disable=SC2086
+        "$pmq" sweep --profile "$work/slurm/profile.json" --from 1.5 --to 3.0 --points 6 --out "$work/front-local" \
+            --evaluate "$root/$model/eval.u32" --model "$root/$model" --cache "$work/slurm/cache" --quiet \
+            $PMQ_SWEEP_ARGS >/dev/null
+        timings='del(.. | .seconds?, .assemblySeconds?, .evaluationSeconds?)'
+        if ! diff <(jq -S "$timings" "$work/front-local/front.json") \
+            <(jq -S "$timings" "$work/slurm/front/front.json") >/dev/null; then
+            echo "cluster-test: $name: the sharded measured front differs from the one-process front" >&2
+            exit 1
+        fi
+        measured=", measured front from 2 evaluation shards = one process's"
+    fi
+    slices=$(for index in 0 1 2 3; do jq -r '.seconds' "$work/slurm/slices/slice-$index.json"; done |
+        awk '{printf "%s%.1f", (NR > 1 ? " " : ""), $1}')
     if [ "$requeued" -eq 1 ] && [ "$(cat "$work/slurm"/pmq-profile-*_0.out | grep -c "slice 0/4")" -lt 2 ]; then
         echo "cluster-test: $name: task 0 was requeued but did not run twice" >&2
         exit 1
@@ -197,6 +225,7 @@ for model in examples/model examples/model-fine; do
     array_seconds=$(awk "BEGIN {print ${merged_at:-$(date +%s.%N)} - $start}")
     printf 'cluster-test: %s: merged profile = one-process profile for 1, 2 and 4 slices (4 through Slurm%s); ' \
         "$name" "$([ "$requeued" -eq 1 ] && echo ", task 0 requeued mid-run" || echo "")"
-    printf 'caches identical; one process %.1f s, 4-task array + merge %.1f s\n' "$single" "$array_seconds"
+    printf 'caches identical%s; one process %.1f s, 4-task array + merge %.1f s (slices %s s)\n' "$measured" \
+        "$single" "$array_seconds" "$slices"
 done
 echo "cluster-test: passed"

@@ -36,12 +36,16 @@ enum LayerSensitivity {
         let windowTokens = (0..<windows).map { Array(tokens[($0 * sequenceLength)..<(($0 + 1) * sequenceLength)]) }
         let start = CalibrationWindows.embed(
             model: model, tokens: tokens, windows: windows, sequenceLength: sequenceLength)
-        // Variant 0 is the float model; variant v ≥ 1 quantizes targets[v − 1].
-        var states = Array(repeating: start, count: targets.count + 1)
+        // Variant 0 is the float model; variant v ≥ 1 quantizes targets[v − 1]. Before its own layer
+        // a variant's states are the float model's, so it starts from them there instead of
+        // running the earlier layers again (same numbers, about half the passes on average).
+        var states = [[[Float]]](repeating: [], count: targets.count + 1)
+        states[0] = start
         for layer in 0..<config.layerCount {
             try model.pin(layer: layer)
             defer { model.unpin(layer: layer) }
-            for variant in states.indices {
+            for variant in 1..<states.count where targets[variant - 1].layer == layer { states[variant] = states[0] }
+            for variant in states.indices where variant == 0 || targets[variant - 1].layer <= layer {
                 var originals: [(TensorRole, Matrix)] = []
                 if variant > 0, targets[variant - 1].layer == layer {
                     for (role, linear) in targets[variant - 1].linears {

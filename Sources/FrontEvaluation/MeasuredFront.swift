@@ -34,6 +34,9 @@ public struct MeasuredFront {
         public var tokens: Int
         public var predicted: Int
         public var seconds: Double
+        /// Models measured by this run (the others were saved in the work folder); 0 when it
+        /// loaded no model at all.
+        public var measuredNow = 0
     }
 
     public let modelDirectory: String
@@ -100,7 +103,8 @@ public struct MeasuredFront {
         }
         var measured: [String: Measurement] = [:]
         var float = work.loadFloat()
-        if float == nil || mine.contains(where: { pending(jobs[$0]) }) {
+        let pendingAtStart = Set(mine.filter { pending(jobs[$0]) })
+        if float == nil || !pendingAtStart.isEmpty {
             let model = try MoEModel(directory: modelDirectory)
             guard model.quantization == nil else {
                 throw ModelFormatError(file: modelDirectory, "is already quantized; name the float model")
@@ -115,7 +119,7 @@ public struct MeasuredFront {
                 uniqueKeysWithValues: (0..<config.layerCount).filter { config.moeLayers[$0] }.flatMap { layer in
                     (0..<config.expertCount).flatMap { TensorRole.expertLinears(layer: layer, expert: $0) }
                 }.map { ($0, model.matrix($0)) })
-            for index in mine where pending(jobs[index]) {
+            for index in mine where pendingAtStart.contains(index) {
                 let job = jobs[index]
                 let assemblyStart = ContinuousClock.now
                 for (role, matrix) in originals { model.replace(role, with: matrix) }
@@ -169,10 +173,12 @@ public struct MeasuredFront {
                     effectiveBits: Double(bytes * 8) / Double(3 * config.hiddenSize * config.expertIntermediateSize),
                     bytes: bytes * Int64(experts), measured: measurement))
         }
-        return Result(
+        var result = Result(
             points: points, references: references, floatNegativeLogLikelihood: float!.negativeLogLikelihood,
             floatPerplexity: Foundation.exp(float!.negativeLogLikelihood), tokens: tokens.count,
             predicted: float!.predicted, seconds: seconds(since: start))
+        result.measuredNow = pendingAtStart.count
+        return result
     }
 
     /// One model to measure: a uniform reference (`point` nil) or a sweep point.

@@ -21,21 +21,22 @@ public struct FuzzTarget: Sendable {
     public static let harnessChecks: [FuzzTarget] = [
         FuzzTarget(
             name: "harness-trap", seed: [0],
-            read: { _, scratch in
-                let marker = scratch + "/cases"
-                let count = ((try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0) + 1
-                try String(count).write(toFile: marker, atomically: false, encoding: .utf8)
-                if count == 5 { fatalError("harness check: a trap") }
-            }),
+            read: { _, scratch in if try countRead(scratch) == 5 { fatalError("harness check: a trap") } }),
         FuzzTarget(
             name: "harness-hang", seed: [0],
             read: { _, scratch in
-                let marker = scratch + "/cases"
-                let count = ((try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0) + 1
-                try String(count).write(toFile: marker, atomically: false, encoding: .utf8)
-                while count == 5 { sleep(1) }
+                guard try countRead(scratch) == 5 else { return }
+                while true { sleep(1) }
             }),
     ]
+
+    /// Counts the reads of a harness check in its scratch folder: the seed's is 1, case N's N + 2.
+    static func countRead(_ scratch: String) throws -> Int {
+        let marker = scratch + "/cases"
+        let count = ((try? String(contentsOfFile: marker, encoding: .utf8)).flatMap { Int($0) } ?? 0) + 1
+        try String(count).write(toFile: marker, atomically: false, encoding: .utf8)
+        return count
+    }
 
     static func write(_ bytes: [UInt8], _ path: String) throws {
         try Data(bytes).write(to: URL(fileURLWithPath: path))

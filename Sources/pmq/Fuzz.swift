@@ -10,8 +10,8 @@ extension PMQ {
             discussion: """
                 Each case mutates a valid seed of one format (profile, allocation, config.json, tokenizer.json, \
                 safetensors, shard index, token file, packed and FP8 quantization configs, cache manifest, \
-                pruning file) and reads it in this process: it must be accepted or refused. A trap prints the case and ends the \
-                run with a non-zero status; save it with --case N --save FILE and commit it under \
+                pruning file) and reads it in this process: it must be accepted or refused. A trap prints the case \
+                and ends the run with a non-zero status; save it with --case N --save FILE and commit it under \
                 Tests/Fixtures/fuzz/FORMAT/ (a regression test replays every file there). A case still running after \
                 --timeout seconds is reported the same way.
                 """

@@ -198,6 +198,10 @@ extension PMQ.Sweep {
             workDirectory: out + ".partial",
             progress: progress.update)
         progress.finish()
+        let models = measured.references.count + measured.points.compactMap { $0 }.count
+        if measured.measuredNow < models {
+            print("\(measured.measuredNow) of \(models) models measured now, the others read from \(out).partial/")
+        }
         var result = solved
         for index in result.points.indices { result.points[index].measured = measured.points[index] }
         let pairs = result.points.compactMap { point in

@@ -82,14 +82,12 @@ import Testing
             .run(tokens: tokens, description: "slices", layers: layers, checkpointDirectory: checkpoint)
     }
 
-    /// The document without its wall times, which differ from run to run (and, with
-    /// `sensitivity: false`, without the layer sensitivities only whole-model runs measure).
-    static func json(_ document: Profile, sensitivity: Bool = true) throws -> Data {
+    /// The document without its wall times, which differ from run to run.
+    static func json(_ document: Profile) throws -> Data {
         var document = document
         document.seconds = nil
         for index in document.layers.indices {
             document.layers[index].seconds = nil
-            if !sensitivity { document.layers[index].sensitivity = nil }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -105,9 +103,13 @@ import Testing
         var first = try Self.run(layers: 0..<1)
         let second = try Self.run(layers: 1..<2)
         #expect(first.layers.map(\.index) == [0] && second.layers.map(\.index) == [1])
+        #expect(first.profiling?.layers == [0, 1] && second.profiling?.layers == [1, 2])
+        #expect(whole.profiling?.layers == [0, 2])
+        // Each slice measured its own layer's sensitivity exactly as the whole run did.
         first.layers += second.layers
-        #expect(try Self.json(first, sensitivity: false) == Self.json(whole, sensitivity: false))
-        #expect(whole.layers.allSatisfy { $0.sensitivity != nil } && first.layers.allSatisfy { $0.sensitivity == nil })
+        first.profiling?.layers = [0, 2]
+        #expect(try Self.json(first) == Self.json(whole))
+        #expect(whole.layers.allSatisfy { $0.sensitivity != nil } && first.layers.allSatisfy { $0.sensitivity != nil })
     }
 
     @Test func resumesFromSavedLayersAndRefusesAnotherRun() throws {

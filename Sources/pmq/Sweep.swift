@@ -81,7 +81,9 @@ extension PMQ {
             } else if model != nil || cache != nil || maxTokens != nil || saveModels || shard != nil {
                 throw ValidationError("--model, --cache, --max-tokens, --save-models and --shard go with --evaluate")
             }
-            if shard != nil, saveModels { throw ValidationError("--save-models goes with the run without --shard") }
+            if shard != nil, saveModels || saveAllocations {
+                throw ValidationError("--save-models and --save-allocations go with the run without --shard")
+            }
             if let maxTokens, maxTokens < 2 { throw ValidationError("--max-tokens must be ≥ 2") }
             guard (2...1_048_576).contains(seqLen) else { throw ValidationError("--seq-len must be 2 to 1,048,576") }
         }

@@ -279,5 +279,7 @@ import Testing
         #expect(try front("sharded") == front("whole"))
         let bad = try CLITests.pmq(arguments("x") + ["--shard", "2/2"])
         #expect(bad.status != 0 && bad.stderr.contains("--shard: '2/2' is not I/N"), "\(bad.stderr)")
+        let saving = try CLITests.pmq(arguments("x") + ["--shard", "0/2", "--save-models"])
+        #expect(saving.status != 0 && saving.stderr.contains("go with the run without --shard"), "\(saving.stderr)")
     }
 }

@@ -104,6 +104,16 @@ import Testing
             #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: directory + "/m.json"))
         }
+        // A slice claiming more decoder layers than a config may have.
+        let object = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: directory + "/a.json")))
+        var edited = try #require(object as? [String: Any])
+        edited["profiling"] = (edited["profiling"] as? [String: Any] ?? [:]).merging([
+            "decoderLayers": 1 << 62, "layers": [0, 1 << 62],
+        ]) { $1 }
+        try JSONSerialization.data(withJSONObject: edited).write(to: URL(fileURLWithPath: directory + "/huge.json"))
+        let huge = try CLITests.pmq(["profile", "merge", directory + "/huge.json", "--out", directory + "/m.json"])
+        #expect(huge.status != 0 && huge.stderr.contains("without a valid layer range"), "\(huge.stderr)")
         let missing = try CLITests.pmq([
             "profile", "merge", directory + "/a.json", directory + "/b.json", "--out", directory + "/m.json", "--cache",
             directory + "/joined", "--slice-cache", directory + "/cache-a",

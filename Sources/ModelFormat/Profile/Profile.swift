@@ -152,9 +152,11 @@ public struct Profile: Codable, Sendable, Equatable {
             self.outputSamples = outputSamples
         }
 
-        /// `layers` as a range, when it is one within the model.
+        /// `layers` as a range, when it is one within the model (of at most `MoEModelConfig.maximumLayers`).
         public var layerRange: Range<Int>? {
-            guard layers.count == 2, layers[0] >= 0, layers[0] < layers[1], layers[1] <= decoderLayers else {
+            guard decoderLayers <= MoEModelConfig.maximumLayers, layers.count == 2, layers[0] >= 0,
+                layers[0] < layers[1], layers[1] <= decoderLayers
+            else {
                 return nil
             }
             return layers[0]..<layers[1]

@@ -36,7 +36,9 @@ public struct MeasuredFront {
         public var seconds: Double
         /// Models measured by this run (the others were saved in the work folder); 0 when it
         /// loaded no model at all.
-        public var measuredNow = 0
+        public var measuredNow: Int
+        /// The models in the result: references and measured points.
+        public var modelCount: Int { references.count + points.compactMap { $0 }.count }
     }
 
     public let modelDirectory: String
@@ -98,12 +100,14 @@ public struct MeasuredFront {
                 + "\(String(FNV1a.hash(tokens), radix: 16))|seq \(options.sequenceLength)")
         let jobs = try self.jobs(plans: plans, uniformWidths: uniformWidths, config: config)
         let mine = jobs.indices.filter { index in options.shard.map { index % $0.count == $0.index } ?? true }
-        func pending(_ job: Job) -> Bool {
-            work.load(key: job.key) == nil || job.save.map { !FileManager.default.fileExists(atPath: $0) } ?? false
-        }
+        // A saved model is measured again only when its packed checkpoint was asked for and is not on disk.
+        let pendingAtStart = Set(
+            mine.filter { index in
+                work.load(key: jobs[index].key) == nil
+                    || jobs[index].save.map { !FileManager.default.fileExists(atPath: $0) } ?? false
+            })
         var measured: [String: Measurement] = [:]
         var float = work.loadFloat()
-        let pendingAtStart = Set(mine.filter { pending(jobs[$0]) })
         if float == nil || !pendingAtStart.isEmpty {
             let model = try MoEModel(directory: modelDirectory)
             guard model.quantization == nil else {
@@ -173,12 +177,10 @@ public struct MeasuredFront {
                     effectiveBits: Double(bytes * 8) / Double(3 * config.hiddenSize * config.expertIntermediateSize),
                     bytes: bytes * Int64(experts), measured: measurement))
         }
-        var result = Result(
+        return Result(
             points: points, references: references, floatNegativeLogLikelihood: float!.negativeLogLikelihood,
             floatPerplexity: Foundation.exp(float!.negativeLogLikelihood), tokens: tokens.count,
-            predicted: float!.predicted, seconds: seconds(since: start))
-        result.measuredNow = pendingAtStart.count
-        return result
+            predicted: float!.predicted, seconds: seconds(since: start), measuredNow: pendingAtStart.count)
     }
 
     /// One model to measure: a uniform reference (`point` nil) or a sweep point.

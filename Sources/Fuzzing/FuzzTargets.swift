@@ -30,6 +30,11 @@ public struct FuzzTarget: Sendable {
             }),
     ]
 
+    /// The target of that name, a harness check included.
+    public static func named(_ name: String) -> FuzzTarget? {
+        (all + harnessChecks).first { $0.name == name }
+    }
+
     /// Counts the reads of a harness check in its scratch folder: the seed's is 1, case N's N + 2.
     static func countRead(_ scratch: String) throws -> Int {
         let marker = scratch + "/cases"

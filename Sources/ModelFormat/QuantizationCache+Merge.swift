@@ -5,11 +5,10 @@ extension QuantizationCache {
     /// --cache OUT --slice-cache A --slice-cache B …`): every source must have the same
     /// fingerprint, and an entry present in two sources must be byte-identical. Entries are
     /// hard-linked when the file system allows it, copied otherwise; each lands atomically.
-    /// Returns the entries added.
-    @discardableResult
-    public static func merge(sources: [String], into target: String) throws -> Int {
+    /// Returns the target cache (opened as it is when there are no sources) and the entries added.
+    public static func merge(sources: [String], into target: String) throws -> (cache: QuantizationCache, added: Int) {
         let caches = try sources.map { try open(directory: $0) }
-        guard let first = caches.first else { return 0 }
+        guard let first = caches.first else { return (try open(directory: target), 0) }
         for cache in caches.dropFirst() {
             if let difference = first.fingerprint.difference(from: cache.fingerprint) {
                 throw ModelFormatError(
@@ -51,7 +50,7 @@ extension QuantizationCache {
                 added += 1
             }
         }
-        return added
+        return (merged, added)
     }
 
     /// The (layer, width) entries present, from the folder names `layer-L/W-bit.safetensors`.

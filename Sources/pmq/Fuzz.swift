@@ -44,7 +44,7 @@ extension PMQ {
             guard timeout.isFinite, (0.01...3600).contains(timeout) else {
                 throw ValidationError("--timeout must be 0.01 to 3600 seconds")
             }
-            if let format, !(FuzzTarget.all + FuzzTarget.harnessChecks).contains(where: { $0.name == format }) {
+            if let format, FuzzTarget.named(format) == nil {
                 throw ValidationError(
                     "--format must be one of \(FuzzTarget.all.map(\.name).joined(separator: ", "))")
             }
@@ -52,9 +52,7 @@ extension PMQ {
         }
 
         func run() throws {
-            let targets =
-                format.map { name in (FuzzTarget.all + FuzzTarget.harnessChecks).filter { $0.name == name } }
-                ?? FuzzTarget.all
+            let targets = format.map { [FuzzTarget.named($0)].compactMap { $0 } } ?? FuzzTarget.all
             if let caseIndex, let save {
                 guard targets.count == 1 else { throw ValidationError("--case needs --format") }
                 try AtomicFile.write(

@@ -28,7 +28,7 @@ extension PMQ {
             var command = try parseAsRoot()
             try command.run()
         } catch {
-            if exitCode(for: error) == .success || error is CleanExit { exit(withError: error) }
+            if exitCode(for: error) == .success { exit(withError: error) }
             let message = self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
             FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
             Foundation.exit(exitCode(for: error).rawValue)

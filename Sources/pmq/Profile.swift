@@ -143,13 +143,19 @@ extension PMQ {
 }
 
 func parseSlice(_ text: String) throws -> ProfileSlices.Slice {
+    let (index, count) = try parsePartOfCount(text, option: "--slice")
+    return ProfileSlices.Slice(index: index, count: count)
+}
+
+/// `I/N` (0 ≤ I < N ≤ 65536): one task of an array, for `--slice` and `--shard`.
+func parsePartOfCount(_ text: String, option: String) throws -> (index: Int, count: Int) {
     let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-    guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), count >= 1, count <= 65_536,
+    guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), (1...65_536).contains(count),
         (0..<count).contains(index)
     else {
-        throw ValidationError("--slice: '\(text)' is not I/N with 0 ≤ I < N ≤ 65536")
+        throw ValidationError("\(option): '\(text)' is not I/N with 0 ≤ I < N ≤ 65536")
     }
-    return ProfileSlices.Slice(index: index, count: count)
+    return (index, count)
 }
 
 func parseLayerRange(_ text: String) throws -> Range<Int> {
@@ -200,8 +206,8 @@ extension PMQ {
             defer { lock.release() }
             let merged = try ProfileSlices.merge(paths: slices)
             if let cache {
-                let added = try QuantizationCache.merge(sources: sliceCaches, into: cache)
-                try QuantizationCache.open(directory: cache).check(covers: merged)
+                let (joined, added) = try QuantizationCache.merge(sources: sliceCaches, into: cache)
+                try joined.check(covers: merged)
                 if !sliceCaches.isEmpty {
                     print("\(cache): \(added) entries joined from \(sliceCaches.count) slice caches")
                 }

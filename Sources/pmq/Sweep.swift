@@ -124,19 +124,9 @@ extension PMQ {
             }
             progress.finish()
             if let shard, let evaluationInputs {
-                var options = MeasuredFront.Options()
-                options.sequenceLength = seqLen
-                options.maxTokens = maxTokens
-                options.shard = (shard.index, shard.count)
-                let front = MeasuredFront(modelDirectory: self.model!, cache: evaluationInputs.cache, options: options)
-                let progress = StagedProgress("measure", quiet: quiet)
-                let measured = try front.run(
-                    reports: solved.reports, tokens: evaluationInputs.tokens.tokens, tokensFile: evaluate!,
-                    workDirectory: out + ".partial", progress: progress.update)
-                progress.finish()
-                let count = measured.references.count + measured.points.compactMap { $0 }.count
+                let measured = try runMeasuredFront(solved, inputs: evaluationInputs, staging: nil)
                 print(
-                    "shard \(shard.index)/\(shard.count): \(count) models measured, in \(out).partial/ "
+                    "shard \(shard.index)/\(shard.count): \(measured.modelCount) models measured, in \(out).partial/ "
                         + String(format: "(%.1f s); run without --shard to write the front", measured.seconds))
                 return
             }
@@ -183,26 +173,36 @@ extension PMQ {
 }
 
 extension PMQ.Sweep {
+    /// Runs `MeasuredFront` with this command's options (this run's `--shard` only, when given)
+    /// into `DIR.partial/`; `staging` receives the saved models (`--save-models`).
+    func runMeasuredFront(
+        _ solved: ParetoSweep.Result, inputs: (tokens: TokenFile, cache: QuantizationCache), staging: String?
+    ) throws -> MeasuredFront.Result {
+        var options = MeasuredFront.Options()
+        options.sequenceLength = seqLen
+        options.maxTokens = maxTokens
+        options.saveModels = saveModels ? staging : nil
+        options.shard = shard.map { ($0.index, $0.count) }
+        let front = MeasuredFront(modelDirectory: model!, cache: inputs.cache, options: options)
+        let progress = StagedProgress("measure", quiet: quiet)
+        let measured = try front.run(
+            reports: solved.reports, tokens: inputs.tokens.tokens, tokensFile: evaluate!,
+            workDirectory: out + ".partial", progress: progress.update)
+        progress.finish()
+        return measured
+    }
+
     /// Measures every solved point (and the uniform-width models) on the held-out tokens.
     func measure(
         _ solved: ParetoSweep.Result, inputs: (tokens: TokenFile, cache: QuantizationCache), staging: String
     ) throws
         -> (ParetoSweep.Result, FrontEvaluationSummary)
     {
-        var options = MeasuredFront.Options()
-        options.sequenceLength = seqLen
-        options.maxTokens = maxTokens
-        options.saveModels = saveModels ? staging : nil
-        let front = MeasuredFront(modelDirectory: model!, cache: inputs.cache, options: options)
-        let progress = StagedProgress("measure", quiet: quiet)
-        let measured = try front.run(
-            reports: solved.reports, tokens: inputs.tokens.tokens, tokensFile: evaluate!,
-            workDirectory: out + ".partial",
-            progress: progress.update)
-        progress.finish()
-        let models = measured.references.count + measured.points.compactMap { $0 }.count
-        if measured.measuredNow < models {
-            print("\(measured.measuredNow) of \(models) models measured now, the others read from \(out).partial/")
+        let measured = try runMeasuredFront(solved, inputs: inputs, staging: staging)
+        if measured.measuredNow < measured.modelCount {
+            print(
+                "\(measured.measuredNow) of \(measured.modelCount) models measured now, the others read from "
+                    + "\(out).partial/")
         }
         var result = solved
         for index in result.points.indices { result.points[index].measured = measured.points[index] }
@@ -254,11 +254,6 @@ struct Shard {
 }
 
 func parseShard(_ text: String) throws -> Shard {
-    let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-    guard parts.count == 2, let index = Int(parts[0]), let count = Int(parts[1]), (1...65_536).contains(count),
-        (0..<count).contains(index)
-    else {
-        throw ValidationError("--shard: '\(text)' is not I/N with 0 ≤ I < N ≤ 65536")
-    }
+    let (index, count) = try parsePartOfCount(text, option: "--shard")
     return Shard(index: index, count: count)
 }

@@ -177,9 +177,11 @@ struct PackedOperands: @unchecked Sendable {
         qzeros: UnsafePointer<UInt32>?, scales: UnsafePointer<UInt16>, gIdx: UnsafePointer<Int32>,
         y: UnsafeMutablePointer<Float>, naturalOrder: Bool
     ) {
-        precondition(packed.qweight.count == packed.wordRows * packed.outFeatures, "qweight is not [⌈in·bits/32⌉, out]")
         precondition(
-            packed.qzeros.count == packed.groups * packed.zeroWordsPerGroup, "qzeros is not [groups, ⌈out·bits/32⌉]")
+            packed.qweight.count == packed.wordRows * packed.outFeatures, "qweight is not [⌈in·bits/32⌉, out]")
+        precondition(
+            packed.qzeros.count == packed.groups * packed.zeroWordsPerGroup,
+            "qzeros is not [groups, ⌈out·bits/32⌉]")
         precondition(packed.scales.count == packed.groups * packed.outFeatures, "scales is not [groups, out]")
         precondition(packed.gIdx.count == packed.inFeatures, "g_idx is not [in]")
         outFeatures = packed.outFeatures

@@ -187,8 +187,8 @@ public struct GPTQ: Sendable {
                                                 zeros: zeros.baseAddress!, dequantized: dequantized.baseAddress!,
                                                 parameters: parameters.baseAddress!,
                                                 errors: errors.baseAddress!, snapshot: snapshot.baseAddress!)
-                                            // Rows are independent inside a block (they share only H⁻¹): fixed chunks
-                                            // of rows.
+                                            // Rows are independent inside a block (they share only
+                                            // H⁻¹): fixed chunks of rows.
                                             let chunk = 32
                                             let chunks = (rows + chunk - 1) / chunk
                                             var blockStart = 0

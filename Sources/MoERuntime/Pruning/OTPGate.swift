@@ -152,8 +152,8 @@ public struct OTPGate: Sendable, Equatable {
             c = found[Self.expertBiasSuffix]!
         guard w.shape.count == 2, w.shape[0] >= 1, w.shape[1] >= 1 else {
             throw ModelFormatError(
-                file: file, "OTP gate '\(Self.weightSuffix)' must be [k−1, hidden] with both at least 1, not \(w.shape)"
-            )
+                file: file,
+                "OTP gate '\(Self.weightSuffix)' must be [k−1, hidden] with both at least 1, not \(w.shape)")
         }
         let ranks = w.shape[0]
         for t in [a, b] where t.shape != [ranks] {

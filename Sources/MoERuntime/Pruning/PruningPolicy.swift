@@ -22,7 +22,8 @@ public enum PruningPolicy: String, CaseIterable, Sendable {
             guard let stored = try PruningFile.read(directory: directory, config: model.config) else {
                 throw Missing(
                     message:
-                        "\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` first")
+                        "\(directory) has no \(PruningFile.fileName): run `pmq otp train --model \(directory) …` "
+                        + "first")
             }
             return stored.otp
         case .oracleMSE:

@@ -5,6 +5,7 @@
 //
 //   ModelFormat     core: every file format: safetensors, config.json, tokenizer, token files, packed GPTQ tensors
 //   Kernels         core: the one parallel-for, BLAS-like float kernels, SGEMM, Cholesky, dequantizing kernels
+//   KernelsAVX512   core: AVX-512 twins of Kernels' hottest loops, chosen at run time (CPUFeatures)
 //   Quantization    GPTQ and the group quantizers, Hessian accumulation: the numerics profile and pack share
 //   MoERuntime      run: model weights, one file per architecture, forward pass, evaluation, pruning policies
 //   Calibration     calibration windows through the model layer by layer; per-expert routing statistics, Hessians
@@ -23,6 +24,11 @@ import PackageDescription
 /// (Intel Haswell / AMD Zen or newer) on x86-64; other architectures use their defaults.
 let kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-target-cpu", "haswell"], .when(platforms: [.linux]))
+]
+
+/// The AVX-512 twins of the hottest kernels, called only when the CPU has AVX-512 (`CPUFeatures`).
+let avx512Settings: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", "skylake-avx512"], .when(platforms: [.linux]))
 ]
 
 let package = Package(
@@ -54,7 +60,8 @@ let package = Package(
             providers: [.apt(["coinor-libcbc-dev"]), .brew(["cbc"])]
         ),
         .target(name: "ModelFormat"),
-        .target(name: "Kernels", dependencies: ["ModelFormat"], swiftSettings: kernelSettings),
+        .target(name: "KernelsAVX512", swiftSettings: avx512Settings),
+        .target(name: "Kernels", dependencies: ["KernelsAVX512", "ModelFormat"], swiftSettings: kernelSettings),
         .target(name: "Quantization", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
         .target(name: "MoERuntime", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
         .target(

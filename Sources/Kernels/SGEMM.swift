@@ -1,5 +1,9 @@
-import ModelFormat
 import Foundation
+import ModelFormat
+
+#if arch(x86_64)
+import KernelsAVX512
+#endif
 
 /// Single-precision GEMM, `C += α · A · B`, Goto style: B is packed into contiguous panels of
 /// `nr` columns, each row block of A into panels of `mr` rows, and a `mr × nr` register-tiled
@@ -105,12 +109,15 @@ public enum SGEMM {
         guard m > 0, n > 0, k > 0 else { return }
         let blocks = (m + mc - 1) / mc
         let output = UnsafeSendable(c)
+        let avx512 = CPUFeatures.useAVX512
         let body: @Sendable (Int) -> Void = { index in
             // Largest (lower-triangle) blocks first so the last ones to finish are small.
             let block = lowerOnly ? blocks - 1 - index : index
             let r0 = block * mc, r1 = min(m, r0 + mc)
             let columns = lowerOnly ? min(n, r1) : n
-            rowBlock(rows: r0..<r1, columns: columns, alpha: alpha, a: a, packed: packed, c: output.pointer, ldc: ldc)
+            rowBlock(
+                rows: r0..<r1, columns: columns, alpha: alpha, a: a, packed: packed, c: output.pointer, ldc: ldc,
+                avx512: avx512)
         }
         if threaded && 2 * m * n * k >= 1 << 21 {
             Parallel.perform(iterations: blocks, body)
@@ -119,12 +126,21 @@ public enum SGEMM {
         }
     }
 
-    /// One row block of C (at most `mc` rows), all depth blocks, columns `0..<columns`.
+    /// One row block of C (at most `mc` rows), all depth blocks, columns `0..<columns`; with `avx512`, by
+    /// `SGEMM512.rowBlock` (same results, bit for bit).
     static func rowBlock(
         rows: Range<Int>, columns: Int, alpha: Float, a: Matrix, packed: PackedB,
-        c: UnsafeMutablePointer<Float>, ldc: Int
+        c: UnsafeMutablePointer<Float>, ldc: Int, avx512: Bool
     ) {
         let k = packed.k
+        #if arch(x86_64)
+        if avx512 {
+            SGEMM512.rowBlock(
+                rows: rows, columns: columns, k: k, alpha: alpha, a: a.base, aRow: a.rowStride, aColumn: a.columnStride,
+                packed: packed.data, panelStride: packed.panelStride, c: c, ldc: ldc, kc: kc, ncPanels: ncPanels)
+            return
+        }
+        #endif
         let m = rows.count
         let rowPanels = (m + mr - 1) / mr
         let columnPanels = (columns + nr - 1) / nr
@@ -244,25 +260,33 @@ public enum SGEMM {
 
     // MARK: Measured peak
 
-    /// FMA throughput of this machine: `threads` threads each run independent register-resident
-    /// SIMD FMA chains for about `duration` seconds; returns GFLOP/s (2 per lane per FMA).
+    /// FMA throughput of this machine on the kernels' path (AVX2 or AVX-512, `CPUFeatures`):
+    /// `threads` threads each run independent register-resident SIMD FMA chains for about `duration` seconds; returns GFLOP/s (2 per lane per FMA).
     public static func measureFMAPeak(threads: Int, duration: Double = 0.3) -> Double {
         let iterations = 1 << 20
+        #if arch(x86_64)
+        let avx512 = CPUFeatures.useAVX512
+        let chains: @Sendable (Int, Float) -> Float = { avx512 ? SGEMM512.fmaChains($0, seed: $1) : fmaChains($0, seed: $1) }
+        let perIteration = avx512 ? 12 * 16 * 2 : 6 * 16 * 2
+        #else
+        let chains: @Sendable (Int, Float) -> Float = { fmaChains($0, seed: $1) }
+        let perIteration = 6 * 16 * 2
+        #endif
         // Calibrate the repetition count on one thread.
         let calibrate = ContinuousClock.now
-        _ = fmaChains(iterations, seed: 0)
+        _ = chains(iterations, 0)
         let once = max(1e-6, seconds(since: calibrate))
         let repeats = max(1, Int(duration / once))
         let start = ContinuousClock.now
         let sink = Sink()
         DispatchQueue.concurrentPerform(iterations: threads) { _ in
             var total: Float = 0
-            for r in 0..<repeats { total += fmaChains(iterations, seed: Float(r)) }
+            for r in 0..<repeats { total += chains(iterations, Float(r)) }
             sink.add(total)
         }
         let time = seconds(since: start)
-        // 6 chains × 16 lanes × 2 flops per iteration.
-        return Double(threads * repeats * iterations * 6 * 16 * 2) / time / 1e9
+        // Chains × 16 lanes × 2 flops per iteration.
+        return Double(threads * repeats * iterations * perIteration) / time / 1e9
     }
 
     @inline(never)

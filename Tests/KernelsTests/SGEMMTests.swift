@@ -1,3 +1,4 @@
+import Foundation
 @testable import Kernels
 import Testing
 
@@ -30,8 +31,16 @@ import Testing
         .init(m: 200, n: 16, k: 64, transposeA: false, transposeB: false),
     ]
 
+    /// Runs `body` on each kernel path this CPU has: AVX2, and AVX-512 where present.
+    static func onEachPath(_ body: () -> Void) {
+        CPUFeatures.$forceAVX2.withValue(true) { body() }
+        if CPUFeatures.avx512 { body() }
+    }
+
     @Test(arguments: shapes)
-    func matchesTheTripleLoop(_ s: Shape) {
+    func matchesTheTripleLoop(_ s: Shape) { Self.onEachPath { check(s) } }
+
+    func check(_ s: Shape) {
         let a = Self.random(s.m * s.k, seed: 1), b = Self.random(s.k * s.n, seed: 2)
         // C has a wider leading dimension; the padding must stay untouched.
         let ldc = s.n + 3
@@ -61,7 +70,9 @@ import Testing
         for i in 0..<s.m { for j in s.n..<ldc { #expect(fast[i * ldc + j] == initial[i * ldc + j]) } }
     }
 
-    @Test func lowerOnlyComputesTheLowerTriangleAndStaysInside() {
+    @Test func lowerOnlyComputesTheLowerTriangleAndStaysInside() { Self.onEachPath { checkLowerOnly() } }
+
+    func checkLowerOnly() {
         let m = 211, k = 70
         let a = Self.random(m * k, seed: 4)
         var fast = [Float](repeating: 0, count: m * m), reference = fast
@@ -99,5 +110,50 @@ import Testing
         let threaded = run()
         let serial = Parallel.$serial.withValue(true) { run() }
         #expect(threaded == serial)
+    }
+
+    /// The AVX-512 kernel (12 × 32 tiles) does each element's operations in the AVX2 kernel's order:
+    /// equal bit for bit, edges, transposes, `lowerOnly` and leading-dimension padding included.
+    @Test(arguments: shapes + [Shape(m: 193, n: 80, k: 600, transposeA: false, transposeB: false)])
+    func avx512EqualsAVX2BitForBit(_ s: Shape) throws {
+        try #require(CPUFeatures.avx512, "this CPU has no AVX-512")
+        let a = Self.random(s.m * s.k, seed: 7), b = Self.random(s.k * s.n, seed: 8)
+        let ldc = s.n + 5
+        func run(lowerOnly: Bool) -> [Float] {
+            var c = Self.random(s.m * ldc, seed: 9)
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    let av =
+                        s.transposeA
+                        ? SGEMM.Matrix(a.baseAddress!, rowStride: 1, columnStride: s.m)
+                        : SGEMM.Matrix(a.baseAddress!, rowStride: s.k)
+                    let bv =
+                        s.transposeB
+                        ? SGEMM.Matrix(b.baseAddress!, rowStride: 1, columnStride: s.k)
+                        : SGEMM.Matrix(b.baseAddress!, rowStride: s.n)
+                    c.withUnsafeMutableBufferPointer {
+                        SGEMM.multiply(
+                            m: s.m, n: min(s.n, lowerOnly ? s.m : s.n), k: s.k, alpha: 0.75, a: av, b: bv,
+                            c: $0.baseAddress!, ldc: ldc, lowerOnly: lowerOnly)
+                    }
+                }
+            }
+            return c
+        }
+        for lowerOnly in [false, true] {
+            let avx2 = CPUFeatures.$forceAVX2.withValue(true) { run(lowerOnly: lowerOnly) }
+            let avx512 = run(lowerOnly: lowerOnly)
+            // With `lowerOnly` the tiles may also write above the diagonal, differently per tile size.
+            let compared = (0..<(s.m * ldc)).filter { !lowerOnly || $0 % ldc <= $0 / ldc || $0 % ldc >= s.n }
+            #expect(compared.allSatisfy { avx2[$0] == avx512[$0] }, "lowerOnly \(lowerOnly)")
+        }
+    }
+
+    @Test func avx512IsReadFromTheCPUFlags() {
+        let full = "processor : 0\nflags\t\t: fpu avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni\n"
+        #expect(CPUFeatures.hasAVX512(cpuinfo: full))
+        #expect(!CPUFeatures.hasAVX512(cpuinfo: full.replacingOccurrences(of: " avx512bw", with: "")))
+        #expect(!CPUFeatures.hasAVX512(cpuinfo: "flags : fpu avx2 fma\n"))
+        #expect(!CPUFeatures.hasAVX512(cpuinfo: ""))
     }
 }

@@ -1,0 +1,35 @@
+import Foundation
+
+/// Which instruction sets the kernels may use, decided once per process at run time. The
+/// binary is built for AVX2 + FMA (Haswell); kernels with an AVX-512 twin (module
+/// `KernelsAVX512`, built for Skylake-AVX512) call it when the CPU has AVX-512 F, CD, BW, DQ and
+/// VL and the operating system saves their registers, which on Linux is when `/proc/cpuinfo`
+/// lists them. `PMQ_KERNELS=avx2` keeps every kernel on the AVX2 path (to compare the two).
+public enum CPUFeatures {
+    /// The AVX-512 kernels are in use.
+    public static let avx512: Bool = {
+        #if arch(x86_64) && os(Linux)
+        if ProcessInfo.processInfo.environment["PMQ_KERNELS"]?.lowercased() == "avx2" { return false }
+        return hasAVX512(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
+        #else
+        return false
+        #endif
+    }()
+
+    /// Keeps the calling task's kernels on the AVX2 path (tests compare the two paths).
+    /// Read by the caller when a kernel starts.
+    @TaskLocal public static var forceAVX2 = false
+
+    /// The AVX-512 kernels may be used by the calling task now.
+    public static var useAVX512: Bool { avx512 && !forceAVX2 }
+
+    /// The CPU in `/proc/cpuinfo`'s text has every AVX-512 subset the AVX-512 kernels are built for.
+    public static func hasAVX512(cpuinfo: String) -> Bool {
+        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+        let flags = Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
+        return ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy { flags.contains($0[...]) }
+    }
+
+    /// The instruction set the SGEMM kernels use, for reports.
+    public static var sgemmPath: String { avx512 ? "AVX-512" : "AVX2" }
+}

@@ -258,17 +258,19 @@ public struct Profiler {
             var errors: [(width: Int, value: Double)] = []
             var outputErrors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
-            // Gate, up, down: each at every width from one Cholesky factor.
+            // Gate and up (one input Hessian) as one stack, then down: every width from one factor each.
             let widths = quantizedWidths
-            let linears = try zip(TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH]).map {
-                role, hessian in
-                let weight = model.matrix(role)
-                return (
-                    role, weight,
-                    try gptq.quantize(
-                        weight: weight.floats, rows: weight.rows, columns: weight.columns,
-                        hessian: hessian, widths: widths)
-                )
+            let roles = TensorRole.expertLinears(layer: layer, expert: expert)
+            let weights = roles.map { model.matrix($0) }
+            var timing = GPTQ.Timing()
+            let gateUp = try gptq.quantize(
+                weights: [weights[0].floats, weights[1].floats], rows: [weights[0].rows, weights[1].rows],
+                columns: weights[0].columns, hessian: inputH, widths: widths, timing: &timing)
+            let down = try gptq.quantize(
+                weight: weights[2].floats, rows: weights[2].rows, columns: weights[2].columns, hessian: downH,
+                widths: widths, timing: &timing)
+            let linears = (0..<3).map { i in
+                (roles[i], weights[i], i < 2 ? gateUp.map { $0[i] } : down)
             }
             let sample = OutputErrorSample(statistics, expert: expert)
             let floatOutput = sample.map { $0.output(linears.map(\.1)) }

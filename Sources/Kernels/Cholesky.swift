@@ -1,19 +1,20 @@
 import Foundation
 
-/// Blocked, multi-threaded Cholesky factor of an inverse, in Float (torch's GPTQ does these
-/// steps in float32 too), for GPTQ: `U` upper with `H⁻¹ = Uᵀ U`.
+/// Blocked, multi-threaded Cholesky factor for GPTQ, in Float (torch's GPTQ works in float32 too):
+/// the upper factor `V` with `H = V Vᵀ`, returned with its columns scaled to a unit diagonal
+/// (`V'[r][c] = V[r][c] / V[c][c]` above the diagonal, `V[c][c]` on it).
 ///
-/// Two triangular passes instead of torch's four (`cholesky`, `cholesky_inverse`, `cholesky`):
-/// factor the index-reversed matrix `P H P = L Lᵀ`, so `H = V Vᵀ` with `V = P L P` upper, hence
-/// `H⁻¹ = V⁻ᵀ V⁻¹` and `U = V⁻¹ = P L⁻¹ P` (the factor is unique).
+/// GPTQ as published needs `U` upper with `H⁻¹ = Uᵀ U` (torch: `cholesky`, `cholesky_inverse`,
+/// `cholesky`, three O(n³) passes). Since `U = V⁻¹`, its error feedback `w'_k −= E_j U_jk` with
+/// `E_j = (w'_j − q_j) / U_jj` is the same as `w'_j = w_j + Σ_{i<j} (w_i − q_i) V'_ij` over the
+/// original weights `w` (docs/KERNELS.md, "GPTQ without the inverse"), so one factorisation
+/// (n³/3 multiply-adds) is all GPTQ needs, and `Σ E_j² = (W − Q) H (W − Q)ᵀ` comes for free.
 ///
-/// - Cholesky: right-looking over panels of `block` columns. The diagonal block is factored and
-///   inverted in Double (small); the panel below it is `A · L_kk⁻ᵀ` and the trailing update
-///   `A −= P Pᵀ` (lower triangle only) — both SGEMMs, threaded over rows.
-/// - `L⁻¹`: column blocks are independent (`L X = I` by block forward substitution), so they are
-///   spread over threads, largest first; each step is two serial SGEMMs.
-/// Each element sees the same operations whatever the thread count.
-/// `referenceUpperFactorOfInverse` (torch's four passes in Double) is the oracle it is tested against.
+/// `V = P L P` where `P H P = L Lᵀ` (index-reversed H). The Cholesky is right-looking over panels
+/// of `block` columns: the diagonal block is factored in Double (small); the panel below it is
+/// `A · L_kk⁻ᵀ` and the trailing update `A −= P Pᵀ` (lower triangle only), both SGEMMs, threaded
+/// over rows. Each element sees the same operations whatever the thread count.
+/// `referenceUpperFactor` (the plain Double Cholesky) is the oracle it is tested against.
 public enum Cholesky {
     static let block = 128
 
@@ -25,10 +26,9 @@ public enum Cholesky {
         }
     }
 
-    /// `U` (`[n, n]` row-major, zero below the diagonal) with `H⁻¹ = Uᵀ U`, where H is the
-    /// symmetric `h` with its diagonal replaced by `diagonal` (GPTQ's dead columns and damping,
-    /// without copying H).
-    public static func upperFactorOfInverse(_ h: UnsafePointer<Double>, n: Int, diagonal: [Double]) throws -> [Float] {
+    /// `V'` (`[n, n]` row-major, zero below the diagonal; see the type) of the symmetric `h` with
+    /// its diagonal replaced by `diagonal` (GPTQ's dead columns and damping, without copying H).
+    public static func upperFactor(_ h: UnsafePointer<Double>, n: Int, diagonal: [Double]) throws -> [Float] {
         precondition(diagonal.count == n)
         var a = [Float](repeating: 0, count: n * n)
         var diagonalInverses = [Float](repeating: 0, count: ((n + block - 1) / block) * block * block)
@@ -43,15 +43,20 @@ public enum Cholesky {
                     row[i] = Float(diagonal[n - 1 - i])
                 }
                 try factorLower(a, n: n, inverses: inverses)
-                var x = [Float](repeating: 0, count: n * n)
-                x.withUnsafeMutableBufferPointer { x in
-                    invertLower(a, n: n, inverses: inverses, into: x.baseAddress!)
-                    // U[r][c] = X[n−1−r][n−1−c] for c ≥ r; the rest zero. Written over `a`.
-                    let xs = UnsafeSendable(x.baseAddress!)
+                // V[r][c] = L[n−1−r][n−1−c] (c ≥ r): the strict upper triangle is written from the
+                // strict lower one (never read after), then the diagonal is reversed and the lower
+                // triangle cleared.
+                let lDiagonal = (0..<n).map { a[$0 * n + $0] }
+                lDiagonal.withUnsafeBufferPointer { d in
+                    let d = UnsafeSendable(UnsafeMutablePointer(mutating: d.baseAddress!))
                     parallelRows(n) { r in
-                        let row = target.pointer + r * n, source = xs.pointer + (n - 1 - r) * n + (n - 1)
+                        let row = target.pointer + r * n, source = target.pointer + (n - 1 - r) * n + (n - 1)
+                        for c in (r + 1)..<max(r + 1, n) { row[c] = source[-c] / d.pointer[n - 1 - c] }
+                    }
+                    parallelRows(n) { r in
+                        let row = target.pointer + r * n
                         for c in 0..<r { row[c] = 0 }
-                        for c in r..<n { row[c] = source[-c] }
+                        row[r] = d.pointer[n - 1 - r]
                     }
                 }
             }
@@ -157,44 +162,6 @@ public enum Cholesky {
         return sum
     }
 
-    /// `X = L⁻¹` (lower triangle of `x`, `[n, n]`; upper blocks untouched) by column blocks:
-    /// `X_jj = L_jj⁻¹`, `X_ij = −L_ii⁻¹ · Σ_{j ≤ p < i} L_ip X_pj`.
-    static func invertLower(
-        _ l: UnsafePointer<Float>, n: Int, inverses: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>
-    ) {
-        let blocks = (n + block - 1) / block
-        let output = UnsafeSendable(x)
-        let lower = UnsafeSendable(UnsafeMutablePointer(mutating: l)),
-            diagonal = UnsafeSendable(UnsafeMutablePointer(mutating: inverses))
-        Parallel.perform(iterations: blocks) { jb in
-            let x = output.pointer, l = lower.pointer, inverses = diagonal.pointer
-            let j0 = jb * block, j1 = min(j0 + block, n), w = j1 - j0
-            let t = UnsafeMutablePointer<Float>.allocate(capacity: block * block)
-            // X[j0..<n, j-block], packed once as its rows are found (B of every step below).
-            var packed = SGEMM.PackedB.allocate(k: w, n: w, capacity: n - j0)
-            defer { t.deallocate(); packed.deallocate() }
-            for i in 0..<w {
-                for j in 0..<w { x[(j0 + i) * n + j0 + j] = inverses[jb * block * block + i * block + j] }
-            }
-            packed.pack(.init(x + j0 * n + j0, rowStride: n), rows: 0..<w)
-            var i0 = j1
-            while i0 < n {
-                let i1 = min(i0 + block, n), h = i1 - i0
-                t.initialize(repeating: 0, count: h * w)
-                packed.k = i0 - j0
-                SGEMM.multiply(
-                    m: h, alpha: 1, a: .init(l + i0 * n + j0, rowStride: n), packed: packed, c: t, ldc: w,
-                    threaded: false)
-                for i in 0..<h { (x + (i0 + i) * n + j0).initialize(repeating: 0, count: w) }
-                SGEMM.multiply(
-                    m: h, n: w, k: h, alpha: -1, a: .init(inverses + (i0 / block) * block * block, rowStride: block),
-                    b: .init(t, rowStride: w), c: x + i0 * n + j0, ldc: n, threaded: false)
-                packed.pack(.init(x + j0 * n + j0, rowStride: n), rows: (i0 - j0)..<(i1 - j0))
-                i0 = i1
-            }
-        }
-    }
-
     /// `body(i)` for `i` in `0..<count`, in chunks over the cores (for O(n²) copies).
     static func parallelRows(_ count: Int, _ body: @Sendable (Int) -> Void) {
         let chunk = 64
@@ -204,43 +171,25 @@ public enum Cholesky {
         }
     }
 
-    /// U (upper, `H⁻¹ = UᵀU`) of a symmetric positive definite `h`, Float, blocked and threaded.
-    public static func upperFactorOfInverse(_ h: [Double], n: Int) throws -> [Float] {
-        try h.withUnsafeBufferPointer { h in
-            try upperFactorOfInverse(h.baseAddress!, n: n, diagonal: (0..<n).map { h[$0 * n + $0] })
+    /// `V'` (see the type) of a symmetric positive definite `h`.
+    public static func upperFactor(_ h: [Double], n: Int) throws -> [Float] {
+        try h.withUnsafeBufferPointer {
+            try upperFactor($0.baseAddress!, n: n, diagonal: (0..<n).map { h[$0 * n + $0] })
         }
     }
 
-    /// The four-pass version (Cholesky, triangular inverse, product, Cholesky), kept as the
-    /// reference the fast one is tested against.
-    public static func referenceUpperFactorOfInverse(_ h: [Double], n: Int) throws -> [Double] {
-        // H = L Lᵀ.
-        let l = try referenceLower(h, n: n)
-        // L⁻¹ (lower triangular).
-        var li = [Double](repeating: 0, count: n * n)
-        for i in 0..<n {
-            li[i * n + i] = 1 / l[i * n + i]
-            for j in 0..<i {
-                var sum = 0.0
-                for k in j..<i { sum -= l[i * n + k] * li[k * n + j] }
-                li[i * n + j] = sum / l[i * n + i]
-            }
+    /// The plain Double version of `upperFactor`: the lower Cholesky factor of the
+    /// index-reversed matrix, reversed back and column-scaled. The oracle of the tests.
+    public static func referenceUpperFactor(_ h: [Double], n: Int) throws -> [Double] {
+        var reversed = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in 0..<n { reversed[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)] } }
+        let l = try referenceLower(reversed, n: n)
+        var v = [Double](repeating: 0, count: n * n)
+        for r in 0..<n {
+            v[r * n + r] = l[(n - 1 - r) * n + (n - 1 - r)]
+            for c in (r + 1)..<max(r + 1, n) { v[r * n + c] = l[(n - 1 - r) * n + (n - 1 - c)] / l[(n - 1 - c) * n + (n - 1 - c)] }
         }
-        // H⁻¹ = L⁻ᵀ L⁻¹.
-        var inverse = [Double](repeating: 0, count: n * n)
-        for i in 0..<n {
-            for j in 0...i {
-                var sum = 0.0
-                for k in i..<n { sum += li[k * n + i] * li[k * n + j] }
-                inverse[i * n + j] = sum
-                inverse[j * n + i] = sum
-            }
-        }
-        // H⁻¹ = Uᵀ U with U upper: U = (chol(H⁻¹) lower)ᵀ.
-        let c = try referenceLower(inverse, n: n)
-        var u = [Double](repeating: 0, count: n * n)
-        for i in 0..<n { for j in i..<n { u[i * n + j] = c[j * n + i] } }
-        return u
+        return v
     }
 
     /// Plain lower Cholesky factor `A = L Lᵀ` (reference path).

@@ -81,12 +81,17 @@ public struct ModelQuantizer {
                     continue
                 }
                 let (inputH, downH) = statistics.hessians(expert: expert)
-                for (role, hessian) in zip(
-                    TensorRole.expertLinears(layer: layer, expert: expert), [inputH, inputH, downH])
-                {
-                    let weight = model.matrix(role)
-                    let result = try gptq.quantize(
-                        weight: weight.floats, rows: weight.rows, columns: weight.columns, hessian: hessian, bits: bits)
+                // Gate and up share the input Hessian: one factor, one stack of rows.
+                let roles = TensorRole.expertLinears(layer: layer, expert: expert)
+                let weights = roles.map { model.matrix($0) }
+                var timing = GPTQ.Timing()
+                let gateUp = try gptq.quantize(
+                    weights: [weights[0].floats, weights[1].floats], rows: [weights[0].rows, weights[1].rows],
+                    columns: weights[0].columns, hessian: inputH, widths: [bits], timing: &timing)[0]
+                let down = try gptq.quantize(
+                    weight: weights[2].floats, rows: weights[2].rows, columns: weights[2].columns, hessian: downH,
+                    bits: bits)
+                for (role, (weight, result)) in zip(roles, zip(weights, gateUp + [down])) {
                     let packed = PackedLinear(
                         packing: result, rows: weight.rows, columns: weight.columns, bits: bits,
                         groupSize: plan.groupSize)

@@ -3,14 +3,16 @@ import Kernels
 import ModelFormat
 
 /// GPTQ (Frantar et al. 2022), as in IST-DASLab/gptq `fasterquant`: dead columns zeroed, damping
-/// (`dampening` × mean diagonal), upper Cholesky factor of H⁻¹, column-by-column quantization with
-/// error feedback, lazy updates of the columns after each block. Group parameters come from the
+/// (`dampening` × mean diagonal), column-by-column quantization with error feedback, lazy updates
+/// of the columns after each block. The feedback uses H's own upper Cholesky factor instead of
+/// that of H⁻¹ (the same updates; see `Cholesky`), so there is no matrix inverse. Group parameters come from the
 /// weights as they stand when the group's first column is reached. The Hessian is not changed:
 /// one expert can be quantized at several widths from the same H.
 ///
-/// Works in Float like torch's GPTQ; the Cholesky factor of H⁻¹ (`Cholesky`), the lazy block
-/// update and the output error are SGEMMs (`SGEMM`), threaded; results do not depend on the
-/// thread count. `Cholesky.referenceUpperFactorOfInverse` is the Double oracle for the factor.
+/// Works in Float like torch's GPTQ; the Cholesky factor (`Cholesky`) and the lazy block update
+/// are SGEMMs (`SGEMM`), threaded; the output error falls out of the quantization pass. Results
+/// do not depend on the thread count. `Cholesky.referenceUpperFactor` is the Double oracle for the
+/// factor.
 public struct GPTQ: Sendable {
     public struct Options: Sendable {
         public var groupSize: Int
@@ -92,74 +94,143 @@ public struct GPTQ: Sendable {
         weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int],
         timing: inout Timing
     ) throws -> [Result] {
-        precondition(weight.count == rows * columns && hessian.count == columns * columns)
+        try quantize(weights: [weight], rows: [rows], columns: columns, hessian: hessian, widths: widths, timing: &timing)
+            .map { $0[0] }
+    }
+
+    /// Several weight matrices with the same inputs (an expert's gate and up projections) at several
+    /// widths from one Hessian: one factorisation for all, and the matrices quantized as one stack of
+    /// rows (rows are independent in GPTQ, so each result equals quantizing that matrix alone).
+    /// Returns `[width][matrix]`.
+    public func quantize(
+        weights: [[Float]], rows: [Int], columns: Int, hessian: [Double], widths: [Int],
+        timing: inout Timing
+    ) throws -> [[Result]] {
+        precondition(weights.count == rows.count && !weights.isEmpty && hessian.count == columns * columns)
+        precondition(zip(weights, rows).allSatisfy { $0.count == $1 * columns })
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
+        var splits: [Range<Int>] = []
+        for count in rows { splits.append((splits.last?.upperBound ?? 0)..<((splits.last?.upperBound ?? 0) + count)) }
+        let totalRows = splits.last!.upperBound
+        let stacked = weights.count == 1 ? weights[0] : Array(weights.joined())
         guard options.actOrder else {
             let factor = try factor(hessian: hessian, columns: columns, timing: &timing)
             return try widths.map { bits in
                 try quantizeInOrder(
-                    weight: weight, rows: rows, columns: columns, hessian: hessian, factor: factor, bits: bits,
-                    timing: &timing)
+                    weight: stacked, rows: totalRows, columns: columns, hessian: hessian, factor: factor, bits: bits,
+                    splits: splits, timing: &timing)
             }
         }
         // Descending diagonal (dead columns count as 1, as after GPTQ's fix-up), stable on ties.
         let diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
         let order = (0..<columns).sorted { diagonal[$0] != diagonal[$1] ? diagonal[$0] > diagonal[$1] : $0 < $1 }
-        var permutedWeight = [Float](repeating: 0, count: weight.count)
+        var permutedWeight = [Float](repeating: 0, count: stacked.count)
         var permutedHessian = [Double](repeating: 0, count: hessian.count)
-        for r in 0..<rows {
-            for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = weight[r * columns + source] }
+        for r in 0..<totalRows {
+            for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = stacked[r * columns + source] }
         }
         for (i, a) in order.enumerated() {
             for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] }
         }
         let factor = try factor(hessian: permutedHessian, columns: columns, timing: &timing)
         return try widths.map { bits in
-            let permuted = try quantizeInOrder(
-                weight: permutedWeight, rows: rows, columns: columns, hessian: permutedHessian,
-                factor: factor, bits: bits, timing: &timing)
-            var result = permuted
-            for r in 0..<rows {
-                for (j, column) in order.enumerated() {
-                    result.codes[r * columns + column] = permuted.codes[r * columns + j]
-                    result.dequantized[r * columns + column] = permuted.dequantized[r * columns + j]
+            // The error is a trace, the same in either column order.
+            try quantizeInOrder(
+                weight: permutedWeight, rows: totalRows, columns: columns, hessian: permutedHessian,
+                factor: factor, bits: bits, splits: splits, timing: &timing
+            ).map { permuted in
+                var result = permuted
+                let rows = permuted.codes.count / max(1, columns)
+                for r in 0..<rows {
+                    for (j, column) in order.enumerated() {
+                        result.codes[r * columns + column] = permuted.codes[r * columns + j]
+                        result.dequantized[r * columns + column] = permuted.dequantized[r * columns + j]
+                    }
                 }
+                for (j, column) in order.enumerated() { result.groupIndex[column] = j / groupSize }
+                return result
             }
-            for (j, column) in order.enumerated() { result.groupIndex[column] = j / groupSize }
-            let start = ContinuousClock.now
-            result.error = Self.outputError(weight, result.dequantized, rows: rows, columns: columns, hessian: hessian)
-            timing.errorSeconds += seconds(since: start)
-            return result
         }
     }
 
-    /// The upper Cholesky factor of `(H + damping)⁻¹` with dead inputs (zero diagonal) set to 1,
-    /// as GPTQ uses it; depends on H only.
-    func factor(hessian: [Double], columns: Int, timing: inout Timing) throws -> [Float] {
+    /// GPTQ's factor of one Hessian: `Cholesky.upperFactor` of H with dead inputs (zero diagonal)
+    /// set to 1 and damping (`dampening` × mean diagonal) added, and by how much each diagonal entry
+    /// was raised (to take the damping back out of the error).
+    struct Factor {
+        var values: [Float]
+        var raised: [Double]
+        /// Per block of columns, what its groups' parameters need (nil where no group starts in it).
+        var bases: [GroupBasis?]
+    }
+
+    /// Group parameters come from the weights as published GPTQ has them at the block's start,
+    /// `w_F − Σ_{i<s} E_i U_iF`; in `V` terms that is `w + (w'' − w) · T⁻¹` over the block's
+    /// columns `s..<s + extent`, where `w''` are the running weights here and `T` the unit upper
+    /// triangular block `V'[s..<s+extent, s..<s+extent]` (docs/KERNELS.md). `inverse` is `T⁻¹`, row-major.
+    struct GroupBasis: Sendable {
+        var extent: Int
+        var inverse: [Float]
+    }
+
+    /// The `GroupBasis` of every block after the first that has a group start (at the first,
+    /// nothing has been updated yet and the weights are the given ones).
+    func groupBases(_ v: [Float], columns: Int, groupSize: Int) -> [GroupBasis?] {
+        let blockSize = options.blockSize
+        return stride(from: 0, to: columns, by: blockSize).map { start -> GroupBasis? in
+            let end = min(start + blockSize, columns)
+            guard start > 0, let last = (start..<end).last(where: { $0 % groupSize == 0 }) else { return nil }
+            let extent = min(columns, last + groupSize) - start
+            // Back substitution in Double, one column of the inverse at a time.
+            var inverse = [Double](repeating: 0, count: extent * extent)
+            for k in 0..<extent {
+                inverse[k * extent + k] = 1
+                for i in stride(from: k - 1, through: 0, by: -1) {
+                    var sum = 0.0
+                    for m in (i + 1)...k {
+                        sum += Double(v[(start + i) * columns + start + m]) * inverse[m * extent + k]
+                    }
+                    inverse[i * extent + k] = -sum
+                }
+            }
+            return GroupBasis(extent: extent, inverse: inverse.map { Float($0) })
+        }
+    }
+
+    func factor(hessian: [Double], columns: Int, timing: inout Timing) throws -> Factor {
         var diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
         let meanDiagonal = diagonal.reduce(0, +) / Double(columns)
         for j in 0..<columns { diagonal[j] += options.dampening * meanDiagonal }
         let start = ContinuousClock.now
-        let hinv = try hessian.withUnsafeBufferPointer { h in
-            try Cholesky.upperFactorOfInverse(h.baseAddress!, n: columns, diagonal: diagonal)
+        let values = try hessian.withUnsafeBufferPointer { h in
+            try Cholesky.upperFactor(h.baseAddress!, n: columns, diagonal: diagonal)
         }
+        let groupSize = options.groupSize > 0 ? options.groupSize : columns
+        let bases = groupBases(values, columns: columns, groupSize: groupSize)
         timing.choleskySeconds += seconds(since: start)
-        return hinv
+        return Factor(
+            values: values, raised: (0..<columns).map { diagonal[$0] - hessian[$0 * columns + $0] }, bases: bases)
     }
 
-    /// GPTQ over the columns in their given order, in Float (as torch's float32 GPTQ): W, the
-    /// errors and H⁻¹'s factor; the block update is an SGEMM.
+    /// GPTQ over the columns in their given order, in Float (as torch's float32 GPTQ), with the
+    /// factor `V'` of H (`Cholesky`): `w'_j = w_j + Σ_{i<j} (w_i − q_i) V'_ij`, inside a block
+    /// column by column, across blocks as one SGEMM. One result per row range of `splits`.
+    ///
+    /// The error `tr((W − Q) H (W − Q)ᵀ)` is folded in: with the damped `H_d = V Vᵀ`,
+    /// `Σ_j ((w'_j − q_j) V_jj)² = tr((W − Q) H_d (W − Q)ᵀ)`, and the damping's share
+    /// `Σ_j (H_d − H)_jj ‖(W − Q)_:j‖²` is subtracted. Where that share is over 99% of the total
+    /// (ten times the float rounding would matter), `outputError` recomputes it exactly.
     func quantizeInOrder(
-        weight: [Float], rows: Int, columns: Int, hessian: [Double], factor hinv: [Float], bits: Int,
-        timing: inout Timing
-    ) throws -> Result {
+        weight: [Float], rows: Int, columns: Int, hessian: [Double], factor: Factor, bits: Int,
+        splits: [Range<Int>], timing: inout Timing
+    ) throws -> [Result] {
         let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
         let blockSize = options.blockSize
+        // Dead inputs (never seen): weight irrelevant, zeroed as in the reference.
+        let live = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? Float(0) : 1 }
         var w = weight
-        // Dead inputs (never seen): weight irrelevant (H⁻¹'s factor has them at 1, `factor`).
-        for j in 0..<columns where hessian[j * columns + j] == 0 {
+        for j in 0..<columns where live[j] == 0 {
             for r in 0..<rows { w[r * columns + j] = 0 }
         }
         var start = ContinuousClock.now
@@ -169,8 +240,10 @@ public struct GPTQ: Sendable {
         var zeros = [Float](repeating: 0, count: rows * groups)
         var dequantized = [Float](repeating: 0, count: rows * columns)
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
-        var errors = [Float](repeating: 0, count: rows * blockSize)
-        var snapshot = [Float](repeating: 0, count: rows * blockSize)
+        var differences = [Float](repeating: 0, count: rows * blockSize)
+        let extent = factor.bases.map { $0?.extent ?? 0 }.max() ?? 0
+        var snapshot = [Float](repeating: 0, count: rows * extent)
+        var energy = [Double](repeating: 0, count: rows)
 
         w.withUnsafeMutableBufferPointer { w in
             codes.withUnsafeMutableBufferPointer { codes in
@@ -178,53 +251,29 @@ public struct GPTQ: Sendable {
                     zeros.withUnsafeMutableBufferPointer { zeros in
                         dequantized.withUnsafeMutableBufferPointer { dequantized in
                             parameters.withUnsafeMutableBufferPointer { parameters in
-                                errors.withUnsafeMutableBufferPointer { errors in
+                                differences.withUnsafeMutableBufferPointer { differences in
                                     snapshot.withUnsafeMutableBufferPointer { snapshot in
-                                        hinv.withUnsafeBufferPointer { hinv in
-                                            let state = RowState(
-                                                w: w.baseAddress!, hinv: hinv.baseAddress!, codes: codes.baseAddress!,
-                                                scales: scales.baseAddress!,
-                                                zeros: zeros.baseAddress!, dequantized: dequantized.baseAddress!,
-                                                parameters: parameters.baseAddress!,
-                                                errors: errors.baseAddress!, snapshot: snapshot.baseAddress!)
-                                            // Rows are independent inside a block (they share only
-                                            // H⁻¹): fixed chunks of rows.
-                                            let chunk = 32
-                                            let chunks = (rows + chunk - 1) / chunk
-                                            var blockStart = 0
-                                            while blockStart < columns {
-                                                let block = blockStart..<min(blockStart + blockSize, columns)
-                                                start = ContinuousClock.now
-                                                let body: @Sendable (Int) -> Void = { c in
-                                                    Self.quantizeBlock(
-                                                        state, rows: (c * chunk)..<min(rows, (c + 1) * chunk),
-                                                        columns: columns,
-                                                        block: block, blockSize: blockSize, groupSize: groupSize,
-                                                        groups: groups, quantizer: quantizer)
+                                        energy.withUnsafeMutableBufferPointer { energy in
+                                            weight.withUnsafeBufferPointer { original in
+                                                live.withUnsafeBufferPointer { live in
+                                                    factor.values.withUnsafeBufferPointer { v in
+                                                        let state = RowState(
+                                                            w: w.baseAddress!, original: original.baseAddress!,
+                                                            live: live.baseAddress!, v: v.baseAddress!,
+                                                            codes: codes.baseAddress!, scales: scales.baseAddress!,
+                                                            zeros: zeros.baseAddress!,
+                                                            dequantized: dequantized.baseAddress!,
+                                                            parameters: parameters.baseAddress!,
+                                                            differences: differences.baseAddress!,
+                                                            snapshot: snapshot.baseAddress!,
+                                                            energy: energy.baseAddress!)
+                                                        Self.run(
+                                                            state, rows: rows, columns: columns, blockSize: blockSize,
+                                                            groupSize: groupSize, groups: groups, extent: extent,
+                                                            bases: factor.bases, quantizer: quantizer,
+                                                            timing: &timing)
+                                                    }
                                                 }
-                                                if rows * block.count * block.count >= 1 << 18 {
-                                                    Parallel.perform(iterations: chunks, body)
-                                                } else {
-                                                    for c in 0..<chunks { body(c) }
-                                                }
-                                                timing.quantizeSeconds += seconds(since: start)
-                                                // Lazy update of every later column: W[:, end:] −= Err[:, block] ·
-                                                // Hinv[block, end:].
-                                                let end = block.upperBound
-                                                if end < columns {
-                                                    start = ContinuousClock.now
-                                                    SGEMM.multiply(
-                                                        m: rows, n: columns - end, k: block.count, alpha: -1,
-                                                        a: .init(state.errors, rowStride: blockSize),
-                                                        b: .init(
-                                                            state.hinv + blockStart * columns + end,
-                                                            rowStride: columns),
-                                                        c: state.w + end, ldc: columns)
-                                                    timing.updateSeconds += seconds(since: start)
-                                                    timing.updateFlops +=
-                                                        2 * Double(rows) * Double(block.count) * Double(columns - end)
-                                                }
-                                                blockStart = block.upperBound
                                             }
                                         }
                                     }
@@ -236,45 +285,127 @@ public struct GPTQ: Sendable {
             }
         }
         start = ContinuousClock.now
-        let error = Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian)
+        let results = splits.map { split -> Result in
+            let range = (split.lowerBound * columns)..<(split.upperBound * columns)
+            let groupRange = (split.lowerBound * groups)..<(split.upperBound * groups)
+            let total = energy[split].reduce(0, +)
+            var damping = 0.0
+            for r in split {
+                for j in 0..<columns where factor.raised[j] != 0 {
+                    let d = Double(weight[r * columns + j] * live[j] - dequantized[r * columns + j])
+                    damping += factor.raised[j] * d * d
+                }
+            }
+            let piece = Array(dequantized[range])
+            let error =
+                damping > 0.99 * total
+                ? Self.outputError(
+                    Array(weight[range]), piece, rows: split.count, columns: columns, hessian: hessian)
+                : total - damping
+            return Result(
+                codes: Array(codes[range]), scales: Array(scales[groupRange]), zeros: Array(zeros[groupRange]),
+                dequantized: piece, error: error, groupIndex: (0..<columns).map { $0 / groupSize })
+        }
         timing.errorSeconds += seconds(since: start)
-        return Result(
-            codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
-            groupIndex: (0..<columns).map { $0 / groupSize })
+        return results
+    }
+
+    /// The blocks of one GPTQ run: in-block quantization over fixed chunks of rows (rows are
+    /// independent; they share only the factor), then the lazy update of the later columns,
+    /// `W[:, end:] += (W − Q)[:, block] · V'[block, end:]`.
+    static func run(
+        _ state: RowState, rows: Int, columns: Int, blockSize: Int, groupSize: Int, groups: Int, extent: Int,
+        bases: [GroupBasis?], quantizer: GroupQuantizer, timing: inout Timing
+    ) {
+        let chunk = 32
+        let chunks = (rows + chunk - 1) / chunk
+        var blockStart = 0
+        while blockStart < columns {
+            let block = blockStart..<min(blockStart + blockSize, columns)
+            var start = ContinuousClock.now
+            let basis = bases[blockStart / blockSize]
+            let body: @Sendable (Int) -> Void = { c in
+                quantizeBlock(
+                    state, rows: (c * chunk)..<min(rows, (c + 1) * chunk), columns: columns, block: block,
+                    blockSize: blockSize, groupSize: groupSize, groups: groups, extent: extent, basis: basis,
+                    quantizer: quantizer)
+            }
+            if rows * block.count * block.count >= 1 << 18 {
+                Parallel.perform(iterations: chunks, body)
+            } else {
+                for c in 0..<chunks { body(c) }
+            }
+            timing.quantizeSeconds += seconds(since: start)
+            let end = block.upperBound
+            if end < columns {
+                start = ContinuousClock.now
+                SGEMM.multiply(
+                    m: rows, n: columns - end, k: block.count, alpha: 1,
+                    a: .init(state.differences, rowStride: blockSize),
+                    b: .init(state.v + blockStart * columns + end, rowStride: columns),
+                    c: state.w + end, ldc: columns)
+                timing.updateSeconds += seconds(since: start)
+                timing.updateFlops += 2 * Double(rows) * Double(block.count) * Double(columns - end)
+            }
+            blockStart = block.upperBound
+        }
     }
 
     /// Shared buffers of one GPTQ run; threads touch disjoint rows.
     struct RowState: @unchecked Sendable {
+        /// The weights as updated so far (`w'`).
         let w: UnsafeMutablePointer<Float>
-        let hinv: UnsafePointer<Float>
+        /// The weights given, and 1 or 0 per column (0 for dead inputs, zeroed in `w`).
+        let original: UnsafePointer<Float>
+        let live: UnsafePointer<Float>
+        /// `V'` (`Cholesky.upperFactor`).
+        let v: UnsafePointer<Float>
         let codes: UnsafeMutablePointer<Int>
         let scales: UnsafeMutablePointer<Float>
         let zeros: UnsafeMutablePointer<Float>
         let dequantized: UnsafeMutablePointer<Float>
         let parameters: UnsafeMutablePointer<GroupQuantizer.Parameters>
-        let errors: UnsafeMutablePointer<Float>
+        /// `(W − Q)[r, block]`, left for the lazy update.
+        let differences: UnsafeMutablePointer<Float>
+        /// The weights the group parameters are taken from (`GroupBasis`), `extent` per row.
         let snapshot: UnsafeMutablePointer<Float>
+        /// `Σ_j ((w'_j − q_j) V_jj)²` per row.
+        let energy: UnsafeMutablePointer<Double>
     }
 
     /// One block of columns for a range of rows: group parameters, then quantization with error
-    /// feedback inside the block; the errors `Err[r, j − blockStart]` are left for the update.
+    /// feedback inside the block.
     static func quantizeBlock(
         _ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
-        groupSize: Int, groups: Int, quantizer: GroupQuantizer
+        groupSize: Int, groups: Int, extent: Int, basis: GroupBasis?, quantizer: GroupQuantizer
     ) {
         let blockStart = block.lowerBound, blockEnd = block.upperBound
         let group = UnsafeMutablePointer<Float>.allocate(capacity: groupSize)
         defer { group.deallocate() }
         for r in rows {
-            let row = s.w + r * columns
-            let snapshot = s.snapshot + r * blockSize
+            let row = s.w + r * columns, original = s.original + r * columns
+            let snapshot = s.snapshot + r * extent
             // The reference takes group parameters from W as it stood at the block's start
-            // (earlier blocks' lazy updates applied, this block's error feedback not).
-            snapshot.initialize(from: row + blockStart, count: block.count)
+            // (earlier blocks' lazy updates applied, this block's error feedback not): `GroupBasis`.
+            if let basis {
+                let n = basis.extent
+                for k in 0..<n { snapshot[k] = original[blockStart + k] * s.live[blockStart + k] }
+                basis.inverse.withUnsafeBufferPointer { inverse in
+                    for m in 0..<n {
+                        let delta = row[blockStart + m] - original[blockStart + m] * s.live[blockStart + m]
+                        if delta != 0 { Kernels.addScaled(snapshot + m, inverse.baseAddress! + m * n + m, delta, n - m) }
+                    }
+                }
+            }
+            var energy = 0.0
             for j in block {
                 if j % groupSize == 0 {
                     let end = min(j + groupSize, columns)
-                    for c in j..<end { group[c - j] = c < blockEnd ? snapshot[c - blockStart] : row[c] }
+                    if basis != nil {
+                        for c in j..<end { group[c - j] = snapshot[c - blockStart] }
+                    } else {
+                        for c in j..<end { group[c - j] = original[c] * s.live[c] }
+                    }
                     s.parameters[r] = quantizer.parameters(UnsafeBufferPointer(start: group, count: end - j))
                     s.scales[r * groups + j / groupSize] = s.parameters[r].scale
                     s.zeros[r * groups + j / groupSize] = s.parameters[r].zero
@@ -284,13 +415,16 @@ public struct GPTQ: Sendable {
                 let q = quantizer.dequantize(code, s.parameters[r])
                 s.codes[r * columns + j] = code
                 s.dequantized[r * columns + j] = q
-                let err = (value - q) / s.hinv[j * columns + j]
-                s.errors[r * blockSize + (j - blockStart)] = err
+                let scaled = Double((value - q) * s.v[j * columns + j])
+                energy += scaled * scaled
+                let difference = original[j] * s.live[j] - q
+                s.differences[r * blockSize + (j - blockStart)] = difference
                 // Error feedback inside the block.
                 if j + 1 < blockEnd {
-                    Kernels.addScaled(row + j + 1, s.hinv + j * columns + j + 1, -err, blockEnd - j - 1)
+                    Kernels.addScaled(row + j + 1, s.v + j * columns + j + 1, difference, blockEnd - j - 1)
                 }
             }
+            s.energy[r] += energy
         }
     }
 

@@ -11,6 +11,8 @@ import Testing
         .appendingPathComponent("Fixtures/gptq")
     /// Relative tolerance on the output error (float64 reference; float32 GPTQ here, as torch's).
     static let errorTolerance = 1e-4
+    /// Relative difference allowed between the error folded into GPTQ's pass and `outputError`.
+    static let foldedTolerance = 1e-4
 
     struct Case: Decodable, CustomTestStringConvertible {
         var name: String, rows: Int, columns: Int, bits: Int, groupSize: Int, blockSize: Int, actOrder: Bool,
@@ -54,10 +56,10 @@ import Testing
             abs(result.error - example.error) <= Self.errorTolerance * example.error,
             "error \(result.error) vs \(example.error)")
         #expect(result.groupIndex == (try file.bytes("g_idx").bindMemory(to: Int32.self).map { Int($0) }))
-        // The reported error is tr((W−Q)H(W−Q)ᵀ) of the returned codes.
+        // The reported error (folded into the quantization pass) is tr((W−Q)H(W−Q)ᵀ) of the returned codes.
         let recomputed = GPTQ.outputError(
             weight, result.dequantized, rows: example.rows, columns: example.columns, hessian: hessian)
-        #expect(abs(recomputed - result.error) <= 1e-9 * result.error)
+        #expect(abs(recomputed - result.error) <= Self.foldedTolerance * result.error, "\(result.error) vs \(recomputed)")
     }
 
     @Test(arguments: [2, 3, 4, 8])
@@ -75,7 +77,7 @@ import Testing
         let rtn = gptq.roundToNearest(weight: weight, rows: rows, columns: columns, hessian: identity, bits: bits)
         #expect(full.codes == rtn.codes)
         #expect(full.scales == rtn.scales)
-        #expect(abs(full.error - rtn.error) <= 1e-12 * max(rtn.error, 1))
+        #expect(abs(full.error - rtn.error) <= 1e-6 * max(rtn.error, 1))
     }
 
     @Test func errorFallsWithWidthAndSignBinarisationIsMeanAbs() throws {
@@ -160,6 +162,56 @@ extension GPTQTests {
             let searchedError = searched.squaredError(group, searched.parameters(group))
             #expect(searchedError <= plainError)
             if bits <= 3 { #expect(searchedError < plainError) }
+        }
+    }
+}
+
+extension GPTQTests {
+    /// The folded error against `outputError` of the returned weights: rank-deficient Hessians
+    /// (fewer samples than inputs, as with 2,048 calibration tokens for a 14,336-wide down projection),
+    /// a dead input, every width, act-order, and no damping.
+    @Test(arguments: [1, 2, 3, 4, 8])
+    func theFoldedErrorIsTheOutputError(bits: Int) throws {
+        let rows = 24, columns = 200
+        let weight = Self.random(rows * columns, seed: 31, scale: 0.05)
+        for (samples, dampening, actOrder) in [(40, 0.01, false), (400, 0.01, true), (400, 0.0, false), (60, 0.1, true)] {
+            let hessian = Self.hessian(columns, samples: samples, seed: UInt64(samples))
+            let gptq = GPTQ(options: .init(groupSize: 32, blockSize: 64, dampening: dampening, actOrder: actOrder))
+            guard let result = try? gptq.quantize(
+                weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+            else {
+                #expect(dampening == 0, "no factor with damping \(dampening)")
+                continue
+            }
+            let exact = GPTQ.outputError(weight, result.dequantized, rows: rows, columns: columns, hessian: hessian)
+            #expect(
+                abs(result.error - exact) <= Self.foldedTolerance * exact,
+                "\(samples) samples, damping \(dampening): \(result.error) vs \(exact)")
+        }
+    }
+
+    /// Gate and up quantized as one stack give what each gives alone, bit for bit, at every width.
+    @Test func aStackOfMatricesEqualsEachAlone() throws {
+        let columns = 150
+        let hessian = Self.hessian(columns, samples: 300, seed: 41)
+        let first = Self.random(37 * columns, seed: 42, scale: 0.1), second = Self.random(50 * columns, seed: 43)
+        for actOrder in [false, true] {
+            let gptq = GPTQ(options: .init(groupSize: 64, blockSize: 32, actOrder: actOrder))
+            var timing = GPTQ.Timing()
+            let stacked = try gptq.quantize(
+                weights: [first, second], rows: [37, 50], columns: columns, hessian: hessian, widths: [2, 4],
+                timing: &timing)
+            for (w, bits) in [2, 4].enumerated() {
+                for (m, (weight, rows)) in [(first, 37), (second, 50)].enumerated() {
+                    let alone = try gptq.quantize(
+                        weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+                    let together = stacked[w][m]
+                    #expect(together.codes == alone.codes && together.dequantized == alone.dequantized)
+                    #expect(together.scales == alone.scales && together.zeros == alone.zeros)
+                    #expect(together.groupIndex == alone.groupIndex)
+                    #expect(abs(together.error - alone.error) <= 1e-12 * alone.error)
+                }
+            }
         }
     }
 }

@@ -115,6 +115,12 @@ public struct GPTQBenchmark {
                     "all %d widths from one factor per Hessian (the profiler's path): gate and up together %.2f s, "
                     + "down %.2f s, expert %.2f s (%.2f s one width and one linear at a time)",
                 widths.count, gateShared, downShared, gateShared + downShared, separate))
+        emit(
+            String(
+                format:
+                    "  of which: Cholesky %.2f s, quantize %.2f s, block update %.2f s (%.1f GFLOP/s), error %.2f s",
+                timing.choleskySeconds, timing.quantizeSeconds, timing.updateSeconds,
+                timing.updateFlops / timing.updateSeconds / 1e9, timing.errorSeconds))
         if let dump {
             let json = try JSONSerialization.data(
                 withJSONObject: [

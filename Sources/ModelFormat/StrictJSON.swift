@@ -66,8 +66,13 @@ public enum StrictJSON {
             return value
         }
 
+        @inline(__always)
         mutating func skipWhitespace() {
-            while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+            while index < bytes.count {
+                let byte = bytes[index]
+                guard byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
+                index += 1
+            }
         }
 
         mutating func parseValue() throws -> JSONValue {
@@ -108,7 +113,9 @@ public enum StrictJSON {
             try enter()
             defer { depth -= 1 }
             index += 1
-            var members: [String: JSONValue] = [:]
+            var members = JSONObject()
+            // Keys seen, for the duplicate check once an object outgrows a linear scan.
+            var keys: Set<String>? = nil
             skipWhitespace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                 index += 1
@@ -124,9 +131,15 @@ public enum StrictJSON {
                 index += 1
                 skipWhitespace()
                 let value = try parseValue()
-                guard members.updateValue(value, forKey: key) == nil else {
-                    throw fail("key \"\(key)\" appears twice in one object", at: keyStart)
+                let duplicate: Bool
+                if members.members.count < 16 {
+                    duplicate = members.members.contains { $0.key == key }
+                } else {
+                    if keys == nil { keys = Set(members.members.map(\.key)) }
+                    duplicate = !keys!.insert(key).inserted
                 }
+                guard !duplicate else { throw fail("key \"\(key)\" appears twice in one object", at: keyStart) }
+                members.members.append((key, value))
                 skipWhitespace()
                 guard index < bytes.count else { throw fail("unexpected end of file") }
                 if bytes[index] == UInt8(ascii: ",") {
@@ -167,6 +180,18 @@ public enum StrictJSON {
         /// A string from its opening quote; raw bytes must be valid UTF-8, control characters escaped.
         mutating func parseString() throws -> String {
             index += 1
+            // Fast path: printable ASCII up to the closing quote.
+            var end = index
+            while end < bytes.count {
+                let byte = bytes[end]
+                guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\\") else { break }
+                if byte == UInt8(ascii: "\"") {
+                    let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[index..<end]), as: UTF8.self)
+                    index = end + 1
+                    return text
+                }
+                end += 1
+            }
             var scalars = String.UnicodeScalarView()
             while true {
                 guard index < bytes.count else { throw fail("unterminated string") }
@@ -294,10 +319,29 @@ public enum StrictJSON {
                 }
                 guard digits() > 0 else { throw fail("invalid number", at: start) }
             }
+            if integral, let value = integer(start..<index) { return .integer(value) }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-            if integral, let value = Int64(text) { return .integer(value) }
             guard let value = Double(text) else { throw fail("invalid number", at: start) }
             return .number(value)
+        }
+
+        /// The integer written in `range` (checked syntax: `-?digits`), nil when it does not fit 64 bits.
+        func integer(_ range: Range<Int>) -> Int64? {
+            var i = range.lowerBound
+            let negative = bytes[i] == UInt8(ascii: "-")
+            if negative { i += 1 }
+            // Accumulated as a negative number, whose range includes Int64.min.
+            var value: Int64 = 0
+            while i < range.upperBound {
+                let digit = Int64(bytes[i] &- UInt8(ascii: "0"))
+                let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
+                let (next, overflow2) = shifted.subtractingReportingOverflow(digit)
+                if overflow || overflow2 { return nil }
+                value = next
+                i += 1
+            }
+            if negative { return value }
+            return value == .min ? nil : -value
         }
     }
 }

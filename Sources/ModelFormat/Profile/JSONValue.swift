@@ -9,7 +9,7 @@ enum JSONValue: Decodable {
     case string(String)
     case bool(Bool)
     case array([JSONValue])
-    case object([String: JSONValue])
+    case object(JSONObject)
     case null
 
     init(from decoder: Decoder) throws {
@@ -20,7 +20,8 @@ enum JSONValue: Decodable {
         if let value = try? container.decode(Double.self) { self = .number(value); return }
         if let value = try? container.decode(String.self) { self = .string(value); return }
         if let value = try? container.decode([JSONValue].self) { self = .array(value); return }
-        self = .object(try container.decode([String: JSONValue].self))
+        let members = try container.decode([String: JSONValue].self)
+        self = .object(JSONObject(members: members.keys.sorted().map { ($0, members[$0]!) }))
     }
 
     /// A strict JSON document (`StrictJSON`): errors name the file, line and column.
@@ -40,11 +41,59 @@ enum JSONValue: Decodable {
     }
 }
 
+/// An object's members in document order (keys are unique: `StrictJSON` refuses duplicates).
+/// Objects in pmq's files are small; a linear search beats hashing every key.
+struct JSONObject {
+    var members: [(key: String, value: JSONValue)] = []
+
+    subscript(key: String) -> JSONValue? {
+        for member in members where member.key == key { return member.value }
+        return nil
+    }
+}
+
+/// Where a field sits in its document, rendered only when an error names it (immutable).
+final class JSONPath: @unchecked Sendable {
+    enum Step {
+        case root
+        case member(JSONPath, String)
+        case element(JSONPath, Int)
+    }
+    let step: Step
+    init(_ step: Step) { self.step = step }
+    static let root = JSONPath(.root)
+
+    var text: String {
+        switch step {
+        case .root: return ""
+        case let .member(parent, key):
+            let prefix = parent.text
+            return prefix.isEmpty ? key : "\(prefix).\(key)"
+        case let .element(parent, index): return "\(parent.text)[\(index)]"
+        }
+    }
+}
+
 /// A position in a JSON document together with the file it came from, for error messages.
 struct JSONField {
     let value: JSONValue
-    let path: String
+    let location: JSONPath
     let file: String
+
+    var path: String { location.text }
+
+    init(value: JSONValue, path: String, file: String) {
+        precondition(path.isEmpty, "fields below the root get their path from their parent")
+        self.value = value
+        self.location = .root
+        self.file = file
+    }
+
+    init(value: JSONValue, location: JSONPath, file: String) {
+        self.value = value
+        self.location = location
+        self.file = file
+    }
 
     func fail(_ reason: String) -> ModelFormatError {
         ModelFormatError(file: file, "\(path.isEmpty ? "(document)" : path): \(reason)")
@@ -58,7 +107,7 @@ struct JSONField {
         guard let found = members[key] else {
             throw ModelFormatError(file: file, "\(child(key)): missing")
         }
-        return JSONField(value: found, path: child(key), file: file)
+        return JSONField(value: found, location: JSONPath(.member(location, key)), file: file)
     }
 
     /// An optional member of an object (absent or null gives nil).
@@ -66,17 +115,21 @@ struct JSONField {
         guard case let .object(members) = value else { throw fail("expected an object, got \(value.typeName)") }
         guard let found = members[key] else { return nil }
         if case .null = found { return nil }
-        return JSONField(value: found, path: child(key), file: file)
+        return JSONField(value: found, location: JSONPath(.member(location, key)), file: file)
     }
 
     func objectMembers() throws -> [(key: String, field: JSONField)] {
         guard case let .object(members) = value else { throw fail("expected an object, got \(value.typeName)") }
-        return members.keys.sorted().map { ($0, JSONField(value: members[$0]!, path: child($0), file: file)) }
+        return members.members.sorted { $0.key < $1.key }.map {
+            ($0.key, JSONField(value: $0.value, location: JSONPath(.member(location, $0.key)), file: file))
+        }
     }
 
     func elements() throws -> [JSONField] {
         guard case let .array(items) = value else { throw fail("expected an array, got \(value.typeName)") }
-        return items.enumerated().map { JSONField(value: $1, path: "\(path)[\($0)]", file: file) }
+        return items.enumerated().map {
+            JSONField(value: $1, location: JSONPath(.element(location, $0)), file: file)
+        }
     }
 
     func string() throws -> String {

@@ -32,7 +32,8 @@ public struct GPTQBenchmark {
                 format:
                     "kernels: %@ (PMQ_KERNELS=avx2 for the AVX2 path). FMA peak (register-resident SIMD FMA "
                     + "chains, best of 5): 1 thread %.1f GFLOP/s, 2 threads %.1f%@; peak used below %.1f",
-                CPUFeatures.sgemmPath, peak1, peak2, cores > 2 ? String(format: ", %d threads %.1f", cores, peakCores) : "", peakAll))
+                CPUFeatures.sgemmPath, peak1, peak2,
+                cores > 2 ? String(format: ", %d threads %.1f", cores, peakCores) : "", peakAll))
         let sgemmRuns = (0..<5).map { _ in squareSGEMM(sgemm) }
         let sgemmRate = median(sgemmRuns)
         emit(

@@ -187,7 +187,9 @@ public enum Cholesky {
         var v = [Double](repeating: 0, count: n * n)
         for r in 0..<n {
             v[r * n + r] = l[(n - 1 - r) * n + (n - 1 - r)]
-            for c in (r + 1)..<max(r + 1, n) { v[r * n + c] = l[(n - 1 - r) * n + (n - 1 - c)] / l[(n - 1 - c) * n + (n - 1 - c)] }
+            for c in (r + 1)..<max(r + 1, n) {
+                v[r * n + c] = l[(n - 1 - r) * n + (n - 1 - c)] / l[(n - 1 - c) * n + (n - 1 - c)]
+            }
         }
         return v
     }

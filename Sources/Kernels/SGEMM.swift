@@ -261,12 +261,15 @@ public enum SGEMM {
     // MARK: Measured peak
 
     /// FMA throughput of this machine on the kernels' path (AVX2 or AVX-512, `CPUFeatures`):
-    /// `threads` threads each run independent register-resident SIMD FMA chains for about `duration` seconds; returns GFLOP/s (2 per lane per FMA).
+    /// `threads` threads each run independent register-resident SIMD FMA chains for about
+    /// `duration` seconds; returns GFLOP/s (2 per lane per FMA).
     public static func measureFMAPeak(threads: Int, duration: Double = 0.3) -> Double {
         let iterations = 1 << 20
         #if arch(x86_64)
         let avx512 = CPUFeatures.useAVX512
-        let chains: @Sendable (Int, Float) -> Float = { avx512 ? SGEMM512.fmaChains($0, seed: $1) : fmaChains($0, seed: $1) }
+        let chains: @Sendable (Int, Float) -> Float = {
+            avx512 ? SGEMM512.fmaChains($0, seed: $1) : fmaChains($0, seed: $1)
+        }
         let perIteration = avx512 ? 12 * 16 * 2 : 6 * 16 * 2
         #else
         let chains: @Sendable (Int, Float) -> Float = { fmaChains($0, seed: $1) }

@@ -139,7 +139,7 @@ public enum StrictJSON {
                     duplicate = !keys!.insert(key).inserted
                 }
                 guard !duplicate else { throw fail("key \"\(key)\" appears twice in one object", at: keyStart) }
-                members.members.append((key, value))
+                members.members.append(.init(key: key, value: value))
                 skipWhitespace()
                 guard index < bytes.count else { throw fail("unexpected end of file") }
                 if bytes[index] == UInt8(ascii: ",") {

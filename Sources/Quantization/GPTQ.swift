@@ -51,6 +51,10 @@ public struct GPTQ: Sendable {
 
     public var options: Options
 
+    /// Run the in-block pass row by row (`quantizeBlock`, the reference) instead of in tiles of
+    /// 16 rows (`quantizeBlockInTiles`); the results are the same. Read when a quantization starts.
+    @TaskLocal public static var rowByRow = false
+
     public init(options: Options = .init()) { self.options = options }
 
     /// Where one `quantize` call spent its time (benchmarks): the Cholesky factor of H⁻¹, the
@@ -94,8 +98,10 @@ public struct GPTQ: Sendable {
         weight: [Float], rows: Int, columns: Int, hessian: [Double], widths: [Int],
         timing: inout Timing
     ) throws -> [Result] {
-        try quantize(weights: [weight], rows: [rows], columns: columns, hessian: hessian, widths: widths, timing: &timing)
-            .map { $0[0] }
+        try quantize(
+            weights: [weight], rows: [rows], columns: columns, hessian: hessian, widths: widths, timing: &timing
+        )
+        .map { $0[0] }
     }
 
     /// Several weight matrices with the same inputs (an expert's gate and up projections) at several
@@ -319,16 +325,23 @@ public struct GPTQ: Sendable {
     ) {
         let chunk = 32
         let chunks = (rows + chunk - 1) / chunk
+        let rowByRow = GPTQ.rowByRow
         var blockStart = 0
         while blockStart < columns {
             let block = blockStart..<min(blockStart + blockSize, columns)
             var start = ContinuousClock.now
             let basis = bases[blockStart / blockSize]
             let body: @Sendable (Int) -> Void = { c in
-                quantizeBlock(
-                    state, rows: (c * chunk)..<min(rows, (c + 1) * chunk), columns: columns, block: block,
-                    blockSize: blockSize, groupSize: groupSize, groups: groups, extent: extent, basis: basis,
-                    quantizer: quantizer)
+                let chunkRows = (c * chunk)..<min(rows, (c + 1) * chunk)
+                if rowByRow {
+                    quantizeBlock(
+                        state, rows: chunkRows, columns: columns, block: block, blockSize: blockSize,
+                        groupSize: groupSize, groups: groups, extent: extent, basis: basis, quantizer: quantizer)
+                } else {
+                    quantizeBlockInTiles(
+                        state, rows: chunkRows, columns: columns, block: block, blockSize: blockSize,
+                        groupSize: groupSize, groups: groups, extent: extent, basis: basis, quantizer: quantizer)
+                }
             }
             if rows * block.count * block.count >= 1 << 18 {
                 Parallel.perform(iterations: chunks, body)
@@ -373,8 +386,8 @@ public struct GPTQ: Sendable {
         let energy: UnsafeMutablePointer<Double>
     }
 
-    /// One block of columns for a range of rows: group parameters, then quantization with error
-    /// feedback inside the block.
+    /// One block of columns for a range of rows, row by row: group parameters, then quantization
+    /// with error feedback inside the block. The reference of `quantizeBlockInTiles`.
     static func quantizeBlock(
         _ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
         groupSize: Int, groups: Int, extent: Int, basis: GroupBasis?, quantizer: GroupQuantizer
@@ -393,7 +406,9 @@ public struct GPTQ: Sendable {
                 basis.inverse.withUnsafeBufferPointer { inverse in
                     for m in 0..<n {
                         let delta = row[blockStart + m] - original[blockStart + m] * s.live[blockStart + m]
-                        if delta != 0 { Kernels.addScaled(snapshot + m, inverse.baseAddress! + m * n + m, delta, n - m) }
+                        if delta != 0 {
+                            Kernels.addScaled(snapshot + m, inverse.baseAddress! + m * n + m, delta, n - m)
+                        }
                     }
                 }
             }

@@ -72,7 +72,9 @@ import Testing
         let h = Self.spd(n)
         let scaled = try Cholesky.referenceUpperFactor(h, n: n)
         var v = [Double](repeating: 0, count: n * n)
-        for r in 0..<n { for c in r..<n { v[r * n + c] = c == r ? scaled[r * n + r] : scaled[r * n + c] * scaled[c * n + c] } }
+        for r in 0..<n {
+            for c in r..<n { v[r * n + c] = c == r ? scaled[r * n + r] : scaled[r * n + c] * scaled[c * n + c] }
+        }
         var product = [Double](repeating: 0, count: n * n)
         for i in 0..<n { for j in 0..<n { for k in 0..<n { product[i * n + j] += v[i * n + k] * v[j * n + k] } } }
         let hScale = h.map(abs).max()!
@@ -89,7 +91,9 @@ import Testing
             }
         }
         var inverse = [Double](repeating: 0, count: n * n)
-        for i in 0..<n { for j in 0..<n { for k in max(i, j)..<n { inverse[i * n + j] += li[k * n + i] * li[k * n + j] } } }
+        for i in 0..<n {
+            for j in 0..<n { for k in max(i, j)..<n { inverse[i * n + j] += li[k * n + i] * li[k * n + j] } }
+        }
         let c = try Cholesky.referenceLower(inverse, n: n)
         // U = cᵀ; U · V = I.
         for i in 0..<n {

@@ -12,7 +12,8 @@ import Testing
         case let .string(text): return text
         case let .bool(flag): return NSNumber(value: flag)
         case let .array(items): return items.map(plain)
-        case let .object(members): return members.mapValues(plain)
+        case let .object(object):
+            return Dictionary(uniqueKeysWithValues: object.members.map { ($0.key, plain($0.value)) })
         case .null: return NSNull()
         }
     }
@@ -21,11 +22,36 @@ import Testing
         #"{"a": [1, -2, 3.5, -0.25e-3, 1E+2, 1e300], "b": {"c": null, "d": true, "e": false}}"#,
         #"["\u00e9\ud83d\ude00 \"quoted\" \\ \/ \b\f\n\r\t", "é😀", ""]"#,
         " \n\t{ } ", "[[[]]]", "0", "\"text\"", "-0",
+        // Many keys (past the linear duplicate scan).
+        "{" + (0..<40).map { "\"k\($0)\": \($0)" }.joined(separator: ", ") + "}",
     ])
     func readsWhatFoundationReads(_ text: String) throws {
         let ours = Self.plain(try StrictJSON.parse(Data(text.utf8), file: "t.json"))
         let foundation = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
         #expect(NSArray(array: [ours]).isEqual(to: [foundation]), "\(ours) vs \(foundation)")
+    }
+
+    /// Integers at and past the 64-bit edges (past them: the nearest Double), long fractions.
+    @Test func numbersAtTheEdges() throws {
+        let text =
+            "[9223372036854775807, -9223372036854775808, 9223372036854775808, -9223372036854775809, "
+            + "0.1000000000000000055511151231257827, -0, 1e400]"
+        guard case let .array(items) = try StrictJSON.parse(Data(text.utf8), file: "t.json") else {
+            Issue.record("not an array")
+            return
+        }
+        let expected: [JSONValue] = [
+            .integer(.max), .integer(.min), .number(9_223_372_036_854_775_808), .number(-9_223_372_036_854_775_809),
+            .number(0.1), .integer(0), .number(.infinity),
+        ]
+        #expect(items.count == expected.count)
+        for (item, value) in zip(items, expected) {
+            switch (item, value) {
+            case let (.integer(a), .integer(b)): #expect(a == b)
+            case let (.number(a), .number(b)): #expect(a == b)
+            default: Issue.record("\(item) is not \(value)")
+            }
+        }
     }
 
     @Test(arguments: [
@@ -35,6 +61,8 @@ import Testing
         ("", "the file is empty"), ("[\"a\u{01}\"]", "control character"), ("[1.]", "invalid number"),
         ("[\"\\x\"]", "invalid escape"), ("[\"\\ud800\"]", "unpaired surrogate"), ("{\"a\"}", "expected ':'"),
         ("[-]", "invalid number"), ("tru", "unexpected character"), ("[\"abc", "unterminated string"),
+        ("{" + (0..<20).map { "\"k\($0)\": 0, " }.joined() + "\"k3\": 1}", "key \"k3\" appears twice"),
+        ("{" + (0..<20).map { "\"k\($0)\": 0, " }.joined() + "\"k19\": 1}", "key \"k19\" appears twice"),
     ])
     func refusesWhatRFC8259Refuses(_ text: String, _ message: String) {
         #expect {

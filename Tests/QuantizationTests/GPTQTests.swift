@@ -59,7 +59,8 @@ import Testing
         // The reported error (folded into the quantization pass) is tr((W−Q)H(W−Q)ᵀ) of the returned codes.
         let recomputed = GPTQ.outputError(
             weight, result.dequantized, rows: example.rows, columns: example.columns, hessian: hessian)
-        #expect(abs(recomputed - result.error) <= Self.foldedTolerance * result.error, "\(result.error) vs \(recomputed)")
+        #expect(
+            abs(recomputed - result.error) <= Self.foldedTolerance * result.error, "\(result.error) vs \(recomputed)")
     }
 
     @Test(arguments: [2, 3, 4, 8])
@@ -174,11 +175,14 @@ extension GPTQTests {
     func theFoldedErrorIsTheOutputError(bits: Int) throws {
         let rows = 24, columns = 200
         let weight = Self.random(rows * columns, seed: 31, scale: 0.05)
-        for (samples, dampening, actOrder) in [(40, 0.01, false), (400, 0.01, true), (400, 0.0, false), (60, 0.1, true)] {
+        for (samples, dampening, actOrder) in [
+            (40, 0.01, false), (400, 0.01, true), (400, 0.0, false), (60, 0.1, true),
+        ] {
             let hessian = Self.hessian(columns, samples: samples, seed: UInt64(samples))
             let gptq = GPTQ(options: .init(groupSize: 32, blockSize: 64, dampening: dampening, actOrder: actOrder))
-            guard let result = try? gptq.quantize(
-                weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+            guard
+                let result = try? gptq.quantize(
+                    weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
             else {
                 #expect(dampening == 0, "no factor with damping \(dampening)")
                 continue
@@ -212,6 +216,30 @@ extension GPTQTests {
                     #expect(abs(together.error - alone.error) <= 1e-12 * alone.error)
                 }
             }
+        }
+    }
+}
+
+extension GPTQTests {
+    /// The in-block pass over tiles of 16 rows against the row-by-row reference: every output equal,
+    /// bit for bit, at every width, with groups longer and shorter than blocks, act-order, dead inputs,
+    /// clipping search and a row count that leaves a partial tile.
+    @Test(arguments: [1, 2, 3, 4, 8])
+    func tilesEqualTheRowByRowPass(bits: Int) throws {
+        let rows = 37, columns = 160
+        let weight = Self.random(rows * columns, seed: 51, scale: 0.2)
+        let hessian = Self.hessian(columns, samples: 120, seed: 52)
+        for (group, block, actOrder, clip) in [(32, 64, false, false), (64, 32, true, false), (48, 32, false, true)] {
+            let gptq = GPTQ(
+                options: .init(groupSize: group, blockSize: block, actOrder: actOrder, clipSearch: clip))
+            let tiles = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+            let reference = try GPTQ.$rowByRow.withValue(true) {
+                try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
+            }
+            #expect(tiles.codes == reference.codes, "group \(group), block \(block)")
+            #expect(tiles.dequantized == reference.dequantized)
+            #expect(tiles.scales == reference.scales && tiles.zeros == reference.zeros)
+            #expect(tiles.error == reference.error)
         }
     }
 }

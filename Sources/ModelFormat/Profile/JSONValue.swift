@@ -21,7 +21,7 @@ enum JSONValue: Decodable {
         if let value = try? container.decode(String.self) { self = .string(value); return }
         if let value = try? container.decode([JSONValue].self) { self = .array(value); return }
         let members = try container.decode([String: JSONValue].self)
-        self = .object(JSONObject(members: members.keys.sorted().map { ($0, members[$0]!) }))
+        self = .object(JSONObject(members: members.keys.sorted().map { .init(key: $0, value: members[$0]!) }))
     }
 
     /// A strict JSON document (`StrictJSON`): errors name the file, line and column.
@@ -44,7 +44,11 @@ enum JSONValue: Decodable {
 /// An object's members in document order (keys are unique: `StrictJSON` refuses duplicates).
 /// Objects in pmq's files are small; a linear search beats hashing every key.
 struct JSONObject {
-    var members: [(key: String, value: JSONValue)] = []
+    struct Member {
+        var key: String
+        var value: JSONValue
+    }
+    var members: [Member] = []
 
     subscript(key: String) -> JSONValue? {
         for member in members where member.key == key { return member.value }

@@ -22,7 +22,11 @@ extension GPTQ {
         let given = UnsafeMutablePointer<Lanes>.allocate(capacity: span)
         let snapshot = UnsafeMutablePointer<Lanes>.allocate(capacity: max(1, basis?.extent ?? 0))
         let group = UnsafeMutablePointer<Float>.allocate(capacity: groupSize)
+        // One column's code, dequantized value, difference and scaled error, read back lane by lane.
+        let outputs = UnsafeMutablePointer<Lanes>.allocate(capacity: 4)
+        let outputLanes = UnsafeMutableRawPointer(outputs).assumingMemoryBound(to: Float.self)
         defer {
+            outputs.deallocate()
             running.deallocate()
             given.deallocate()
             snapshot.deallocate()
@@ -31,17 +35,19 @@ extension GPTQ {
         var tileStart = rows.lowerBound
         while tileStart < rows.upperBound {
             let count = min(tileRows, rows.upperBound - tileStart)
-            // Transpose in: lane l holds row tileStart + l (missing lanes stay zero).
-            for k in 0..<span {
-                var w = Lanes(), g = Lanes()
-                let live = s.live[blockStart + k]
-                for lane in 0..<count {
-                    let index = (tileStart + lane) * columns + blockStart + k
-                    w[lane] = s.w[index]
-                    g[lane] = s.original[index] * live
+            // Transpose in: lane l holds row tileStart + l (missing lanes zero). Lanes are written as
+            // floats (a vector's lane by index would go through the stack).
+            running.initialize(repeating: Lanes(), count: span)
+            given.initialize(repeating: Lanes(), count: span)
+            let runningLanes = UnsafeMutableRawPointer(running).assumingMemoryBound(to: Float.self)
+            let givenLanes = UnsafeMutableRawPointer(given).assumingMemoryBound(to: Float.self)
+            for lane in 0..<count {
+                let row = s.w + (tileStart + lane) * columns + blockStart
+                let original = s.original + (tileStart + lane) * columns + blockStart, live = s.live + blockStart
+                for k in 0..<span {
+                    runningLanes[k * tileRows + lane] = row[k]
+                    givenLanes[k * tileRows + lane] = original[k] * live[k]
                 }
-                running[k] = w
-                given[k] = g
             }
             if let basis {
                 let n = basis.extent
@@ -60,16 +66,17 @@ extension GPTQ {
                 scale[lane] = s.parameters[tileStart + lane].scale
                 zero[lane] = s.parameters[tileStart + lane].zero
             }
-            var energy = [Double](repeating: 0, count: count)
+            var energy = (0..<tileRows).map { _ in 0.0 }
             let maxCode = Lanes(repeating: Float(quantizer.maxCode))
             let limit = Lanes(repeating: 4_194_304), magic = Lanes(repeating: 12_582_912)
             for j in block {
                 let k = j - blockStart
                 if j % groupSize == 0 {
                     let end = min(j + groupSize, columns)
+                    let snapshotLanes = UnsafeMutableRawPointer(snapshot).assumingMemoryBound(to: Float.self)
                     for lane in 0..<count {
                         if basis != nil {
-                            for c in j..<end { group[c - j] = snapshot[c - blockStart][lane] }
+                            for c in j..<end { group[c - j] = snapshotLanes[(c - blockStart) * tileRows + lane] }
                         } else {
                             // Nothing updated yet (first block): the given weights, which may reach past it.
                             let original = s.original + (tileStart + lane) * columns
@@ -101,12 +108,16 @@ extension GPTQ {
                 let q = scale * (code - zero)
                 let scaled = (value - q) * Lanes(repeating: s.v[j * columns + j])
                 let difference = given[k] - q
+                outputs[0] = code
+                outputs[1] = q
+                outputs[2] = difference
+                outputs[3] = scaled
                 for lane in 0..<count {
                     let r = tileStart + lane
-                    s.codes[r * columns + j] = Int(code[lane])
-                    s.dequantized[r * columns + j] = q[lane]
-                    s.differences[r * blockSize + k] = difference[lane]
-                    let e = Double(scaled[lane])
+                    s.codes[r * columns + j] = Int(outputLanes[lane])
+                    s.dequantized[r * columns + j] = outputLanes[tileRows + lane]
+                    s.differences[r * blockSize + k] = outputLanes[2 * tileRows + lane]
+                    let e = Double(outputLanes[3 * tileRows + lane])
                     energy[lane] += e * e
                 }
                 // Error feedback inside the block.
@@ -118,7 +129,8 @@ extension GPTQ {
             for lane in 0..<count {
                 let r = tileStart + lane
                 s.energy[r] += energy[lane]
-                for k in 0..<width { s.w[r * columns + blockStart + k] = running[k][lane] }
+                let row = s.w + r * columns + blockStart
+                for k in 0..<width { row[k] = runningLanes[k * tileRows + lane] }
             }
             tileStart += count
         }

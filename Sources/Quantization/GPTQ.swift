@@ -291,26 +291,61 @@ public struct GPTQ: Sendable {
             }
         }
         start = ContinuousClock.now
-        let results = splits.map { split -> Result in
-            let range = (split.lowerBound * columns)..<(split.upperBound * columns)
-            let groupRange = (split.lowerBound * groups)..<(split.upperBound * groups)
-            let total = energy[split].reduce(0, +)
-            var damping = 0.0
-            for r in split {
-                for j in 0..<columns where factor.raised[j] != 0 {
-                    let d = Double(weight[r * columns + j] * live[j] - dequantized[r * columns + j])
-                    damping += factor.raised[j] * d * d
+        // The damping's share per row, `Σ_j (H_d − H)_jj (W − Q)_rj²`, rows over the cores.
+        var damping = [Double](repeating: 0, count: rows)
+        damping.withUnsafeMutableBufferPointer { damping in
+            weight.withUnsafeBufferPointer { weight in
+                dequantized.withUnsafeBufferPointer { dequantized in
+                    live.withUnsafeBufferPointer { live in
+                        factor.raised.withUnsafeBufferPointer { raised in
+                            let out = UnsafeSendable(damping.baseAddress!)
+                            let w = weight.baseAddress!, q = dequantized.baseAddress!, l = live.baseAddress!,
+                                d = raised.baseAddress!
+                            let inputs = (
+                                UnsafeSendable(UnsafeMutablePointer(mutating: w)),
+                                UnsafeSendable(UnsafeMutablePointer(mutating: q)),
+                                UnsafeSendable(UnsafeMutablePointer(mutating: l)),
+                                UnsafeSendable(UnsafeMutablePointer(mutating: d))
+                            )
+                            Parallel.perform(iterations: (rows + 63) / 64, work: rows * columns) { chunk in
+                                for r in (chunk * 64)..<min(rows, chunk * 64 + 64) {
+                                    var sum = 0.0
+                                    let w = inputs.0.pointer + r * columns, q = inputs.1.pointer + r * columns
+                                    for j in 0..<columns {
+                                        let difference = Double(w[j] * inputs.2.pointer[j] - q[j])
+                                        sum += inputs.3.pointer[j] * difference * difference
+                                    }
+                                    out.pointer[r] = sum
+                                }
+                            }
+                        }
+                    }
                 }
             }
-            let piece = Array(dequantized[range])
-            let error =
-                damping > 0.99 * total
-                ? Self.outputError(
-                    Array(weight[range]), piece, rows: split.count, columns: columns, hessian: hessian)
-                : total - damping
-            return Result(
-                codes: Array(codes[range]), scales: Array(scales[groupRange]), zeros: Array(zeros[groupRange]),
-                dequantized: piece, error: error, groupIndex: (0..<columns).map { $0 / groupSize })
+        }
+        func error(_ split: Range<Int>, _ piece: @autoclosure () -> [Float]) -> Double {
+            let total = energy[split].reduce(0, +), share = damping[split].reduce(0, +)
+            guard share > 0.99 * total else { return total - share }
+            let range = (split.lowerBound * columns)..<(split.upperBound * columns)
+            return Self.outputError(Array(weight[range]), piece(), rows: split.count, columns: columns, hessian: hessian)
+        }
+        let groupIndex = (0..<columns).map { $0 / groupSize }
+        let results: [Result]
+        if splits.count == 1 {
+            results = [
+                Result(
+                    codes: codes, scales: scales, zeros: zeros, dequantized: dequantized,
+                    error: error(0..<rows, dequantized), groupIndex: groupIndex)
+            ]
+        } else {
+            results = splits.map { split -> Result in
+                let range = (split.lowerBound * columns)..<(split.upperBound * columns)
+                let groupRange = (split.lowerBound * groups)..<(split.upperBound * groups)
+                let piece = Array(dequantized[range])
+                return Result(
+                    codes: Array(codes[range]), scales: Array(scales[groupRange]), zeros: Array(zeros[groupRange]),
+                    dequantized: piece, error: error(split, piece), groupIndex: groupIndex)
+            }
         }
         timing.errorSeconds += seconds(since: start)
         return results

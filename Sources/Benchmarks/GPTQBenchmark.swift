@@ -98,7 +98,7 @@ public struct GPTQBenchmark {
                 "expert_seconds": 2 * g.seconds + d.seconds, "gate_error": g.error, "down_error": d.error,
             ])
         }
-        // The profiler's path: every width from one factor per Hessian, gate and up as one stack.
+        // The profiler's path: every width from one factor per Hessian, gate and up sharing theirs.
         var timing = GPTQ.Timing()
         let sharedStart = ContinuousClock.now
         _ = try gptq.quantize(

@@ -258,7 +258,7 @@ public struct Profiler {
             var errors: [(width: Int, value: Double)] = []
             var outputErrors: [(width: Int, value: Double)] = []
             var bytes: [(width: Int, value: Int64)] = []
-            // Gate and up (one input Hessian) as one stack, then down: every width from one factor each.
+            // Gate and up (one input Hessian, one factor), then down: every width from one factor each.
             let widths = quantizedWidths
             let roles = TensorRole.expertLinears(layer: layer, expert: expert)
             let weights = roles.map { model.matrix($0) }

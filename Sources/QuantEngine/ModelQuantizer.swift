@@ -81,7 +81,7 @@ public struct ModelQuantizer {
                     continue
                 }
                 let (inputH, downH) = statistics.hessians(expert: expert)
-                // Gate and up share the input Hessian: one factor, one stack of rows.
+                // Gate and up share the input Hessian, so one factor serves both.
                 let roles = TensorRole.expertLinears(layer: layer, expert: expert)
                 let weights = roles.map { model.matrix($0) }
                 var timing = GPTQ.Timing()

@@ -105,9 +105,8 @@ public struct GPTQ: Sendable {
     }
 
     /// Several weight matrices with the same inputs (an expert's gate and up projections) at several
-    /// widths from one Hessian: one factorisation for all, and the matrices quantized as one stack of
-    /// rows (rows are independent in GPTQ, so each result equals quantizing that matrix alone).
-    /// Returns `[width][matrix]`.
+    /// widths from one Hessian: one factorisation for all of them (each result equals quantizing that
+    /// matrix alone). Returns `[width][matrix]`.
     public func quantize(
         weights: [[Float]], rows: [Int], columns: Int, hessian: [Double], widths: [Int],
         timing: inout Timing
@@ -115,38 +114,38 @@ public struct GPTQ: Sendable {
         precondition(weights.count == rows.count && !weights.isEmpty && hessian.count == columns * columns)
         precondition(zip(weights, rows).allSatisfy { $0.count == $1 * columns })
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
-        var splits: [Range<Int>] = []
-        for count in rows { splits.append((splits.last?.upperBound ?? 0)..<((splits.last?.upperBound ?? 0) + count)) }
-        let totalRows = splits.last!.upperBound
-        let stacked = weights.count == 1 ? weights[0] : Array(weights.joined())
         guard options.actOrder else {
             let factor = try factor(hessian: hessian, columns: columns, timing: &timing)
             return try widths.map { bits in
-                try quantizeInOrder(
-                    weight: stacked, rows: totalRows, columns: columns, hessian: hessian, factor: factor, bits: bits,
-                    splits: splits, timing: &timing)
+                try zip(weights, rows).map { weight, rows in
+                    try quantizeInOrder(
+                        weight: weight, rows: rows, columns: columns, hessian: hessian, factor: factor, bits: bits,
+                        timing: &timing)
+                }
             }
         }
         // Descending diagonal (dead columns count as 1, as after GPTQ's fix-up), stable on ties.
         let diagonal = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? 1 : hessian[$0 * columns + $0] }
         let order = (0..<columns).sorted { diagonal[$0] != diagonal[$1] ? diagonal[$0] > diagonal[$1] : $0 < $1 }
-        var permutedWeight = [Float](repeating: 0, count: stacked.count)
         var permutedHessian = [Double](repeating: 0, count: hessian.count)
-        for r in 0..<totalRows {
-            for (j, source) in order.enumerated() { permutedWeight[r * columns + j] = stacked[r * columns + source] }
-        }
         for (i, a) in order.enumerated() {
             for (j, b) in order.enumerated() { permutedHessian[i * columns + j] = hessian[a * columns + b] }
         }
+        let permutedWeights = zip(weights, rows).map { weight, rows in
+            var permuted = [Float](repeating: 0, count: weight.count)
+            for r in 0..<rows {
+                for (j, source) in order.enumerated() { permuted[r * columns + j] = weight[r * columns + source] }
+            }
+            return permuted
+        }
         let factor = try factor(hessian: permutedHessian, columns: columns, timing: &timing)
         return try widths.map { bits in
-            // The error is a trace, the same in either column order.
-            try quantizeInOrder(
-                weight: permutedWeight, rows: totalRows, columns: columns, hessian: permutedHessian,
-                factor: factor, bits: bits, splits: splits, timing: &timing
-            ).map { permuted in
+            try zip(permutedWeights, rows).map { weight, rows in
+                // The error is a trace, the same in either column order.
+                let permuted = try quantizeInOrder(
+                    weight: weight, rows: rows, columns: columns, hessian: permutedHessian, factor: factor, bits: bits,
+                    timing: &timing)
                 var result = permuted
-                let rows = permuted.codes.count / max(1, columns)
                 for r in 0..<rows {
                     for (j, column) in order.enumerated() {
                         result.codes[r * columns + column] = permuted.codes[r * columns + j]
@@ -219,7 +218,7 @@ public struct GPTQ: Sendable {
 
     /// GPTQ over the columns in their given order, in Float (as torch's float32 GPTQ), with the
     /// factor `V'` of H (`Cholesky`): `w'_j = w_j + Σ_{i<j} (w_i − q_i) V'_ij`, inside a block
-    /// column by column, across blocks as one SGEMM. One result per row range of `splits`.
+    /// column by column, across blocks as one SGEMM.
     ///
     /// The error `tr((W − Q) H (W − Q)ᵀ)` is folded in: with the damped `H_d = V Vᵀ`,
     /// `Σ_j ((w'_j − q_j) V_jj)² = tr((W − Q) H_d (W − Q)ᵀ)`, and the damping's share
@@ -227,8 +226,8 @@ public struct GPTQ: Sendable {
     /// (ten times the float rounding would matter), `outputError` recomputes it exactly.
     func quantizeInOrder(
         weight: [Float], rows: Int, columns: Int, hessian: [Double], factor: Factor, bits: Int,
-        splits: [Range<Int>], timing: inout Timing
-    ) throws -> [Result] {
+        timing: inout Timing
+    ) throws -> Result {
         let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
@@ -323,32 +322,14 @@ public struct GPTQ: Sendable {
                 }
             }
         }
-        func error(_ split: Range<Int>, _ piece: @autoclosure () -> [Float]) -> Double {
-            let total = energy[split].reduce(0, +), share = damping[split].reduce(0, +)
-            guard share > 0.99 * total else { return total - share }
-            let range = (split.lowerBound * columns)..<(split.upperBound * columns)
-            return Self.outputError(Array(weight[range]), piece(), rows: split.count, columns: columns, hessian: hessian)
-        }
-        let groupIndex = (0..<columns).map { $0 / groupSize }
-        let results: [Result]
-        if splits.count == 1 {
-            results = [
-                Result(
-                    codes: codes, scales: scales, zeros: zeros, dequantized: dequantized,
-                    error: error(0..<rows, dequantized), groupIndex: groupIndex)
-            ]
-        } else {
-            results = splits.map { split -> Result in
-                let range = (split.lowerBound * columns)..<(split.upperBound * columns)
-                let groupRange = (split.lowerBound * groups)..<(split.upperBound * groups)
-                let piece = Array(dequantized[range])
-                return Result(
-                    codes: Array(codes[range]), scales: Array(scales[groupRange]), zeros: Array(zeros[groupRange]),
-                    dequantized: piece, error: error(split, piece), groupIndex: groupIndex)
-            }
-        }
+        let total = energy.reduce(0, +), share = damping.reduce(0, +)
+        let error =
+            share > 0.99 * total
+            ? Self.outputError(weight, dequantized, rows: rows, columns: columns, hessian: hessian) : total - share
         timing.errorSeconds += seconds(since: start)
-        return results
+        return Result(
+            codes: codes, scales: scales, zeros: zeros, dequantized: dequantized, error: error,
+            groupIndex: (0..<columns).map { $0 / groupSize })
     }
 
     /// The blocks of one GPTQ run: in-block quantization over fixed chunks of rows (rows are

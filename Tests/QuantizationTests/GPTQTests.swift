@@ -194,8 +194,8 @@ extension GPTQTests {
         }
     }
 
-    /// Gate and up quantized as one stack give what each gives alone, bit for bit, at every width.
-    @Test func aStackOfMatricesEqualsEachAlone() throws {
+    /// Gate and up quantized from one shared factor give what each gives alone, bit for bit, at every width.
+    @Test func matricesSharingAFactorEqualEachAlone() throws {
         let columns = 150
         let hessian = Self.hessian(columns, samples: 300, seed: 41)
         let first = Self.random(37 * columns, seed: 42, scale: 0.1), second = Self.random(50 * columns, seed: 43)

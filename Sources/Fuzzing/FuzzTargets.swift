@@ -69,7 +69,13 @@ public struct FuzzTarget: Sendable {
               "sensitivity": {"width": 2, "deltaNLL": 0.05, "tokens": 512,
                "byWidth": {"1": 0.3, "2": 0.05, "3": 0.01}}}]}
             """.utf8),
-        read: { bytes, _ in _ = try ProfileReader.parse(Data(bytes), file: "profile.json") })
+        read: { bytes, _ in
+            // The streaming reader may only accept what the tree reader reads the same way.
+            guard ProfileReader.streamingAgreesWithTree(Data(bytes)) else {
+                fatalError("the streaming and tree profile readers disagree")
+            }
+            _ = try ProfileReader.parse(Data(bytes), file: "profile.json")
+        })
 
     static let allocation = FuzzTarget(
         name: "allocation",

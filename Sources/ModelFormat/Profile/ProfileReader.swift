@@ -18,9 +18,35 @@ public enum ProfileReader {
         return try parse(data, file: path)
     }
 
+    /// A valid profile is read in one streaming pass (`fastParse`); anything else goes through the
+    /// document tree, whose checks name the file and field of the first problem.
     public static func parse(_ data: Data, file: String) throws -> Result {
+        if let result = fastParse(data, file: file) { return result }
+        return try treeParse(data, file: file)
+    }
+
+    /// What a profile says before its layers.
+    struct Header {
+        var model: Profile.Model
+        var calibration: Profile.Calibration
+        var widths: [Int]
+        var groupSize: Int
+    }
+
+    /// The reader over the whole document tree: the reference of `fastParse`, and its fallback.
+    static func treeParse(_ data: Data, file: String) throws -> Result {
         let root = JSONField(value: try JSONValue.parse(data, file: file), path: "", file: file)
         guard case .object = root.value else { throw root.fail("expected a JSON object at the top level") }
+        let header = try readHeader(root, file: file)
+        let (layers, warnings) = try readLayers(try root.member("layers"), widths: header.widths, file: file)
+        let profile = Profile(
+            model: header.model, calibration: header.calibration, widths: header.widths,
+            groupSize: header.groupSize, layers: layers)
+        return Result(profile: profile, warnings: warnings)
+    }
+
+    /// Everything but the layers, from the top-level object.
+    static func readHeader(_ root: JSONField, file: String) throws -> Header {
 
         let format = try root.member("format")
         guard try format.string() == Profile.formatName else {
@@ -79,8 +105,12 @@ public enum ProfileReader {
         guard groupSize > 0, groupSize <= PackedLayout.maximumGroupSize else {
             throw groupField.fail("must be 1 to \(PackedLayout.maximumGroupSize), got \(groupSize)")
         }
+        return Header(model: model, calibration: calibration, widths: widths, groupSize: Int(groupSize))
+    }
 
-        let layersField = try root.member("layers")
+    static func readLayers(_ layersField: JSONField, widths: [Int], file: String) throws -> (
+        [Profile.Layer], [String]
+    ) {
         let layerFields = try layersField.elements()
         guard !layerFields.isEmpty else { throw layersField.fail("must contain at least one layer") }
         var layers: [Profile.Layer] = []
@@ -104,48 +134,51 @@ public enum ProfileReader {
                     throw try expertField.member("index").fail(
                         "expert \(expert.index) appears twice in layer \(layerIndex)")
                 }
-                for (lower, higher) in zip(widths, widths.dropFirst())
-                where expert.error[higher]! > expert.error[lower]! {
-                    warnings.append(
-                        "\(file): layer \(layerIndex) expert \(expert.index): error grows from \(lower) to \(higher) "
-                            + "bits (\(expert.error[lower]!) → \(expert.error[higher]!))"
-                    )
-                }
+                warnings += growthWarnings(expert, layer: layerIndex, widths: widths, file: file)
                 experts.append(expert)
             }
-            var sensitivity: Profile.Sensitivity? = nil
-            if let field = try layerField.optionalMember("sensitivity") {
-                let widthField = try field.member("width")
-                let width = Int(try widthField.integer())
-                guard widths.contains(width) else {
-                    throw widthField.fail("\(width) is not one of the profile's widths \(widths)")
-                }
-                var byWidth: [Int: Double]? = nil
-                if let curveField = try field.optionalMember("byWidth") {
-                    var values: [Int: Double] = [:]
-                    for (key, value) in try curveField.objectMembers() {
-                        let delta = try value.double()
-                        guard delta.isFinite else { throw value.fail("must be a finite number") }
-                        values[try widthKey(key, value, widths: widths)] = delta
-                    }
-                    byWidth = values
-                }
-                let delta = try field.member("deltaNLL")
-                guard try delta.double().isFinite else { throw delta.fail("must be a finite number") }
-                sensitivity = .init(
-                    width: width, deltaNLL: try delta.double(),
-                    tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) },
-                    byWidth: byWidth.map { WidthMap($0) })
+            let sensitivity = try layerField.optionalMember("sensitivity").map {
+                try readSensitivity($0, widths: widths)
             }
             layers.append(Profile.Layer(index: layerIndex, experts: experts, sensitivity: sensitivity))
         }
-        let profile = Profile(
-            model: model, calibration: calibration, widths: widths,
-            groupSize: Int(groupSize), layers: layers)
-        return Result(profile: profile, warnings: warnings)
+        return (layers, warnings)
     }
 
-    private static func readExpert(_ field: JSONField, widths: [Int]) throws -> Profile.Expert {
+    /// "error grows from … to …": the soft problem of one expert, per pair of neighbouring widths.
+    static func growthWarnings(_ expert: Profile.Expert, layer: Int, widths: [Int], file: String) -> [String] {
+        zip(widths, widths.dropFirst()).compactMap { lower, higher in
+            guard expert.error[higher]! > expert.error[lower]! else { return nil }
+            return "\(file): layer \(layer) expert \(expert.index): error grows from \(lower) to \(higher) "
+                + "bits (\(expert.error[lower]!) → \(expert.error[higher]!))"
+        }
+    }
+
+    static func readSensitivity(_ field: JSONField, widths: [Int]) throws -> Profile.Sensitivity {
+        let widthField = try field.member("width")
+        let width = Int(try widthField.integer())
+        guard widths.contains(width) else {
+            throw widthField.fail("\(width) is not one of the profile's widths \(widths)")
+        }
+        var byWidth: [Int: Double]? = nil
+        if let curveField = try field.optionalMember("byWidth") {
+            var values: [Int: Double] = [:]
+            for (key, value) in try curveField.objectMembers() {
+                let delta = try value.double()
+                guard delta.isFinite else { throw value.fail("must be a finite number") }
+                values[try widthKey(key, value, widths: widths)] = delta
+            }
+            byWidth = values
+        }
+        let delta = try field.member("deltaNLL")
+        guard try delta.double().isFinite else { throw delta.fail("must be a finite number") }
+        return .init(
+            width: width, deltaNLL: try delta.double(),
+            tokens: try field.optionalMember("tokens").map { Int(try $0.integer()) },
+            byWidth: byWidth.map { WidthMap($0) })
+    }
+
+    static func readExpert(_ field: JSONField, widths: [Int]) throws -> Profile.Expert {
         let indexField = try field.member("index")
         let index = Int(try indexField.integer())
         guard index >= 0 else { throw indexField.fail("must be ≥ 0, got \(index)") }
@@ -204,7 +237,7 @@ public enum ProfileReader {
             outputError: outputError.map { WidthMap($0) })
     }
 
-    private static func widthKey(_ key: String, _ field: JSONField, widths: [Int]) throws -> Int {
+    static func widthKey(_ key: String, _ field: JSONField, widths: [Int]) throws -> Int {
         guard let width = Int(key) else { throw field.fail("key is not a bit width") }
         guard widths.contains(width) else {
             throw ModelFormatError(

@@ -1,0 +1,296 @@
+import Foundation
+
+/// The streaming reader of valid profiles. A DeepSeek-V3-shaped profile (14,848 experts, 7 MB) spent
+/// most of `pmq solve` building and walking a document tree; this reads the experts straight from the
+/// bytes with the strict parser's own scanners (the same UTF-8, number, duplicate-key and depth rules).
+/// It has no error messages: on anything unusual it gives up (nil) and `ProfileReader.parse` runs
+/// the tree reader, whose checks name the file and field. What it accepts it reads exactly as the
+/// tree reader does (`ProfileReaderTests` and the fuzzer compare the two).
+extension ProfileReader {
+    /// The profile, or nil when the tree reader must decide.
+    static func fastParse(_ data: Data, file: String) -> Result? {
+        data.withUnsafeBytes { raw -> Result? in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            // Byte-order marks and UTF-16/32 are for the tree reader to refuse.
+            guard bytes.count >= 2, bytes[0] != 0, bytes[1] != 0, bytes[0] < 0x80 else { return nil }
+            var reader = FastReader(parser: StrictJSON.Parser(bytes: bytes, file: file))
+            return try? reader.document()
+        }
+    }
+
+    /// False when the streaming reader accepts `data` but the tree reader refuses it or reads it
+    /// differently (for the fuzzer, which treats that as a failure like a trap).
+    public static func streamingAgreesWithTree(_ data: Data) -> Bool {
+        guard let fast = fastParse(data, file: "p.json") else { return true }
+        guard let tree = try? treeParse(data, file: "p.json") else { return false }
+        return fast.profile == tree.profile && fast.warnings == tree.warnings
+    }
+
+    /// Thrown to give up; never shown.
+    struct GiveUp: Error {}
+
+    struct FastReader {
+        var parser: StrictJSON.Parser
+        var file: String { parser.file }
+
+        mutating func document() throws -> Result {
+            var header: [JSONObject.Member] = []
+            var layers: Range<Int>? = nil
+            try members { reader, key in
+                if key == "layers" {
+                    let start = reader.parser.index
+                    try reader.skipWithoutChecking()
+                    layers = start..<reader.parser.index
+                } else {
+                    header.append(.init(key: key, value: try reader.value()))
+                }
+            }
+            parser.skipWhitespace()
+            guard parser.index == parser.bytes.count, let layers else { throw GiveUp() }
+            let root = JSONField(value: .object(JSONObject(members: header)), path: "", file: file)
+            let head = try readHeader(root, file: file)
+            // The layers, now that the widths are known, checked strictly this time.
+            parser.index = layers.lowerBound
+            parser.depth = 1
+            let (profileLayers, warnings) = try readLayers(widths: head.widths)
+            guard parser.index == layers.upperBound else { throw GiveUp() }
+            let profile = Profile(
+                model: head.model, calibration: head.calibration, widths: head.widths, groupSize: head.groupSize,
+                layers: profileLayers)
+            return Result(profile: profile, warnings: warnings)
+        }
+
+        mutating func readLayers(widths: [Int]) throws -> ([Profile.Layer], [String]) {
+            var layers: [Profile.Layer] = []
+            var seen = Set<Int>()
+            var warnings: [String] = []
+            try elements { reader in
+                var index: Int?, experts: [Profile.Expert]?, sensitivity: Profile.Sensitivity?
+                var seenExperts = Set<Int>()
+                try reader.members { reader, key in
+                    switch key {
+                    case "index": index = try reader.integer()
+                    case "experts":
+                        var list: [Profile.Expert] = []
+                        try reader.elements { reader in
+                            let expert = try reader.readExpert(widths: widths)
+                            guard seenExperts.insert(expert.index).inserted else { throw GiveUp() }
+                            list.append(expert)
+                        }
+                        experts = list
+                    case "sensitivity":
+                        let value = try reader.value()
+                        if case .null = value {
+                            sensitivity = nil
+                        } else {
+                            sensitivity = try readSensitivity(
+                                JSONField(value: value, path: "", file: reader.file), widths: widths)
+                        }
+                    default: _ = try reader.value()
+                    }
+                }
+                guard let index, index >= 0, let experts, !experts.isEmpty, seen.insert(index).inserted else {
+                    throw GiveUp()
+                }
+                for expert in experts {
+                    warnings += growthWarnings(expert, layer: index, widths: widths, file: reader.file)
+                }
+                layers.append(Profile.Layer(index: index, experts: experts, sensitivity: sensitivity))
+            }
+            guard !layers.isEmpty else { throw GiveUp() }
+            return (layers, warnings)
+        }
+
+        mutating func readExpert(widths: [Int]) throws -> Profile.Expert {
+            var index: Int?, params: Int64?, freq: Double?, mass: Double?
+            var error: [Int: Double]?, bytes: [Int: Int64]?, outputError: [Int: Double]?
+            try members { reader, key in
+                switch key {
+                case "index": index = try reader.integer()
+                case "params": params = try reader.integer64()
+                case "freq": freq = try reader.nonNegative()
+                case "mass": mass = try reader.nonNegative()
+                case "error": error = try reader.widthMap(widths) { try $0.nonNegative() }
+                case "bytes": bytes = try reader.widthMap(widths) { try $0.integer64() }
+                case "outputError":
+                    if reader.nextIs(UInt8(ascii: "n")) {
+                        guard case .null = try reader.value() else { throw GiveUp() }
+                        outputError = nil
+                    } else {
+                        outputError = try reader.widthMap(widths) { try $0.nonNegative() }
+                    }
+                default: _ = try reader.value()
+                }
+            }
+            guard let index, index >= 0, let params, params > 0, params <= Profile.maximumExpertParameters,
+                let freq, let mass, let error, let bytes
+            else { throw GiveUp() }
+            for (width, size) in bytes {
+                let valid = width == Profile.removalWidth ? size == 0 : size > 0 && size <= Profile.maximumExpertBytes
+                guard valid else { throw GiveUp() }
+            }
+            for width in widths {
+                guard error[width] != nil, bytes[width] != nil else { throw GiveUp() }
+                if let outputError { guard outputError[width] != nil else { throw GiveUp() } }
+            }
+            return Profile.Expert(
+                index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes),
+                outputError: outputError.map { WidthMap($0) })
+        }
+
+        // MARK: Values, as `JSONField` reads them
+
+        /// Any value, read strictly into a tree.
+        mutating func value() throws -> JSONValue {
+            parser.skipWhitespace()
+            return try parser.parseValue()
+        }
+
+        mutating func scalar() throws -> JSONValue {
+            parser.skipWhitespace()
+            guard parser.index < parser.bytes.count,
+                parser.bytes[parser.index] != UInt8(ascii: "{"), parser.bytes[parser.index] != UInt8(ascii: "[")
+            else { throw GiveUp() }
+            return try parser.parseValue()
+        }
+
+        /// `JSONField.integer`.
+        mutating func integer64() throws -> Int64 {
+            switch try scalar() {
+            case let .integer(number): return number
+            case let .number(number) where number.isFinite && number == number.rounded() && abs(number) < 9.0e15:
+                return Int64(number)
+            default: throw GiveUp()
+            }
+        }
+
+        mutating func integer() throws -> Int { Int(try integer64()) }
+
+        /// `JSONField.nonNegative`.
+        mutating func nonNegative() throws -> Double {
+            let number: Double
+            switch try scalar() {
+            case let .integer(value): number = Double(value)
+            case let .number(value): number = value
+            default: throw GiveUp()
+            }
+            guard number.isFinite, number >= 0 else { throw GiveUp() }
+            return number
+        }
+
+        /// An object of width keys (`Int(key)`, one of `widths`), later keys for the same width winning.
+        mutating func widthMap<Value>(_ widths: [Int], _ value: (inout Self) throws -> Value) throws -> [Int: Value] {
+            var map: [Int: Value] = [:]
+            try members { reader, key in
+                // Two spellings of one width ("3", "03") are for the tree reader to judge.
+                guard let width = Int(key), widths.contains(width),
+                    map.updateValue(try value(&reader), forKey: width) == nil
+                else { throw GiveUp() }
+            }
+            return map
+        }
+
+        // MARK: Structure
+
+        func nextIs(_ byte: UInt8) -> Bool {
+            var probe = parser
+            probe.skipWhitespace()
+            return probe.index < probe.bytes.count && probe.bytes[probe.index] == byte
+        }
+
+        mutating func expect(_ byte: UInt8) throws {
+            parser.skipWhitespace()
+            guard parser.index < parser.bytes.count, parser.bytes[parser.index] == byte else { throw GiveUp() }
+            parser.index += 1
+        }
+
+        /// The members of an object, in order; `body` reads each value. Keys must be unique.
+        mutating func members(_ body: (inout Self, String) throws -> Void) throws {
+            try expect(UInt8(ascii: "{"))
+            try parser.enter()
+            defer { parser.depth -= 1 }
+            var keys: [String] = []
+            parser.skipWhitespace()
+            if parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "}") {
+                parser.index += 1
+                return
+            }
+            while true {
+                parser.skipWhitespace()
+                guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
+                    throw GiveUp()
+                }
+                let key = try parser.parseString()
+                guard !keys.contains(key) else { throw GiveUp() }
+                keys.append(key)
+                try expect(UInt8(ascii: ":"))
+                try body(&self, key)
+                parser.skipWhitespace()
+                guard parser.index < parser.bytes.count else { throw GiveUp() }
+                let byte = parser.bytes[parser.index]
+                parser.index += 1
+                if byte == UInt8(ascii: ",") { continue }
+                guard byte == UInt8(ascii: "}") else { throw GiveUp() }
+                return
+            }
+        }
+
+        /// The elements of an array, in order; `body` reads each.
+        mutating func elements(_ body: (inout Self) throws -> Void) throws {
+            try expect(UInt8(ascii: "["))
+            try parser.enter()
+            defer { parser.depth -= 1 }
+            parser.skipWhitespace()
+            if parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "]") {
+                parser.index += 1
+                return
+            }
+            while true {
+                try body(&self)
+                parser.skipWhitespace()
+                guard parser.index < parser.bytes.count else { throw GiveUp() }
+                let byte = parser.bytes[parser.index]
+                parser.index += 1
+                if byte == UInt8(ascii: ",") { continue }
+                guard byte == UInt8(ascii: "]") else { throw GiveUp() }
+                return
+            }
+        }
+
+        /// Past one value by brackets and quotes alone; the value is read strictly later.
+        mutating func skipWithoutChecking() throws {
+            parser.skipWhitespace()
+            var depth = 0, inString = false, escaped = false
+            while parser.index < parser.bytes.count {
+                let byte = parser.bytes[parser.index]
+                parser.index += 1
+                if inString {
+                    if escaped {
+                        escaped = false
+                    } else if byte == UInt8(ascii: "\\") {
+                        escaped = true
+                    } else if byte == UInt8(ascii: "\"") {
+                        inString = false
+                        if depth == 0 { return }
+                    }
+                    continue
+                }
+                switch byte {
+                case UInt8(ascii: "\""): inString = true
+                case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
+                case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                    depth -= 1
+                    if depth == 0 { return }
+                    if depth < 0 { throw GiveUp() }
+                case UInt8(ascii: ","), 0x20, 0x0A, 0x0D, 0x09:
+                    if depth == 0 {
+                        parser.index -= 1
+                        return
+                    }
+                default: break
+                }
+            }
+            throw GiveUp()
+        }
+    }
+}

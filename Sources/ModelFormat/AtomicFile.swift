@@ -36,9 +36,14 @@ public enum AtomicFile {
 
     /// Pretty-printed JSON (keys sorted, `/` not escaped) with a trailing newline.
     public static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        var data = try encoder.encode(value)
+        var data: Data
+        do {
+            data = try PrettyJSONEncoder.encode(value)
+        } catch is PrettyJSONEncoder.Unsupported {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            data = try encoder.encode(value)
+        }
         data.append(0x0A)
         try write(data, to: path)
     }

@@ -29,8 +29,15 @@ import Testing
         var integers: [Int64] = [.min, .max, 0]
         var unsigned: [UInt8] = [0, 255]
         var byWidth: [Int: Double] = [3: 0.5, 10: 1, 2: 0.25]
-        var Upper = 1
+        var upper = 1
         var widths: WidthMap<Double> = [2: 0.5, 4: 0.125]
+
+        /// An upper-case key sorts before the lower-case ones.
+        enum CodingKeys: String, CodingKey {
+            case empty, emptyObject, nested, text, missing, present, explicitNull, flags, small, integers, unsigned
+            case byWidth, widths
+            case upper = "Upper"
+        }
     }
 
     @Test func writesWhatJSONEncoderWrites() throws {

@@ -18,6 +18,13 @@ import Testing
 
     struct Shape: CustomTestStringConvertible, Sendable {
         var m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
+        /// A (`m × k`) and B (`k × n`) over row-major storage of the shape's operands, transposed as asked.
+        func views(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) -> (SGEMM.Matrix, SGEMM.Matrix) {
+            (
+                transposeA ? SGEMM.Matrix(a, rowStride: 1, columnStride: m) : SGEMM.Matrix(a, rowStride: k),
+                transposeB ? SGEMM.Matrix(b, rowStride: 1, columnStride: k) : SGEMM.Matrix(b, rowStride: n)
+            )
+        }
         var testDescription: String { "\(m)×\(k) · \(k)×\(n)\(transposeA ? " Aᵀ" : "")\(transposeB ? " Bᵀ" : "")" }
     }
 
@@ -48,14 +55,7 @@ import Testing
         var fast = initial, reference = initial
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
-                let av =
-                    s.transposeA
-                    ? SGEMM.Matrix(a.baseAddress!, rowStride: 1, columnStride: s.m)
-                    : SGEMM.Matrix(a.baseAddress!, rowStride: s.k)
-                let bv =
-                    s.transposeB
-                    ? SGEMM.Matrix(b.baseAddress!, rowStride: 1, columnStride: s.k)
-                    : SGEMM.Matrix(b.baseAddress!, rowStride: s.n)
+                let (av, bv) = s.views(a.baseAddress!, b.baseAddress!)
                 fast.withUnsafeMutableBufferPointer {
                     SGEMM.multiply(m: s.m, n: s.n, k: s.k, alpha: -1, a: av, b: bv, c: $0.baseAddress!, ldc: ldc)
                 }
@@ -123,14 +123,7 @@ import Testing
             var c = Self.random(s.m * ldc, seed: 9)
             a.withUnsafeBufferPointer { a in
                 b.withUnsafeBufferPointer { b in
-                    let av =
-                        s.transposeA
-                        ? SGEMM.Matrix(a.baseAddress!, rowStride: 1, columnStride: s.m)
-                        : SGEMM.Matrix(a.baseAddress!, rowStride: s.k)
-                    let bv =
-                        s.transposeB
-                        ? SGEMM.Matrix(b.baseAddress!, rowStride: 1, columnStride: s.k)
-                        : SGEMM.Matrix(b.baseAddress!, rowStride: s.n)
+                    let (av, bv) = s.views(a.baseAddress!, b.baseAddress!)
                     c.withUnsafeMutableBufferPointer {
                         SGEMM.multiply(
                             m: s.m, n: min(s.n, lowerOnly ? s.m : s.n), k: s.k, alpha: 0.75, a: av, b: bv,

@@ -122,6 +122,23 @@ public struct GPTQBenchmark {
                     "  of which: Cholesky %.2f s, quantize %.2f s, block update %.2f s (%.1f GFLOP/s), error %.2f s",
                 timing.choleskySeconds, timing.quantizeSeconds, timing.updateSeconds,
                 timing.updateFlops / timing.updateSeconds / 1e9, timing.errorSeconds))
+        // The in-block pass in tiles of 16 rows against the row-by-row reference, same matrix, same run.
+        let sample = min(hidden, 512)
+        let downRows = Array(down[0..<(sample * intermediate)])
+        func inBlockSeconds(rowByRow: Bool) throws -> Double {
+            var timing = GPTQ.Timing()
+            _ = try GPTQ.$rowByRow.withValue(rowByRow) {
+                try gptq.quantize(
+                    weight: downRows, rows: sample, columns: intermediate, hessian: downHessian, widths: [widths[0]],
+                    timing: &timing)
+            }
+            return timing.quantizeSeconds
+        }
+        let rowByRow = try inBlockSeconds(rowByRow: true), tiles = try inBlockSeconds(rowByRow: false)
+        emit(
+            String(
+                format: "in-block pass, %d rows of down at %d bits: row by row %.2f s, tiles of 16 rows %.2f s (%.1f×)",
+                sample, widths[0], rowByRow, tiles, rowByRow / tiles))
         if let dump {
             let json = try JSONSerialization.data(
                 withJSONObject: [

@@ -149,11 +149,12 @@ public enum PrettyJSONEncoder {
         let node: Node
         let codingPath: [CodingKey]
 
-        func child(_ key: Key) -> Node {
+        func child(_ key: Key) -> Node { child(named: key.stringValue) }
+
+        func child(named name: String) -> Node {
             let child = Node()
             guard case var .object(members) = node.storage else { return child }
             node.storage = .empty
-            let name = key.stringValue
             if let existing = members.firstIndex(where: { $0.key == name }) {
                 members[existing].node = child
             } else {
@@ -191,7 +192,7 @@ public enum PrettyJSONEncoder {
         }
 
         mutating func superEncoder() -> Encoder {
-            NodeEncoder(node: child(Key(stringValue: "super")!), codingPath: codingPath)
+            NodeEncoder(node: child(named: "super"), codingPath: codingPath)
         }
 
         mutating func superEncoder(forKey key: Key) -> Encoder {

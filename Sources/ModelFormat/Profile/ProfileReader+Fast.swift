@@ -35,89 +35,118 @@ extension ProfileReader {
 
         mutating func document() throws -> Result {
             var header: [JSONObject.Member] = []
-            var layers: Range<Int>? = nil
+            var raw: [RawLayer]? = nil
+            // Keys in any order: the layers are read before the widths are known and checked after.
             try members { reader, key in
                 if key == "layers" {
-                    let start = reader.parser.index
-                    try reader.skipWithoutChecking()
-                    layers = start..<reader.parser.index
+                    raw = try reader.readLayers()
                 } else {
                     header.append(.init(key: key, value: try reader.value()))
                 }
             }
             parser.skipWhitespace()
-            guard parser.index == parser.bytes.count, let layers else { throw GiveUp() }
+            guard parser.index == parser.bytes.count, let raw else { throw GiveUp() }
             let root = JSONField(value: .object(JSONObject(members: header)), path: "", file: file)
             let head = try readHeader(root, file: file)
-            // The layers, now that the widths are known, checked strictly this time.
-            parser.index = layers.lowerBound
-            parser.depth = 1
-            let (profileLayers, warnings) = try readLayers(widths: head.widths)
-            guard parser.index == layers.upperBound else { throw GiveUp() }
+            var layers: [Profile.Layer] = []
+            var warnings: [String] = []
+            for layer in raw {
+                let experts = try layer.experts.map { try $0.expert(widths: head.widths) }
+                for expert in experts {
+                    warnings += growthWarnings(expert, layer: layer.index, widths: head.widths, file: file)
+                }
+                let sensitivity = try layer.sensitivity.map {
+                    try readSensitivity(JSONField(value: $0, path: "", file: file), widths: head.widths)
+                }
+                layers.append(Profile.Layer(index: layer.index, experts: experts, sensitivity: sensitivity))
+            }
             let profile = Profile(
                 model: head.model, calibration: head.calibration, widths: head.widths, groupSize: head.groupSize,
-                layers: profileLayers)
+                layers: layers)
             return Result(profile: profile, warnings: warnings)
         }
 
-        mutating func readLayers(widths: [Int]) throws -> ([Profile.Layer], [String]) {
-            var layers: [Profile.Layer] = []
+        /// One layer as read, before the widths are known.
+        struct RawLayer {
+            var index: Int
+            var experts: [RawExpert]
+            var sensitivity: JSONValue?
+        }
+
+        /// One expert as read; its width maps are checked against the widths by `expert(widths:)`.
+        struct RawExpert {
+            var index: Int, params: Int64, freq: Double, mass: Double
+            var error: [(width: Int, value: Double)], bytes: [(width: Int, value: Int64)]
+            var outputError: [(width: Int, value: Double)]?
+
+            /// The tree reader's checks that need the widths: every map has exactly the profile's widths,
+            /// and sizes are 0 for width 0 and 1 to the maximum otherwise.
+            func expert(widths: [Int]) throws -> Profile.Expert {
+                func exact<Value>(_ map: [(width: Int, value: Value)]) -> Bool {
+                    map.count == widths.count && map.allSatisfy { widths.contains($0.width) }
+                }
+                guard exact(error), exact(bytes), outputError.map(exact) ?? true else { throw GiveUp() }
+                for (width, size) in bytes {
+                    let valid =
+                        width == Profile.removalWidth ? size == 0 : size > 0 && size <= Profile.maximumExpertBytes
+                    guard valid else { throw GiveUp() }
+                }
+                return Profile.Expert(
+                    index: index, params: params, freq: freq, mass: mass, error: WidthMap(error),
+                    bytes: WidthMap(bytes), outputError: outputError.map { WidthMap($0) })
+            }
+        }
+
+        mutating func readLayers() throws -> [RawLayer] {
+            var layers: [RawLayer] = []
             var seen = Set<Int>()
-            var warnings: [String] = []
             try elements { reader in
-                var index: Int?, experts: [Profile.Expert]?, sensitivity: Profile.Sensitivity?
+                var index: Int?, experts: [RawExpert]?, sensitivity: JSONValue?
                 var seenExperts = Set<Int>()
                 try reader.members { reader, key in
                     switch key {
                     case "index": index = try reader.integer()
                     case "experts":
-                        var list: [Profile.Expert] = []
+                        var list: [RawExpert] = []
                         try reader.elements { reader in
-                            let expert = try reader.readExpert(widths: widths)
+                            let expert = try reader.readExpert()
                             guard seenExperts.insert(expert.index).inserted else { throw GiveUp() }
                             list.append(expert)
                         }
                         experts = list
                     case "sensitivity":
                         let value = try reader.value()
-                        if case .null = value {
-                            sensitivity = nil
-                        } else {
-                            sensitivity = try readSensitivity(
-                                JSONField(value: value, path: "", file: reader.file), widths: widths)
-                        }
+                        if case .null = value { sensitivity = nil } else { sensitivity = value }
                     default: _ = try reader.value()
                     }
                 }
                 guard let index, index >= 0, let experts, !experts.isEmpty, seen.insert(index).inserted else {
                     throw GiveUp()
                 }
-                for expert in experts {
-                    warnings += growthWarnings(expert, layer: index, widths: widths, file: reader.file)
-                }
-                layers.append(Profile.Layer(index: index, experts: experts, sensitivity: sensitivity))
+                layers.append(RawLayer(index: index, experts: experts, sensitivity: sensitivity))
             }
             guard !layers.isEmpty else { throw GiveUp() }
-            return (layers, warnings)
+            return layers
         }
 
-        mutating func readExpert(widths: [Int]) throws -> Profile.Expert {
+        mutating func readExpert() throws -> RawExpert {
             var index: Int?, params: Int64?, freq: Double?, mass: Double?
-            var error: [Int: Double]?, bytes: [Int: Int64]?, outputError: [Int: Double]?
+            var error: [(width: Int, value: Double)]?, bytes: [(width: Int, value: Int64)]?
+            var outputError: [(width: Int, value: Double)]?
             try members { reader, key in
                 switch key {
                 case "index": index = try reader.integer()
                 case "params": params = try reader.integer64()
                 case "freq": freq = try reader.nonNegative()
                 case "mass": mass = try reader.nonNegative()
-                case "error": error = try reader.widthMap(widths) { try $0.nonNegative() }
-                case "bytes": bytes = try reader.widthMap(widths) { try $0.integer64() }
+                case "error": error = try reader.widthMap { try $0.nonNegative() }
+                case "bytes": bytes = try reader.widthMap { try $0.integer64() }
                 case "outputError":
                     if reader.nextIs(UInt8(ascii: "n")) {
                         guard case .null = try reader.value() else { throw GiveUp() }
                         outputError = nil
                     } else {
-                        outputError = try reader.widthMap(widths) { try $0.nonNegative() }
+                        outputError = try reader.widthMap { try $0.nonNegative() }
                     }
                 default: _ = try reader.value()
                 }
@@ -125,17 +154,9 @@ extension ProfileReader {
             guard let index, index >= 0, let params, params > 0, params <= Profile.maximumExpertParameters,
                 let freq, let mass, let error, let bytes
             else { throw GiveUp() }
-            for (width, size) in bytes {
-                let valid = width == Profile.removalWidth ? size == 0 : size > 0 && size <= Profile.maximumExpertBytes
-                guard valid else { throw GiveUp() }
-            }
-            for width in widths {
-                guard error[width] != nil, bytes[width] != nil else { throw GiveUp() }
-                if let outputError { guard outputError[width] != nil else { throw GiveUp() } }
-            }
-            return Profile.Expert(
-                index: index, params: params, freq: freq, mass: mass, error: WidthMap(error), bytes: WidthMap(bytes),
-                outputError: outputError.map { WidthMap($0) })
+            return RawExpert(
+                index: index, params: params, freq: freq, mass: mass, error: error, bytes: bytes,
+                outputError: outputError)
         }
 
         // MARK: Values, as `JSONField` reads them
@@ -178,14 +199,13 @@ extension ProfileReader {
             return number
         }
 
-        /// An object of width keys (`Int(key)`, one of `widths`), later keys for the same width winning.
-        mutating func widthMap<Value>(_ widths: [Int], _ value: (inout Self) throws -> Value) throws -> [Int: Value] {
-            var map: [Int: Value] = [:]
+        /// An object of width keys (`Int(key)`), in document order. Two spellings of one width ("3", "03")
+        /// are for the tree reader to judge.
+        mutating func widthMap<Value>(_ value: (inout Self) throws -> Value) throws -> [(width: Int, value: Value)] {
+            var map: [(width: Int, value: Value)] = []
             try members { reader, key in
-                // Two spellings of one width ("3", "03") are for the tree reader to judge.
-                guard let width = Int(key), widths.contains(width),
-                    map.updateValue(try value(&reader), forKey: width) == nil
-                else { throw GiveUp() }
+                guard let width = Int(key), !map.contains(where: { $0.width == width }) else { throw GiveUp() }
+                map.append((width, try value(&reader)))
             }
             return map
         }
@@ -255,42 +275,6 @@ extension ProfileReader {
                 guard byte == UInt8(ascii: "]") else { throw GiveUp() }
                 return
             }
-        }
-
-        /// Past one value by brackets and quotes alone; the value is read strictly later.
-        mutating func skipWithoutChecking() throws {
-            parser.skipWhitespace()
-            var depth = 0, inString = false, escaped = false
-            while parser.index < parser.bytes.count {
-                let byte = parser.bytes[parser.index]
-                parser.index += 1
-                if inString {
-                    if escaped {
-                        escaped = false
-                    } else if byte == UInt8(ascii: "\\") {
-                        escaped = true
-                    } else if byte == UInt8(ascii: "\"") {
-                        inString = false
-                        if depth == 0 { return }
-                    }
-                    continue
-                }
-                switch byte {
-                case UInt8(ascii: "\""): inString = true
-                case UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1
-                case UInt8(ascii: "]"), UInt8(ascii: "}"):
-                    depth -= 1
-                    if depth == 0 { return }
-                    if depth < 0 { throw GiveUp() }
-                case UInt8(ascii: ","), 0x20, 0x0A, 0x0D, 0x09:
-                    if depth == 0 {
-                        parser.index -= 1
-                        return
-                    }
-                default: break
-                }
-            }
-            throw GiveUp()
         }
     }
 }

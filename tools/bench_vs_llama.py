@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""pmq against llama.cpp on the same checkpoint, same threads, same machine: decode and prefill tokens/s.
+
+    tools/.venv/bin/python tools/bench_vs_llama.py --model DIR --calib TOKENS.u32 [--work DIR]
+        [--threads 2] [--rounds 4] [--prompt 128] [--generate 128] [--widths 4,3,2] [--llama-src DIR]
+
+What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped when its output exists):
+1. llama.cpp: the sources vendored in llama-cpp-python 0.3.36 (downloaded from PyPI unless --llama-src),
+   built with cmake (pip's, installed into this venv if missing) with native CPU flags: llama-bench and
+   llama-quantize.
+2. GGUF: convert_hf_to_gguf.py writes the checkpoint as BF16 (an unknown BPE pre-tokenizer is taken as
+   "default": tokenization does not enter a speed test), then llama-quantize makes F16, Q4_0, Q3_K_S, Q2_K.
+3. pmq: `pmq quantize --uniform W` at each width (GPTQ, group 128; --samples 16 windows of 512 tokens).
+4. Rounds alternate pmq and llama.cpp in one time window: `pmq bench runtime --prefill P --decode G` and
+   `llama-bench -p P -n G -t T`. Medians of the rounds are printed as a Markdown table with the ratios.
+
+The checkpoint directory needs a tokenizer.json for the conversion (random checkpoints from
+tools/fixtures/make_synthetic_mixtral.py have the example model's vocabulary: copy
+examples/model/tokenizer.json into it). Not run by CI: llama.cpp's build alone takes minutes.
+"""
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PMQ = ROOT / ".build" / "release" / "pmq"
+LLAMA_VERSION = "0.3.36"
+LLAMA_FORMATS = [("BF16", None), ("F16", "F16"), ("Q4_0", "Q4_0"), ("Q3_K_S", "Q3_K_S"), ("Q2_K", "Q2_K")]
+
+
+def run(command, **kwargs):
+    print("+", " ".join(str(c) for c in command), file=sys.stderr, flush=True)
+    return subprocess.run([str(c) for c in command], check=True, **kwargs)
+
+
+def llama_sources(work: Path, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    source = work / "llama.cpp"
+    if (source / "CMakeLists.txt").exists():
+        return source
+    meta = json.load(urllib.request.urlopen(f"https://pypi.org/pypi/llama-cpp-python/{LLAMA_VERSION}/json"))
+    url = next(f["url"] for f in meta["urls"] if f["packagetype"] == "sdist")
+    print(f"downloading {url}", file=sys.stderr)
+    archive = tarfile.open(fileobj=io.BytesIO(urllib.request.urlopen(url).read()))
+    prefix = archive.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
+    members = [m for m in archive.getmembers() if m.name.startswith(prefix)]
+    for member in members:
+        member.name = member.name[len(prefix):]
+    archive.extractall(source, members=[m for m in members if m.name], filter="data")
+    return source
+
+
+def build_llama(source: Path, work: Path) -> Path:
+    build = work / "llama-build"
+    binaries = build / "bin"
+    if (binaries / "llama-bench").exists() and (binaries / "llama-quantize").exists():
+        return binaries
+    cmake = shutil.which("cmake") or str(Path(sys.executable).parent / "cmake")
+    if not Path(cmake).exists():
+        run([sys.executable, "-m", "pip", "install", "-q", "cmake"])
+    run([cmake, "-S", source, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF",
+         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"])
+    run([cmake, "--build", build, "--target", "llama-bench", "llama-quantize", "-j", str(os.cpu_count() or 2)])
+    return binaries
+
+
+CONVERT = """
+import sys
+sys.path[:0] = [{source!r}, {gguf!r}]
+sys.argv = ["convert_hf_to_gguf.py"] + {args!r}
+from conversion import base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
+import convert_hf_to_gguf
+convert_hf_to_gguf.main()
+"""
+
+
+def gguf_models(source: Path, binaries: Path, model: Path, work: Path) -> dict:
+    paths = {name: work / f"model-{name}.gguf" for name, _ in LLAMA_FORMATS}
+    if not paths["BF16"].exists():
+        script = CONVERT.format(source=str(source), gguf=str(source / "gguf-py"),
+                                args=[str(model), "--outtype", "bf16", "--outfile", str(paths["BF16"])])
+        run([sys.executable, "-c", script])
+    for name, kind in LLAMA_FORMATS:
+        if kind and not paths[name].exists():
+            run([binaries / "llama-quantize", paths["BF16"], paths[name], kind], stdout=subprocess.DEVNULL)
+    return paths
+
+
+def pmq_models(model: Path, calib: str, widths, work: Path) -> dict:
+    paths = {"bf16": model}
+    for bits in widths:
+        out = work / f"pmq-{bits}bit"
+        if not out.exists():
+            run([PMQ, "quantize", "--model", model, "--calib", calib, "--uniform", bits, "--samples", "16",
+                 "--quiet", "--out", out])
+        paths[f"{bits}-bit"] = out
+    return paths
+
+
+def pmq_speed(model: Path, prompt: int, generate: int, int8: bool):
+    command = [PMQ, "bench", "runtime", "--model", model, "--prefill", prompt, "--decode", generate,
+               "--repeats", "1", "--skip-reference"] + (["--int8-activations"] if int8 else [])
+    text = run(command, capture_output=True, text=True).stdout
+    found = re.search(r"SIMD kernels:\s+prefill\s+([\d.]+) tokens/s\s+decode\s+([\d.]+) tokens/s", text)
+    if not found:
+        raise SystemExit(f"no figures in pmq's output:\n{text}")
+    return float(found.group(2)), float(found.group(1))
+
+
+def llama_speed(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int):
+    text = run([binaries / "llama-bench", "-m", gguf, "-p", prompt, "-n", generate, "-t", threads, "-r", "1",
+                "-o", "json"], capture_output=True, text=True).stdout
+    rows = json.loads(text)
+    decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
+    prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
+    return decode, prefill
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--calib", required=True)
+    parser.add_argument("--work", default="/tmp/pmq-vs-llama")
+    parser.add_argument("--llama-src")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--generate", type=int, default=128)
+    parser.add_argument("--widths", default="4,3,2")
+    args = parser.parse_args()
+    if not PMQ.exists():
+        raise SystemExit(f"{PMQ}: build pmq first (swift build -c release --product pmq)")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model).resolve()
+    widths = [int(w) for w in args.widths.split(",")]
+    source = llama_sources(work, args.llama_src)
+    binaries = build_llama(source, work)
+    ggufs = gguf_models(source, binaries, model, work)
+    pmqs = pmq_models(model, args.calib, widths, work)
+    # Rows: (label, pmq model, int8 activations, llama.cpp formats compared).
+    plan = [("bf16 / F16 / BF16", "bf16", False, ["F16", "BF16"])]
+    names = {4: ["Q4_0"], 3: ["Q3_K_S"], 2: ["Q2_K"]}
+    for bits in widths:
+        plan.append((f"pmq {bits}-bit g128", f"{bits}-bit", False, names.get(bits, [])))
+        if bits in (1, 2, 4):
+            plan.append((f"pmq {bits}-bit g128, int8 activations", f"{bits}-bit", True, names.get(bits, [])))
+    figures = {}
+    for round_index in range(args.rounds):
+        print(f"round {round_index + 1} of {args.rounds}", file=sys.stderr)
+        for label, key, int8, formats in plan:
+            figures.setdefault(("pmq", label), []).append(
+                pmq_speed(pmqs[key], args.prompt, args.generate, int8))
+            for name in formats:
+                if ("llama", name) not in figures or len(figures[("llama", name)]) <= round_index:
+                    figures.setdefault(("llama", name), []).append(
+                        llama_speed(binaries, ggufs[name], args.prompt, args.generate, args.threads))
+
+    def median(key, index):
+        return statistics.median(value[index] for value in figures[key])
+
+    print(f"{args.threads} threads; decode = {args.generate} tokens, prefill = {args.prompt} tokens; medians of "
+          f"{args.rounds} rounds, pmq and llama.cpp alternating")
+    print()
+    print("| pmq format | pmq decode tok/s | pmq prefill tok/s | llama.cpp format | llama.cpp decode | "
+          "llama.cpp prefill | pmq ÷ llama.cpp (decode, prefill) |")
+    print("|---|---:|---:|---|---:|---:|---|")
+    for label, _, _, formats in plan:
+        decode, prefill = median(("pmq", label), 0), median(("pmq", label), 1)
+        for name in formats or ["-"]:
+            if name == "-":
+                print(f"| {label} | {decode:.1f} | {prefill:.1f} | - | | | |")
+                continue
+            other_decode, other_prefill = median(("llama", name), 0), median(("llama", name), 1)
+            print(f"| {label} | {decode:.1f} | {prefill:.1f} | {name} | {other_decode:.1f} | {other_prefill:.1f} | "
+                  f"{decode / other_decode:.2f}, {prefill / other_prefill:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -55,28 +55,39 @@ public enum GreedyRelaxation {
         choice: inout AllocationProblem.Choice
     ) -> (bound: Double, multiplier: Double)? {
         var steps: [Step] = []
+        steps.reserveCapacity(3 * row.items.count)
         var used: Int128 = 0
         var cost = 0.0
         for index in row.items {
-            let hull = lowerHull(problem.items[index].options)
+            let options = problem.items[index].options
+            let hull = lowerHull(options)
             choice[index] = hull[0]
-            used += Int128(problem.items[index].options[hull[0]].weight)
-            cost += problem.items[index].options[hull[0]].cost
+            used += Int128(options[hull[0]].weight)
+            cost += options[hull[0]].cost
             for (from, to) in zip(hull, hull.dropFirst()) {
-                let a = problem.items[index].options[from], b = problem.items[index].options[to]
+                let a = options[from], b = options[to]
                 let dw = Int128(b.weight - a.weight), dc = b.cost - a.cost
                 steps.append(Step(item: index, from: from, to: to, weight: dw, cost: dc, slope: dc / Double(dw)))
             }
         }
         let capacity = row.capacity
         guard capacity.admits(used) else { return nil }
-        // Steepest cost decrease per unit weight first; ties by item for determinism.
-        steps.sort { ($0.slope, $0.item, $0.from) < ($1.slope, $1.item, $1.from) }
+        // Steepest cost decrease per unit weight first; ties by item for determinism. Positions are
+        // sorted instead of the steps themselves (a total order, so the same walk).
+        var order = [Int32](repeating: 0, count: steps.count)
+        for position in order.indices { order[position] = Int32(position) }
+        steps.withUnsafeBufferPointer { steps in
+            order.sort { a, b in
+                let x = steps[Int(a)], y = steps[Int(b)]
+                return (x.slope, x.item, x.from) < (y.slope, y.item, y.from)
+            }
+        }
         var lpBound: Double? = nil
         var multiplier = 0.0
-        var blocked = Set<Int>()
-        for step in steps {
-            if blocked.contains(step.item) || choice[step.item] != step.from { continue }
+        var blocked = [Bool](repeating: false, count: problem.items.count)
+        for position in order {
+            let step = steps[Int(position)]
+            if blocked[step.item] || choice[step.item] != step.from { continue }
             if capacity.admits(used + step.weight) {
                 used += step.weight
                 choice[step.item] = step.to
@@ -88,7 +99,7 @@ public enum GreedyRelaxation {
                     lpBound = cost + step.cost * max(0, room) / Double(step.weight)
                     multiplier = -step.slope
                 }
-                blocked.insert(step.item)
+                blocked[step.item] = true
             }
         }
         return (lpBound ?? cost, multiplier)
@@ -98,9 +109,12 @@ public enum GreedyRelaxation {
     /// starting at the lightest option (cheapest among equally light ones) and keeping only
     /// points that lower the cost.
     static func lowerHull(_ options: [AllocationProblem.Option]) -> [Int] {
-        let order = options.indices.sorted {
-            (options[$0].weight, options[$0].cost) < (options[$1].weight, options[$1].cost)
+        func before(_ a: Int, _ b: Int) -> Bool {
+            (options[a].weight, options[a].cost) < (options[b].weight, options[b].cost)
         }
+        // Options usually come by ascending width, already in order.
+        let inOrder = zip(options.indices, options.indices.dropFirst()).allSatisfy { before($0, $1) }
+        let order = inOrder ? Array(options.indices) : options.indices.sorted(by: before)
         var hull: [Int] = []
         for index in order {
             let point = options[index]

@@ -9,7 +9,8 @@ What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped
    built with cmake (pip's, installed into this venv if missing) with native CPU flags: llama-bench and
    llama-quantize.
 2. GGUF: convert_hf_to_gguf.py writes the checkpoint as BF16 (an unknown BPE pre-tokenizer is taken as
-   "default": tokenization does not enter a speed test), then llama-quantize makes F16, Q4_0, Q3_K_S, Q2_K.
+   "default", and without a tokenizer.model the BPE tokenizer.json is used: tokenization does not enter a
+   speed test), then llama-quantize makes F16, Q4_0, Q3_K_S, Q2_K.
 3. pmq: `pmq quantize --uniform W` at each width (GPTQ, group 128; --samples 16 windows of 512 tokens).
 4. Rounds alternate pmq and llama.cpp in one time window: `pmq bench runtime --prefill P --decode G` and
    `llama-bench -p P -n G -t T`. Medians of the rounds are printed as a Markdown table with the ratios.
@@ -76,10 +77,15 @@ def build_llama(source: Path, work: Path) -> Path:
 
 CONVERT = """
 import sys
+from pathlib import Path
 sys.path[:0] = [{source!r}, {gguf!r}]
 sys.argv = ["convert_hf_to_gguf.py"] + {args!r}
 from conversion import base
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
+if not (Path({model!r}) / "tokenizer.model").exists():
+    def no_sentencepiece(self):
+        raise FileNotFoundError("no tokenizer.model: the BPE tokenizer.json is used")
+    base.TextModel._set_vocab_sentencepiece = no_sentencepiece
 import convert_hf_to_gguf
 convert_hf_to_gguf.main()
 """
@@ -88,7 +94,7 @@ convert_hf_to_gguf.main()
 def gguf_models(source: Path, binaries: Path, model: Path, work: Path) -> dict:
     paths = {name: work / f"model-{name}.gguf" for name, _ in LLAMA_FORMATS}
     if not paths["BF16"].exists():
-        script = CONVERT.format(source=str(source), gguf=str(source / "gguf-py"),
+        script = CONVERT.format(source=str(source), gguf=str(source / "gguf-py"), model=str(model),
                                 args=[str(model), "--outtype", "bf16", "--outfile", str(paths["BF16"])])
         run([sys.executable, "-c", script])
     for name, kind in LLAMA_FORMATS:
@@ -119,6 +125,15 @@ def pmq_speed(model: Path, prompt: int, generate: int, int8: bool):
 
 
 def llama_speed(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int):
+    """(decode, prefill) tokens/s, or None when llama-bench fails (it is reported in the table)."""
+    try:
+        return llama_speed_or_fail(binaries, gguf, prompt, generate, threads)
+    except subprocess.CalledProcessError as error:
+        print(f"llama-bench failed on {gguf.name}: {error}", file=sys.stderr)
+        return None
+
+
+def llama_speed_or_fail(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int):
     text = run([binaries / "llama-bench", "-m", gguf, "-p", prompt, "-n", generate, "-t", threads, "-r", "1",
                 "-o", "json"], capture_output=True, text=True).stdout
     rows = json.loads(text)
@@ -168,7 +183,8 @@ def main():
                         llama_speed(binaries, ggufs[name], args.prompt, args.generate, args.threads))
 
     def median(key, index):
-        return statistics.median(value[index] for value in figures[key])
+        values = [value[index] for value in figures[key] if value is not None]
+        return statistics.median(values) if values else None
 
     print(f"{args.threads} threads; decode = {args.generate} tokens, prefill = {args.prompt} tokens; medians of "
           f"{args.rounds} rounds, pmq and llama.cpp alternating")
@@ -183,6 +199,9 @@ def main():
                 print(f"| {label} | {decode:.1f} | {prefill:.1f} | - | | | |")
                 continue
             other_decode, other_prefill = median(("llama", name), 0), median(("llama", name), 1)
+            if other_decode is None:
+                print(f"| {label} | {decode:.1f} | {prefill:.1f} | {name} | llama-bench failed | | |")
+                continue
             print(f"| {label} | {decode:.1f} | {prefill:.1f} | {name} | {other_decode:.1f} | {other_prefill:.1f} | "
                   f"{decode / other_decode:.2f}, {prefill / other_prefill:.2f} |")
 

@@ -137,7 +137,8 @@ public struct GPTQBenchmark {
         let rowByRow = try inBlockSeconds(rowByRow: true), tiles = try inBlockSeconds(rowByRow: false)
         emit(
             String(
-                format: "in-block pass, %d rows of down at %d bits: row by row %.2f s, tiles of 16 rows %.2f s (%.1f×)",
+                format:
+                    "in-block pass, %d rows of down at %d bits: row by row %.2f s, tiles of 16 rows %.2f s (%.1f×)",
                 sample, widths[0], rowByRow, tiles, rowByRow / tiles))
         if let dump {
             let json = try JSONSerialization.data(

@@ -31,33 +31,30 @@ public enum Cholesky {
     public static func upperFactor(_ h: UnsafePointer<Double>, n: Int, diagonal: [Double]) throws -> [Float] {
         precondition(diagonal.count == n)
         var a = [Float](repeating: 0, count: n * n)
-        var diagonalInverses = [Float](repeating: 0, count: ((n + block - 1) / block) * block * block)
         try a.withUnsafeMutableBufferPointer { a in
-            try diagonalInverses.withUnsafeMutableBufferPointer { inverses in
-                let a = a.baseAddress!, inverses = inverses.baseAddress!
-                // Reversed H, lower triangle.
-                let target = UnsafeSendable(a), hs = UnsafeSendable(UnsafeMutablePointer(mutating: h))
-                parallelRows(n) { i in
-                    let row = target.pointer + i * n, source = hs.pointer + (n - 1 - i) * n + (n - 1)
-                    for j in 0..<i { row[j] = Float(source[-j]) }
-                    row[i] = Float(diagonal[n - 1 - i])
+            let a = a.baseAddress!
+            // Reversed H, lower triangle.
+            let target = UnsafeSendable(a), hs = UnsafeSendable(UnsafeMutablePointer(mutating: h))
+            parallelRows(n) { i in
+                let row = target.pointer + i * n, source = hs.pointer + (n - 1 - i) * n + (n - 1)
+                for j in 0..<i { row[j] = Float(source[-j]) }
+                row[i] = Float(diagonal[n - 1 - i])
+            }
+            try factorLower(a, n: n)
+            // V[r][c] = L[n−1−r][n−1−c] (c ≥ r): the strict upper triangle is written from the
+            // strict lower one (never read after), then the diagonal is reversed and the lower
+            // triangle cleared.
+            let lDiagonal = (0..<n).map { a[$0 * n + $0] }
+            lDiagonal.withUnsafeBufferPointer { d in
+                let d = UnsafeSendable(UnsafeMutablePointer(mutating: d.baseAddress!))
+                parallelRows(n) { r in
+                    let row = target.pointer + r * n, source = target.pointer + (n - 1 - r) * n + (n - 1)
+                    for c in (r + 1)..<max(r + 1, n) { row[c] = source[-c] / d.pointer[n - 1 - c] }
                 }
-                try factorLower(a, n: n, inverses: inverses)
-                // V[r][c] = L[n−1−r][n−1−c] (c ≥ r): the strict upper triangle is written from the
-                // strict lower one (never read after), then the diagonal is reversed and the lower
-                // triangle cleared.
-                let lDiagonal = (0..<n).map { a[$0 * n + $0] }
-                lDiagonal.withUnsafeBufferPointer { d in
-                    let d = UnsafeSendable(UnsafeMutablePointer(mutating: d.baseAddress!))
-                    parallelRows(n) { r in
-                        let row = target.pointer + r * n, source = target.pointer + (n - 1 - r) * n + (n - 1)
-                        for c in (r + 1)..<max(r + 1, n) { row[c] = source[-c] / d.pointer[n - 1 - c] }
-                    }
-                    parallelRows(n) { r in
-                        let row = target.pointer + r * n
-                        for c in 0..<r { row[c] = 0 }
-                        row[r] = d.pointer[n - 1 - r]
-                    }
+                parallelRows(n) { r in
+                    let row = target.pointer + r * n
+                    for c in 0..<r { row[c] = 0 }
+                    row[r] = d.pointer[n - 1 - r]
                 }
             }
         }
@@ -65,16 +62,18 @@ public enum Cholesky {
     }
 
     /// In place: the lower triangle of `a` becomes `L` with `a = L Lᵀ` (the strict upper triangle
-    /// is left undefined); `inverses[k]` (`block × block`, zero-padded) is the inverse of the k-th
-    /// diagonal block of L.
-    static func factorLower(_ a: UnsafeMutablePointer<Float>, n: Int, inverses: UnsafeMutablePointer<Float>) throws {
+    /// is left undefined).
+    static func factorLower(_ a: UnsafeMutablePointer<Float>, n: Int) throws {
         var k0 = 0
         var panel = [Float](repeating: 0, count: n * block)
+        // The inverse of the current diagonal block of L (`block` leading dimension).
+        let inverse = UnsafeMutablePointer<Float>.allocate(capacity: block * block)
+        defer { inverse.deallocate() }
+        inverse.initialize(repeating: 0, count: block * block)
         try panel.withUnsafeMutableBufferPointer { panel in
             let panel = panel.baseAddress!
             while k0 < n {
                 let k1 = min(k0 + block, n), b = k1 - k0
-                let inverse = inverses + (k0 / block) * block * block
                 try factorDiagonalBlock(a + k0 * n + k0, ldA: n, size: b, inverse: inverse)
                 let m = n - k1
                 if m > 0 {

@@ -110,7 +110,7 @@ public struct QuantizationCache: Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ModelFormatError(file: path, "cannot read (is \(directory) a quantization cache from pmq profile?)")
         }
-        let root = JSONField(value: try JSONValue.parse(data, file: path), path: "", file: path)
+        let root = JSONField(root: try JSONValue.parse(data, file: path), file: path)
         let format = try root.member("format").string()
         guard format == formatName else {
             throw ModelFormatError(file: path, "format: \"\(format)\" is not \"\(formatName)\"")

@@ -109,12 +109,9 @@ public enum GreedyRelaxation {
     /// starting at the lightest option (cheapest among equally light ones) and keeping only
     /// points that lower the cost.
     static func lowerHull(_ options: [AllocationProblem.Option]) -> [Int] {
-        func before(_ a: Int, _ b: Int) -> Bool {
-            (options[a].weight, options[a].cost) < (options[b].weight, options[b].cost)
+        let order = options.indices.sorted {
+            (options[$0].weight, options[$0].cost) < (options[$1].weight, options[$1].cost)
         }
-        // Options usually come by ascending width, already in order.
-        let inOrder = zip(options.indices, options.indices.dropFirst()).allSatisfy { before($0, $1) }
-        let order = inOrder ? Array(options.indices) : options.indices.sorted(by: before)
         var hull: [Int] = []
         for index in order {
             let point = options[index]

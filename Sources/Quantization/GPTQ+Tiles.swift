@@ -13,7 +13,7 @@ extension GPTQ {
     /// `quantizeBlock` for `rows`, 16 rows at a time.
     static func quantizeBlockInTiles(
         _ s: RowState, rows: Range<Int>, columns: Int, block: Range<Int>, blockSize: Int,
-        groupSize: Int, groups: Int, extent: Int, basis: GroupBasis?, quantizer: GroupQuantizer
+        groupSize: Int, groups: Int, basis: GroupBasis?, quantizer: GroupQuantizer
     ) {
         let blockStart = block.lowerBound, width = block.count
         // Columns loaded per row: the block, or the group basis's reach past it.

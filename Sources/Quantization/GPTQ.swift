@@ -247,7 +247,9 @@ public struct GPTQ: Sendable {
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
         var differences = [Float](repeating: 0, count: rows * blockSize)
         let extent = factor.bases.map { $0?.extent ?? 0 }.max() ?? 0
-        var snapshot = [Float](repeating: 0, count: rows * extent)
+        // The row-by-row reference keeps its group weights here; the tiles keep their own.
+        let rowByRow = GPTQ.rowByRow
+        var snapshot = [Float](repeating: 0, count: rowByRow ? max(1, rows * extent) : 1)
         var energy = [Double](repeating: 0, count: rows)
 
         w.withUnsafeMutableBufferPointer { w in
@@ -276,7 +278,7 @@ public struct GPTQ: Sendable {
                                                             state, rows: rows, columns: columns, blockSize: blockSize,
                                                             groupSize: groupSize, groups: groups, extent: extent,
                                                             bases: factor.bases, quantizer: quantizer,
-                                                            timing: &timing)
+                                                            rowByRow: rowByRow, timing: &timing)
                                                     }
                                                 }
                                             }
@@ -297,22 +299,18 @@ public struct GPTQ: Sendable {
                 dequantized.withUnsafeBufferPointer { dequantized in
                     live.withUnsafeBufferPointer { live in
                         factor.raised.withUnsafeBufferPointer { raised in
+                            func shared<T>(_ p: UnsafeBufferPointer<T>) -> UnsafeSendable<T> {
+                                UnsafeSendable(UnsafeMutablePointer(mutating: p.baseAddress!))
+                            }
                             let out = UnsafeSendable(damping.baseAddress!)
-                            let w = weight.baseAddress!, q = dequantized.baseAddress!, l = live.baseAddress!,
-                                d = raised.baseAddress!
-                            let inputs = (
-                                UnsafeSendable(UnsafeMutablePointer(mutating: w)),
-                                UnsafeSendable(UnsafeMutablePointer(mutating: q)),
-                                UnsafeSendable(UnsafeMutablePointer(mutating: l)),
-                                UnsafeSendable(UnsafeMutablePointer(mutating: d))
-                            )
+                            let w = shared(weight), q = shared(dequantized), l = shared(live), d = shared(raised)
                             Parallel.perform(iterations: (rows + 63) / 64, work: rows * columns) { chunk in
                                 for r in (chunk * 64)..<min(rows, chunk * 64 + 64) {
                                     var sum = 0.0
-                                    let w = inputs.0.pointer + r * columns, q = inputs.1.pointer + r * columns
+                                    let wr = w.pointer + r * columns, qr = q.pointer + r * columns
                                     for j in 0..<columns {
-                                        let difference = Double(w[j] * inputs.2.pointer[j] - q[j])
-                                        sum += inputs.3.pointer[j] * difference * difference
+                                        let difference = Double(wr[j] * l.pointer[j] - qr[j])
+                                        sum += d.pointer[j] * difference * difference
                                     }
                                     out.pointer[r] = sum
                                 }
@@ -337,11 +335,10 @@ public struct GPTQ: Sendable {
     /// `W[:, end:] += (W − Q)[:, block] · V'[block, end:]`.
     static func run(
         _ state: RowState, rows: Int, columns: Int, blockSize: Int, groupSize: Int, groups: Int, extent: Int,
-        bases: [GroupBasis?], quantizer: GroupQuantizer, timing: inout Timing
+        bases: [GroupBasis?], quantizer: GroupQuantizer, rowByRow: Bool, timing: inout Timing
     ) {
         let chunk = 32
         let chunks = (rows + chunk - 1) / chunk
-        let rowByRow = GPTQ.rowByRow
         var blockStart = 0
         while blockStart < columns {
             let block = blockStart..<min(blockStart + blockSize, columns)
@@ -356,7 +353,7 @@ public struct GPTQ: Sendable {
                 } else {
                     quantizeBlockInTiles(
                         state, rows: chunkRows, columns: columns, block: block, blockSize: blockSize,
-                        groupSize: groupSize, groups: groups, extent: extent, basis: basis, quantizer: quantizer)
+                        groupSize: groupSize, groups: groups, basis: basis, quantizer: quantizer)
                 }
             }
             if rows * block.count * block.count >= 1 << 18 {
@@ -396,7 +393,7 @@ public struct GPTQ: Sendable {
         let parameters: UnsafeMutablePointer<GroupQuantizer.Parameters>
         /// `(W − Q)[r, block]`, left for the lazy update.
         let differences: UnsafeMutablePointer<Float>
-        /// The weights the group parameters are taken from (`GroupBasis`), `extent` per row.
+        /// The weights the group parameters are taken from (`GroupBasis`), `extent` per row (row by row only).
         let snapshot: UnsafeMutablePointer<Float>
         /// `Σ_j ((w'_j − q_j) V_jj)²` per row.
         let energy: UnsafeMutablePointer<Double>

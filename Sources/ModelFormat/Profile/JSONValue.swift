@@ -86,11 +86,9 @@ struct JSONField {
 
     var path: String { location.text }
 
-    init(value: JSONValue, path: String, file: String) {
-        precondition(path.isEmpty, "fields below the root get their path from their parent")
-        self.value = value
-        self.location = .root
-        self.file = file
+    /// A document's root (an error names its fields from here).
+    init(root value: JSONValue, file: String) {
+        self.init(value: value, location: .root, file: file)
     }
 
     init(value: JSONValue, location: JSONPath, file: String) {

@@ -5,7 +5,7 @@ import Foundation
 /// bytes with the strict parser's own scanners (the same UTF-8, number, duplicate-key and depth rules).
 /// It has no error messages: on anything unusual it gives up (nil) and `ProfileReader.parse` runs
 /// the tree reader, whose checks name the file and field. What it accepts it reads exactly as the
-/// tree reader does (`ProfileReaderTests` and the fuzzer compare the two).
+/// tree reader does (`ProfileStreamingTests` and the fuzzer compare the two).
 extension ProfileReader {
     /// The profile, or nil when the tree reader must decide.
     static func fastParse(_ data: Data, file: String) -> Result? {
@@ -46,7 +46,7 @@ extension ProfileReader {
             }
             parser.skipWhitespace()
             guard parser.index == parser.bytes.count, let raw else { throw GiveUp() }
-            let root = JSONField(value: .object(JSONObject(members: header)), path: "", file: file)
+            let root = JSONField(root: .object(JSONObject(members: header)), file: file)
             let head = try readHeader(root, file: file)
             var layers: [Profile.Layer] = []
             var warnings: [String] = []
@@ -56,7 +56,7 @@ extension ProfileReader {
                     warnings += growthWarnings(expert, layer: layer.index, widths: head.widths, file: file)
                 }
                 let sensitivity = try layer.sensitivity.map {
-                    try readSensitivity(JSONField(value: $0, path: "", file: file), widths: head.widths)
+                    try readSensitivity(JSONField(root: $0, file: file), widths: head.widths)
                 }
                 layers.append(Profile.Layer(index: layer.index, experts: experts, sensitivity: sensitivity))
             }

@@ -35,7 +35,7 @@ public enum ProfileReader {
 
     /// The reader over the whole document tree: the reference of `fastParse`, and its fallback.
     static func treeParse(_ data: Data, file: String) throws -> Result {
-        let root = JSONField(value: try JSONValue.parse(data, file: file), path: "", file: file)
+        let root = JSONField(root: try JSONValue.parse(data, file: file), file: file)
         guard case .object = root.value else { throw root.fail("expected a JSON object at the top level") }
         let header = try readHeader(root, file: file)
         let (layers, warnings) = try readLayers(try root.member("layers"), widths: header.widths, file: file)

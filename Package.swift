@@ -6,6 +6,7 @@
 //   ModelFormat     core: every file format: safetensors, config.json, tokenizer, token files, packed GPTQ tensors
 //   Kernels         core: the one parallel-for, BLAS-like float kernels, SGEMM, Cholesky, dequantizing kernels
 //   KernelsAVX512   core: AVX-512 twins of Kernels' hottest loops, chosen at run time (CPUFeatures)
+//   KernelsVNNI     core: int8 dot products on AVX-512 VNNI/VBMI, chosen at run time (CPUFeatures)
 //   Quantization    GPTQ and the group quantizers, Hessian accumulation: the numerics profile and pack share
 //   MoERuntime      run: model weights, one file per architecture, forward pass, evaluation, pruning policies
 //   Calibration     calibration windows through the model layer by layer; per-expert routing statistics, Hessians
@@ -29,6 +30,14 @@ let kernelSettings: [SwiftSetting] = [
 /// The AVX-512 twins of the hottest kernels, called only when the CPU has AVX-512 (`CPUFeatures`).
 let avx512Settings: [SwiftSetting] = [
     .unsafeFlags(["-target-cpu", "skylake-avx512"], .when(platforms: [.linux]))
+]
+
+/// Integer dot-product kernels for AVX-512 VNNI and VBMI (Ice Lake and newer Xeons, Zen 4), called
+/// only when the CPU has them (`CPUFeatures.vnni`).
+let vnniSettings: [SwiftSetting] = [
+    .unsafeFlags(
+        ["-target-cpu", "skylake-avx512", "-Xcc", "-mavx512vnni", "-Xcc", "-mavx512vbmi"],
+        .when(platforms: [.linux]))
 ]
 
 let package = Package(
@@ -61,7 +70,10 @@ let package = Package(
         ),
         .target(name: "ModelFormat"),
         .target(name: "KernelsAVX512", swiftSettings: avx512Settings),
-        .target(name: "Kernels", dependencies: ["KernelsAVX512", "ModelFormat"], swiftSettings: kernelSettings),
+        .target(name: "KernelsVNNI", swiftSettings: vnniSettings),
+        .target(
+            name: "Kernels", dependencies: ["KernelsAVX512", "KernelsVNNI", "ModelFormat"],
+            swiftSettings: kernelSettings),
         .target(name: "Quantization", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
         .target(name: "MoERuntime", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
         .target(

@@ -140,14 +140,28 @@ public struct PackedBenchmark {
                         name: "\(bits)-bit" + (actOrder ? " act-order" : ""), bytes: bytes,
                         run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) },
                         copies: count))
-                if int8Activations && !actOrder && [1, 2, 4].contains(bits) {
+                let int8Widths = CPUFeatures.vnni ? [1, 2, 3, 4, 8] : [1, 2, 4]
+                if int8Activations && !actOrder && int8Widths.contains(bits) {
                     formats.append(
                         Format(
-                            name: "\(bits)-bit int8", bytes: bytes,
+                            name: "\(bits)-bit int8 \(CPUFeatures.int8Path)", bytes: bytes,
                             run: {
                                 Kernels.linear(
                                     $0, tokens: $1, packed: layers[$2], naturalOrder: natural, int8Activations: true
                                 )
+                            }, copies: count))
+                }
+                if int8Activations && !actOrder && CPUFeatures.vnni && [1, 2, 4].contains(bits) {
+                    // The AVX2 int8 kernel beside the VNNI one, in the same run.
+                    formats.append(
+                        Format(
+                            name: "\(bits)-bit int8 AVX2", bytes: bytes,
+                            run: { x, tokens, copy in
+                                CPUFeatures.$forceAVX2.withValue(true) {
+                                    Kernels.linear(
+                                        x, tokens: tokens, packed: layers[copy], naturalOrder: natural,
+                                        int8Activations: true)
+                                }
                             }, copies: count))
                 }
                 if actOrder {

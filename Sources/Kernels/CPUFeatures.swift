@@ -16,6 +16,17 @@ public enum CPUFeatures {
         #endif
     }()
 
+    /// The int8 dot-product kernels (module `KernelsVNNI`) are in use: AVX-512 as above plus VNNI
+    /// (`vpdpbusd`) and VBMI (`vpmultishiftqb`), i.e. Ice Lake / Sapphire Rapids Xeons and Zen 4 or newer.
+    public static let vnni: Bool = {
+        #if arch(x86_64) && os(Linux)
+        if ProcessInfo.processInfo.environment["PMQ_KERNELS"]?.lowercased() == "avx2" { return false }
+        return hasVNNI(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
+        #else
+        return false
+        #endif
+    }()
+
     /// Keeps the calling task's kernels on the AVX2 path (tests compare the two paths).
     /// Read by the caller when a kernel starts.
     @TaskLocal public static var forceAVX2 = false
@@ -23,12 +34,27 @@ public enum CPUFeatures {
     /// The AVX-512 kernels may be used by the calling task now.
     public static var useAVX512: Bool { avx512 && !forceAVX2 }
 
+    /// The VNNI kernels may be used by the calling task now.
+    public static var useVNNI: Bool { vnni && !forceAVX2 }
+
     /// The CPU in `/proc/cpuinfo`'s text has every AVX-512 subset the AVX-512 kernels are built for.
     public static func hasAVX512(cpuinfo: String) -> Bool {
         guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
         let flags = Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
         return ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy { flags.contains($0[...]) }
     }
+
+    /// The CPU has the AVX-512 subsets above and VNNI and VBMI.
+    public static func hasVNNI(cpuinfo: String) -> Bool {
+        guard hasAVX512(cpuinfo: cpuinfo),
+            let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return false }
+        let flags = Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
+        return flags.contains("avx512_vnni") && flags.contains("avx512vbmi")
+    }
+
+    /// The instruction set the int8 decode kernels use, for reports.
+    public static var int8Path: String { vnni ? "AVX-512 VNNI" : "AVX2" }
 
     /// The instruction set the SGEMM kernels use, for reports.
     public static var sgemmPath: String { avx512 ? "AVX-512" : "AVX2" }

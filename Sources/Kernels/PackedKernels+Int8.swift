@@ -1,14 +1,17 @@
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
+import KernelsVNNI
 #endif
 
 extension Kernels {
-    /// Opt-in (off by default, so results stay those of the float kernels): decode matvecs of 1-,
-    /// 2- and 4-bit packed linears quantize the activations to int8 per quantization group and take
-    /// integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does. The result differs from
+    /// Decode matvecs of packed linears quantize the activations to int8 per quantization group and
+    /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2 and 4 on
+    /// AVX2, and 1, 2, 3, 4 and 8 on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from
     /// the float kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127`
-    /// the group's activation step (tested against `referenceLinear`). x86-64 (AVX2) only; other
-    /// widths, other architectures and prefill keep the float kernels.
+    /// the group's activation step (tested against `referenceLinear`). Off here (the library's
+    /// kernels stay exact unless asked); the command line turns it on for decode unless
+    /// `--exact-activations` is given. Other widths, other architectures and prefill keep the float
+    /// kernels.
     /// A task-local, set for a scope with `Kernels.$int8Activations.withValue`.
     @TaskLocal public static var int8Activations = false
 }
@@ -28,7 +31,14 @@ extension PackedKernel {
     enum Int8Decode {
         static func applies(_ operands: PackedOperands) -> Bool {
             #if arch(x86_64)
-            return operands.int8Activations && [1, 2, 4].contains(operands.bits) && Decode.applies(operands)
+            guard operands.int8Activations, Decode.applies(operands) else { return false }
+            switch operands.bits {
+            case 1, 2, 4: return true
+            // 3 bits: whole 3-word blocks only (`in` a multiple of 32, as in every real model).
+            case 3: return operands.vnni && operands.inFeatures % 32 == 0
+            case 8: return operands.vnni
+            default: return false
+            }
             #else
             return false
             #endif
@@ -50,11 +60,14 @@ extension PackedKernel {
         }
 
         static func prepare(_ operands: PackedOperands) -> Prepared {
-            let bits = operands.bits, perWord = 32 / bits, planeCount = 8 / bits
+            let bits = operands.bits
             let inputs = operands.inFeatures, groupSize = operands.groupSize
-            let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: operands.wordRows * perWord)
+            // Codes per word row (per 3-word block at 3 bits) and planes per row (block).
+            let perRow = bits == 3 ? 32 : 32 / bits, planeCount = bits == 3 ? 10 : 8 / bits
+            let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
+            let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: rowCount * perRow)
             defer { quantized.deallocate() }
-            quantized.initialize(repeating: 0, count: operands.wordRows * perWord)
+            quantized.initialize(repeating: 0, count: rowCount * perRow)
             let steps = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
             let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
             for g in 0..<operands.groups {
@@ -71,21 +84,34 @@ extension PackedKernel {
                 steps[g] = step
                 groupSums[g] = step * Float(sum)
             }
-            let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: operands.wordRows * planeCount)
-            for row in 0..<operands.wordRows {
-                let x = quantized + row * perWord
+            let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: rowCount * planeCount)
+            for row in 0..<rowCount {
+                let x = quantized + row * perRow
                 for p in 0..<planeCount {
                     var word: UInt32 = 0
-                    for j in 0..<4 { word |= UInt32(UInt8(bitPattern: x[j * planeCount + p])) << UInt32(8 * j) }
+                    for j in 0..<4 {
+                        let input = bits == 3 ? input3(plane: p, byte: j) : j * planeCount + p
+                        if input >= 0 { word |= UInt32(UInt8(bitPattern: x[input])) << UInt32(8 * j) }
+                    }
                     planes[row * planeCount + p] = word
                 }
             }
             return Prepared(planes: planes, steps: steps, groupSums: groupSums)
         }
 
+        /// 3 bits (`Int8DotVNNI.sweep3`): the code of a 32-code block that byte `byte` of plane
+        /// `plane` meets, or −1 for none. Planes `3s + j` (`s` < 3) read codes `10s + 4j + byte`
+        /// up to `10s + 9`; plane 9 reads codes 30 and 31.
+        static func input3(plane: Int, byte: Int) -> Int {
+            if plane == 9 { return byte < 2 ? 30 + byte : -1 }
+            let k = 4 * (plane % 3) + byte
+            return k < 10 ? 10 * (plane / 3) + k : -1
+        }
+
         /// Adds groups `groups`' terms of outputs `16·tiles` to `operands.y`.
         static func run(_ operands: PackedOperands, prepared: Prepared, groups: Range<Int>, tiles: Range<Int>) {
             #if arch(x86_64)
+            if operands.vnni { return runVNNI(operands, prepared, groups, tiles) }
             switch operands.bits {
             case 1: run(Width1.self, operands, prepared, groups, tiles)
             case 2: run(Width2.self, operands, prepared, groups, tiles)
@@ -98,6 +124,46 @@ extension PackedKernel {
         }
 
         #if arch(x86_64)
+        /// `run` on AVX-512 VNNI: the same groups, sweeps and flushes, the integer sums from
+        /// `Int8DotVNNI` (equal to the AVX2 kernel's, so the floats are too at 1, 2 and 4 bits).
+        static func runVNNI(_ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>)
+        {
+            let bits = operands.bits
+            let rowsPerGroup = bits == 3 ? operands.groupSize / 32 : operands.groupSize / (32 / bits)
+            let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
+            let step = bits == 3 ? max(1, Decode.rowsPerSweep / 3) : Decode.rowsPerSweep
+            Decode.withSums(tiles) { sums in
+                for g in groups {
+                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, rowCount)
+                    sums.initialize(repeating: 0, count: tiles.count * Decode.tile)
+                    for start in stride(from: rows.lowerBound, to: rows.upperBound, by: step) {
+                        Int8DotVNNI.sweep(
+                            bits: bits, qweight: operands.qweight, outFeatures: operands.outFeatures,
+                            planes: prepared.planes, rows: start..<min(start + step, rows.upperBound), tiles: tiles,
+                            sums: sums)
+                    }
+                    let (sum, step) = (prepared.groupSums[g], prepared.steps[g])
+                    switch bits {
+                    case 1:
+                        Decode.flush(
+                            Width1.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
+                    case 2:
+                        Decode.flush(
+                            Width2.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
+                    case 3:
+                        Decode.flush(
+                            Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
+                    case 4:
+                        Decode.flush(
+                            Width4.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
+                    default:
+                        Decode.flush(
+                            Width8.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
+                    }
+                }
+            }
+        }
+
         typealias Words = SIMD8<UInt32>
         typealias Shorts = SIMD16<Int16>
         typealias Ints = SIMD8<Int32>

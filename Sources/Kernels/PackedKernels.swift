@@ -57,6 +57,7 @@ extension Kernels {
                                     scales: scales.baseAddress!, gIdx: gIdx.baseAddress!,
                                     y: y.baseAddress!, naturalOrder: natural)
                                 operands.int8Activations = int8Activations
+                                operands.vnni = CPUFeatures.useVNNI
                                 PackedKernel.run(operands)
                             }
                         }
@@ -171,6 +172,8 @@ struct PackedOperands: @unchecked Sendable {
     let naturalOrder: Bool
     /// Decode through `PackedKernel.Int8Decode` where it applies.
     var int8Activations = false
+    /// The int8 decode kernel may use `KernelsVNNI` (`CPUFeatures.useVNNI`, read once per call).
+    var vnni = false
 
     init(
         packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,

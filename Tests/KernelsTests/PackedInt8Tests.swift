@@ -13,9 +13,15 @@ import Testing
         (16, 128, 128), (48, 96, 32), (37, 200, 64), (24, 320, 128), (1032, 1056, 32),
     ]
 
-    @Test(arguments: [1, 2, 4])
+    /// Widths with an int8 kernel on this machine: 3 and 8 need VNNI, and 3 whole 32-code blocks.
+    static func hasInt8Kernel(bits: Int, inputs: Int) -> Bool {
+        [1, 2, 4].contains(bits) || (CPUFeatures.useVNNI && (bits == 8 || (bits == 3 && inputs % 32 == 0)))
+    }
+
+    @Test(arguments: [1, 2, 3, 4, 8])
     func int8DecodeWithinQuantizationBound(bits: Int) {
         for (index, (out, inputs, groupSize)) in Self.shapes.enumerated() {
+            if bits == 3 && groupSize % 32 != 0 { continue }
             let packed = PackedKernelsTests.randomPacked(
                 out: out, inputs: inputs, bits: bits, groupSize: groupSize,
                 seed: UInt64(500 * bits + index))
@@ -47,22 +53,53 @@ import Testing
                 #expect(
                     worst <= 1,
                     "\(bits) bits [\(out), \(inputs)] g\(groupSize), \(tokens) tokens: error \(worst) of the bound")
-                #expect(differs, "the int8 kernel did not run")
+                if Self.hasInt8Kernel(bits: bits, inputs: inputs) {
+                    #expect(differs, "the int8 kernel did not run")
+                } else {
+                    #expect(fast == exact, "\(bits) bits [\(out), \(inputs)]: no int8 kernel, yet the result changed")
+                }
             }
         }
     }
 
-    /// Widths without an int8 kernel (3, 8) and prefill keep the float kernels, bit for bit.
+    /// Prefill keeps the float kernels, bit for bit, and so do decodes of widths without an int8
+    /// kernel here (3 and 8 without VNNI).
     @Test func otherWidthsAndPrefillUnchanged() {
-        for bits in [3, 4, 8] {
+        for bits in [1, 2, 3, 4, 8] {
             let packed = PackedKernelsTests.randomPacked(
                 out: 48, inputs: 256, bits: bits, groupSize: 64, seed: UInt64(bits))
-            for tokens in bits == 4 ? [5] : [1, 5] {
+            for tokens in Self.hasInt8Kernel(bits: bits, inputs: 256) ? [5] : [1, 5] {
                 let x = PackedKernelsTests.randomX(tokens * 256, seed: 3)
                 #expect(
                     Kernels.linear(x, tokens: tokens, packed: packed, int8Activations: true)
                         == Kernels.linear(x, tokens: tokens, packed: packed, int8Activations: false))
             }
         }
+    }
+
+    /// The VNNI kernel's integer sums are the AVX2 kernel's, added in the same sweeps: the same
+    /// floats at 1, 2 and 4 bits, on every shape (only where the CPU has VNNI).
+    @Test(arguments: [1, 2, 4])
+    func vnniEqualsAVX2BitForBit(bits: Int) throws {
+        try #require(CPUFeatures.vnni, "this CPU has no AVX-512 VNNI + VBMI; nothing to compare")
+        for (index, (out, inputs, groupSize)) in Self.shapes.enumerated() {
+            let packed = PackedKernelsTests.randomPacked(
+                out: out, inputs: inputs, bits: bits, groupSize: groupSize, seed: UInt64(900 * bits + index))
+            let x = PackedKernelsTests.randomX(inputs, seed: UInt64(index))
+            let vnni = Kernels.linear(x, tokens: 1, packed: packed, int8Activations: true)
+            let avx2 = CPUFeatures.$forceAVX2.withValue(true) {
+                Kernels.linear(x, tokens: 1, packed: packed, int8Activations: true)
+            }
+            #expect(vnni == avx2, "\(bits) bits [\(out), \(inputs)] g\(groupSize)")
+        }
+    }
+
+    /// `CPUFeatures.hasVNNI` needs the AVX-512 base subsets, VNNI and VBMI.
+    @Test func vnniNeedsEveryFlag() {
+        let base = "flags\t\t: fpu avx2 avx512f avx512cd avx512bw avx512dq avx512vl"
+        #expect(CPUFeatures.hasVNNI(cpuinfo: base + " avx512_vnni avx512vbmi\n"))
+        #expect(!CPUFeatures.hasVNNI(cpuinfo: base + " avx512_vnni\n"))
+        #expect(!CPUFeatures.hasVNNI(cpuinfo: base + " avx512vbmi\n"))
+        #expect(!CPUFeatures.hasVNNI(cpuinfo: "flags\t\t: fpu avx2 avx512_vnni avx512vbmi\n"))
     }
 }

@@ -1,0 +1,156 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+
+/// Integer dot products of packed GPTQ codes with int8 activations on AVX-512 VNNI and VBMI. This
+/// module is compiled for Skylake-AVX512 plus VNNI, VBMI and VBMI2; `Kernels.CPUFeatures` calls into
+/// it only when the CPU reports all of them. Nothing here may run on another CPU.
+///
+/// A vector holds the same word row of 16 outputs (`qweight` is `[wordRows, out]`). "Plane" `p` of
+/// a word is the `p`-th code of each of its bytes, `(w >> bits·p) & mask` per byte (codes
+/// `p, P + p, 2P + p, 3P + p` with `P = 8 / bits`); one `vpdpbusd` multiplies its four unsigned
+/// bytes with four int8 inputs broadcast from `planes` and adds the four products to the output's
+/// int32 sum, exactly (no 16-bit intermediate, so 8-bit codes work too). At 3 bits a block of three
+/// words holds 32 codes, two of them straddling words; see `blockSums3`.
+///
+/// Sums are exact integers; each sweep adds them, converted to float, to 16 floats per tile in
+/// `sums`, as `Kernels`' AVX2 int8 kernel does per sweep, so the two give the same floats.
+public enum Int8DotVNNI {
+    typealias Words = SIMD16<UInt32>
+    typealias Ints = SIMD16<Int32>
+
+    /// Planes per word row (1, 2, 4, 8 bits) or per 32-code block (3 bits).
+    public static func planeCount(bits: Int) -> Int { bits == 3 ? 10 : 8 / bits }
+
+    /// For word rows (1, 2, 4, 8 bits) or 3-word blocks (3 bits) `rows` and outputs `16·tiles`:
+    /// adds `Σ_i x̂_i·q_i` to `sums` (16 floats per tile, from `tiles.lowerBound`). `planes` is
+    /// `[rows or blocks, planeCount(bits)]` of four int8 inputs each, in the order the codes are read.
+    public static func sweep(
+        bits: Int, qweight: UnsafePointer<UInt32>, outFeatures: Int, planes: UnsafePointer<UInt32>,
+        rows: Range<Int>, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>
+    ) {
+        switch bits {
+        case 1: sweep(bits: 1, qweight, outFeatures, planes, rows, tiles, sums)
+        case 2: sweep(bits: 2, qweight, outFeatures, planes, rows, tiles, sums)
+        case 3: sweep3(qweight, outFeatures, planes, rows, tiles, sums)
+        case 4: sweep(bits: 4, qweight, outFeatures, planes, rows, tiles, sums)
+        case 8: sweep(bits: 8, qweight, outFeatures, planes, rows, tiles, sums)
+        default: preconditionFailure("no VNNI kernel for width \(bits)")
+        }
+    }
+
+    @inline(__always)
+    static func sweep(
+        bits: Int, _ qweight: UnsafePointer<UInt32>, _ out: Int, _ planes: UnsafePointer<UInt32>,
+        _ rows: Range<Int>, _ tiles: Range<Int>, _ sums: UnsafeMutablePointer<Float>
+    ) {
+        let planeCount = 8 / bits
+        let mask = Words(repeating: bits == 8 ? ~0 : UInt32((1 << bits) - 1) * 0x0101_0101)
+        for tileIndex in tiles {
+            let o = tileIndex &* 16
+            // Four independent chains: dpbusd's latency is several of its issue slots.
+            var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+            var row = rows.lowerBound
+            while row < rows.upperBound {
+                let w = load(qweight + (row &* out &+ o))
+                let x = planes + row &* planeCount
+                let base = planeCount == 1 ? (row & 1) : planeCount == 2 ? 2 * (row & 1) : 0
+                for plane in 0..<planeCount {
+                    let codes = plane == 0 ? w & mask : (w &>> UInt32(bits * plane)) & mask
+                    let xs = Words(repeating: x[plane])
+                    switch (base + plane) & 3 {
+                    case 0: a0 = dot(a0, codes, xs)
+                    case 1: a1 = dot(a1, codes, xs)
+                    case 2: a2 = dot(a2, codes, xs)
+                    default: a3 = dot(a3, codes, xs)
+                    }
+                }
+                row &+= 1
+            }
+            add(sums + (tileIndex &- tiles.lowerBound) &* 16, (a0 &+ a1) &+ (a2 &+ a3))
+        }
+    }
+
+    /// Byte `i` of dword `d` of each qword reads the 8 bits from `32·d + 3·(4j + i)`: codes
+    /// `4j ..< 4j + 4` of a word holding codes at every third bit, for planes `j = 0, 1, 2`.
+    static let controls: (Words, Words, Words) = {
+        func control(_ j: Int) -> Words {
+            var bytes = SIMD64<UInt8>()
+            for q in 0..<8 {
+                for d in 0..<2 {
+                    for i in 0..<4 { bytes[8 * q + 4 * d + i] = UInt8(32 * d + 3 * min(4 * j + i, 9)) }
+                }
+            }
+            return unsafeBitCast(bytes, to: Words.self)
+        }
+        return (control(0), control(1), control(2))
+    }()
+
+    /// 3 bits: a block is three words `w0, w1, w2` of 32 codes, code `k` at bit `3k` of the 96.
+    /// Four sources hold codes at every third bit from bit 0: `w0` codes 0–9,
+    /// `w0 >> 30 | w1 << 2` codes 10–19, `w1 >> 28 | w2 << 4` codes 20–29 and `w2 >> 26` codes 30,
+    /// 31. Planes `(s, j)` of the first three are `vpmultishiftqb` byte gathers (`controls`), masked
+    /// to 3 bits, plus one plane of the last; inputs past a source's codes are zero in `planes`.
+    static func sweep3(
+        _ qweight: UnsafePointer<UInt32>, _ out: Int, _ planes: UnsafePointer<UInt32>,
+        _ blocks: Range<Int>, _ tiles: Range<Int>, _ sums: UnsafeMutablePointer<Float>
+    ) {
+        let mask = Words(repeating: 0x0707_0707)
+        let (c0, c1, c2) = controls
+        for tileIndex in tiles {
+            let o = tileIndex &* 16
+            var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+            var block = blocks.lowerBound
+            while block < blocks.upperBound {
+                let p = qweight + (3 &* block &* out &+ o)
+                let w0 = load(p), w1 = load(p + out), w2 = load(p + 2 &* out)
+                let x = planes + block &* 10
+                let s1 = (w0 &>> 30) | (w1 &<< 2), s2 = (w1 &>> 28) | (w2 &<< 4), s3 = w2 &>> 26
+                a0 = dot(a0, gather(c0, w0) & mask, Words(repeating: x[0]))
+                a1 = dot(a1, gather(c1, w0) & mask, Words(repeating: x[1]))
+                a2 = dot(a2, gather(c2, w0) & mask, Words(repeating: x[2]))
+                a3 = dot(a3, gather(c0, s1) & mask, Words(repeating: x[3]))
+                a0 = dot(a0, gather(c1, s1) & mask, Words(repeating: x[4]))
+                a1 = dot(a1, gather(c2, s1) & mask, Words(repeating: x[5]))
+                a2 = dot(a2, gather(c0, s2) & mask, Words(repeating: x[6]))
+                a3 = dot(a3, gather(c1, s2) & mask, Words(repeating: x[7]))
+                a0 = dot(a0, gather(c2, s2) & mask, Words(repeating: x[8]))
+                a1 = dot(a1, gather(c0, s3) & mask, Words(repeating: x[9]))
+                block &+= 1
+            }
+            add(sums + (tileIndex &- tiles.lowerBound) &* 16, (a0 &+ a1) &+ (a2 &+ a3))
+        }
+    }
+
+    @inline(__always)
+    static func load(_ pointer: UnsafePointer<UInt32>) -> Words {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Words.self)
+    }
+
+    /// `acc + Σ_{k<4} a.byte[4l+k]·b.byte[4l+k]` per 32-bit lane `l`, `a` unsigned, `b` signed.
+    @inline(__always)
+    static func dot(_ acc: Ints, _ a: Words, _ b: Words) -> Ints {
+        unsafeBitCast(
+            _mm512_dpbusd_epi32(
+                unsafeBitCast(acc, to: __m512i.self), unsafeBitCast(a, to: __m512i.self),
+                unsafeBitCast(b, to: __m512i.self)),
+            to: Ints.self)
+    }
+
+    /// Per byte `b` of each qword: the 8 bits of that qword of `data` from bit `control.byte[b] mod 64`.
+    @inline(__always)
+    static func gather(_ control: Words, _ data: Words) -> Words {
+        unsafeBitCast(
+            _mm512_multishift_epi64_epi8(
+                unsafeBitCast(control, to: __m512i.self), unsafeBitCast(data, to: __m512i.self)),
+            to: Words.self)
+    }
+
+    /// `sums[0..<16] += Float(s)`.
+    @inline(__always)
+    static func add(_ sums: UnsafeMutablePointer<Float>, _ s: Ints) {
+        let converted = unsafeBitCast(_mm512_cvtepi32_ps(unsafeBitCast(s, to: __m512i.self)), to: SIMD16<Float>.self)
+        let raw = UnsafeMutableRawPointer(sums)
+        raw.storeBytes(of: raw.loadUnaligned(as: SIMD16<Float>.self) + converted, as: SIMD16<Float>.self)
+    }
+}
+#endif

@@ -6,8 +6,10 @@
 
 What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped when its output exists):
 1. llama.cpp: the sources vendored in llama-cpp-python 0.3.36 (downloaded from PyPI unless --llama-src),
-   built with cmake (pip's, installed into this venv if missing) with native CPU flags: llama-bench and
-   llama-quantize.
+   built with cmake (pip's, installed into this venv if missing) for this CPU's instruction sets
+   (AVX2, FMA, F16C, and AVX-512 F/VBMI/VNNI/BF16 where /proc/cpuinfo lists them) but without AMX: with
+   GGML_NATIVE on this machine's Xeon, llama-bench crashed (SIGSEGV in ggml_backend_amx_mul_mat) on Q4_0.
+   Weight repacking (llama.cpp's default) stays on. Targets: llama-bench and llama-quantize.
 2. GGUF: convert_hf_to_gguf.py writes the checkpoint as BF16 (an unknown BPE pre-tokenizer is taken as
    "default", and without a tokenizer.model the BPE tokenizer.json is used: tokenization does not enter a
    speed test), then llama-quantize makes F16, Q4_0, Q3_K_S, Q2_K.
@@ -61,16 +63,35 @@ def llama_sources(work: Path, given: str | None) -> Path:
     return source
 
 
+def cpu_flags() -> set:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def isa_options() -> list:
+    """cmake options for this CPU's vector extensions, AMX left off."""
+    flags = cpu_flags()
+    wanted = [("AVX", "avx"), ("AVX2", "avx2"), ("FMA", "fma"), ("F16C", "f16c"), ("BMI2", "bmi2"),
+              ("AVX512", "avx512f"), ("AVX512_VBMI", "avx512vbmi"), ("AVX512_VNNI", "avx512_vnni"),
+              ("AVX512_BF16", "avx512_bf16")]
+    return ["-DGGML_NATIVE=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"] + [
+        f"-DGGML_{name}={'ON' if flag in flags else 'OFF'}" for name, flag in wanted]
+
+
 def build_llama(source: Path, work: Path) -> Path:
-    build = work / "llama-build"
+    build = work / "llama-build-noamx"
     binaries = build / "bin"
     if (binaries / "llama-bench").exists() and (binaries / "llama-quantize").exists():
         return binaries
     cmake = shutil.which("cmake") or str(Path(sys.executable).parent / "cmake")
     if not Path(cmake).exists():
         run([sys.executable, "-m", "pip", "install", "-q", "cmake"])
-    run([cmake, "-S", source, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF",
-         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"])
+    run([cmake, "-S", source, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",
+         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"] + isa_options())
     run([cmake, "--build", build, "--target", "llama-bench", "llama-quantize", "-j", str(os.cpu_count() or 2)])
     return binaries
 
@@ -116,7 +137,7 @@ def pmq_models(model: Path, calib: str, widths, work: Path) -> dict:
 
 def pmq_speed(model: Path, prompt: int, generate: int, int8: bool):
     command = [PMQ, "bench", "runtime", "--model", model, "--prefill", prompt, "--decode", generate,
-               "--repeats", "1", "--skip-reference"] + (["--int8-activations"] if int8 else [])
+               "--repeats", "1", "--skip-reference"] + ([] if int8 else ["--exact-activations"])
     text = run(command, capture_output=True, text=True).stdout
     found = re.search(r"SIMD kernels:\s+prefill\s+([\d.]+) tokens/s\s+decode\s+([\d.]+) tokens/s", text)
     if not found:
@@ -165,12 +186,12 @@ def main():
     ggufs = gguf_models(source, binaries, model, work)
     pmqs = pmq_models(model, args.calib, widths, work)
     # Rows: (label, pmq model, int8 activations, llama.cpp formats compared).
-    plan = [("bf16 / F16 / BF16", "bf16", False, ["F16", "BF16"])]
+    # pmq decodes with int8 activations by default (`--exact-activations` for float ones).
+    plan = [("bf16 / F16 / BF16", "bf16", True, ["F16", "BF16"])]
     names = {4: ["Q4_0"], 3: ["Q3_K_S"], 2: ["Q2_K"]}
     for bits in widths:
-        plan.append((f"pmq {bits}-bit g128", f"{bits}-bit", False, names.get(bits, [])))
-        if bits in (1, 2, 4):
-            plan.append((f"pmq {bits}-bit g128, int8 activations", f"{bits}-bit", True, names.get(bits, [])))
+        plan.append((f"pmq {bits}-bit g128 (default)", f"{bits}-bit", True, names.get(bits, [])))
+        plan.append((f"pmq {bits}-bit g128, --exact-activations", f"{bits}-bit", False, names.get(bits, [])))
     figures = {}
     for round_index in range(args.rounds):
         print(f"round {round_index + 1} of {args.rounds}", file=sys.stderr)

@@ -11,7 +11,8 @@ public struct RuntimeBenchmark {
     public var decode: Int = 32
     public var repeats: Int = 3
     public var skipReference = false
-    public var int8Activations = false
+    /// Decode with int8 activations (`Kernels.int8Activations`), as `pmq generate` does by default.
+    public var int8Activations = true
     /// Hold FP8 linears as f32 dequantized at load, not FP8 widened by the kernels.
     public var dequantizeFP8 = false
     /// MLA models: cache the latent (absorbed attention) or every head's expanded key and value.
@@ -79,6 +80,10 @@ public struct RuntimeBenchmark {
                 + "top-\(config.routing.topK)"
         )
         emit(String(format: "memory read bandwidth (all cores): %.1f GB/s", bandwidth / 1e9))
+        emit(
+            "decode activations: "
+                + (int8Activations
+                    ? "int8 (\(CPUFeatures.int8Path) kernels; --exact-activations for float)" : "float (exact)"))
         emit(
             String(
                 format:

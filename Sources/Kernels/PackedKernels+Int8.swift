@@ -59,41 +59,47 @@ extension PackedKernel {
             }
         }
 
+        /// Planes, steps and `d_g·Σ x̂` of every token of `operands` (token `t`'s at `t·planeStride`
+        /// and `t·groups`).
         static func prepare(_ operands: PackedOperands) -> Prepared {
-            let bits = operands.bits
-            let inputs = operands.inFeatures, groupSize = operands.groupSize
+            let bits = operands.bits, tokens = operands.tokens
+            let inputs = operands.inFeatures, groupSize = operands.groupSize, groups = operands.groups
             // Codes per word row (per 3-word block at 3 bits) and planes per row (block).
             let perRow = bits == 3 ? 32 : 32 / bits, planeCount = bits == 3 ? 10 : 8 / bits
             let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
             let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: rowCount * perRow)
             defer { quantized.deallocate() }
-            quantized.initialize(repeating: 0, count: rowCount * perRow)
-            let steps = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
-            let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: operands.groups)
-            for g in 0..<operands.groups {
-                let range = (g * groupSize)..<min((g + 1) * groupSize, inputs)
-                var peak: Float = 0
-                for i in range { peak = max(peak, abs(operands.x[i])) }
-                let step = peak / 127, inverse = peak > 0 ? 127 / peak : 0
-                var sum: Int32 = 0
-                for i in range {
-                    let q = Int8(min(max((operands.x[i] * inverse).rounded(), -127), 127))
-                    quantized[i] = q
-                    sum += Int32(q)
-                }
-                steps[g] = step
-                groupSums[g] = step * Float(sum)
-            }
-            let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: rowCount * planeCount)
-            for row in 0..<rowCount {
-                let x = quantized + row * perRow
-                for p in 0..<planeCount {
-                    var word: UInt32 = 0
-                    for j in 0..<4 {
-                        let input = bits == 3 ? input3(plane: p, byte: j) : j * planeCount + p
-                        if input >= 0 { word |= UInt32(UInt8(bitPattern: x[input])) << UInt32(8 * j) }
+            let steps = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
+            let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
+            let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: tokens * rowCount * planeCount)
+            for t in 0..<tokens {
+                let x = operands.x + t * inputs
+                quantized.initialize(repeating: 0, count: rowCount * perRow)
+                for g in 0..<groups {
+                    let range = (g * groupSize)..<min((g + 1) * groupSize, inputs)
+                    var peak: Float = 0
+                    for i in range { peak = max(peak, abs(x[i])) }
+                    let step = peak / 127, inverse = peak > 0 ? 127 / peak : 0
+                    var sum: Int32 = 0
+                    for i in range {
+                        let q = Int8(min(max((x[i] * inverse).rounded(), -127), 127))
+                        quantized[i] = q
+                        sum += Int32(q)
                     }
-                    planes[row * planeCount + p] = word
+                    steps[t * groups + g] = step
+                    groupSums[t * groups + g] = step * Float(sum)
+                }
+                let tokenPlanes = planes + t * rowCount * planeCount
+                for row in 0..<rowCount {
+                    let x = quantized + row * perRow
+                    for p in 0..<planeCount {
+                        var word: UInt32 = 0
+                        for j in 0..<4 {
+                            let input = bits == 3 ? input3(plane: p, byte: j) : j * planeCount + p
+                            if input >= 0 { word |= UInt32(UInt8(bitPattern: x[input])) << UInt32(8 * j) }
+                        }
+                        tokenPlanes[row * planeCount + p] = word
+                    }
                 }
             }
             return Prepared(planes: planes, steps: steps, groupSums: groupSums)

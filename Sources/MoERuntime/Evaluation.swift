@@ -46,7 +46,7 @@ public struct Evaluation: Sendable, Encodable {
 
     public static func run(
         model: MoEModel, tokens: [Int], sequenceLength: Int, pruner: ExpertPruner? = nil,
-        pruning: String = "none", decodeTokens: Int = 0,
+        pruning: String = "none", decodeTokens: Int = 0, oneTokenAtATime: Bool = false,
         progress: (Int, Int) -> Void = { _, _ in }
     ) throws -> Evaluation {
         precondition(sequenceLength >= 2)
@@ -61,7 +61,17 @@ public struct Evaluation: Sendable, Encodable {
             let window = Array(tokens[offset..<min(offset + sequenceLength, tokens.count)])
             offset += window.count
             session.reset()
-            nll += negativeLogLikelihood(logits: try session.logits(window), tokens: window, vocab: vocab)
+            let logits: [Float]
+            if oneTokenAtATime {
+                // Row t from token t alone, through the KV cache: the path generation decodes on.
+                var rows = [Float]()
+                rows.reserveCapacity(window.count * vocab)
+                for token in window { rows += try session.logits([token]) }
+                logits = rows
+            } else {
+                logits = try session.logits(window)
+            }
+            nll += negativeLogLikelihood(logits: logits, tokens: window, vocab: vocab)
             predicted += window.count - 1
             windows += 1
             progress(offset, tokens.count)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import MoERuntime
 import ModelFormat
 
@@ -46,6 +47,20 @@ extension PMQ {
             help: "Also time one-token-at-a-time decoding over this many tokens (0: skip).")
         var decodeTokens: Int = 0
 
+        @Flag(
+            name: .customLong("one-token-at-a-time"),
+            help: ArgumentHelp(
+                "Score each window one token at a time through the KV cache (the decode path `pmq generate` "
+                    + "takes) instead of in one prefill."))
+        var oneTokenAtATime = false
+
+        @Flag(
+            name: .customLong("exact-activations"),
+            help: ArgumentHelp(
+                "Decode with float activations (bit-exact kernels) instead of int8 ones. Prefill always uses float "
+                    + "activations, so this changes the perplexity only with --one-token-at-a-time."))
+        var exactActivations = false
+
         @Option(help: ArgumentHelp("Write the results as JSON.", valueName: "file"))
         var json: String?
 
@@ -85,11 +100,13 @@ extension PMQ {
                 throw ValidationError(error.message)
             }
             let progress = Progress("eval", quiet: quiet)
-            let result = try Evaluation.run(
-                model: loaded, tokens: ids, sequenceLength: seqLen, pruner: pruner, pruning: prune.rawValue,
-                decodeTokens: decodeTokens
-            ) { done, total in
-                progress.update(done: done, total: total, detail: "tokens")
+            let result = try Kernels.$int8Activations.withValue(!exactActivations) {
+                try Evaluation.run(
+                    model: loaded, tokens: ids, sequenceLength: seqLen, pruner: pruner, pruning: prune.rawValue,
+                    decodeTokens: decodeTokens, oneTokenAtATime: oneTokenAtATime
+                ) { done, total in
+                    progress.update(done: done, total: total, detail: "tokens")
+                }
             }
             progress.finish()
             if let json { try AtomicFile.writeJSON(result, to: json) }
@@ -99,8 +116,11 @@ extension PMQ {
             )
             print(
                 String(
-                    format: "perplexity %.3f  (mean NLL %.4f nats over %d predictions)", result.perplexity,
-                    result.negativeLogLikelihood, result.predicted))
+                    format: "perplexity %.3f  (mean NLL %.4f nats over %d predictions%@)", result.perplexity,
+                    result.negativeLogLikelihood, result.predicted,
+                    oneTokenAtATime
+                        ? ", one token at a time, " + (exactActivations ? "float" : "int8") + " decode activations"
+                        : ""))
             print(
                 String(
                     format: "%.0f tokens/s  (%.1f s)  peak RSS %.1f MB  expert weights %.3f MB", result.tokensPerSecond,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import ModelFormat
 import MoERuntime
 
@@ -29,6 +30,11 @@ extension PMQ {
         @Option(help: "Random seed for sampling.")
         var seed: UInt64 = 0
 
+        @Flag(
+            name: .customLong("exact-activations"),
+            help: "Decode with float activations (bit-exact kernels) instead of int8 ones (integer dot products).")
+        var exactActivations = false
+
         func validate() throws {
             guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be ≥ 0") }
             guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
@@ -40,9 +46,11 @@ extension PMQ {
             let tokenizer = try BPETokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
             let ids = tokenizer.encode(prompt)
             guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
-            let output = try Generation.run(
-                model: loaded, prompt: ids, maxNewTokens: maxNewTokens, temperature: temperature, topP: topP,
-                seed: seed)
+            let output = try Kernels.$int8Activations.withValue(!exactActivations) {
+                try Generation.run(
+                    model: loaded, prompt: ids, maxNewTokens: maxNewTokens, temperature: temperature, topP: topP,
+                    seed: seed)
+            }
             print(prompt + tokenizer.decode(output.tokens))
             printError(
                 String(

@@ -27,9 +27,9 @@ extension PMQ {
         var skipReference = false
 
         @Flag(
-            name: .customLong("int8-activations"),
-            help: "Decode 1-, 2- and 4-bit packed linears with int8 activations (integer dot products; not bit-exact).")
-        var int8Activations = false
+            name: .customLong("exact-activations"),
+            help: "Decode packed linears with float activations (bit-exact kernels) instead of int8 ones.")
+        var exactActivations = false
 
         @Flag(
             name: .customLong("fp8-dequantize"),
@@ -47,7 +47,7 @@ extension PMQ {
             benchmark.decode = decode
             benchmark.repeats = repeats
             benchmark.skipReference = skipReference
-            benchmark.int8Activations = int8Activations
+            benchmark.int8Activations = !exactActivations
             benchmark.dequantizeFP8 = fp8Dequantize
             benchmark.latentCache = !expandedKVCache
             try checkedOptions { try benchmark.run(emit: emit) }

@@ -13,9 +13,12 @@ import Testing
         (16, 128, 128), (48, 96, 32), (37, 200, 64), (24, 320, 128), (1032, 1056, 32),
     ]
 
-    /// Widths with an int8 kernel on this machine: 3 and 8 need VNNI, and 3 whole 32-code blocks.
-    static func hasInt8Kernel(bits: Int, inputs: Int) -> Bool {
-        [1, 2, 4].contains(bits) || (CPUFeatures.useVNNI && (bits == 8 || (bits == 3 && inputs % 32 == 0)))
+    /// Whether a call has an int8 kernel on this machine: decode (1–3 tokens) at 1, 2 and 4 bits,
+    /// and with VNNI also 3 (whole 32-code blocks) and 8 bits and prefill (4 or more tokens).
+    static func hasInt8Kernel(bits: Int, inputs: Int, tokens: Int = 1) -> Bool {
+        let vnniWidth = bits == 8 || bits == 3 && inputs % 32 == 0
+        if CPUFeatures.useVNNI { return [1, 2, 4].contains(bits) || vnniWidth }
+        return tokens < 4 && [1, 2, 4].contains(bits)
     }
 
     @Test(arguments: [1, 2, 3, 4, 8])
@@ -26,7 +29,7 @@ import Testing
                 out: out, inputs: inputs, bits: bits, groupSize: groupSize,
                 seed: UInt64(500 * bits + index))
             let weights = packed.dequantized()
-            for tokens in [1, 3] {
+            for tokens in [1, 3, 6] {
                 var x = PackedKernelsTests.randomX(tokens * inputs, seed: UInt64(77 * tokens + index))
                 if index == 1 { for i in 0..<min(32, inputs) { x[i] = 0 } } // an all-zero group
                 let fast = Kernels.linear(x, tokens: tokens, packed: packed, int8Activations: true)
@@ -53,7 +56,7 @@ import Testing
                 #expect(
                     worst <= 1,
                     "\(bits) bits [\(out), \(inputs)] g\(groupSize), \(tokens) tokens: error \(worst) of the bound")
-                if Self.hasInt8Kernel(bits: bits, inputs: inputs) {
+                if Self.hasInt8Kernel(bits: bits, inputs: inputs, tokens: tokens) {
                     #expect(differs, "the int8 kernel did not run")
                 } else {
                     #expect(fast == exact, "\(bits) bits [\(out), \(inputs)]: no int8 kernel, yet the result changed")
@@ -62,14 +65,14 @@ import Testing
         }
     }
 
-    /// Prefill keeps the float kernels, bit for bit, and so do decodes of widths without an int8
-    /// kernel here (3 and 8 without VNNI).
-    @Test func otherWidthsAndPrefillUnchanged() {
-        for bits in [1, 2, 3, 4, 8] {
+    /// Calls without an int8 kernel here (prefill without VNNI, 3 and 8 bits without VNNI, 3 bits
+    /// with a partial block) keep the float kernels, bit for bit.
+    @Test func callsWithoutInt8KernelUnchanged() {
+        for (bits, inputs) in [(1, 256), (2, 256), (3, 256), (3, 240), (4, 256), (8, 256)] {
             let packed = PackedKernelsTests.randomPacked(
-                out: 48, inputs: 256, bits: bits, groupSize: 64, seed: UInt64(bits))
-            for tokens in Self.hasInt8Kernel(bits: bits, inputs: 256) ? [5] : [1, 5] {
-                let x = PackedKernelsTests.randomX(tokens * 256, seed: 3)
+                out: 48, inputs: inputs, bits: bits, groupSize: 32, seed: UInt64(bits))
+            for tokens in [1, 5] where !Self.hasInt8Kernel(bits: bits, inputs: inputs, tokens: tokens) {
+                let x = PackedKernelsTests.randomX(tokens * inputs, seed: 3)
                 #expect(
                     Kernels.linear(x, tokens: tokens, packed: packed, int8Activations: true)
                         == Kernels.linear(x, tokens: tokens, packed: packed, int8Activations: false))

@@ -1,0 +1,167 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+
+/// Prefill (several tokens) of packed GPTQ linears with int8 activations on AVX-512 VNNI: each
+/// word row's codes are unpacked into bytes once per plane and meet four tokens' int8 inputs
+/// (`vpdpbusd` with each token's four inputs broadcast), so a code vector serves four tokens. Per
+/// output tile (16 outputs), group and block of four tokens the sums stay in four int32 registers
+/// over the whole group and are then added to `y` as `s·d_g·Σ + (−s·z)·d_g·Σ x̂`.
+public enum Int8GemmVNNI {
+    typealias Words = SIMD16<UInt32>
+    typealias Ints = SIMD16<Int32>
+    typealias Floats = SIMD16<Float>
+
+    /// The operands of one call; token `t`'s planes start at `planes + t·planeStride` (layout of
+    /// `Int8DotVNNI.sweep`), its steps `d_g` and `d_g·Σ x̂` at `t·groups`. `scales` and `offsets`
+    /// are `[tiles, groups, 16]` (`s` and `−s·z` of each output), tile 0 being `tiles.lowerBound`.
+    public struct Operands {
+        public var bits: Int
+        public var qweight: UnsafePointer<UInt32>
+        public var outFeatures: Int
+        public var groups: Int
+        /// Word rows (3-word blocks at 3 bits) per group, and in all.
+        public var rowsPerGroup: Int
+        public var rowCount: Int
+        public var planes: UnsafePointer<UInt32>
+        public var planeStride: Int
+        public var steps: UnsafePointer<Float>
+        public var groupSums: UnsafePointer<Float>
+        public var scales: UnsafePointer<Float>
+        public var offsets: UnsafePointer<Float>
+        public var tokens: Int
+        /// `[tokens, outFeatures]`, added to.
+        public var y: UnsafeMutablePointer<Float>
+
+        public init(
+            bits: Int, qweight: UnsafePointer<UInt32>, outFeatures: Int, groups: Int, rowsPerGroup: Int,
+            rowCount: Int, planes: UnsafePointer<UInt32>, planeStride: Int, steps: UnsafePointer<Float>,
+            groupSums: UnsafePointer<Float>, scales: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
+            tokens: Int, y: UnsafeMutablePointer<Float>
+        ) {
+            self.bits = bits
+            self.qweight = qweight
+            self.outFeatures = outFeatures
+            self.groups = groups
+            self.rowsPerGroup = rowsPerGroup
+            self.rowCount = rowCount
+            self.planes = planes
+            self.planeStride = planeStride
+            self.steps = steps
+            self.groupSums = groupSums
+            self.scales = scales
+            self.offsets = offsets
+            self.tokens = tokens
+            self.y = y
+        }
+    }
+
+    /// Adds `x · Ŵᵀ` for outputs `16·tiles` of every token to `y`.
+    public static func run(_ operands: Operands, tiles: Range<Int>) {
+        switch operands.bits {
+        case 1: run(bits: 1, operands, tiles)
+        case 2: run(bits: 2, operands, tiles)
+        case 3: run(bits: 3, operands, tiles)
+        case 4: run(bits: 4, operands, tiles)
+        case 8: run(bits: 8, operands, tiles)
+        default: preconditionFailure("no VNNI kernel for width \(operands.bits)")
+        }
+    }
+
+    @inline(__always)
+    static func run(bits: Int, _ op: Operands, _ tiles: Range<Int>) {
+        let planeCount = Int8DotVNNI.planeCount(bits: bits)
+        let controls = Int8DotVNNI.controls
+        for tileIndex in tiles {
+            let o = tileIndex &* 16
+            let table = (tileIndex &- tiles.lowerBound) &* op.groups &* 16
+            for g in 0..<op.groups {
+                let rows = (g &* op.rowsPerGroup)..<min((g &+ 1) &* op.rowsPerGroup, op.rowCount)
+                let scale = load(op.scales + (table &+ g &* 16)), offset = load(op.offsets + (table &+ g &* 16))
+                var t0 = 0
+                while t0 < op.tokens {
+                    // Four tokens (the last block repeats its last token; only real ones are added).
+                    let t1 = min(t0 &+ 1, op.tokens &- 1), t2 = min(t0 &+ 2, op.tokens &- 1)
+                    let t3 = min(t0 &+ 3, op.tokens &- 1)
+                    let x0 = op.planes + t0 &* op.planeStride, x1 = op.planes + t1 &* op.planeStride
+                    let x2 = op.planes + t2 &* op.planeStride, x3 = op.planes + t3 &* op.planeStride
+                    var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+                    for row in rows {
+                        let base = row &* planeCount
+                        planesOfRow(bits: bits, op.qweight, op.outFeatures, controls, row: row, output: o) {
+                            plane, codes in
+                            let k = base &+ plane
+                            a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: x0[k]))
+                            a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: x1[k]))
+                            a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: x2[k]))
+                            a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: x3[k]))
+                        }
+                    }
+                    let count = min(4, op.tokens &- t0)
+                    add(op, token: t0, group: g, output: o, sums: a0, scale: scale, offset: offset)
+                    if count > 1 {
+                        add(op, token: t0 &+ 1, group: g, output: o, sums: a1, scale: scale, offset: offset)
+                    }
+                    if count > 2 {
+                        add(op, token: t0 &+ 2, group: g, output: o, sums: a2, scale: scale, offset: offset)
+                    }
+                    if count > 3 {
+                        add(op, token: t0 &+ 3, group: g, output: o, sums: a3, scale: scale, offset: offset)
+                    }
+                    t0 &+= 4
+                }
+            }
+        }
+    }
+
+    /// Calls `body(plane, codes)` for each plane of word row (3-word block at 3 bits) `row` of
+    /// outputs `o ..< o + 16`: the codes as unsigned bytes, in `Int8DotVNNI.sweep`'s plane order.
+    @inline(__always)
+    static func planesOfRow(
+        bits: Int, _ qweight: UnsafePointer<UInt32>, _ out: Int, _ controls: (Words, Words, Words), row: Int,
+        output o: Int, _ body: (Int, Words) -> Void
+    ) {
+        if bits == 3 {
+            let mask = Words(repeating: 0x0707_0707)
+            let (c0, c1, c2) = controls
+            let p = qweight + (3 &* row &* out &+ o)
+            let w0 = Int8DotVNNI.load(p), w1 = Int8DotVNNI.load(p + out), w2 = Int8DotVNNI.load(p + 2 &* out)
+            let s1 = (w0 &>> 30) | (w1 &<< 2), s2 = (w1 &>> 28) | (w2 &<< 4), s3 = w2 &>> 26
+            body(0, Int8DotVNNI.gather(c0, w0) & mask)
+            body(1, Int8DotVNNI.gather(c1, w0) & mask)
+            body(2, Int8DotVNNI.gather(c2, w0) & mask)
+            body(3, Int8DotVNNI.gather(c0, s1) & mask)
+            body(4, Int8DotVNNI.gather(c1, s1) & mask)
+            body(5, Int8DotVNNI.gather(c2, s1) & mask)
+            body(6, Int8DotVNNI.gather(c0, s2) & mask)
+            body(7, Int8DotVNNI.gather(c1, s2) & mask)
+            body(8, Int8DotVNNI.gather(c2, s2) & mask)
+            body(9, Int8DotVNNI.gather(c0, s3) & mask)
+            return
+        }
+        let mask = Words(repeating: bits == 8 ? ~0 : UInt32((1 << bits) - 1) * 0x0101_0101)
+        let w = Int8DotVNNI.load(qweight + (row &* out &+ o))
+        for plane in 0..<(8 / bits) {
+            body(plane, plane == 0 ? w & mask : (w &>> UInt32(bits * plane)) & mask)
+        }
+    }
+
+    @inline(__always)
+    static func load(_ pointer: UnsafePointer<Float>) -> Floats {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Floats.self)
+    }
+
+    /// `y[t, o ..< o + 16] += s·(d·Σ) + (−s·z)·(d·Σ x̂)` for token `t` and group `g`.
+    @inline(__always)
+    static func add(
+        _ op: Operands, token t: Int, group g: Int, output o: Int, sums: Ints, scale: Floats, offset: Floats
+    ) {
+        let converted = unsafeBitCast(_mm512_cvtepi32_ps(unsafeBitCast(sums, to: __m512i.self)), to: Floats.self)
+        let step = op.steps[t &* op.groups &+ g], groupSum = op.groupSums[t &* op.groups &+ g]
+        let raw = UnsafeMutableRawPointer(op.y + (t &* op.outFeatures &+ o))
+        var y = raw.loadUnaligned(as: Floats.self)
+        y.addProduct(scale, converted * step)
+        y.addProduct(offset, Floats(repeating: groupSum))
+        raw.storeBytes(of: y, as: Floats.self)
+    }
+}
+#endif

@@ -13,6 +13,8 @@ public struct RuntimeBenchmark {
     public var skipReference = false
     /// Decode with int8 activations (`Kernels.int8Activations`), as `pmq generate` does by default.
     public var int8Activations = true
+    /// Hold attention and an untied head as packed linears of this width (`quantizeAttentionAndHead`).
+    public var attentionBits: Int?
     /// Hold FP8 linears as f32 dequantized at load, not FP8 widened by the kernels.
     public var dequantizeFP8 = false
     /// MLA models: cache the latent (absorbed attention) or every head's expanded key and value.
@@ -28,6 +30,13 @@ public struct RuntimeBenchmark {
 
     func benchmark(emit: (String) -> Void) throws {
         let loaded = try MoEModel(directory: model, dequantizeFP8: dequantizeFP8)
+        if let attentionBits {
+            let change = loaded.quantizeAttentionAndHead(bits: attentionBits)
+            emit(
+                String(
+                    format: "attention and head at %d bits: %d matrices, %.1f MB → %.1f MB", attentionBits,
+                    change.matrices, Double(change.bytesBefore) / 1e6, Double(change.bytesAfter) / 1e6))
+        }
         let config = loaded.config
         let tokens = (0..<prefill).map { ($0 * 7919 + 13) % config.vocabSize }
         // Bytes of the weights one decode token reads, as held (f32, bf16 or packed): attention,

@@ -14,7 +14,7 @@ public final class MoEModel: @unchecked Sendable {
     /// pinned) instead of holding every matrix: memory bounded by the layers in use.
     public let lazy: Bool
     private var vectors: [TensorRole: [Float]] = [:]
-    private var matrices: [TensorRole: Matrix] = [:]
+    var matrices: [TensorRole: Matrix] = [:]
     private var shapes: [TensorRole: [Int]] = [:]
     /// Packed linears: module name (the tensor name without `.weight`) and its width.
     private var packed: [TensorRole: (module: String, bits: Int, groupSize: Int)] = [:]

@@ -55,11 +55,18 @@ extension PMQ {
         var oneTokenAtATime = false
 
         @Flag(
-            name: .customLong("exact-activations"),
+            name: .customLong("int8-activations"),
             help: ArgumentHelp(
-                "Decode with float activations (bit-exact kernels) instead of int8 ones. Prefill always uses float "
-                    + "activations, so this changes the perplexity only with --one-token-at-a-time."))
-        var exactActivations = false
+                "Score with int8 activations (integer dot products, the default of `pmq generate` and `pmq bench "
+                    + "runtime`) instead of float ones (exact kernels, the default here and in measured fronts)."))
+        var int8Activations = false
+
+        @Option(
+            name: .customLong("attention-bits"),
+            help: ArgumentHelp(
+                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; "
+                    + "round to nearest, groups of 128) instead of as stored.", valueName: "bits"))
+        var attentionBits: Int?
 
         @Option(help: ArgumentHelp("Write the results as JSON.", valueName: "file"))
         var json: String?
@@ -74,10 +81,16 @@ extension PMQ {
                 throw ValidationError("--odp-beta must be a finite number ≥ 0")
             }
             guard decodeTokens >= 0 else { throw ValidationError("--decode-tokens must be ≥ 0") }
+            if let attentionBits, ![2, 4, 8].contains(attentionBits) {
+                throw ValidationError("--attention-bits must be 8, 4 or 2")
+            }
         }
 
         func run() throws {
             let loaded = try MoEModel(directory: model)
+            if let attentionBits {
+                reportAttention(loaded.quantizeAttentionAndHead(bits: attentionBits), attentionBits)
+            }
             let file = try TokenFile(path: tokens)
             try file.validate(vocabSize: loaded.config.vocabSize)
             guard seqLen <= loaded.config.maxPositions else {
@@ -100,7 +113,7 @@ extension PMQ {
                 throw ValidationError(error.message)
             }
             let progress = Progress("eval", quiet: quiet)
-            let result = try Kernels.$int8Activations.withValue(!exactActivations) {
+            let result = try Kernels.$int8Activations.withValue(int8Activations) {
                 try Evaluation.run(
                     model: loaded, tokens: ids, sequenceLength: seqLen, pruner: pruner, pruning: prune.rawValue,
                     decodeTokens: decodeTokens, oneTokenAtATime: oneTokenAtATime
@@ -116,11 +129,9 @@ extension PMQ {
             )
             print(
                 String(
-                    format: "perplexity %.3f  (mean NLL %.4f nats over %d predictions%@)", result.perplexity,
-                    result.negativeLogLikelihood, result.predicted,
-                    oneTokenAtATime
-                        ? ", one token at a time, " + (exactActivations ? "float" : "int8") + " decode activations"
-                        : ""))
+                    format: "perplexity %.3f  (mean NLL %.4f nats over %d predictions%@%@)", result.perplexity,
+                    result.negativeLogLikelihood, result.predicted, oneTokenAtATime ? ", one token at a time" : "",
+                    int8Activations ? ", int8 activations" : ""))
             print(
                 String(
                     format: "%.0f tokens/s  (%.1f s)  peak RSS %.1f MB  expert weights %.3f MB", result.tokensPerSecond,

@@ -35,7 +35,17 @@ extension PMQ {
             help: "Decode with float activations (bit-exact kernels) instead of int8 ones (integer dot products).")
         var exactActivations = false
 
+        @Option(
+            name: .customLong("attention-bits"),
+            help: ArgumentHelp(
+                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; "
+                    + "round to nearest, groups of 128) instead of as stored.", valueName: "bits"))
+        var attentionBits: Int?
+
         func validate() throws {
+            if let attentionBits, ![2, 4, 8].contains(attentionBits) {
+                throw ValidationError("--attention-bits must be 8, 4 or 2")
+            }
             guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be ≥ 0") }
             guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
             guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
@@ -43,6 +53,9 @@ extension PMQ {
 
         func run() throws {
             let loaded = try MoEModel(directory: model)
+            if let attentionBits {
+                reportAttention(loaded.quantizeAttentionAndHead(bits: attentionBits), attentionBits)
+            }
             let tokenizer = try BPETokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
             let ids = tokenizer.encode(prompt)
             guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }

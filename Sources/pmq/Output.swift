@@ -1,5 +1,6 @@
 import Foundation
 import ModelFormat
+import MoERuntime
 
 /// Diagnostics and progress go to stderr so stdout stays clean for results.
 func printError(_ message: String) {
@@ -65,4 +66,12 @@ final class StagedProgress {
     }
 
     func finish() { current?.bar.finish() }
+}
+
+/// One line on stderr about `--attention-bits`.
+func reportAttention(_ change: MoEModel.AttentionQuantization, _ bits: Int) {
+    printError(
+        String(
+            format: "attention and head at %d bits: %d matrices, %.1f MB → %.1f MB", bits, change.matrices,
+            Double(change.bytesBefore) / 1e6, Double(change.bytesAfter) / 1e6))
 }

@@ -41,6 +41,19 @@ extension PMQ {
             help: "MLA models: cache every head's expanded key and value instead of the latent.")
         var expandedKVCache = false
 
+        @Option(
+            name: .customLong("attention-bits"),
+            help: ArgumentHelp(
+                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; "
+                    + "round to nearest, groups of 128) instead of as stored.", valueName: "bits"))
+        var attentionBits: Int?
+
+        func validate() throws {
+            if let attentionBits, ![2, 4, 8].contains(attentionBits) {
+                throw ValidationError("--attention-bits must be 8, 4 or 2")
+            }
+        }
+
         func run() throws {
             var benchmark = RuntimeBenchmark(model: model)
             benchmark.prefill = prefill
@@ -48,6 +61,7 @@ extension PMQ {
             benchmark.repeats = repeats
             benchmark.skipReference = skipReference
             benchmark.int8Activations = !exactActivations
+            benchmark.attentionBits = attentionBits
             benchmark.dequantizeFP8 = fp8Dequantize
             benchmark.latentCache = !expandedKVCache
             try checkedOptions { try benchmark.run(emit: emit) }

@@ -67,39 +67,51 @@ extension PackedKernel {
             // Codes per word row (per 3-word block at 3 bits) and planes per row (block).
             let perRow = bits == 3 ? 32 : 32 / bits, planeCount = bits == 3 ? 10 : 8 / bits
             let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
-            let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: rowCount * perRow)
-            defer { quantized.deallocate() }
             let steps = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
             let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
             let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: tokens * rowCount * planeCount)
+            planes.initialize(repeating: 0, count: tokens * rowCount * planeCount)
+            // Where code k of a row lands among the row's plane bytes.
+            let destination = UnsafeMutablePointer<Int>.allocate(capacity: perRow)
+            defer { destination.deallocate() }
+            for p in 0..<planeCount {
+                for j in 0..<4 {
+                    let k = bits == 3 ? input3(plane: p, byte: j) : j * planeCount + p
+                    if k >= 0 { destination[k] = 4 * p + j }
+                }
+            }
+            let rowShift = perRow.trailingZeroBitCount, rowMask = perRow - 1 // perRow is a power of two
+            // x·(127/peak) is within ±127; adding 1.5·2^23 rounds it to an integer (ties to even) in
+            // the low mantissa bits.
+            let magic: Float = 12_582_912, magicBits = Int32(bitPattern: magic.bitPattern)
             for t in 0..<tokens {
                 let x = operands.x + t * inputs
-                quantized.initialize(repeating: 0, count: rowCount * perRow)
+                let bytes = UnsafeMutableRawPointer(planes + t * rowCount * planeCount).assumingMemoryBound(
+                    to: UInt8.self)
                 for g in 0..<groups {
                     let range = (g * groupSize)..<min((g + 1) * groupSize, inputs)
-                    var peak: Float = 0
-                    for i in range { peak = max(peak, abs(x[i])) }
-                    let step = peak / 127, inverse = peak > 0 ? 127 / peak : 0
+                    var peaks = SIMD16<Float>()
+                    var i = range.lowerBound
+                    while i + 16 <= range.upperBound {
+                        let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+                        peaks = pointwiseMax(peaks, pointwiseMax(v, -v))
+                        i += 16
+                    }
+                    var peak = peaks.max()
+                    while i < range.upperBound {
+                        peak = max(peak, abs(x[i]))
+                        i += 1
+                    }
+                    let inverse = peak > 0 ? 127 / peak : 0
                     var sum: Int32 = 0
                     for i in range {
-                        let q = Int8(min(max((x[i] * inverse).rounded(), -127), 127))
-                        quantized[i] = q
-                        sum += Int32(q)
+                        let q = Int32(bitPattern: (x[i] * inverse + magic).bitPattern) &- magicBits
+                        bytes[(i >> rowShift) &* 4 &* planeCount &+ destination[i & rowMask]] = UInt8(
+                            truncatingIfNeeded: q)
+                        sum &+= q
                     }
-                    steps[t * groups + g] = step
-                    groupSums[t * groups + g] = step * Float(sum)
-                }
-                let tokenPlanes = planes + t * rowCount * planeCount
-                for row in 0..<rowCount {
-                    let x = quantized + row * perRow
-                    for p in 0..<planeCount {
-                        var word: UInt32 = 0
-                        for j in 0..<4 {
-                            let input = bits == 3 ? input3(plane: p, byte: j) : j * planeCount + p
-                            if input >= 0 { word |= UInt32(UInt8(bitPattern: x[input])) << UInt32(8 * j) }
-                        }
-                        tokenPlanes[row * planeCount + p] = word
-                    }
+                    steps[t * groups + g] = peak / 127
+                    groupSums[t * groups + g] = peak / 127 * Float(sum)
                 }
             }
             return Prepared(planes: planes, steps: steps, groupSums: groupSums)
@@ -148,24 +160,10 @@ extension PackedKernel {
                             planes: prepared.planes, rows: start..<min(start + step, rows.upperBound), tiles: tiles,
                             sums: sums)
                     }
-                    let (sum, step) = (prepared.groupSums[g], prepared.steps[g])
-                    switch bits {
-                    case 1:
-                        Decode.flush(
-                            Width1.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
-                    case 2:
-                        Decode.flush(
-                            Width2.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
-                    case 3:
-                        Decode.flush(
-                            Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
-                    case 4:
-                        Decode.flush(
-                            Width4.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
-                    default:
-                        Decode.flush(
-                            Width8.self, operands, group: g, tiles: tiles, sums: sums, groupSum: sum, factor: step)
-                    }
+                    Int8DotVNNI.flush(
+                        bits: bits, tiles: tiles, sums: sums, step: prepared.steps[g], groupSum: prepared.groupSums[g],
+                        scales: operands.scales + g * operands.outFeatures,
+                        zeros: operands.qzeros.map { $0 + g * operands.zeroWordsPerGroup }, y: operands.y)
                 }
             }
         }

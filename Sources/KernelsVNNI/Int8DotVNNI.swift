@@ -154,3 +154,79 @@ public enum Int8DotVNNI {
     }
 }
 #endif
+
+#if arch(x86_64)
+extension Int8DotVNNI {
+    /// The end of a group for tiles `tiles`: `y[o ..< o + 16] += s·(d·Σ − z·d·Σ x̂)` with `Σ` from
+    /// `sums` (16 floats per tile from `tiles.lowerBound`), `d` = `step`, `d·Σ x̂` = `groupSum`, the
+    /// group's fp16 scales `scales[o]` and packed v1 zeros `zeros` (the group's row of `qzeros`;
+    /// nil at width 1, whose zero is ½). 16 lanes at once; `Kernels`' `Decode.flush` in AVX2 does the
+    /// same per 8.
+    public static func flush(
+        bits: Int, tiles: Range<Int>, sums: UnsafePointer<Float>, step: Float, groupSum: Float,
+        scales: UnsafePointer<UInt16>, zeros: UnsafePointer<UInt32>?, y: UnsafeMutablePointer<Float>
+    ) {
+        switch bits {
+        case 1: flush(bits: 1, tiles, sums, step, groupSum, scales, zeros, y)
+        case 2: flush(bits: 2, tiles, sums, step, groupSum, scales, zeros, y)
+        case 3: flush(bits: 3, tiles, sums, step, groupSum, scales, zeros, y)
+        case 4: flush(bits: 4, tiles, sums, step, groupSum, scales, zeros, y)
+        default: flush(bits: 8, tiles, sums, step, groupSum, scales, zeros, y)
+        }
+    }
+
+    @inline(__always)
+    static func flush(
+        bits: Int, _ tiles: Range<Int>, _ sums: UnsafePointer<Float>, _ step: Float, _ groupSum: Float,
+        _ scales: UnsafePointer<UInt16>, _ zeros: UnsafePointer<UInt32>?, _ y: UnsafeMutablePointer<Float>
+    ) {
+        let total = SIMD16<Float>(repeating: groupSum)
+        for tileIndex in tiles {
+            let o = tileIndex &* 16
+            let s = unsafeBitCast(
+                _mm512_cvtph_ps(UnsafeRawPointer(scales + o).loadUnaligned(as: __m256i.self)), to: SIMD16<Float>.self)
+            let z = zeros16(bits: bits, zeros, output: o)
+            let a = UnsafeRawPointer(sums + (tileIndex &- tiles.lowerBound) &* 16).loadUnaligned(
+                as: SIMD16<Float>.self)
+            let raw = UnsafeMutableRawPointer(y + o)
+            var r = raw.loadUnaligned(as: SIMD16<Float>.self)
+            r.addProduct(s, a * step - z * total)
+            raw.storeBytes(of: r, as: SIMD16<Float>.self)
+        }
+    }
+
+    /// Zeros of outputs `o ..< o + 16` (`o` a multiple of 16) from a group's row of v1 `qzeros`:
+    /// widths 2, 4 and 8 store `zero − 1` borrowed across the word (restored by adding
+    /// `Σ 2^(bits·k)` to the whole word), width 3 stores `(zero − 1) mod 8` per value.
+    @inline(__always)
+    static func zeros16(bits: Int, _ zeros: UnsafePointer<UInt32>?, output o: Int) -> SIMD16<Float> {
+        guard bits != 1, let zeros else { return SIMD16(repeating: 0.5) }
+        let codes: SIMD16<UInt32>
+        switch bits {
+        case 3:
+            // 48 bits from bit 3·o = 48·(o / 16): two words, offset 0 or 16.
+            let position = 3 &* o, index = position &>> 5
+            let stream = (UInt64(zeros[index &+ 1]) << 32 | UInt64(zeros[index])) >> UInt64(position & 31)
+            let low = UInt32(truncatingIfNeeded: stream), high = UInt32(truncatingIfNeeded: stream >> 24)
+            let shifts = SIMD16<UInt32>(0, 3, 6, 9, 12, 15, 18, 21, 0, 3, 6, 9, 12, 15, 18, 21)
+            let words = SIMD16<UInt32>(lowHalf: SIMD8(repeating: low), highHalf: SIMD8(repeating: high))
+            codes = ((words &>> shifts) &+ 1) & 7
+        case 8:
+            let w = zeros + (o &>> 2)
+            let restored = SIMD4<UInt32>(w[0], w[1], w[2], w[3]) &+ 0x0101_0101
+            codes = unsafeBitCast(_mm512_cvtepu8_epi32(unsafeBitCast(restored, to: __m128i.self)), to: SIMD16<UInt32>.self)
+        case 4:
+            let w = zeros + (o &>> 3)
+            let words = SIMD16<UInt32>(
+                lowHalf: SIMD8(repeating: w[0] &+ 0x1111_1111), highHalf: SIMD8(repeating: w[1] &+ 0x1111_1111))
+            let shifts = SIMD16<UInt32>(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28)
+            codes = (words &>> shifts) & 15
+        default: // 2
+            let word = SIMD16<UInt32>(repeating: zeros[o &>> 4] &+ 0x5555_5555)
+            let shifts = SIMD16<UInt32>(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+            codes = (word &>> shifts) & 3
+        }
+        return unsafeBitCast(_mm512_cvtepi32_ps(unsafeBitCast(codes, to: __m512i.self)), to: SIMD16<Float>.self)
+    }
+}
+#endif

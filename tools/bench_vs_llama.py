@@ -135,9 +135,9 @@ def pmq_models(model: Path, calib: str, widths, work: Path) -> dict:
     return paths
 
 
-def pmq_speed(model: Path, prompt: int, generate: int, int8: bool):
+def pmq_speed(model: Path, prompt: int, generate: int, options: list):
     command = [PMQ, "bench", "runtime", "--model", model, "--prefill", prompt, "--decode", generate,
-               "--repeats", "1", "--skip-reference"] + ([] if int8 else ["--exact-activations"])
+               "--repeats", "1", "--skip-reference"] + options
     text = run(command, capture_output=True, text=True).stdout
     found = re.search(r"SIMD kernels:\s+prefill\s+([\d.]+) tokens/s\s+decode\s+([\d.]+) tokens/s", text)
     if not found:
@@ -185,19 +185,22 @@ def main():
     binaries = build_llama(source, work)
     ggufs = gguf_models(source, binaries, model, work)
     pmqs = pmq_models(model, args.calib, widths, work)
-    # Rows: (label, pmq model, int8 activations, llama.cpp formats compared).
-    # pmq decodes with int8 activations by default (`--exact-activations` for float ones).
-    plan = [("bf16 / F16 / BF16", "bf16", True, ["F16", "BF16"])]
+    # Rows: (label, pmq model, pmq options, llama.cpp formats compared). pmq runs with int8 activations
+    # by default (`--exact-activations` for float ones) and attention as stored (bf16) unless
+    # `--attention-bits 8`; llama.cpp quantizes attention like the experts.
+    plan = [("bf16 / F16 / BF16", "bf16", [], ["F16", "BF16"])]
     names = {4: ["Q4_0"], 3: ["Q3_K_S"], 2: ["Q2_K"]}
     for bits in widths:
-        plan.append((f"pmq {bits}-bit g128 (default)", f"{bits}-bit", True, names.get(bits, [])))
-        plan.append((f"pmq {bits}-bit g128, --exact-activations", f"{bits}-bit", False, names.get(bits, [])))
+        formats = names.get(bits, [])
+        plan.append((f"pmq {bits}-bit g128 (default)", f"{bits}-bit", [], formats))
+        plan.append((f"pmq {bits}-bit g128, --attention-bits 8", f"{bits}-bit", ["--attention-bits", "8"], formats))
+        plan.append((f"pmq {bits}-bit g128, --exact-activations", f"{bits}-bit", ["--exact-activations"], formats))
     figures = {}
     for round_index in range(args.rounds):
         print(f"round {round_index + 1} of {args.rounds}", file=sys.stderr)
-        for label, key, int8, formats in plan:
+        for label, key, options, formats in plan:
             figures.setdefault(("pmq", label), []).append(
-                pmq_speed(pmqs[key], args.prompt, args.generate, int8))
+                pmq_speed(pmqs[key], args.prompt, args.generate, options))
             for name in formats:
                 if ("llama", name) not in figures or len(figures[("llama", name)]) <= round_index:
                     figures.setdefault(("llama", name), []).append(

@@ -90,18 +90,7 @@ extension PackedKernel {
                     to: UInt8.self)
                 for g in 0..<groups {
                     let range = (g * groupSize)..<min((g + 1) * groupSize, inputs)
-                    var peaks = SIMD16<Float>()
-                    var i = range.lowerBound
-                    while i + 16 <= range.upperBound {
-                        let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-                        peaks = pointwiseMax(peaks, pointwiseMax(v, -v))
-                        i += 16
-                    }
-                    var peak = peaks.max()
-                    while i < range.upperBound {
-                        peak = max(peak, abs(x[i]))
-                        i += 1
-                    }
+                    let peak = absoluteMaximum(x + range.lowerBound, count: range.count)
                     let inverse = peak > 0 ? 127 / peak : 0
                     var sum: Int32 = 0
                     for i in range {
@@ -115,6 +104,31 @@ extension PackedKernel {
                 }
             }
             return Prepared(planes: planes, steps: steps, groupSums: groupSums)
+        }
+
+        /// `max_i |x_i|` over `count` floats (NaN-free inputs; a NaN is skipped or kept).
+        @inline(__always)
+        static func absoluteMaximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+            var i = 0, peak: Float = 0
+            #if arch(x86_64)
+            if count >= 8 {
+                let signless = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF))
+                var peaks = _mm256_setzero_ps()
+                while i + 8 <= count {
+                    peaks = _mm256_max_ps(peaks, _mm256_and_ps(_mm256_loadu_ps(x + i), signless))
+                    i += 8
+                }
+                let lanes = unsafeBitCast(peaks, to: SIMD8<Float>.self)
+                peak = max(
+                    max(max(lanes[0], lanes[1]), max(lanes[2], lanes[3])),
+                    max(max(lanes[4], lanes[5]), max(lanes[6], lanes[7])))
+            }
+            #endif
+            while i < count {
+                peak = max(peak, abs(x[i]))
+                i += 1
+            }
+            return peak
         }
 
         /// 3 bits (`Int8DotVNNI.sweep3`): the code of a 32-code block that byte `byte` of plane

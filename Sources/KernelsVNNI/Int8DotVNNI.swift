@@ -214,7 +214,8 @@ extension Int8DotVNNI {
         case 8:
             let w = zeros + (o &>> 2)
             let restored = SIMD4<UInt32>(w[0], w[1], w[2], w[3]) &+ 0x0101_0101
-            codes = unsafeBitCast(_mm512_cvtepu8_epi32(unsafeBitCast(restored, to: __m128i.self)), to: SIMD16<UInt32>.self)
+            codes = unsafeBitCast(
+                _mm512_cvtepu8_epi32(unsafeBitCast(restored, to: __m128i.self)), to: SIMD16<UInt32>.self)
         case 4:
             let w = zeros + (o &>> 3)
             let words = SIMD16<UInt32>(

@@ -58,24 +58,27 @@ public enum Int8GemmVNNI {
     /// Adds `x · Ŵᵀ` for outputs `16·tiles` of every token to `y`.
     public static func run(_ operands: Operands, tiles: Range<Int>) {
         switch operands.bits {
-        case 1: run(bits: 1, operands, tiles)
-        case 2: run(bits: 2, operands, tiles)
-        case 3: run(bits: 3, operands, tiles)
-        case 4: run(bits: 4, operands, tiles)
-        case 8: run(bits: 8, operands, tiles)
+        case 1: run(Width1.self, operands, tiles)
+        case 2: run(Width2.self, operands, tiles)
+        case 3: run(Width3.self, operands, tiles)
+        case 4: run(Width4.self, operands, tiles)
+        case 8: run(Width8.self, operands, tiles)
         default: preconditionFailure("no VNNI kernel for width \(operands.bits)")
         }
     }
 
-    @inline(__always)
-    static func run(bits: Int, _ op: Operands, _ tiles: Range<Int>) {
-        let planeCount = Int8DotVNNI.planeCount(bits: bits)
+    /// One specialisation per width (a type parameter, so that plane counts, shifts and masks are
+    /// constants: with the width as an argument the loop divided by it for every row).
+    static func run<W: CodeWidth>(_: W.Type, _ op: Operands, _ tiles: Range<Int>) {
+        let bits = W.bits, planeCount = Int8DotVNNI.planeCount(bits: W.bits)
         let controls = Int8DotVNNI.controls
-        for tileIndex in tiles {
-            let o = tileIndex &* 16
-            let table = (tileIndex &- tiles.lowerBound) &* op.groups &* 16
-            for g in 0..<op.groups {
-                let rows = (g &* op.rowsPerGroup)..<min((g &+ 1) &* op.rowsPerGroup, op.rowCount)
+        // Group by group across the tiles: the tiles' words of a row are adjacent, so the reads
+        // run along each row instead of striding a whole row per tile.
+        for g in 0..<op.groups {
+            let rows = (g &* op.rowsPerGroup)..<min((g &+ 1) &* op.rowsPerGroup, op.rowCount)
+            for tileIndex in tiles {
+                let o = tileIndex &* 16
+                let table = (tileIndex &- tiles.lowerBound) &* op.groups &* 16
                 let scale = load(op.scales + (table &+ g &* 16)), offset = load(op.offsets + (table &+ g &* 16))
                 var t0 = 0
                 while t0 < op.tokens {
@@ -84,18 +87,32 @@ public enum Int8GemmVNNI {
                     let t3 = min(t0 &+ 3, op.tokens &- 1)
                     let x0 = op.planes + t0 &* op.planeStride, x1 = op.planes + t1 &* op.planeStride
                     let x2 = op.planes + t2 &* op.planeStride, x3 = op.planes + t3 &* op.planeStride
+                    // Two accumulators per token (even and odd planes, or rows at 8 bits): eight
+                    // independent vpdpbusd chains, enough to cover its latency.
                     var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+                    var b0 = Ints(), b1 = Ints(), b2 = Ints(), b3 = Ints()
                     for row in rows {
                         let base = row &* planeCount
                         planesOfRow(bits: bits, op.qweight, op.outFeatures, controls, row: row, output: o) {
                             plane, codes in
                             let k = base &+ plane
-                            a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: x0[k]))
-                            a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: x1[k]))
-                            a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: x2[k]))
-                            a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: x3[k]))
+                            if planeCount == 1 ? row & 1 == 0 : plane & 1 == 0 {
+                                a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: x0[k]))
+                                a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: x1[k]))
+                                a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: x2[k]))
+                                a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: x3[k]))
+                            } else {
+                                b0 = Int8DotVNNI.dot(b0, codes, Words(repeating: x0[k]))
+                                b1 = Int8DotVNNI.dot(b1, codes, Words(repeating: x1[k]))
+                                b2 = Int8DotVNNI.dot(b2, codes, Words(repeating: x2[k]))
+                                b3 = Int8DotVNNI.dot(b3, codes, Words(repeating: x3[k]))
+                            }
                         }
                     }
+                    a0 &+= b0
+                    a1 &+= b1
+                    a2 &+= b2
+                    a3 &+= b3
                     let count = min(4, op.tokens &- t0)
                     add(op, token: t0, group: g, output: o, sums: a0, scale: scale, offset: offset)
                     if count > 1 {
@@ -164,4 +181,12 @@ public enum Int8GemmVNNI {
         raw.storeBytes(of: y, as: Floats.self)
     }
 }
+
+/// A code width as a type, so that each width gets its own specialised loops.
+protocol CodeWidth { static var bits: Int { get } }
+enum Width1: CodeWidth { static var bits: Int { 1 } }
+enum Width2: CodeWidth { static var bits: Int { 2 } }
+enum Width3: CodeWidth { static var bits: Int { 3 } }
+enum Width4: CodeWidth { static var bits: Int { 4 } }
+enum Width8: CodeWidth { static var bits: Int { 8 } }
 #endif

@@ -65,7 +65,7 @@ extension PackedKernel {
             let bits = operands.bits, tokens = operands.tokens
             let inputs = operands.inFeatures, groupSize = operands.groupSize, groups = operands.groups
             // Codes per word row (per 3-word block at 3 bits) and planes per row (block).
-            let perRow = bits == 3 ? 32 : 32 / bits, planeCount = bits == 3 ? 10 : 8 / bits
+            let perRow = bits == 3 ? 32 : 32 / bits, planeCount = bits == 3 ? 8 : 8 / bits
             let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
             let steps = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
             let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
@@ -131,13 +131,14 @@ extension PackedKernel {
             return peak
         }
 
-        /// 3 bits (`Int8DotVNNI.sweep3`): the code of a 32-code block that byte `byte` of plane
-        /// `plane` meets, or −1 for none. Planes `3s + j` (`s` < 3) read codes `10s + 4j + byte`
-        /// up to `10s + 9`; plane 9 reads codes 30 and 31.
+        /// 3 bits: the code of a 32-code block that byte `byte` of plane `plane` meets
+        /// (`Int8DotVNNI.sources3`; every byte meets one).
         static func input3(plane: Int, byte: Int) -> Int {
-            if plane == 9 { return byte < 2 ? 30 + byte : -1 }
-            let k = 4 * (plane % 3) + byte
-            return k < 10 ? 10 * (plane / 3) + k : -1
+            #if arch(x86_64)
+            return Int8DotVNNI.code3(plane: plane, byte: byte)
+            #else
+            return -1
+            #endif
         }
 
         /// Adds groups `groups`' terms of outputs `16·tiles` to `operands.y`.

@@ -19,7 +19,12 @@ public enum Int8DotVNNI {
     typealias Ints = SIMD16<Int32>
 
     /// Planes per word row (1, 2, 4, 8 bits) or per 32-code block (3 bits).
-    public static func planeCount(bits: Int) -> Int { bits == 3 ? 10 : 8 / bits }
+    public static func planeCount(bits: Int) -> Int { bits == 3 ? 8 : 8 / bits }
+
+    /// 3 bits: the code of a 32-code block that byte `byte` of plane `plane` meets (see `sources3`).
+    public static func code3(plane: Int, byte: Int) -> Int {
+        plane < 6 ? 10 * (plane / 2) + 4 * (plane % 2) + byte : [8, 9, 18, 19, 28, 29, 30, 31][4 * (plane - 6) + byte]
+    }
 
     /// For word rows (1, 2, 4, 8 bits) or 3-word blocks (3 bits) `rows` and outputs `16·tiles`:
     /// adds `Σ_i x̂_i·q_i` to `sums` (16 floats per tile, from `tiles.lowerBound`). `planes` is
@@ -71,8 +76,8 @@ public enum Int8DotVNNI {
     }
 
     /// Byte `i` of dword `d` of each qword reads the 8 bits from `32·d + 3·(4j + i)`: codes
-    /// `4j ..< 4j + 4` of a word holding codes at every third bit, for planes `j = 0, 1, 2`.
-    static let controls: (Words, Words, Words) = {
+    /// `4j ..< 4j + 4` of a word holding codes at every third bit, for planes `j = 0, 1`.
+    static let controls: (Words, Words) = {
         func control(_ j: Int) -> Words {
             var bytes = SIMD64<UInt8>()
             for q in 0..<8 {
@@ -82,39 +87,46 @@ public enum Int8DotVNNI {
             }
             return unsafeBitCast(bytes, to: Words.self)
         }
-        return (control(0), control(1), control(2))
+        return (control(0), control(1))
     }()
 
-    /// 3 bits: a block is three words `w0, w1, w2` of 32 codes, code `k` at bit `3k` of the 96.
-    /// Four sources hold codes at every third bit from bit 0: `w0` codes 0–9,
-    /// `w0 >> 30 | w1 << 2` codes 10–19, `w1 >> 28 | w2 << 4` codes 20–29 and `w2 >> 26` codes 30,
-    /// 31. Planes `(s, j)` of the first three are `vpmultishiftqb` byte gathers (`controls`), masked
-    /// to 3 bits, plus one plane of the last; inputs past a source's codes are zero in `planes`.
+    /// A 3-bit block `w0, w1, w2` (code `k` at bit `3k` of the 96) as four words holding codes at
+    /// every third bit from bit 0: `w0` codes 0–9, `s1 = w0 >> 30 | w1 << 2` codes 10–19,
+    /// `s2 = w1 >> 28 | w2 << 4` codes 20–29, and the rest gathered into one: codes 8, 9 of `w0`,
+    /// 18, 19 of `s1`, 28, 29 of `s2` and 30, 31 (`w2 >> 26`). Eight planes of four codes each:
+    /// codes 0–3 and 4–7 of each (`code3`).
+    @inline(__always)
+    static func sources3(_ w0: Words, _ w1: Words, _ w2: Words) -> (Words, Words, Words, Words) {
+        let s1 = (w0 &>> 30) | (w1 &<< 2), s2 = (w1 &>> 28) | (w2 &<< 4)
+        let rest =
+            ((w0 &>> 24) & 0x3F) | ((s1 &>> 18) & 0xFC0) | ((s2 &>> 12) & 0x3_F000) | ((w2 &>> 26) &<< 18)
+        return (w0, s1, s2, rest)
+    }
+
+    /// 3 bits: a block is three words of 32 codes, read as the eight planes of `sources3`, each a
+    /// `vpmultishiftqb` byte gather (`controls`) masked to 3 bits.
     static func sweep3(
         _ qweight: UnsafePointer<UInt32>, _ out: Int, _ planes: UnsafePointer<UInt32>,
         _ blocks: Range<Int>, _ tiles: Range<Int>, _ sums: UnsafeMutablePointer<Float>
     ) {
         let mask = Words(repeating: 0x0707_0707)
-        let (c0, c1, c2) = controls
+        let (c0, c1) = controls
         for tileIndex in tiles {
             let o = tileIndex &* 16
             var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
             var block = blocks.lowerBound
             while block < blocks.upperBound {
                 let p = qweight + (3 &* block &* out &+ o)
-                let w0 = load(p), w1 = load(p + out), w2 = load(p + 2 &* out)
-                let x = planes + block &* 10
-                let s1 = (w0 &>> 30) | (w1 &<< 2), s2 = (w1 &>> 28) | (w2 &<< 4), s3 = w2 &>> 26
-                a0 = dot(a0, gather(c0, w0) & mask, Words(repeating: x[0]))
-                a1 = dot(a1, gather(c1, w0) & mask, Words(repeating: x[1]))
-                a2 = dot(a2, gather(c2, w0) & mask, Words(repeating: x[2]))
-                a3 = dot(a3, gather(c0, s1) & mask, Words(repeating: x[3]))
-                a0 = dot(a0, gather(c1, s1) & mask, Words(repeating: x[4]))
-                a1 = dot(a1, gather(c2, s1) & mask, Words(repeating: x[5]))
-                a2 = dot(a2, gather(c0, s2) & mask, Words(repeating: x[6]))
-                a3 = dot(a3, gather(c1, s2) & mask, Words(repeating: x[7]))
-                a0 = dot(a0, gather(c2, s2) & mask, Words(repeating: x[8]))
-                a1 = dot(a1, gather(c0, s3) & mask, Words(repeating: x[9]))
+                let (u0, u1, u2, u3) = sources3(load(p), load(p + out), load(p + 2 &* out))
+                let x = planes + block &* 8
+                a0 = dot(a0, gather(c0, u0) & mask, Words(repeating: x[0]))
+                a1 = dot(a1, gather(c1, u0) & mask, Words(repeating: x[1]))
+                a2 = dot(a2, gather(c0, u1) & mask, Words(repeating: x[2]))
+                a3 = dot(a3, gather(c1, u1) & mask, Words(repeating: x[3]))
+                a0 = dot(a0, gather(c0, u2) & mask, Words(repeating: x[4]))
+                a1 = dot(a1, gather(c1, u2) & mask, Words(repeating: x[5]))
+                a2 = dot(a2, gather(c0, u3) & mask, Words(repeating: x[6]))
+                a3 = dot(a3, gather(c1, u3) & mask, Words(repeating: x[7]))
                 block &+= 1
             }
             add(sums + (tileIndex &- tiles.lowerBound) &* 16, (a0 &+ a1) &+ (a2 &+ a3))

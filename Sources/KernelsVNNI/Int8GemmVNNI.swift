@@ -134,25 +134,23 @@ public enum Int8GemmVNNI {
     /// outputs `o ..< o + 16`: the codes as unsigned bytes, in `Int8DotVNNI.sweep`'s plane order.
     @inline(__always)
     static func planesOfRow(
-        bits: Int, _ qweight: UnsafePointer<UInt32>, _ out: Int, _ controls: (Words, Words, Words), row: Int,
+        bits: Int, _ qweight: UnsafePointer<UInt32>, _ out: Int, _ controls: (Words, Words), row: Int,
         output o: Int, _ body: (Int, Words) -> Void
     ) {
         if bits == 3 {
             let mask = Words(repeating: 0x0707_0707)
-            let (c0, c1, c2) = controls
+            let (c0, c1) = controls
             let p = qweight + (3 &* row &* out &+ o)
-            let w0 = Int8DotVNNI.load(p), w1 = Int8DotVNNI.load(p + out), w2 = Int8DotVNNI.load(p + 2 &* out)
-            let s1 = (w0 &>> 30) | (w1 &<< 2), s2 = (w1 &>> 28) | (w2 &<< 4), s3 = w2 &>> 26
-            body(0, Int8DotVNNI.gather(c0, w0) & mask)
-            body(1, Int8DotVNNI.gather(c1, w0) & mask)
-            body(2, Int8DotVNNI.gather(c2, w0) & mask)
-            body(3, Int8DotVNNI.gather(c0, s1) & mask)
-            body(4, Int8DotVNNI.gather(c1, s1) & mask)
-            body(5, Int8DotVNNI.gather(c2, s1) & mask)
-            body(6, Int8DotVNNI.gather(c0, s2) & mask)
-            body(7, Int8DotVNNI.gather(c1, s2) & mask)
-            body(8, Int8DotVNNI.gather(c2, s2) & mask)
-            body(9, Int8DotVNNI.gather(c0, s3) & mask)
+            let (u0, u1, u2, u3) = Int8DotVNNI.sources3(
+                Int8DotVNNI.load(p), Int8DotVNNI.load(p + out), Int8DotVNNI.load(p + 2 &* out))
+            body(0, Int8DotVNNI.gather(c0, u0) & mask)
+            body(1, Int8DotVNNI.gather(c1, u0) & mask)
+            body(2, Int8DotVNNI.gather(c0, u1) & mask)
+            body(3, Int8DotVNNI.gather(c1, u1) & mask)
+            body(4, Int8DotVNNI.gather(c0, u2) & mask)
+            body(5, Int8DotVNNI.gather(c1, u2) & mask)
+            body(6, Int8DotVNNI.gather(c0, u3) & mask)
+            body(7, Int8DotVNNI.gather(c1, u3) & mask)
             return
         }
         let mask = Words(repeating: bits == 8 ? ~0 : UInt32((1 << bits) - 1) * 0x0101_0101)

@@ -185,16 +185,17 @@ def main():
     binaries = build_llama(source, work)
     ggufs = gguf_models(source, binaries, model, work)
     pmqs = pmq_models(model, args.calib, widths, work)
-    # Rows: (label, pmq model, pmq options, llama.cpp formats compared). pmq runs with int8 activations
-    # by default (`--exact-activations` for float ones) and attention as stored (bf16) unless
-    # `--attention-bits 8`; llama.cpp quantizes attention like the experts.
+    # Rows: (label, pmq model, pmq options, llama.cpp formats compared). pmq runs packed models with
+    # int8 activations (`--exact-activations`: float ones) and 8-bit attention and head
+    # (`--attention-bits 16`: as stored, bf16 here) by default; llama.cpp quantizes attention like the experts.
     plan = [("bf16 / F16 / BF16", "bf16", [], ["F16", "BF16"])]
     names = {4: ["Q4_0"], 3: ["Q3_K_S"], 2: ["Q2_K"]}
     for bits in widths:
         formats = names.get(bits, [])
         plan.append((f"pmq {bits}-bit g128 (default)", f"{bits}-bit", [], formats))
-        plan.append((f"pmq {bits}-bit g128, --attention-bits 8", f"{bits}-bit", ["--attention-bits", "8"], formats))
-        plan.append((f"pmq {bits}-bit g128, --exact-activations", f"{bits}-bit", ["--exact-activations"], formats))
+        plan.append((f"pmq {bits}-bit g128, --attention-bits 16", f"{bits}-bit", ["--attention-bits", "16"], formats))
+        plan.append((f"pmq {bits}-bit g128, --exact-activations --attention-bits 16", f"{bits}-bit",
+                     ["--exact-activations", "--attention-bits", "16"], formats))
     figures = {}
     for round_index in range(args.rounds):
         print(f"round {round_index + 1} of {args.rounds}", file=sys.stderr)

@@ -13,7 +13,8 @@ public struct RuntimeBenchmark {
     public var skipReference = false
     /// Decode with int8 activations (`Kernels.int8Activations`), as `pmq generate` does by default.
     public var int8Activations = true
-    /// Hold attention and an untied head as packed linears of this width (`quantizeAttentionAndHead`).
+    /// Hold attention and an untied head as packed linears of this width (`quantizeAttentionAndHead`);
+    /// 16: as stored; nil: 8 for packed models, as stored otherwise (as `pmq generate`).
     public var attentionBits: Int?
     /// Hold FP8 linears as f32 dequantized at load, not FP8 widened by the kernels.
     public var dequantizeFP8 = false
@@ -30,7 +31,7 @@ public struct RuntimeBenchmark {
 
     func benchmark(emit: (String) -> Void) throws {
         let loaded = try MoEModel(directory: model, dequantizeFP8: dequantizeFP8)
-        if let attentionBits {
+        if let attentionBits = attentionBits ?? (loaded.quantization != nil ? 8 : nil), attentionBits < 16 {
             let change = loaded.quantizeAttentionAndHead(bits: attentionBits)
             emit(
                 String(

@@ -65,7 +65,7 @@ extension PMQ {
             name: .customLong("attention-bits"),
             help: ArgumentHelp(
                 "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; "
-                    + "round to nearest, groups of 128) instead of as stored.", valueName: "bits"))
+                    + "round to nearest, groups of 128) instead of as stored (the default).", valueName: "bits"))
         var attentionBits: Int?
 
         @Option(help: ArgumentHelp("Write the results as JSON.", valueName: "file"))

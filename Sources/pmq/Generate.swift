@@ -38,13 +38,14 @@ extension PMQ {
         @Option(
             name: .customLong("attention-bits"),
             help: ArgumentHelp(
-                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; "
-                    + "round to nearest, groups of 128) instead of as stored.", valueName: "bits"))
+                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; round to "
+                    + "nearest, groups of 128), or 16: as stored. Default: 8 for packed models, as stored otherwise.",
+                valueName: "bits"))
         var attentionBits: Int?
 
         func validate() throws {
-            if let attentionBits, ![2, 4, 8].contains(attentionBits) {
-                throw ValidationError("--attention-bits must be 8, 4 or 2")
+            if let attentionBits, ![2, 4, 8, 16].contains(attentionBits) {
+                throw ValidationError("--attention-bits must be 16, 8, 4 or 2")
             }
             guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be ≥ 0") }
             guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
@@ -53,8 +54,8 @@ extension PMQ {
 
         func run() throws {
             let loaded = try MoEModel(directory: model)
-            if let attentionBits {
-                reportAttention(loaded.quantizeAttentionAndHead(bits: attentionBits), attentionBits)
+            if let bits = runtimeAttentionBits(attentionBits, loaded) {
+                reportAttention(loaded.quantizeAttentionAndHead(bits: bits), bits)
             }
             let tokenizer = try BPETokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
             let ids = tokenizer.encode(prompt)

@@ -44,13 +44,14 @@ extension PMQ {
         @Option(
             name: .customLong("attention-bits"),
             help: ArgumentHelp(
-                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; "
-                    + "round to nearest, groups of 128) instead of as stored.", valueName: "bits"))
+                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; round to "
+                    + "nearest, groups of 128), or 16: as stored. Default: 8 for packed models, as stored otherwise.",
+                valueName: "bits"))
         var attentionBits: Int?
 
         func validate() throws {
-            if let attentionBits, ![2, 4, 8].contains(attentionBits) {
-                throw ValidationError("--attention-bits must be 8, 4 or 2")
+            if let attentionBits, ![2, 4, 8, 16].contains(attentionBits) {
+                throw ValidationError("--attention-bits must be 16, 8, 4 or 2")
             }
         }
 

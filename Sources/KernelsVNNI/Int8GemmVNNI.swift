@@ -2,10 +2,10 @@
 import _Builtin_intrinsics.intel
 
 /// Prefill (several tokens) of packed GPTQ linears with int8 activations on AVX-512 VNNI: each
-/// word row's codes are unpacked into bytes once per plane and meet four tokens' int8 inputs
-/// (`vpdpbusd` with each token's four inputs broadcast), so a code vector serves four tokens. Per
-/// output tile (16 outputs), group and block of four tokens the sums stay in four int32 registers
-/// over the whole group and are then added to `y` as `s·d_g·Σ + (−s·z)·d_g·Σ x̂`.
+/// word row's codes are unpacked into bytes once per plane and meet eight tokens' int8 inputs
+/// (`vpdpbusd` with each token's four inputs broadcast; the last tokens four at a time). Per output
+/// tile (16 outputs), group and block of tokens the sums stay in int32 registers over the whole
+/// group and are then added to `y` as `s·d_g·Σ + (−s·z)·d_g·Σ x̂`.
 public enum Int8GemmVNNI {
     typealias Words = SIMD16<UInt32>
     typealias Ints = SIMD16<Int32>
@@ -81,6 +81,36 @@ public enum Int8GemmVNNI {
                 let table = (tileIndex &- tiles.lowerBound) &* op.groups &* 16
                 let scale = load(op.scales + (table &+ g &* 16)), offset = load(op.offsets + (table &+ g &* 16))
                 var t0 = 0
+                while t0 &+ 8 <= op.tokens {
+                    // Eight tokens: each code vector serves eight, eight independent chains.
+                    let x = op.planes + t0 &* op.planeStride, stride = op.planeStride
+                    var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+                    var a4 = Ints(), a5 = Ints(), a6 = Ints(), a7 = Ints()
+                    for row in rows {
+                        let base = row &* planeCount
+                        planesOfRow(bits: bits, op.qweight, op.outFeatures, controls, row: row, output: o) {
+                            plane, codes in
+                            let p = x + (base &+ plane)
+                            a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: p[0]))
+                            a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[stride]))
+                            a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2 &* stride]))
+                            a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3 &* stride]))
+                            a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4 &* stride]))
+                            a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5 &* stride]))
+                            a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6 &* stride]))
+                            a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7 &* stride]))
+                        }
+                    }
+                    add(op, token: t0, group: g, output: o, sums: a0, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 1, group: g, output: o, sums: a1, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 2, group: g, output: o, sums: a2, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 3, group: g, output: o, sums: a3, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 4, group: g, output: o, sums: a4, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 5, group: g, output: o, sums: a5, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 6, group: g, output: o, sums: a6, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 7, group: g, output: o, sums: a7, scale: scale, offset: offset)
+                    t0 &+= 8
+                }
                 while t0 < op.tokens {
                     // Four tokens (the last block repeats its last token; only real ones are added).
                     let t1 = min(t0 &+ 1, op.tokens &- 1), t2 = min(t0 &+ 2, op.tokens &- 1)

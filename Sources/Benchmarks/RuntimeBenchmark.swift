@@ -91,9 +91,11 @@ public struct RuntimeBenchmark {
         )
         emit(String(format: "memory read bandwidth (all cores): %.1f GB/s", bandwidth / 1e9))
         emit(
-            "decode activations: "
+            "packed linears' activations: "
                 + (int8Activations
-                    ? "int8 (\(CPUFeatures.int8Path) kernels; --exact-activations for float)" : "float (exact)"))
+                    ? "int8 ("
+                        + (CPUFeatures.vnni ? "AVX-512 VNNI, decode and prefill" : "AVX2, decode at 1, 2, 4 bits")
+                        + "; --exact-activations for float)" : "float (exact)"))
         emit(
             String(
                 format:

@@ -7,25 +7,21 @@ import Foundation
 /// lists them. `PMQ_KERNELS=avx2` keeps every kernel on the AVX2 path (to compare the two).
 public enum CPUFeatures {
     /// The AVX-512 kernels are in use.
-    public static let avx512: Bool = {
-        #if arch(x86_64) && os(Linux)
-        if ProcessInfo.processInfo.environment["PMQ_KERNELS"]?.lowercased() == "avx2" { return false }
-        return hasAVX512(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
-        #else
-        return false
-        #endif
-    }()
+    public static let avx512 = allowed(hasAVX512)
 
     /// The int8 dot-product kernels (module `KernelsVNNI`) are in use: AVX-512 as above plus VNNI
     /// (`vpdpbusd`) and VBMI (`vpmultishiftqb`), i.e. Ice Lake / Sapphire Rapids Xeons and Zen 4 or newer.
-    public static let vnni: Bool = {
+    public static let vnni = allowed(hasVNNI)
+
+    /// `check` of this machine's `/proc/cpuinfo`, unless `PMQ_KERNELS=avx2` (x86-64 Linux only).
+    static func allowed(_ check: (String) -> Bool) -> Bool {
         #if arch(x86_64) && os(Linux)
         if ProcessInfo.processInfo.environment["PMQ_KERNELS"]?.lowercased() == "avx2" { return false }
-        return hasVNNI(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
+        return check((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
         #else
         return false
         #endif
-    }()
+    }
 
     /// Keeps the calling task's kernels on the AVX2 path (tests compare the two paths).
     /// Read by the caller when a kernel starts.

@@ -30,23 +30,9 @@ extension PMQ {
         @Option(help: "Random seed for sampling.")
         var seed: UInt64 = 0
 
-        @Flag(
-            name: .customLong("exact-activations"),
-            help: "Decode with float activations (bit-exact kernels) instead of int8 ones (integer dot products).")
-        var exactActivations = false
-
-        @Option(
-            name: .customLong("attention-bits"),
-            help: ArgumentHelp(
-                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; round to "
-                    + "nearest, groups of 128), or 16: as stored. Default: 8 for packed models, as stored otherwise.",
-                valueName: "bits"))
-        var attentionBits: Int?
+        @OptionGroup var path: RuntimePathOptions
 
         func validate() throws {
-            if let attentionBits, ![2, 4, 8, 16].contains(attentionBits) {
-                throw ValidationError("--attention-bits must be 16, 8, 4 or 2")
-            }
             guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be ≥ 0") }
             guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
             guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
@@ -54,13 +40,13 @@ extension PMQ {
 
         func run() throws {
             let loaded = try MoEModel(directory: model)
-            if let bits = runtimeAttentionBits(attentionBits, loaded) {
+            if let bits = path.attentionWidth(for: loaded) {
                 reportAttention(loaded.quantizeAttentionAndHead(bits: bits), bits)
             }
             let tokenizer = try BPETokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
             let ids = tokenizer.encode(prompt)
             guard !ids.isEmpty else { throw ValidationError("the prompt encodes to no tokens") }
-            let output = try Kernels.$int8Activations.withValue(!exactActivations) {
+            let output = try Kernels.$int8Activations.withValue(!path.exactActivations) {
                 try Generation.run(
                     model: loaded, prompt: ids, maxNewTokens: maxNewTokens, temperature: temperature, topP: topP,
                     seed: seed)

@@ -68,13 +68,6 @@ final class StagedProgress {
     func finish() { current?.bar.finish() }
 }
 
-/// The width `pmq generate` holds attention at: the option's (16: as stored), else 8 for a packed
-/// model (its experts quantized, attention as stored: a measured ±0.02% perplexity, docs/KERNELS.md).
-func runtimeAttentionBits(_ option: Int?, _ model: MoEModel) -> Int? {
-    let bits = option ?? (model.quantization != nil ? 8 : 16)
-    return bits < 16 ? bits : nil
-}
-
 /// One line on stderr about `--attention-bits`.
 func reportAttention(_ change: MoEModel.AttentionQuantization, _ bits: Int) {
     printError(

@@ -26,10 +26,7 @@ extension PMQ {
         @Flag(name: .customLong("skip-reference"), help: "Do not time the scalar reference kernels.")
         var skipReference = false
 
-        @Flag(
-            name: .customLong("exact-activations"),
-            help: "Decode packed linears with float activations (bit-exact kernels) instead of int8 ones.")
-        var exactActivations = false
+        @OptionGroup var path: RuntimePathOptions
 
         @Flag(
             name: .customLong("fp8-dequantize"),
@@ -41,28 +38,14 @@ extension PMQ {
             help: "MLA models: cache every head's expanded key and value instead of the latent.")
         var expandedKVCache = false
 
-        @Option(
-            name: .customLong("attention-bits"),
-            help: ArgumentHelp(
-                "Hold attention projections and an untied head as packed linears of this width (8, 4 or 2; round to "
-                    + "nearest, groups of 128), or 16: as stored. Default: 8 for packed models, as stored otherwise.",
-                valueName: "bits"))
-        var attentionBits: Int?
-
-        func validate() throws {
-            if let attentionBits, ![2, 4, 8, 16].contains(attentionBits) {
-                throw ValidationError("--attention-bits must be 16, 8, 4 or 2")
-            }
-        }
-
         func run() throws {
             var benchmark = RuntimeBenchmark(model: model)
             benchmark.prefill = prefill
             benchmark.decode = decode
             benchmark.repeats = repeats
             benchmark.skipReference = skipReference
-            benchmark.int8Activations = !exactActivations
-            benchmark.attentionBits = attentionBits
+            benchmark.int8Activations = !path.exactActivations
+            benchmark.attentionBits = path.attentionBits
             benchmark.dequantizeFP8 = fp8Dequantize
             benchmark.latentCache = !expandedKVCache
             try checkedOptions { try benchmark.run(emit: emit) }

@@ -2,8 +2,8 @@
 import _Builtin_intrinsics.intel
 
 /// Prefill (several tokens) of packed GPTQ linears with int8 activations on AVX-512 VNNI: each
-/// word row's codes are unpacked into bytes once per plane and meet eight tokens' int8 inputs
-/// (`vpdpbusd` with each token's four inputs broadcast; the last tokens four at a time). Per output
+/// word row's codes are unpacked into bytes once per plane and meet sixteen tokens' int8 inputs
+/// (`vpdpbusd` with each token's four inputs broadcast; then eight, then four at a time). Per output
 /// tile (16 outputs), group and block of tokens the sums stay in int32 registers over the whole
 /// group and are then added to `y` as `s·d_g·Σ + (−s·z)·d_g·Σ x̂`.
 public enum Int8GemmVNNI {
@@ -81,6 +81,56 @@ public enum Int8GemmVNNI {
                 let table = (tileIndex &- tiles.lowerBound) &* op.groups &* 16
                 let scale = load(op.scales + (table &+ g &* 16)), offset = load(op.offsets + (table &+ g &* 16))
                 var t0 = 0
+                while t0 &+ 16 <= op.tokens {
+                    // Sixteen tokens: vpdpbusd issues on two ports with a latency of several cycles, so
+                    // sixteen independent chains keep both busy, and each code vector's unpacking is
+                    // shared by sixteen.
+                    let x = op.planes + t0 &* op.planeStride, stride = op.planeStride
+                    var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+                    var a4 = Ints(), a5 = Ints(), a6 = Ints(), a7 = Ints()
+                    var a8 = Ints(), a9 = Ints(), a10 = Ints(), a11 = Ints()
+                    var a12 = Ints(), a13 = Ints(), a14 = Ints(), a15 = Ints()
+                    for row in rows {
+                        let base = row &* planeCount
+                        planesOfRow(bits: bits, op.qweight, op.outFeatures, controls, row: row, output: o) {
+                            plane, codes in
+                            let p = x + (base &+ plane)
+                            a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: p[0]))
+                            a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[stride]))
+                            a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2 &* stride]))
+                            a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3 &* stride]))
+                            a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4 &* stride]))
+                            a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5 &* stride]))
+                            a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6 &* stride]))
+                            a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7 &* stride]))
+                            a8 = Int8DotVNNI.dot(a8, codes, Words(repeating: p[8 &* stride]))
+                            a9 = Int8DotVNNI.dot(a9, codes, Words(repeating: p[9 &* stride]))
+                            a10 = Int8DotVNNI.dot(a10, codes, Words(repeating: p[10 &* stride]))
+                            a11 = Int8DotVNNI.dot(a11, codes, Words(repeating: p[11 &* stride]))
+                            a12 = Int8DotVNNI.dot(a12, codes, Words(repeating: p[12 &* stride]))
+                            a13 = Int8DotVNNI.dot(a13, codes, Words(repeating: p[13 &* stride]))
+                            a14 = Int8DotVNNI.dot(a14, codes, Words(repeating: p[14 &* stride]))
+                            a15 = Int8DotVNNI.dot(a15, codes, Words(repeating: p[15 &* stride]))
+                        }
+                    }
+                    add(op, token: t0, group: g, output: o, sums: a0, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 1, group: g, output: o, sums: a1, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 2, group: g, output: o, sums: a2, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 3, group: g, output: o, sums: a3, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 4, group: g, output: o, sums: a4, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 5, group: g, output: o, sums: a5, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 6, group: g, output: o, sums: a6, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 7, group: g, output: o, sums: a7, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 8, group: g, output: o, sums: a8, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 9, group: g, output: o, sums: a9, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 10, group: g, output: o, sums: a10, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 11, group: g, output: o, sums: a11, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 12, group: g, output: o, sums: a12, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 13, group: g, output: o, sums: a13, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 14, group: g, output: o, sums: a14, scale: scale, offset: offset)
+                    add(op, token: t0 &+ 15, group: g, output: o, sums: a15, scale: scale, offset: offset)
+                    t0 &+= 16
+                }
                 while t0 &+ 8 <= op.tokens {
                     // Eight tokens: each code vector serves eight, eight independent chains.
                     let x = op.planes + t0 &* op.planeStride, stride = op.planeStride

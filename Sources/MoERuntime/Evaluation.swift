@@ -33,6 +33,12 @@ public struct Evaluation: Sendable, Encodable {
     public var expertParameters: Int
     public var averageBits: Double
     public var effectiveBits: Double
+    /// How the packed linears were multiplied: "float" (exact kernels) or "int8" (int8 activations).
+    public var activations: String
+    /// Whether each window was scored one token at a time through the KV cache.
+    public var oneTokenAtATime: Bool
+    /// `--attention-bits`: the width attention and an untied head were rounded to (absent: as stored).
+    public var attentionBits: Int?
 
     final class Counter: RouterObserver {
         var counts: [[Int]]
@@ -94,7 +100,9 @@ public struct Evaluation: Sendable, Encodable {
             expertsPerToken: perLayer.isEmpty ? 0 : perLayer.reduce(0, +) / Double(perLayer.count),
             pruning: pruning, decodeTokens: decodeTokens, decodeTokensPerSecond: decodeSpeed,
             expertBytes: storage.bytes, expertParameters: storage.parameters, averageBits: storage.nominalBits,
-            effectiveBits: storage.parameters > 0 ? Double(storage.bytes * 8) / Double(storage.parameters) : 0)
+            effectiveBits: storage.parameters > 0 ? Double(storage.bytes * 8) / Double(storage.parameters) : 0,
+            activations: Kernels.int8Activations ? "int8" : "float", oneTokenAtATime: oneTokenAtATime,
+            attentionBits: nil)
     }
 
     /// Tokens/s of one-at-a-time decoding with the KV cache, median of three runs (the host is noisy).

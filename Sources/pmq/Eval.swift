@@ -113,7 +113,7 @@ extension PMQ {
                 throw ValidationError(error.message)
             }
             let progress = Progress("eval", quiet: quiet)
-            let result = try Kernels.$int8Activations.withValue(int8Activations) {
+            var result = try Kernels.$int8Activations.withValue(int8Activations) {
                 try Evaluation.run(
                     model: loaded, tokens: ids, sequenceLength: seqLen, pruner: pruner, pruning: prune.rawValue,
                     decodeTokens: decodeTokens, oneTokenAtATime: oneTokenAtATime
@@ -122,6 +122,7 @@ extension PMQ {
                 }
             }
             progress.finish()
+            result.attentionBits = attentionBits
             if let json { try AtomicFile.writeJSON(result, to: json) }
             print(
                 "\(model): \(loaded.config.architecture.rawValue), \(result.tokens) tokens in \(result.windows) "

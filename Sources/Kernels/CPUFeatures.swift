@@ -33,20 +33,25 @@ public enum CPUFeatures {
     /// The VNNI kernels may be used by the calling task now.
     public static var useVNNI: Bool { vnni && !forceAVX2 }
 
+    /// The AVX-512 subsets the AVX-512 kernels are built for, as `/proc/cpuinfo` names them.
+    static let avx512Flags = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
+
     /// The CPU in `/proc/cpuinfo`'s text has every AVX-512 subset the AVX-512 kernels are built for.
     public static func hasAVX512(cpuinfo: String) -> Bool {
-        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
-        let flags = Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
-        return ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy { flags.contains($0[...]) }
+        let flags = flags(cpuinfo: cpuinfo)
+        return avx512Flags.allSatisfy { flags.contains($0[...]) }
     }
 
     /// The CPU has the AVX-512 subsets above and VNNI and VBMI.
     public static func hasVNNI(cpuinfo: String) -> Bool {
-        guard hasAVX512(cpuinfo: cpuinfo),
-            let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
-        else { return false }
-        let flags = Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
-        return flags.contains("avx512_vnni") && flags.contains("avx512vbmi")
+        let flags = flags(cpuinfo: cpuinfo)
+        return (avx512Flags + ["avx512_vnni", "avx512vbmi"]).allSatisfy { flags.contains($0[...]) }
+    }
+
+    /// The first `flags` line's words (none without one).
+    static func flags(cpuinfo: String) -> Set<Substring> {
+        guard let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+        return Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }))
     }
 
     /// The instruction set the int8 decode kernels use, for reports.

@@ -8,12 +8,19 @@ extension Kernels {
     /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2 and 4 on
     /// AVX2, and 1, 2, 3, 4 and 8 on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from
     /// the float kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127`
-    /// the group's activation step (tested against `referenceLinear`). Off here (the library's
-    /// kernels stay exact unless asked); the command line turns it on for decode unless
-    /// `--exact-activations` is given. Other widths, other architectures and prefill keep the float
-    /// kernels.
+    /// the group's activation step (tested against `referenceLinear`). On VNNI prefill takes int8
+    /// activations too (`PackedKernel.Int8Prefill`). Off here (the library's kernels stay exact unless
+    /// asked); `pmq generate` and `pmq bench runtime` turn it on unless `--exact-activations` is given.
+    /// Other widths, other architectures and, without VNNI, prefill keep the float kernels.
     /// A task-local, set for a scope with `Kernels.$int8Activations.withValue`.
     @TaskLocal public static var int8Activations = false
+}
+
+extension PackedOperands {
+    /// The rows the int8 kernels walk: word rows, or 3-word blocks of 32 codes at 3 bits.
+    var int8Rows: Int { bits == 3 ? wordRows / 3 : wordRows }
+    /// Those rows per quantization group (groups are whole rows where the int8 kernels apply).
+    var int8RowsPerGroup: Int { bits == 3 ? groupSize / 32 : groupSize / (32 / bits) }
 }
 
 extension PackedKernel {
@@ -65,8 +72,8 @@ extension PackedKernel {
             let bits = operands.bits, tokens = operands.tokens
             let inputs = operands.inFeatures, groupSize = operands.groupSize, groups = operands.groups
             // Codes per word row (per 3-word block at 3 bits) and planes per row (block).
-            let perRow = bits == 3 ? 32 : 32 / bits, planeCount = bits == 3 ? 8 : 8 / bits
-            let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
+            let perRow = bits == 3 ? 32 : 32 / bits, planeCount = planeCount(bits: bits)
+            let rowCount = operands.int8Rows
             let steps = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
             let groupSums = UnsafeMutablePointer<Float>.allocate(capacity: tokens * groups)
             let planes = UnsafeMutablePointer<UInt32>.allocate(capacity: tokens * rowCount * planeCount)
@@ -105,6 +112,9 @@ extension PackedKernel {
             }
             return Prepared(planes: planes, steps: steps, groupSums: groupSums)
         }
+
+        /// Planes per word row (per 3-word block at 3 bits): `Int8DotVNNI.planeCount`'s.
+        static func planeCount(bits: Int) -> Int { bits == 3 ? 8 : 8 / bits }
 
         /// `max_i |x_i|` over `count` floats (NaN-free inputs; a NaN is skipped or kept).
         @inline(__always)
@@ -162,8 +172,7 @@ extension PackedKernel {
         static func runVNNI(_ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>)
         {
             let bits = operands.bits
-            let rowsPerGroup = bits == 3 ? operands.groupSize / 32 : operands.groupSize / (32 / bits)
-            let rowCount = bits == 3 ? operands.wordRows / 3 : operands.wordRows
+            let rowsPerGroup = operands.int8RowsPerGroup, rowCount = operands.int8Rows
             let step = bits == 3 ? max(1, Decode.rowsPerSweep / 3) : Decode.rowsPerSweep
             Decode.withSums(tiles) { sums in
                 for g in groups {

@@ -172,7 +172,7 @@ struct PackedOperands: @unchecked Sendable {
     let naturalOrder: Bool
     /// Decode through `PackedKernel.Int8Decode` where it applies.
     var int8Activations = false
-    /// The int8 decode kernel may use `KernelsVNNI` (`CPUFeatures.useVNNI`, read once per call).
+    /// The int8 kernels may use `KernelsVNNI` (`CPUFeatures.useVNNI`, read once per call).
     var vnni = false
 
     init(

@@ -2,7 +2,7 @@
 import _Builtin_intrinsics.intel
 
 /// Integer dot products of packed GPTQ codes with int8 activations on AVX-512 VNNI and VBMI. This
-/// module is compiled for Skylake-AVX512 plus VNNI, VBMI and VBMI2; `Kernels.CPUFeatures` calls into
+/// module is compiled for Skylake-AVX512 plus VNNI and VBMI; `Kernels.CPUFeatures` calls into
 /// it only when the CPU reports all of them. Nothing here may run on another CPU.
 ///
 /// A vector holds the same word row of 16 outputs (`qweight` is `[wordRows, out]`). "Plane" `p` of
@@ -10,7 +10,7 @@ import _Builtin_intrinsics.intel
 /// `p, P + p, 2P + p, 3P + p` with `P = 8 / bits`); one `vpdpbusd` multiplies its four unsigned
 /// bytes with four int8 inputs broadcast from `planes` and adds the four products to the output's
 /// int32 sum, exactly (no 16-bit intermediate, so 8-bit codes work too). At 3 bits a block of three
-/// words holds 32 codes, two of them straddling words; see `blockSums3`.
+/// words holds 32 codes, two of them straddling words; see `sources3`.
 ///
 /// Sums are exact integers; each sweep adds them, converted to float, to 16 floats per tile in
 /// `sums`, as `Kernels`' AVX2 int8 kernel does per sweep, so the two give the same floats.

@@ -12,8 +12,9 @@ public enum Int8GemmVNNI {
     typealias Floats = SIMD16<Float>
 
     /// The operands of one call; token `t`'s planes start at `planes + t·planeStride` (layout of
-    /// `Int8DotVNNI.sweep`), its steps `d_g` and `d_g·Σ x̂` at `t·groups`. `scales` and `offsets`
-    /// are `[tiles, groups, 16]` (`s` and `−s·z` of each output), tile 0 being `tiles.lowerBound`.
+    /// `Int8DotVNNI.sweep`), its steps `d_g` and `d_g·Σ x̂` at `t·groups`. `tables` holds per tile
+    /// (tile 0 being `tiles.lowerBound`) `[groups, 16]` scales `s` then `[groups, 16]` offsets `−s·z`
+    /// (`Kernels`' `Tile.fillTable` layout).
     public struct Operands {
         public var bits: Int
         public var qweight: UnsafePointer<UInt32>
@@ -26,8 +27,7 @@ public enum Int8GemmVNNI {
         public var planeStride: Int
         public var steps: UnsafePointer<Float>
         public var groupSums: UnsafePointer<Float>
-        public var scales: UnsafePointer<Float>
-        public var offsets: UnsafePointer<Float>
+        public var tables: UnsafePointer<Float>
         public var tokens: Int
         /// `[tokens, outFeatures]`, added to.
         public var y: UnsafeMutablePointer<Float>
@@ -35,7 +35,7 @@ public enum Int8GemmVNNI {
         public init(
             bits: Int, qweight: UnsafePointer<UInt32>, outFeatures: Int, groups: Int, rowsPerGroup: Int,
             rowCount: Int, planes: UnsafePointer<UInt32>, planeStride: Int, steps: UnsafePointer<Float>,
-            groupSums: UnsafePointer<Float>, scales: UnsafePointer<Float>, offsets: UnsafePointer<Float>,
+            groupSums: UnsafePointer<Float>, tables: UnsafePointer<Float>,
             tokens: Int, y: UnsafeMutablePointer<Float>
         ) {
             self.bits = bits
@@ -48,8 +48,7 @@ public enum Int8GemmVNNI {
             self.planeStride = planeStride
             self.steps = steps
             self.groupSums = groupSums
-            self.scales = scales
-            self.offsets = offsets
+            self.tables = tables
             self.tokens = tokens
             self.y = y
         }
@@ -78,87 +77,18 @@ public enum Int8GemmVNNI {
             let rows = (g &* op.rowsPerGroup)..<min((g &+ 1) &* op.rowsPerGroup, op.rowCount)
             for tileIndex in tiles {
                 let o = tileIndex &* 16
-                let table = (tileIndex &- tiles.lowerBound) &* op.groups &* 16
-                let scale = load(op.scales + (table &+ g &* 16)), offset = load(op.offsets + (table &+ g &* 16))
+                let table = op.tables + (tileIndex &- tiles.lowerBound) &* 2 &* op.groups &* 16
+                let scale = load(table + g &* 16), offset = load(table + (op.groups &+ g) &* 16)
                 var t0 = 0
+                // Sixteen tokens, then eight: vpdpbusd issues on two ports with a latency of several
+                // cycles, so that many independent chains keep both busy, and each code vector's
+                // unpacking is shared by that many tokens.
                 while t0 &+ 16 <= op.tokens {
-                    // Sixteen tokens: vpdpbusd issues on two ports with a latency of several cycles, so
-                    // sixteen independent chains keep both busy, and each code vector's unpacking is
-                    // shared by sixteen.
-                    let x = op.planes + t0 &* op.planeStride, stride = op.planeStride
-                    var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
-                    var a4 = Ints(), a5 = Ints(), a6 = Ints(), a7 = Ints()
-                    var a8 = Ints(), a9 = Ints(), a10 = Ints(), a11 = Ints()
-                    var a12 = Ints(), a13 = Ints(), a14 = Ints(), a15 = Ints()
-                    for row in rows {
-                        let base = row &* planeCount
-                        planesOfRow(bits: bits, op.qweight, op.outFeatures, controls, row: row, output: o) {
-                            plane, codes in
-                            let p = x + (base &+ plane)
-                            a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: p[0]))
-                            a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[stride]))
-                            a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2 &* stride]))
-                            a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3 &* stride]))
-                            a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4 &* stride]))
-                            a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5 &* stride]))
-                            a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6 &* stride]))
-                            a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7 &* stride]))
-                            a8 = Int8DotVNNI.dot(a8, codes, Words(repeating: p[8 &* stride]))
-                            a9 = Int8DotVNNI.dot(a9, codes, Words(repeating: p[9 &* stride]))
-                            a10 = Int8DotVNNI.dot(a10, codes, Words(repeating: p[10 &* stride]))
-                            a11 = Int8DotVNNI.dot(a11, codes, Words(repeating: p[11 &* stride]))
-                            a12 = Int8DotVNNI.dot(a12, codes, Words(repeating: p[12 &* stride]))
-                            a13 = Int8DotVNNI.dot(a13, codes, Words(repeating: p[13 &* stride]))
-                            a14 = Int8DotVNNI.dot(a14, codes, Words(repeating: p[14 &* stride]))
-                            a15 = Int8DotVNNI.dot(a15, codes, Words(repeating: p[15 &* stride]))
-                        }
-                    }
-                    add(op, token: t0, group: g, output: o, sums: a0, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 1, group: g, output: o, sums: a1, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 2, group: g, output: o, sums: a2, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 3, group: g, output: o, sums: a3, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 4, group: g, output: o, sums: a4, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 5, group: g, output: o, sums: a5, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 6, group: g, output: o, sums: a6, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 7, group: g, output: o, sums: a7, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 8, group: g, output: o, sums: a8, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 9, group: g, output: o, sums: a9, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 10, group: g, output: o, sums: a10, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 11, group: g, output: o, sums: a11, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 12, group: g, output: o, sums: a12, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 13, group: g, output: o, sums: a13, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 14, group: g, output: o, sums: a14, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 15, group: g, output: o, sums: a15, scale: scale, offset: offset)
+                    block(tokens: 16, W.self, op, rows, group: g, output: o, first: t0, scale, offset, controls)
                     t0 &+= 16
                 }
                 while t0 &+ 8 <= op.tokens {
-                    // Eight tokens: each code vector serves eight, eight independent chains.
-                    let x = op.planes + t0 &* op.planeStride, stride = op.planeStride
-                    var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
-                    var a4 = Ints(), a5 = Ints(), a6 = Ints(), a7 = Ints()
-                    for row in rows {
-                        let base = row &* planeCount
-                        planesOfRow(bits: bits, op.qweight, op.outFeatures, controls, row: row, output: o) {
-                            plane, codes in
-                            let p = x + (base &+ plane)
-                            a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: p[0]))
-                            a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[stride]))
-                            a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2 &* stride]))
-                            a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3 &* stride]))
-                            a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4 &* stride]))
-                            a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5 &* stride]))
-                            a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6 &* stride]))
-                            a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7 &* stride]))
-                        }
-                    }
-                    add(op, token: t0, group: g, output: o, sums: a0, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 1, group: g, output: o, sums: a1, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 2, group: g, output: o, sums: a2, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 3, group: g, output: o, sums: a3, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 4, group: g, output: o, sums: a4, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 5, group: g, output: o, sums: a5, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 6, group: g, output: o, sums: a6, scale: scale, offset: offset)
-                    add(op, token: t0 &+ 7, group: g, output: o, sums: a7, scale: scale, offset: offset)
+                    block(tokens: 8, W.self, op, rows, group: g, output: o, first: t0, scale, offset, controls)
                     t0 &+= 8
                 }
                 while t0 < op.tokens {
@@ -208,6 +138,65 @@ public enum Int8GemmVNNI {
                 }
             }
         }
+    }
+
+    /// Group `g`'s rows `rows` of outputs `o ..< o + 16` for tokens `first ..< first + tokens`
+    /// (16 or 8, a constant where inlined: the chains past it fold away), one int32 chain per token,
+    /// added to `y` at the end.
+    @inline(__always)
+    static func block<W: CodeWidth>(
+        tokens: Int, _: W.Type, _ op: Operands, _ rows: Range<Int>, group g: Int, output o: Int, first t0: Int,
+        _ scale: Floats, _ offset: Floats, _ controls: (Words, Words)
+    ) {
+        let planeCount = Int8DotVNNI.planeCount(bits: W.bits)
+        let x = op.planes + t0 &* op.planeStride, stride = op.planeStride
+        var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+        var a4 = Ints(), a5 = Ints(), a6 = Ints(), a7 = Ints()
+        var a8 = Ints(), a9 = Ints(), a10 = Ints(), a11 = Ints()
+        var a12 = Ints(), a13 = Ints(), a14 = Ints(), a15 = Ints()
+        for row in rows {
+            let base = row &* planeCount
+            planesOfRow(bits: W.bits, op.qweight, op.outFeatures, controls, row: row, output: o) { plane, codes in
+                let p = x + (base &+ plane)
+                a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: p[0]))
+                a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[stride]))
+                a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2 &* stride]))
+                a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3 &* stride]))
+                a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4 &* stride]))
+                a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5 &* stride]))
+                a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6 &* stride]))
+                a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7 &* stride]))
+                guard tokens > 8 else { return }
+                a8 = Int8DotVNNI.dot(a8, codes, Words(repeating: p[8 &* stride]))
+                a9 = Int8DotVNNI.dot(a9, codes, Words(repeating: p[9 &* stride]))
+                a10 = Int8DotVNNI.dot(a10, codes, Words(repeating: p[10 &* stride]))
+                a11 = Int8DotVNNI.dot(a11, codes, Words(repeating: p[11 &* stride]))
+                a12 = Int8DotVNNI.dot(a12, codes, Words(repeating: p[12 &* stride]))
+                a13 = Int8DotVNNI.dot(a13, codes, Words(repeating: p[13 &* stride]))
+                a14 = Int8DotVNNI.dot(a14, codes, Words(repeating: p[14 &* stride]))
+                a15 = Int8DotVNNI.dot(a15, codes, Words(repeating: p[15 &* stride]))
+            }
+        }
+        @inline(__always) func add(_ k: Int, _ sums: Ints) {
+            Self.add(op, token: t0 &+ k, group: g, output: o, sums: sums, scale: scale, offset: offset)
+        }
+        add(0, a0)
+        add(1, a1)
+        add(2, a2)
+        add(3, a3)
+        add(4, a4)
+        add(5, a5)
+        add(6, a6)
+        add(7, a7)
+        guard tokens > 8 else { return }
+        add(8, a8)
+        add(9, a9)
+        add(10, a10)
+        add(11, a11)
+        add(12, a12)
+        add(13, a13)
+        add(14, a14)
+        add(15, a15)
     }
 
     /// Calls `body(plane, codes)` for each plane of word row (3-word block at 3 bits) `row` of

@@ -9,7 +9,7 @@ extension GPTQ {
         let quantizer = GroupQuantizer(bits: bits, clipSearch: options.clipSearch)
         let groupSize = options.groupSize > 0 ? options.groupSize : columns
         let groups = (columns + groupSize - 1) / groupSize
-        var codes = [Int](repeating: 0, count: rows * columns)
+        var codes = [UInt8](repeating: 0, count: rows * columns)
         var scales = [Float](repeating: 0, count: rows * groups), zeros = scales
         var dequantized = [Float](repeating: 0, count: rows * columns)
         weight.withUnsafeBufferPointer { w in
@@ -22,7 +22,7 @@ extension GPTQ {
                     zeros[r * groups + g] = p.zero
                     for c in start..<end {
                         let code = quantizer.code(w[r * columns + c], p)
-                        codes[r * columns + c] = code
+                        codes[r * columns + c] = UInt8(code)
                         dequantized[r * columns + c] = quantizer.dequantize(code, p)
                     }
                 }

@@ -21,26 +21,26 @@ extension GPTQ {
         let running = UnsafeMutablePointer<Lanes>.allocate(capacity: span)
         let given = UnsafeMutablePointer<Lanes>.allocate(capacity: span)
         let snapshot = UnsafeMutablePointer<Lanes>.allocate(capacity: max(1, basis?.extent ?? 0))
+        let codes = UnsafeMutablePointer<Lanes>.allocate(capacity: width)
         let group = UnsafeMutablePointer<Float>.allocate(capacity: groupSize)
-        // One column's code, dequantized value, difference and scaled error, read back lane by lane.
-        let outputs = UnsafeMutablePointer<Lanes>.allocate(capacity: 4)
-        let outputLanes = UnsafeMutableRawPointer(outputs).assumingMemoryBound(to: Float.self)
         defer {
-            outputs.deallocate()
             running.deallocate()
             given.deallocate()
             snapshot.deallocate()
+            codes.deallocate()
             group.deallocate()
+        }
+        // Lanes are read and written as floats (a vector's lane by index would go through the stack).
+        func lanes(_ p: UnsafeMutablePointer<Lanes>) -> UnsafeMutablePointer<Float> {
+            UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
         }
         var tileStart = rows.lowerBound
         while tileStart < rows.upperBound {
             let count = min(tileRows, rows.upperBound - tileStart)
-            // Transpose in: lane l holds row tileStart + l (missing lanes zero). Lanes are written as
-            // floats (a vector's lane by index would go through the stack).
+            // Transpose in: lane l holds row tileStart + l (missing lanes zero).
             running.initialize(repeating: Lanes(), count: span)
             given.initialize(repeating: Lanes(), count: span)
-            let runningLanes = UnsafeMutableRawPointer(running).assumingMemoryBound(to: Float.self)
-            let givenLanes = UnsafeMutableRawPointer(given).assumingMemoryBound(to: Float.self)
+            let runningLanes = lanes(running), givenLanes = lanes(given)
             for lane in 0..<count {
                 let row = s.w + (tileStart + lane) * columns + blockStart
                 let original = s.original + (tileStart + lane) * columns + blockStart, live = s.live + blockStart
@@ -66,28 +66,38 @@ extension GPTQ {
                 scale[lane] = s.parameters[tileStart + lane].scale
                 zero[lane] = s.parameters[tileStart + lane].zero
             }
-            var energy = (0..<tileRows).map { _ in 0.0 }
+            var energy = SIMD16<Double>()
             let maxCode = Lanes(repeating: Float(quantizer.maxCode))
             let limit = Lanes(repeating: 4_194_304), magic = Lanes(repeating: 12_582_912)
             for j in block {
                 let k = j - blockStart
                 if j % groupSize == 0 {
                     let end = min(j + groupSize, columns)
-                    let snapshotLanes = UnsafeMutableRawPointer(snapshot).assumingMemoryBound(to: Float.self)
-                    for lane in 0..<count {
-                        if basis != nil {
-                            for c in j..<end { group[c - j] = snapshotLanes[(c - blockStart) * tileRows + lane] }
-                        } else {
-                            // Nothing updated yet (first block): the given weights, which may reach past it.
-                            let original = s.original + (tileStart + lane) * columns
-                            for c in j..<end { group[c - j] = original[c] * s.live[c] }
+                    // The group's weights as the reference takes them, 16 rows a vector: the basis's
+                    // snapshot, or (first block) the given weights where the tile holds them.
+                    let source: UnsafeMutablePointer<Lanes>? =
+                        basis != nil ? snapshot + k : (end - blockStart <= span ? given + k : nil)
+                    if let source, !quantizer.clipSearch {
+                        (scale, zero) = Self.parameters(source, count: end - j, quantizer: quantizer)
+                    } else {
+                        for lane in 0..<count {
+                            if let source {
+                                for c in 0..<(end - j) { group[c] = lanes(source)[c * tileRows + lane] }
+                            } else {
+                                // The given weights, reaching past the tile's columns.
+                                let original = s.original + (tileStart + lane) * columns
+                                for c in j..<end { group[c - j] = original[c] * s.live[c] }
+                            }
+                            let p = quantizer.parameters(UnsafeBufferPointer(start: group, count: end - j))
+                            scale[lane] = p.scale
+                            zero[lane] = p.zero
                         }
-                        let p = quantizer.parameters(UnsafeBufferPointer(start: group, count: end - j))
-                        scale[lane] = p.scale
-                        zero[lane] = p.zero
-                        s.parameters[tileStart + lane] = p
-                        s.scales[(tileStart + lane) * groups + j / groupSize] = p.scale
-                        s.zeros[(tileStart + lane) * groups + j / groupSize] = p.zero
+                    }
+                    for lane in 0..<count {
+                        let r = tileStart + lane
+                        s.parameters[r] = GroupQuantizer.Parameters(scale: scale[lane], zero: zero[lane])
+                        s.scales[r * groups + j / groupSize] = scale[lane]
+                        s.zeros[r * groups + j / groupSize] = zero[lane]
                     }
                 }
                 let value = running[k]
@@ -106,19 +116,16 @@ extension GPTQ {
                     code.replace(with: maxCode, where: code .> maxCode)
                 }
                 let q = scale * (code - zero)
-                let scaled = (value - q) * Lanes(repeating: s.v[j * columns + j])
+                let scaled = SIMD16<Double>((value - q) * Lanes(repeating: s.v[j * columns + j]))
+                energy += scaled * scaled
                 let difference = given[k] - q
-                outputs[0] = code
-                outputs[1] = q
-                outputs[2] = difference
-                outputs[3] = scaled
-                for lane in 0..<count {
-                    let r = tileStart + lane
-                    s.codes[r * columns + j] = Int(outputLanes[lane])
-                    s.dequantized[r * columns + j] = outputLanes[tileRows + lane]
-                    s.differences[r * blockSize + k] = outputLanes[2 * tileRows + lane]
-                    let e = Double(outputLanes[3 * tileRows + lane])
-                    energy[lane] += e * e
+                codes[k] = code
+                running[k] = q
+                let differences = s.differences + k * s.rows + tileStart
+                if count == tileRows {
+                    UnsafeMutableRawPointer(differences).storeBytes(of: difference, as: Lanes.self)
+                } else {
+                    for lane in 0..<count { differences[lane] = difference[lane] }
                 }
                 // Error feedback inside the block.
                 let factor = s.v + j * columns + blockStart
@@ -126,13 +133,46 @@ extension GPTQ {
                     running[next].addProduct(difference, Lanes(repeating: factor[next]))
                 }
             }
+            // Transpose out: the block's dequantized weights and codes.
+            let codeLanes = lanes(codes)
             for lane in 0..<count {
                 let r = tileStart + lane
                 s.energy[r] += energy[lane]
-                let row = s.w + r * columns + blockStart
-                for k in 0..<width { row[k] = runningLanes[k * tileRows + lane] }
+                let row = s.w + r * columns + blockStart, rowCodes = s.codes + r * columns + blockStart
+                for k in 0..<width {
+                    row[k] = runningLanes[k * tileRows + lane]
+                    rowCodes[k] = UInt8(codeLanes[k * tileRows + lane])
+                }
             }
             tileStart += count
         }
+    }
+
+    /// `GroupQuantizer.parameters` of 16 rows at once, the same operations lane by lane (min-max
+    /// grid, or the sign grid's mean magnitude summed in column order).
+    @inline(__always)
+    static func parameters(
+        _ values: UnsafeMutablePointer<Lanes>, count: Int, quantizer: GroupQuantizer
+    ) -> (scale: Lanes, zero: Lanes) {
+        if quantizer.bits == 1 {
+            var sum = Lanes()
+            for c in 0..<count {
+                let value = values[c]
+                sum += value.replacing(with: -value, where: value .< 0)
+            }
+            return (2 * (sum / Lanes(repeating: Float(count))), Lanes(repeating: 0.5))
+        }
+        // `min(low, v)` is `v < low ? v : low`, `max(high, v)` is `v >= high ? v : high`.
+        var low = Lanes(), high = Lanes()
+        for c in 0..<count {
+            let value = values[c]
+            low.replace(with: value, where: value .< low)
+            high.replace(with: value, where: value .>= high)
+        }
+        let flat = (low .== 0) .& (high .== 0)
+        low.replace(with: -1, where: flat)
+        high.replace(with: 1, where: flat)
+        let scale = (high - low) / Lanes(repeating: Float(quantizer.maxCode))
+        return (scale, (-low / scale).rounded(.toNearestOrEven))
     }
 }

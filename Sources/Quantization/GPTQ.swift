@@ -36,8 +36,8 @@ public struct GPTQ: Sendable {
     }
 
     public struct Result: Sendable {
-        /// Integer codes `[rows, columns]`, row-major.
-        public var codes: [Int]
+        /// Integer codes `[rows, columns]`, row-major (0…2^bits − 1, one byte each).
+        public var codes: [UInt8]
         /// Per row and group: `[rows, groups]`.
         public var scales: [Float]
         public var zeros: [Float]
@@ -240,10 +240,10 @@ public struct GPTQ: Sendable {
         }
         var start = ContinuousClock.now
 
-        var codes = [Int](repeating: 0, count: rows * columns)
+        // `w` ends as the dequantized weights: each column's value is replaced by its code's once quantized.
+        var codes = [UInt8](repeating: 0, count: rows * columns)
         var scales = [Float](repeating: 0, count: rows * groups)
         var zeros = [Float](repeating: 0, count: rows * groups)
-        var dequantized = [Float](repeating: 0, count: rows * columns)
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
         var differences = [Float](repeating: 0, count: rows * blockSize)
         let extent = factor.bases.map { $0?.extent ?? 0 }.max() ?? 0
@@ -256,7 +256,7 @@ public struct GPTQ: Sendable {
             codes.withUnsafeMutableBufferPointer { codes in
                 scales.withUnsafeMutableBufferPointer { scales in
                     zeros.withUnsafeMutableBufferPointer { zeros in
-                        dequantized.withUnsafeMutableBufferPointer { dequantized in
+                        do {
                             parameters.withUnsafeMutableBufferPointer { parameters in
                                 differences.withUnsafeMutableBufferPointer { differences in
                                     snapshot.withUnsafeMutableBufferPointer { snapshot in
@@ -268,8 +268,7 @@ public struct GPTQ: Sendable {
                                                             w: w.baseAddress!, original: original.baseAddress!,
                                                             live: live.baseAddress!, v: v.baseAddress!,
                                                             codes: codes.baseAddress!, scales: scales.baseAddress!,
-                                                            zeros: zeros.baseAddress!,
-                                                            dequantized: dequantized.baseAddress!,
+                                                            zeros: zeros.baseAddress!, rows: rows,
                                                             parameters: parameters.baseAddress!,
                                                             differences: differences.baseAddress!,
                                                             snapshot: snapshot.baseAddress!,
@@ -294,6 +293,7 @@ public struct GPTQ: Sendable {
         start = ContinuousClock.now
         // The damping's share per row, `Σ_j (H_d − H)_jj (W − Q)_rj²`, rows over the cores.
         var damping = [Double](repeating: 0, count: rows)
+        let dequantized = w
         damping.withUnsafeMutableBufferPointer { damping in
             weight.withUnsafeBufferPointer { weight in
                 dequantized.withUnsafeBufferPointer { dequantized in
@@ -367,7 +367,7 @@ public struct GPTQ: Sendable {
                 start = ContinuousClock.now
                 SGEMM.multiply(
                     m: rows, n: columns - end, k: block.count, alpha: 1,
-                    a: .init(state.differences, rowStride: blockSize),
+                    a: SGEMM.Matrix(state.differences, rowStride: rows).transposed,
                     b: .init(state.v + blockStart * columns + end, rowStride: columns),
                     c: state.w + end, ldc: columns)
                 timing.updateSeconds += seconds(since: start)
@@ -379,19 +379,20 @@ public struct GPTQ: Sendable {
 
     /// Shared buffers of one GPTQ run; threads touch disjoint rows.
     struct RowState: @unchecked Sendable {
-        /// The weights as updated so far (`w'`).
+        /// The weights as updated so far (`w'`); quantized columns hold their dequantized values.
         let w: UnsafeMutablePointer<Float>
         /// The weights given, and 1 or 0 per column (0 for dead inputs, zeroed in `w`).
         let original: UnsafePointer<Float>
         let live: UnsafePointer<Float>
         /// `V'` (`Cholesky.upperFactor`).
         let v: UnsafePointer<Float>
-        let codes: UnsafeMutablePointer<Int>
+        let codes: UnsafeMutablePointer<UInt8>
         let scales: UnsafeMutablePointer<Float>
         let zeros: UnsafeMutablePointer<Float>
-        let dequantized: UnsafeMutablePointer<Float>
+        /// The rows of the matrix (the stride of `differences`).
+        let rows: Int
         let parameters: UnsafeMutablePointer<GroupQuantizer.Parameters>
-        /// `(W − Q)[r, block]`, left for the lazy update.
+        /// `(W − Q)[r, block]`, left for the lazy update, column by column: `differences[k · rows + r]`.
         let differences: UnsafeMutablePointer<Float>
         /// The weights the group parameters are taken from (`GroupBasis`), `extent` per row (row by row only).
         let snapshot: UnsafeMutablePointer<Float>
@@ -441,12 +442,12 @@ public struct GPTQ: Sendable {
                 let value = row[j]
                 let code = quantizer.code(value, s.parameters[r])
                 let q = quantizer.dequantize(code, s.parameters[r])
-                s.codes[r * columns + j] = code
-                s.dequantized[r * columns + j] = q
+                s.codes[r * columns + j] = UInt8(code)
+                row[j] = q
                 let scaled = Double((value - q) * s.v[j * columns + j])
                 energy += scaled * scaled
                 let difference = original[j] * s.live[j] - q
-                s.differences[r * blockSize + (j - blockStart)] = difference
+                s.differences[(j - blockStart) * s.rows + r] = difference
                 // Error feedback inside the block.
                 if j + 1 < blockEnd {
                     Kernels.addScaled(row + j + 1, s.v + j * columns + j + 1, difference, blockEnd - j - 1)

@@ -48,7 +48,7 @@ import Testing
             options: .init(groupSize: example.groupSize, blockSize: example.blockSize, actOrder: example.actOrder))
         let result = try gptq.quantize(
             weight: weight, rows: example.rows, columns: example.columns, hessian: hessian, bits: example.bits)
-        let mismatches = zip(result.codes, expectedCodes).filter { $0 != $1 }.count
+        let mismatches = zip(result.codes, expectedCodes).filter { Int($0) != $1 }.count
         // Identical codes except rounding ties (float32 grid here, float64 in the reference).
         #expect(mismatches <= max(1, result.codes.count / 200), "\(mismatches) of \(result.codes.count) codes differ")
         #expect(zip(result.scales, expectedScales).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(abs($1), 1e-6) })
@@ -229,7 +229,9 @@ extension GPTQTests {
         let rows = 37, columns = 160
         let weight = Self.random(rows * columns, seed: 51, scale: 0.2)
         let hessian = Self.hessian(columns, samples: 120, seed: 52)
-        for (group, block, actOrder, clip) in [(32, 64, false, false), (64, 32, true, false), (48, 32, false, true)] {
+        for (group, block, actOrder, clip) in [
+            (32, 64, false, false), (64, 32, true, false), (48, 32, false, false), (48, 32, false, true),
+        ] {
             let gptq = GPTQ(
                 options: .init(groupSize: group, blockSize: block, actOrder: actOrder, clipSearch: clip))
             let tiles = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)

@@ -138,7 +138,7 @@ import Testing
         let result = try gptq.quantize(weight: weight, rows: rows, columns: columns, hessian: hessian, bits: bits)
         let packed = PackedLinear(packing: result, rows: rows, columns: columns, bits: bits, groupSize: groupSize)
         try packed.validate()
-        #expect(packed.unpackedCodes() == result.codes)
+        #expect(packed.unpackedCodes() == result.codes.map { Int($0) })
         #expect(packed.gIdx.map(Int.init) == result.groupIndex)
         let groups = packed.groups
         for r in 0..<rows {
@@ -152,7 +152,7 @@ import Testing
             for c in 0..<columns {
                 let g = result.groupIndex[c]
                 let bound = Self.scaleRoundingBound(
-                    scale: result.scales[r * groups + g], code: result.codes[r * columns + c],
+                    scale: result.scales[r * groups + g], code: Int(result.codes[r * columns + c]),
                     zero: result.zeros[r * groups + g])
                 #expect(abs(dequantized[r * columns + c] - result.dequantized[r * columns + c]) <= bound)
             }

@@ -112,8 +112,8 @@ extension PackedLinear {
     }
 
     /// Packs codes `[out, in]` with zeros and scales `[groups, out]` (the checkpoint's order).
-    public init(
-        packingCodes codes: [Int], zeros: [Float], scales: [Float], groupIndex: [Int32],
+    public init<Code: BinaryInteger>(
+        packingCodes codes: [Code], zeros: [Float], scales: [Float], groupIndex: [Int32],
         outFeatures out: Int, inFeatures inputs: Int, bits: Int, groupSize: Int
     ) {
         let layout = PackedLayout(outFeatures: out, inFeatures: inputs, bits: bits, groupSize: groupSize)
@@ -127,7 +127,7 @@ extension PackedLinear {
             qweight.withUnsafeMutableBufferPointer { words in
                 for o in 0..<out {
                     for i in 0..<inputs {
-                        let code = codes[o * inputs + i]
+                        let code = Int(codes[o * inputs + i])
                         precondition(code >= 0 && code <= maxCode, "code \(code) out of range at [\(o), \(i)]")
                         Self.setField(words, stride: out, offset: o, index: i, bits: bits, value: UInt32(code))
                     }

@@ -56,12 +56,24 @@ public enum SGEMM {
         }
         public func deallocate() { data.deallocate() }
 
-        /// Packs `B(p, j)` for `p < k`, `j < n`.
-        public func pack(_ b: Matrix) { pack(b, rows: 0..<k) }
+        /// Packs `B(p, j)` for `p < k`, `j < n`, groups of panels over the cores (a copy, the same
+        /// whatever the thread count).
+        public func pack(_ b: Matrix, threaded: Bool = false) {
+            let chunk = 16, chunks = (panels + chunk - 1) / chunk
+            guard threaded, k * n >= Parallel.minimumWork else {
+                pack(b, rows: 0..<k)
+                return
+            }
+            Parallel.perform(iterations: chunks) { c in
+                pack(b, rows: 0..<k, panels: (c * chunk)..<min(panels, (c + 1) * chunk))
+            }
+        }
 
         /// Packs rows `rows` of B (`B(p, j)` for `p` in `rows`) into their places.
-        public func pack(_ b: Matrix, rows: Range<Int>) {
-            for panel in 0..<panels {
+        public func pack(_ b: Matrix, rows: Range<Int>) { pack(b, rows: rows, panels: 0..<panels) }
+
+        func pack(_ b: Matrix, rows: Range<Int>, panels: Range<Int>) {
+            for panel in panels {
                 let j0 = panel * SGEMM.nr
                 let width = min(SGEMM.nr, n - j0)
                 let out = data + panel * panelStride
@@ -96,7 +108,7 @@ public enum SGEMM {
         guard m > 0, n > 0, k > 0 else { return }
         let packed = PackedB.allocate(k: k, n: n)
         defer { packed.deallocate() }
-        packed.pack(b)
+        packed.pack(b, threaded: threaded)
         multiply(m: m, alpha: alpha, a: a, packed: packed, c: c, ldc: ldc, lowerOnly: lowerOnly, threaded: threaded)
     }
 

@@ -91,27 +91,29 @@ public enum PrettyJSONEncoder {
     }
 
     /// The text of a value `JSONEncoder` writes as a number, string or literal; nil for other types.
-    static func scalar(_ value: Any) throws -> String? {
-        switch value {
-        case let value as Double: return try number(value)
-        case let value as Float: return try number(value)
-        case let value as Int: return String(value)
-        case let value as Int64: return String(value)
-        case let value as Int32: return String(value)
-        case let value as Int16: return String(value)
-        case let value as Int8: return String(value)
-        case let value as UInt: return String(value)
-        case let value as UInt64: return String(value)
-        case let value as UInt32: return String(value)
-        case let value as UInt16: return String(value)
-        case let value as UInt8: return String(value)
-        case let value as Bool: return value ? "true" : "false"
-        case let value as String:
+    /// The type is compared first: a failed `as?` cast costs a runtime lookup, and most values
+    /// encoded are structs and arrays.
+    static func scalar<T>(_ value: T) throws -> String? {
+        let type = T.self
+        if type == Double.self { return try number(value as! Double) }
+        if type == Int.self { return String(value as! Int) }
+        if type == String.self {
             var out: [UInt8] = []
-            quote(value, to: &out)
+            quote(value as! String, to: &out)
             return String(decoding: out, as: UTF8.self)
-        default: return nil
         }
+        if type == Bool.self { return (value as! Bool) ? "true" : "false" }
+        if type == Float.self { return try number(value as! Float) }
+        if type == Int64.self { return String(value as! Int64) }
+        if type == Int32.self { return String(value as! Int32) }
+        if type == Int16.self { return String(value as! Int16) }
+        if type == Int8.self { return String(value as! Int8) }
+        if type == UInt.self { return String(value as! UInt) }
+        if type == UInt64.self { return String(value as! UInt64) }
+        if type == UInt32.self { return String(value as! UInt32) }
+        if type == UInt16.self { return String(value as! UInt16) }
+        if type == UInt8.self { return String(value as! UInt8) }
+        return nil
     }
 
     /// `JSONEncoder` special-cases these; they go to it.

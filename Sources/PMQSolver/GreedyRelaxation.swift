@@ -66,8 +66,12 @@ public enum GreedyRelaxation {
             cost += options[hull[0]].cost
             for (from, to) in zip(hull, hull.dropFirst()) {
                 let a = options[from], b = options[to]
-                let dw = Int128(b.weight - a.weight), dc = b.cost - a.cost
-                steps.append(Step(item: index, from: from, to: to, weight: dw, cost: dc, slope: dc / Double(dw)))
+                // The slope from the Int difference: the same Double, without the generic Int128 conversion.
+                let difference = b.weight - a.weight, dc = b.cost - a.cost
+                steps.append(
+                    Step(
+                        item: index, from: from, to: to, weight: Int128(difference), cost: dc,
+                        slope: dc / Double(difference)))
             }
         }
         let capacity = row.capacity

@@ -144,11 +144,10 @@ extension GPTQ {
                         for lane in 0..<count { differences[lane] = difference[lane] }
                     }
                     // Error feedback inside the sub-block.
-                    let factor = s.v + j * columns + blockStart
-                    for next in (k + 1)..<max(k + 1, subEnd) {
-                        running[next].addProduct(difference, Lanes(repeating: factor[next]))
-                    }
                     pending[k - subStart] = difference
+                    Self.feedback(
+                        running, from: pending + (k - subStart), count: 1, factor: s.v + j * columns + blockStart,
+                        columns: columns, next: (k + 1)..<subEnd)
                 }
                 // The sub-block's feedback into the rest of the block, four columns at a time in registers:
                 // each column takes the sub-block's differences in column order, as one at a time would.

@@ -234,13 +234,13 @@ public struct GPTQ: Sendable {
         let blockSize = options.blockSize
         // Dead inputs (never seen): weight irrelevant, zeroed as in the reference.
         let live = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? Float(0) : 1 }
+        // `w` ends as the dequantized weights: each column's value is replaced by its code's once quantized.
         var w = weight
         for j in 0..<columns where live[j] == 0 {
             for r in 0..<rows { w[r * columns + j] = 0 }
         }
         var start = ContinuousClock.now
 
-        // `w` ends as the dequantized weights: each column's value is replaced by its code's once quantized.
         var codes = [UInt8](repeating: 0, count: rows * columns)
         var scales = [Float](repeating: 0, count: rows * groups)
         var zeros = [Float](repeating: 0, count: rows * groups)
@@ -256,29 +256,27 @@ public struct GPTQ: Sendable {
             codes.withUnsafeMutableBufferPointer { codes in
                 scales.withUnsafeMutableBufferPointer { scales in
                     zeros.withUnsafeMutableBufferPointer { zeros in
-                        do {
-                            parameters.withUnsafeMutableBufferPointer { parameters in
-                                differences.withUnsafeMutableBufferPointer { differences in
-                                    snapshot.withUnsafeMutableBufferPointer { snapshot in
-                                        energy.withUnsafeMutableBufferPointer { energy in
-                                            weight.withUnsafeBufferPointer { original in
-                                                live.withUnsafeBufferPointer { live in
-                                                    factor.values.withUnsafeBufferPointer { v in
-                                                        let state = RowState(
-                                                            w: w.baseAddress!, original: original.baseAddress!,
-                                                            live: live.baseAddress!, v: v.baseAddress!,
-                                                            codes: codes.baseAddress!, scales: scales.baseAddress!,
-                                                            zeros: zeros.baseAddress!, rows: rows,
-                                                            parameters: parameters.baseAddress!,
-                                                            differences: differences.baseAddress!,
-                                                            snapshot: snapshot.baseAddress!,
-                                                            energy: energy.baseAddress!)
-                                                        Self.run(
-                                                            state, rows: rows, columns: columns, blockSize: blockSize,
-                                                            groupSize: groupSize, groups: groups, extent: extent,
-                                                            bases: factor.bases, quantizer: quantizer,
-                                                            rowByRow: rowByRow, timing: &timing)
-                                                    }
+                        parameters.withUnsafeMutableBufferPointer { parameters in
+                            differences.withUnsafeMutableBufferPointer { differences in
+                                snapshot.withUnsafeMutableBufferPointer { snapshot in
+                                    energy.withUnsafeMutableBufferPointer { energy in
+                                        weight.withUnsafeBufferPointer { original in
+                                            live.withUnsafeBufferPointer { live in
+                                                factor.values.withUnsafeBufferPointer { v in
+                                                    let state = RowState(
+                                                        w: w.baseAddress!, original: original.baseAddress!,
+                                                        live: live.baseAddress!, v: v.baseAddress!,
+                                                        codes: codes.baseAddress!, scales: scales.baseAddress!,
+                                                        zeros: zeros.baseAddress!, rows: rows,
+                                                        parameters: parameters.baseAddress!,
+                                                        differences: differences.baseAddress!,
+                                                        snapshot: snapshot.baseAddress!,
+                                                        energy: energy.baseAddress!)
+                                                    Self.run(
+                                                        state, rows: rows, columns: columns, blockSize: blockSize,
+                                                        groupSize: groupSize, groups: groups, extent: extent,
+                                                        bases: factor.bases, quantizer: quantizer,
+                                                        rowByRow: rowByRow, timing: &timing)
                                                 }
                                             }
                                         }

@@ -178,8 +178,11 @@ public final class MoEModel: @unchecked Sendable {
         let info = try file.info(name)
         if FP8.table(info.dtype) != nil, let fp8 {
             let stored = try fp8.weight(name, in: files)
+            let codes: [UInt8] = HugePages.array(count: stored.codes.count) {
+                _ = $0.initialize(fromContentsOf: stored.codes)
+            }
             let weights = FP8Weights(
-                codes: Array(stored.codes), scales: stored.scales, format: stored.format, blockRows: fp8.blockRows,
+                codes: codes, scales: stored.scales, format: stored.format, blockRows: fp8.blockRows,
                 blockColumns: fp8.blockColumns)
             if dequantizeFP8 {
                 return Matrix(
@@ -189,11 +192,10 @@ public final class MoEModel: @unchecked Sendable {
         }
         if info.dtype == .bf16 {
             let raw = try file.bytes(name)
-            let bits = [UInt16](unsafeUninitializedCapacity: raw.count / 2) { buffer, count in
+            let bits: [UInt16] = HugePages.array(count: raw.count / 2) { buffer in
                 for index in 0..<(raw.count / 2) {
                     buffer[index] = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self))
                 }
-                count = raw.count / 2
             }
             return Matrix(rows: shape[0], columns: shape[1], storage: .bf16(bits))
         }

@@ -128,9 +128,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw ModelFormatError(file: path, "tensor \(name) is \(info.dtype.rawValue), expected F32, F16 or BF16")
         }
         let raw = try bytes(name)
-        return [Float](unsafeUninitializedCapacity: info.elementCount) { buffer, count in
+        return HugePages.array(count: info.elementCount) { buffer in
             FloatConversion.toFloat32(raw, dtype: info.dtype, into: buffer)
-            count = info.elementCount
         }
     }
 }

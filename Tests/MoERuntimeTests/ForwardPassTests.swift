@@ -180,8 +180,18 @@ import Testing
 @Suite struct BF16Tests {
     static func bf16(_ value: Float) -> UInt16 { UInt16(value.bitPattern >> 16) } // truncation: any bf16 value will do
 
-    @Test(arguments: [(1, 64, 33), (2, 130, 70), (3, 34, 5), (4, 96, 17), (9, 512, 300)])
+    /// Decode (fewer than 4 tokens) takes `dotsBF16`: AVX-512 where the CPU has it, and AVX2 forced;
+    /// rows in fours and single, pairs in vectors and in the scalar tail.
+    @Test(arguments: [(1, 64, 33), (2, 130, 70), (3, 34, 5), (4, 96, 17), (9, 512, 300), (1, 1058, 23)])
     func bf16LinearMatchesReference(tokens: Int, inFeatures: Int, outFeatures: Int) {
+        for avx2 in [false, true] {
+            CPUFeatures.$forceAVX2.withValue(avx2) {
+                checkBF16Linear(tokens: tokens, inFeatures: inFeatures, outFeatures: outFeatures)
+            }
+        }
+    }
+
+    func checkBF16Linear(tokens: Int, inFeatures: Int, outFeatures: Int) {
         var state: UInt32 = 99
         func next() -> Float {
             state = state &* 1_664_525 &+ 1_013_904_223

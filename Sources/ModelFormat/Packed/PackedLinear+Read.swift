@@ -42,8 +42,7 @@ extension PackedLinear {
             guard raw.count == count * MemoryLayout<T>.size else {
                 throw fail("tensor \(name) has \(raw.count) bytes, expected \(count * MemoryLayout<T>.size)")
             }
-            var values = [T](repeating: 0, count: count)
-            values.withUnsafeMutableBytes { $0.copyMemory(from: raw) }
+            var values: [T] = HugePages.array(count: count) { UnsafeMutableRawBufferPointer($0).copyMemory(from: raw) }
             for index in values.indices { values[index] = T(littleEndian: values[index]) }
             return values
         }

@@ -29,13 +29,17 @@ extension PackedKernel {
             for tile in 0..<tiles {
                 Tile.fillTable(operands, tables + tile * tableFloats, output: tile * Decode.tile, lanes: Decode.tile)
             }
-            let shared = UnsafeSendable(tables)
+            let planeStride = operands.int8Rows * Int8Decode.planeCount(bits: operands.bits)
+            let interleaved = UnsafeMutablePointer<UInt32>.allocate(capacity: operands.tokens * planeStride)
+            defer { interleaved.deallocate() }
+            Int8GemmVNNI.interleave(
+                planes: prepared.planes, planeStride: planeStride, tokens: operands.tokens, into: interleaved)
+            let shared = UnsafeSendable(tables), sharedPlanes = UnsafeSendable(interleaved)
             parallelFor(tiles, work: operands.tokens * out * operands.inFeatures) { range in
                 let gemm = Int8GemmVNNI.Operands(
                     bits: operands.bits, qweight: operands.qweight, outFeatures: out, groups: groups,
                     rowsPerGroup: operands.int8RowsPerGroup, rowCount: operands.int8Rows, planes: prepared.planes,
-                    planeStride: operands.int8Rows * Int8Decode.planeCount(bits: operands.bits),
-                    steps: prepared.steps, groupSums: prepared.groupSums,
+                    planeStride: planeStride, interleaved: sharedPlanes.pointer, steps: prepared.steps, groupSums: prepared.groupSums,
                     tables: shared.pointer + range.lowerBound * tableFloats, tokens: operands.tokens, y: operands.y)
                 Int8GemmVNNI.run(gemm, tiles: range)
             }

@@ -25,6 +25,9 @@ public enum Int8GemmVNNI {
         public var rowCount: Int
         public var planes: UnsafePointer<UInt32>
         public var planeStride: Int
+        /// The same planes, tokens interleaved per block (`interleave`): the blocks of sixteen and
+        /// eight tokens read their broadcasts from here, one base address for all their tokens.
+        public var interleaved: UnsafePointer<UInt32>
         public var steps: UnsafePointer<Float>
         public var groupSums: UnsafePointer<Float>
         public var tables: UnsafePointer<Float>
@@ -34,7 +37,8 @@ public enum Int8GemmVNNI {
 
         public init(
             bits: Int, qweight: UnsafePointer<UInt32>, outFeatures: Int, groups: Int, rowsPerGroup: Int,
-            rowCount: Int, planes: UnsafePointer<UInt32>, planeStride: Int, steps: UnsafePointer<Float>,
+            rowCount: Int, planes: UnsafePointer<UInt32>, planeStride: Int, interleaved: UnsafePointer<UInt32>,
+            steps: UnsafePointer<Float>,
             groupSums: UnsafePointer<Float>, tables: UnsafePointer<Float>,
             tokens: Int, y: UnsafeMutablePointer<Float>
         ) {
@@ -46,11 +50,36 @@ public enum Int8GemmVNNI {
             self.rowCount = rowCount
             self.planes = planes
             self.planeStride = planeStride
+            self.interleaved = interleaved
             self.steps = steps
             self.groupSums = groupSums
             self.tables = tables
             self.tokens = tokens
             self.y = y
+        }
+    }
+
+    /// Tokens in blocks as `run` takes them: sixteen at a time, then eight, then the rest.
+    public static func blockSize(first t0: Int, tokens: Int) -> Int {
+        tokens &- t0 >= 16 ? 16 : tokens &- t0 >= 8 ? 8 : 0
+    }
+
+    /// Copies `planes` (token `t`'s `planeStride` words at `t·planeStride`) into `interleaved` by
+    /// blocks: a block of `n` tokens from token `t0` holds, from `t0·planeStride`, each plane word's
+    /// `n` tokens side by side (`[planeStride, n]`). Tokens past the last block of eight are not copied.
+    public static func interleave(
+        planes: UnsafePointer<UInt32>, planeStride: Int, tokens: Int, into interleaved: UnsafeMutablePointer<UInt32>
+    ) {
+        var t0 = 0
+        while true {
+            let n = blockSize(first: t0, tokens: tokens)
+            guard n > 0 else { return }
+            let block = interleaved + t0 &* planeStride
+            for j in 0..<n {
+                let source = planes + (t0 &+ j) &* planeStride
+                for k in 0..<planeStride { block[k &* n &+ j] = source[k] }
+            }
+            t0 &+= n
         }
     }
 
@@ -149,7 +178,7 @@ public enum Int8GemmVNNI {
         _ scale: Floats, _ offset: Floats, _ controls: (Words, Words)
     ) {
         let planeCount = Int8DotVNNI.planeCount(bits: W.bits)
-        let x = op.planes + t0 &* op.planeStride, stride = op.planeStride
+        let x = op.interleaved + t0 &* op.planeStride
         var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
         var a4 = Ints(), a5 = Ints(), a6 = Ints(), a7 = Ints()
         var a8 = Ints(), a9 = Ints(), a10 = Ints(), a11 = Ints()
@@ -157,24 +186,25 @@ public enum Int8GemmVNNI {
         for row in rows {
             let base = row &* planeCount
             planesOfRow(bits: W.bits, op.qweight, op.outFeatures, controls, row: row, output: o) { plane, codes in
-                let p = x + (base &+ plane)
+                // The block's tokens side by side: every broadcast is one base plus a constant.
+                let p = x + (base &+ plane) &* tokens
                 a0 = Int8DotVNNI.dot(a0, codes, Words(repeating: p[0]))
-                a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[stride]))
-                a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2 &* stride]))
-                a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3 &* stride]))
-                a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4 &* stride]))
-                a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5 &* stride]))
-                a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6 &* stride]))
-                a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7 &* stride]))
+                a1 = Int8DotVNNI.dot(a1, codes, Words(repeating: p[1]))
+                a2 = Int8DotVNNI.dot(a2, codes, Words(repeating: p[2]))
+                a3 = Int8DotVNNI.dot(a3, codes, Words(repeating: p[3]))
+                a4 = Int8DotVNNI.dot(a4, codes, Words(repeating: p[4]))
+                a5 = Int8DotVNNI.dot(a5, codes, Words(repeating: p[5]))
+                a6 = Int8DotVNNI.dot(a6, codes, Words(repeating: p[6]))
+                a7 = Int8DotVNNI.dot(a7, codes, Words(repeating: p[7]))
                 guard tokens > 8 else { return }
-                a8 = Int8DotVNNI.dot(a8, codes, Words(repeating: p[8 &* stride]))
-                a9 = Int8DotVNNI.dot(a9, codes, Words(repeating: p[9 &* stride]))
-                a10 = Int8DotVNNI.dot(a10, codes, Words(repeating: p[10 &* stride]))
-                a11 = Int8DotVNNI.dot(a11, codes, Words(repeating: p[11 &* stride]))
-                a12 = Int8DotVNNI.dot(a12, codes, Words(repeating: p[12 &* stride]))
-                a13 = Int8DotVNNI.dot(a13, codes, Words(repeating: p[13 &* stride]))
-                a14 = Int8DotVNNI.dot(a14, codes, Words(repeating: p[14 &* stride]))
-                a15 = Int8DotVNNI.dot(a15, codes, Words(repeating: p[15 &* stride]))
+                a8 = Int8DotVNNI.dot(a8, codes, Words(repeating: p[8]))
+                a9 = Int8DotVNNI.dot(a9, codes, Words(repeating: p[9]))
+                a10 = Int8DotVNNI.dot(a10, codes, Words(repeating: p[10]))
+                a11 = Int8DotVNNI.dot(a11, codes, Words(repeating: p[11]))
+                a12 = Int8DotVNNI.dot(a12, codes, Words(repeating: p[12]))
+                a13 = Int8DotVNNI.dot(a13, codes, Words(repeating: p[13]))
+                a14 = Int8DotVNNI.dot(a14, codes, Words(repeating: p[14]))
+                a15 = Int8DotVNNI.dot(a15, codes, Words(repeating: p[15]))
             }
         }
         @inline(__always) func add(_ k: Int, _ sums: Ints) {

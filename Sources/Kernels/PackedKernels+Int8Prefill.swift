@@ -39,7 +39,8 @@ extension PackedKernel {
                 let gemm = Int8GemmVNNI.Operands(
                     bits: operands.bits, qweight: operands.qweight, outFeatures: out, groups: groups,
                     rowsPerGroup: operands.int8RowsPerGroup, rowCount: operands.int8Rows, planes: prepared.planes,
-                    planeStride: planeStride, interleaved: sharedPlanes.pointer, steps: prepared.steps, groupSums: prepared.groupSums,
+                    planeStride: planeStride, interleaved: sharedPlanes.pointer, steps: prepared.steps,
+                    groupSums: prepared.groupSums,
                     tables: shared.pointer + range.lowerBound * tableFloats, tokens: operands.tokens, y: operands.y)
                 Int8GemmVNNI.run(gemm, tiles: range)
             }

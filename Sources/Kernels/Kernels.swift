@@ -224,8 +224,19 @@ public enum Kernels {
     ) -> [Float] {
         let g = linear(x, tokens: tokens, matrix: gate)
         let u = linear(x, tokens: tokens, matrix: up)
-        var h = [Float](repeating: 0, count: g.count)
-        for i in h.indices { h[i] = silu(g[i]) * u[i] }
+        let h: [Float]
+        if useReferenceKernels {
+            h = g.indices.map { silu(g[$0]) * u[$0] }
+        } else {
+            h = [Float](unsafeUninitializedCapacity: g.count) { buffer, count in
+                g.withUnsafeBufferPointer { g in
+                    u.withUnsafeBufferPointer { u in
+                        gatedSiLU(g.baseAddress!, u.baseAddress!, into: buffer.baseAddress!, count: g.count)
+                    }
+                }
+                count = g.count
+            }
+        }
         activations(h)
         return linear(h, tokens: tokens, matrix: down)
     }
@@ -239,6 +250,24 @@ public enum Kernels {
             sum += values[i]
         }
         for i in values.indices { values[i] /= sum }
+    }
+
+    /// `h[i] = silu(g[i]) · u[i]`, eight lanes at a time with the SIMD `exp` (relative error about
+    /// 1e-7 against the scalar `silu`, whose libm `exp` through Double took a tenth of a prefill).
+    public static func gatedSiLU(
+        _ g: UnsafePointer<Float>, _ u: UnsafePointer<Float>, into h: UnsafeMutablePointer<Float>, count: Int
+    ) {
+        var i = 0
+        while i + 8 <= count {
+            let x = load8(g + i)
+            let value = x / (1 + exp(-x)) * load8(u + i)
+            UnsafeMutableRawPointer(h + i).storeBytes(of: value, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            h[i] = g[i] / (1 + exp(-g[i])) * u[i]
+            i += 1
+        }
     }
 
     @inlinable @inline(__always) public static func silu(_ x: Float) -> Float { x / (1 + (-x).exponential) }

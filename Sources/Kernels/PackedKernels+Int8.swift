@@ -91,7 +91,14 @@ extension PackedKernel {
             // x·(127/peak) is within ±127; adding 1.5·2^23 rounds it to an integer (ties to even) in
             // the low mantissa bits.
             let magic: Float = 12_582_912, magicBits = Int32(bitPattern: magic.bitPattern)
-            for t in 0..<tokens {
+            let shared = (
+                planes: UnsafeSendable(planes), steps: UnsafeSendable(steps), sums: UnsafeSendable(groupSums),
+                destination: UnsafeSendable(destination)
+            )
+            // Tokens on all cores (prefill): each writes its own planes, steps and sums.
+            Parallel.perform(iterations: tokens, work: tokens * inputs * 16) { t in
+                let planes = shared.planes.pointer, steps = shared.steps.pointer, groupSums = shared.sums.pointer
+                let destination = shared.destination.pointer
                 let x = operands.x + t * inputs
                 let bytes = UnsafeMutableRawPointer(planes + t * rowCount * planeCount).assumingMemoryBound(
                     to: UInt8.self)

@@ -98,13 +98,31 @@ public enum Int8GemmVNNI {
     /// One specialisation per width (a type parameter, so that plane counts, shifts and masks are
     /// constants: with the width as an argument the loop divided by it for every row).
     static func run<W: CodeWidth>(_: W.Type, _ op: Operands, _ tiles: Range<Int>) {
-        let bits = W.bits, planeCount = Int8DotVNNI.planeCount(bits: W.bits)
         let controls = Int8DotVNNI.controls
-        // Group by group across the tiles: the tiles' words of a row are adjacent, so the reads
-        // run along each row instead of striding a whole row per tile.
+        // Tiles in chunks whose outputs for every token stay in L1 (`chunkTiles`); in a chunk, group
+        // by group across its tiles: the tiles' words of a row are adjacent, so the reads run along
+        // each row instead of striding a whole row per tile. (Group by group across all tiles sent
+        // every group's sums through L2.)
+        let chunk = chunkTiles(tokens: op.tokens)
+        var chunkStart = tiles.lowerBound
+        while chunkStart < tiles.upperBound {
+            let chunkTiles = chunkStart..<min(chunkStart &+ chunk, tiles.upperBound)
+            chunkStart = chunkTiles.upperBound
+            run(W.self, op, tiles, chunk: chunkTiles, controls)
+        }
+    }
+
+    /// Tiles per chunk: about 24 KiB of outputs (`16·tokens` floats a tile), at least one tile.
+    static func chunkTiles(tokens: Int) -> Int { max(1, (24 << 10) / (64 &* max(1, tokens))) }
+
+    @inline(__always)
+    static func run<W: CodeWidth>(
+        _: W.Type, _ op: Operands, _ tiles: Range<Int>, chunk: Range<Int>, _ controls: (Words, Words)
+    ) {
+        let bits = W.bits, planeCount = Int8DotVNNI.planeCount(bits: W.bits)
         for g in 0..<op.groups {
             let rows = (g &* op.rowsPerGroup)..<min((g &+ 1) &* op.rowsPerGroup, op.rowCount)
-            for tileIndex in tiles {
+            for tileIndex in chunk {
                 let o = tileIndex &* 16
                 let table = op.tables + (tileIndex &- tiles.lowerBound) &* 2 &* op.groups &* 16
                 let scale = load(table + g &* 16), offset = load(table + (op.groups &+ g) &* 16)

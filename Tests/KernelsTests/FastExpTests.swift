@@ -25,3 +25,26 @@ import Testing
         #expect(Kernels.exp(SIMD8<Float>(repeating: 1000))[0].isFinite)
     }
 }
+
+/// SwiGLU's gate through the SIMD exp against `silu` in Double, vector lanes and the scalar tail.
+@Suite struct GatedSiLUTests {
+    @Test(arguments: [1, 8, 13, 1003])
+    func matchesSiLUInDouble(count: Int) {
+        var state: UInt32 = 7
+        func next() -> Float {
+            state = state &* 1_664_525 &+ 1_013_904_223
+            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 18)  // about ±32
+        }
+        var g = (0..<count).map { _ in next() }
+        let u = (0..<count).map { _ in next() }
+        if count > 8 { g[3] = -200; g[5] = 200; g[9] = 0 }  // saturated both ways, and zero
+        var h = [Float](repeating: .nan, count: count)
+        Kernels.gatedSiLU(g, u, into: &h, count: count)
+        for i in 0..<count {
+            let x = Double(g[i]), exact = x / (1 + Foundation.exp(-x)) * Double(u[i])
+            #expect(
+                abs(Double(h[i]) - exact) <= 1e-6 * abs(exact) + 1e-30,
+                "g \(g[i]) u \(u[i]): \(h[i]) against \(exact)")
+        }
+    }
+}

@@ -33,11 +33,11 @@ import Testing
         var state: UInt32 = 7
         func next() -> Float {
             state = state &* 1_664_525 &+ 1_013_904_223
-            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 18)  // about ±32
+            return Float(Int32(bitPattern: state) >> 8) / Float(1 << 18) // about ±32
         }
         var g = (0..<count).map { _ in next() }
         let u = (0..<count).map { _ in next() }
-        if count > 8 { g[3] = -200; g[5] = 200; g[9] = 0 }  // saturated both ways, and zero
+        if count > 8 { g[3] = -200; g[5] = 200; g[9] = 0 } // saturated both ways, and zero
         var h = [Float](repeating: .nan, count: count)
         Kernels.gatedSiLU(g, u, into: &h, count: count)
         for i in 0..<count {

@@ -8,10 +8,11 @@ extension Kernels {
     /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2 and 4 on
     /// AVX2, and 1, 2, 3, 4 and 8 on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from
     /// the float kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127`
-    /// the group's activation step (tested against `referenceLinear`). On VNNI prefill takes int8
-    /// activations too (`PackedKernel.Int8Prefill`). Off here (the library's kernels stay exact unless
-    /// asked); `pmq generate` and `pmq bench runtime` turn it on unless `--exact-activations` is given.
-    /// Other widths, other architectures and, without VNNI, prefill keep the float kernels.
+    /// the group's activation step (tested against `referenceLinear`). Prefill takes int8 activations
+    /// too, at the same widths (`PackedKernel.Int8Prefill` on VNNI, `Int8PrefillAVX2` elsewhere). Off
+    /// here (the library's kernels stay exact unless asked); `pmq generate` and `pmq bench runtime`
+    /// turn it on unless `--exact-activations` is given. Other widths and architectures keep the
+    /// float kernels.
     /// A task-local, set for a scope with `Kernels.$int8Activations.withValue`.
     @TaskLocal public static var int8Activations = false
 }

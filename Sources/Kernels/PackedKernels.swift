@@ -328,6 +328,7 @@ enum PackedKernel {
             return
         }
         if Int8Prefill.applies(operands) { return Int8Prefill.run(operands) }
+        if Int8PrefillAVX2.applies(operands) { return Int8PrefillAVX2.run(operands) }
         let tiles = (out + Tile.width - 1) / Tile.width
         parallelFor(tiles, work: operands.tokens * out * operands.inFeatures) { range in
             Tile.run(operands, outputs: (range.lowerBound * Tile.width)..<min(range.upperBound * Tile.width, out))

@@ -13,16 +13,21 @@ import Testing
         (16, 128, 128), (48, 96, 32), (37, 200, 64), (24, 320, 128), (1032, 1056, 32),
     ]
 
-    /// Whether a call has an int8 kernel on this machine: decode (1–3 tokens) at 1, 2 and 4 bits,
-    /// and with VNNI also 3 (whole 32-code blocks) and 8 bits and prefill (4 or more tokens).
+    /// Whether a call has an int8 kernel on this machine: decode (1–3 tokens) and prefill at 1, 2
+    /// and 4 bits, and with VNNI also 3 (whole 32-code blocks) and 8 bits.
     static func hasInt8Kernel(bits: Int, inputs: Int, tokens: Int = 1) -> Bool {
         let vnniWidth = bits == 8 || bits == 3 && inputs % 32 == 0
         if CPUFeatures.useVNNI { return [1, 2, 4].contains(bits) || vnniWidth }
-        return tokens < 4 && [1, 2, 4].contains(bits)
+        return [1, 2, 4].contains(bits)
     }
 
-    @Test(arguments: [1, 2, 3, 4, 8])
-    func int8DecodeWithinQuantizationBound(bits: Int) {
+    /// The kernels this CPU takes, then the AVX2 ones (forced; the same where the CPU has no AVX-512).
+    @Test(arguments: [1, 2, 3, 4, 8], [false, true])
+    func int8DecodeWithinQuantizationBound(bits: Int, avx2: Bool) {
+        CPUFeatures.$forceAVX2.withValue(avx2) { checkInt8WithinQuantizationBound(bits: bits) }
+    }
+
+    func checkInt8WithinQuantizationBound(bits: Int) {
         for (index, (out, inputs, groupSize)) in Self.shapes.enumerated() {
             if bits == 3 && groupSize % 32 != 0 { continue }
             let packed = PackedKernelsTests.randomPacked(
@@ -65,9 +70,14 @@ import Testing
         }
     }
 
-    /// Calls without an int8 kernel here (prefill without VNNI, 3 and 8 bits without VNNI, 3 bits
-    /// with a partial block) keep the float kernels, bit for bit.
-    @Test func callsWithoutInt8KernelUnchanged() {
+    /// Calls without an int8 kernel here (3 and 8 bits without VNNI, 3 bits with a partial block)
+    /// keep the float kernels, bit for bit.
+    @Test(arguments: [false, true])
+    func callsWithoutInt8KernelUnchanged(avx2: Bool) {
+        CPUFeatures.$forceAVX2.withValue(avx2) { checkCallsWithoutInt8KernelUnchanged() }
+    }
+
+    func checkCallsWithoutInt8KernelUnchanged() {
         for (bits, inputs) in [(1, 256), (2, 256), (3, 256), (3, 240), (4, 256), (8, 256)] {
             let packed = PackedKernelsTests.randomPacked(
                 out: 48, inputs: inputs, bits: bits, groupSize: 32, seed: UInt64(bits))

@@ -7,6 +7,7 @@
 //   Kernels         core: the one parallel-for, BLAS-like float kernels, SGEMM, Cholesky, dequantizing kernels
 //   KernelsAVX512   core: AVX-512 twins of Kernels' hottest loops, chosen at run time (CPUFeatures)
 //   KernelsVNNI     core: int8 dot products on AVX-512 VNNI/VBMI, chosen at run time (CPUFeatures)
+//   CPrefetch       core: one C header, a software prefetch (Swift cannot emit one), for the bf16 decode kernel
 //   Quantization    GPTQ and the group quantizers, Hessian accumulation: the numerics profile and pack share
 //   MoERuntime      run: model weights, one file per architecture, forward pass, evaluation, pruning policies
 //   Calibration     calibration windows through the model layer by layer; per-expert routing statistics, Hessians
@@ -69,7 +70,8 @@ let package = Package(
             providers: [.apt(["coinor-libcbc-dev"]), .brew(["cbc"])]
         ),
         .target(name: "ModelFormat"),
-        .target(name: "KernelsAVX512", swiftSettings: avx512Settings),
+        .target(name: "CPrefetch"),
+        .target(name: "KernelsAVX512", dependencies: ["CPrefetch"], swiftSettings: avx512Settings),
         .target(name: "KernelsVNNI", swiftSettings: vnniSettings),
         .target(
             name: "Kernels", dependencies: ["KernelsAVX512", "KernelsVNNI", "ModelFormat"],

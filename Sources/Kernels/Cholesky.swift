@@ -1,4 +1,5 @@
 import Foundation
+import ModelFormat
 
 /// Blocked, multi-threaded Cholesky factor for GPTQ, in Float (torch's GPTQ works in float32 too):
 /// the upper factor `V` with `H = V Vᵀ`, returned with its columns scaled to a unit diagonal
@@ -30,7 +31,7 @@ public enum Cholesky {
     /// its diagonal replaced by `diagonal` (GPTQ's dead columns and damping, without copying H).
     public static func upperFactor(_ h: UnsafePointer<Double>, n: Int, diagonal: [Double]) throws -> [Float] {
         precondition(diagonal.count == n)
-        var a = [Float](repeating: 0, count: n * n)
+        var a = HugePages.filled(Float(0), count: n * n)
         try a.withUnsafeMutableBufferPointer { a in
             let a = a.baseAddress!
             // Reversed H, lower triangle.

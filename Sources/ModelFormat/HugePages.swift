@@ -40,6 +40,16 @@ public enum HugePages {
         }
     }
 
+    /// `count` copies of `value` on advised storage.
+    public static func filled<T>(_ value: T, count: Int) -> [T] {
+        array(count: count) { $0.initialize(repeating: value) }
+    }
+
+    /// A copy of `values` on advised storage.
+    public static func copy<T>(_ values: [T]) -> [T] {
+        array(count: values.count) { _ = $0.initialize(fromContentsOf: values) }
+    }
+
     /// `count` zeros on advised storage.
     public static func zeros<T: FixedWidthInteger>(count: Int, of _: T.Type = T.self) -> [T] {
         array(count: count) { $0.initialize(repeating: 0) }

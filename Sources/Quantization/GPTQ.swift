@@ -235,17 +235,17 @@ public struct GPTQ: Sendable {
         // Dead inputs (never seen): weight irrelevant, zeroed as in the reference.
         let live = (0..<columns).map { hessian[$0 * columns + $0] == 0 ? Float(0) : 1 }
         // `w` ends as the dequantized weights: each column's value is replaced by its code's once quantized.
-        var w = weight
+        var w = HugePages.copy(weight)
         for j in 0..<columns where live[j] == 0 {
             for r in 0..<rows { w[r * columns + j] = 0 }
         }
         var start = ContinuousClock.now
 
-        var codes = [UInt8](repeating: 0, count: rows * columns)
+        var codes = HugePages.zeros(count: rows * columns, of: UInt8.self)
         var scales = [Float](repeating: 0, count: rows * groups)
         var zeros = [Float](repeating: 0, count: rows * groups)
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)
-        var differences = [Float](repeating: 0, count: rows * blockSize)
+        var differences = HugePages.filled(Float(0), count: rows * blockSize)
         let extent = factor.bases.map { $0?.extent ?? 0 }.max() ?? 0
         // The row-by-row reference keeps its group weights here; the tiles keep their own.
         let rowByRow = GPTQ.rowByRow

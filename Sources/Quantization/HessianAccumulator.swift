@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import ModelFormat
 
 /// `H += Xᵀ X` for rows of X: `H = Σ_t x_t x_tᵀ` over the tokens routed to an expert, the Hessian
 /// of its output error. In f32 through QuantEngine's SGEMM (cache-blocked, SIMD, multi-threaded):
@@ -12,7 +13,7 @@ public struct HessianAccumulator: Sendable {
 
     public init(dimension: Int) {
         self.dimension = dimension
-        lower = [Float](repeating: 0, count: dimension * dimension)
+        lower = HugePages.filled(Float(0), count: dimension * dimension)
     }
 
     /// Adds `count` rows of `x` (`[count, dimension]`, row-major) selected by `rows` (or all).
@@ -47,7 +48,7 @@ public struct HessianAccumulator: Sendable {
     /// The full symmetric matrix in Double, as GPTQ takes it.
     public var matrix: [Double] {
         let n = dimension
-        var full = [Double](repeating: 0, count: n * n)
+        var full = HugePages.filled(0.0, count: n * n)
         for i in 0..<n {
             for j in 0...i {
                 full[i * n + j] = Double(lower[i * n + j])

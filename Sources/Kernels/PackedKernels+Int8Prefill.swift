@@ -16,19 +16,25 @@ extension PackedKernel {
             #endif
         }
 
+        /// `s` and `−s·z` per tile, group and lane (`2·groups·16` floats a tile: the tile path's
+        /// tables), computed once per call; the caller deallocates them.
+        static func tables(_ operands: PackedOperands, tiles: Int) -> UnsafeMutablePointer<Float> {
+            let tableFloats = 2 * operands.groups * Decode.tile
+            let tables = UnsafeMutablePointer<Float>.allocate(capacity: max(1, tiles * tableFloats))
+            for tile in 0..<tiles {
+                Tile.fillTable(operands, tables + tile * tableFloats, output: tile * Decode.tile, lanes: Decode.tile)
+            }
+            return tables
+        }
+
         static func run(_ operands: PackedOperands) {
             #if arch(x86_64)
             let out = operands.outFeatures, groups = operands.groups
             let prepared = Int8Decode.prepare(operands)
             defer { prepared.deallocate() }
-            let tiles = out / Decode.tile
-            // `s` and `−s·z` per tile, group and lane, read once per call (the tile path's tables).
-            let tableFloats = 2 * groups * Decode.tile
-            let tables = UnsafeMutablePointer<Float>.allocate(capacity: tiles * tableFloats)
+            let tiles = out / Decode.tile, tableFloats = 2 * groups * Decode.tile
+            let tables = Self.tables(operands, tiles: tiles)
             defer { tables.deallocate() }
-            for tile in 0..<tiles {
-                Tile.fillTable(operands, tables + tile * tableFloats, output: tile * Decode.tile, lanes: Decode.tile)
-            }
             let planeStride = operands.int8Rows * Int8Decode.planeCount(bits: operands.bits)
             let interleaved = UnsafeMutablePointer<UInt32>.allocate(capacity: operands.tokens * planeStride)
             defer { interleaved.deallocate() }

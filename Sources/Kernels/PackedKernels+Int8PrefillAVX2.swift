@@ -39,13 +39,9 @@ extension PackedKernel {
                     for k in 0..<planeStride { block[k * blockTokens + j] = source[k] }
                 }
             }
-            let tiles = out / Decode.tile
-            let tableFloats = 2 * groups * Decode.tile
-            let tables = UnsafeMutablePointer<Float>.allocate(capacity: tiles * tableFloats)
+            let tiles = out / Decode.tile, tableFloats = 2 * groups * Decode.tile
+            let tables = Int8Prefill.tables(operands, tiles: tiles)
             defer { tables.deallocate() }
-            for tile in 0..<tiles {
-                Tile.fillTable(operands, tables + tile * tableFloats, output: tile * Decode.tile, lanes: Decode.tile)
-            }
             let shared = (tables: UnsafeSendable(tables), planes: UnsafeSendable(interleaved))
             parallelFor(tiles, work: tokens * out * operands.inFeatures) { range in
                 let inputs = Inputs(

@@ -206,7 +206,7 @@ extension Kernels {
 
     @inline(__always)
     static func widenBF16(_ source: UnsafePointer<UInt16>, into destination: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { destination[i] = Float(bitPattern: UInt32(source[i]) << 16) }
+        for i in 0..<count { destination[i] = widen(source[i]) }
     }
 
     struct BuffersBF16: @unchecked Sendable {

@@ -16,6 +16,11 @@ extension PackedKernel {
             #endif
         }
 
+        /// Tiles per chunk of the int8 prefill kernels (VNNI and AVX2): about 24 KiB of outputs
+        /// (`16·tokens` floats a tile), so that a chunk's outputs for every token stay in L1 while the
+        /// kernel walks group by group across the chunk's tiles; at least one tile.
+        static func chunkTiles(tokens: Int) -> Int { max(1, (24 << 10) / (64 * max(1, tokens))) }
+
         /// `s` and `−s·z` per tile, group and lane (`2·groups·16` floats a tile: the tile path's
         /// tables), computed once per call; the caller deallocates them.
         static func tables(_ operands: PackedOperands, tiles: Int) -> UnsafeMutablePointer<Float> {
@@ -47,7 +52,8 @@ extension PackedKernel {
                     rowsPerGroup: operands.int8RowsPerGroup, rowCount: operands.int8Rows, planes: prepared.planes,
                     planeStride: planeStride, interleaved: sharedPlanes.pointer, steps: prepared.steps,
                     groupSums: prepared.groupSums,
-                    tables: shared.pointer + range.lowerBound * tableFloats, tokens: operands.tokens, y: operands.y)
+                    tables: shared.pointer + range.lowerBound * tableFloats, tokens: operands.tokens,
+                    chunkTiles: chunkTiles(tokens: operands.tokens), y: operands.y)
                 Int8GemmVNNI.run(gemm, tiles: range)
             }
             if tiles * Decode.tile < out { Tile.run(operands, outputs: (tiles * Decode.tile)..<out) }

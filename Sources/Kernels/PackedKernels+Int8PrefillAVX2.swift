@@ -76,11 +76,11 @@ extension PackedKernel {
             let tableFloats: Int
         }
 
-        /// Tiles in chunks whose outputs for every token stay in L1 (as `Int8GemmVNNI`); in a chunk,
-        /// group by group across its tiles.
+        /// Tiles in chunks whose outputs for every token stay in L1 (`Int8Prefill.chunkTiles`); in a
+        /// chunk, group by group across its tiles.
         static func run<W: PackedWidth>(_: W.Type, _ inputs: Inputs, tiles: Range<Int>) {
             let op = inputs.operands
-            let chunk = max(1, (24 << 10) / (64 * max(1, op.tokens)))
+            let chunk = Int8Prefill.chunkTiles(tokens: op.tokens)
             let rowsPerGroup = op.groupSize / (32 / W.bits)
             var start = tiles.lowerBound
             while start < tiles.upperBound {

@@ -18,7 +18,7 @@ extension Kernels {
         for i in 0..<inputs { members[Int(packed.gIdx[i])].append(Int32(i)) }
         for g in 0..<packed.groups where members[g].count != min(groupSize, inputs - g * groupSize) { return nil }
         let order = members.flatMap { $0 }
-        var qweight = HugePages.zeros(count: packed.wordRows * out, of: UInt32.self)
+        var qweight = HugePages.filled(UInt32(0), count: packed.wordRows * out)
         let mask = UInt32((1 << bits) - 1)
         packed.qweight.withUnsafeBufferPointer { source in
             qweight.withUnsafeMutableBufferPointer { target in

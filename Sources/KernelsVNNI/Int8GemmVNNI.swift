@@ -32,6 +32,8 @@ public enum Int8GemmVNNI {
         public var groupSums: UnsafePointer<Float>
         public var tables: UnsafePointer<Float>
         public var tokens: Int
+        /// Tiles per chunk (`PackedKernel.Int8Prefill.chunkTiles`): a chunk's outputs for every token stay in L1.
+        public var chunkTiles: Int
         /// `[tokens, outFeatures]`, added to.
         public var y: UnsafeMutablePointer<Float>
 
@@ -40,7 +42,7 @@ public enum Int8GemmVNNI {
             rowCount: Int, planes: UnsafePointer<UInt32>, planeStride: Int, interleaved: UnsafePointer<UInt32>,
             steps: UnsafePointer<Float>,
             groupSums: UnsafePointer<Float>, tables: UnsafePointer<Float>,
-            tokens: Int, y: UnsafeMutablePointer<Float>
+            tokens: Int, chunkTiles: Int, y: UnsafeMutablePointer<Float>
         ) {
             self.bits = bits
             self.qweight = qweight
@@ -55,6 +57,7 @@ public enum Int8GemmVNNI {
             self.groupSums = groupSums
             self.tables = tables
             self.tokens = tokens
+            self.chunkTiles = chunkTiles
             self.y = y
         }
     }
@@ -99,11 +102,11 @@ public enum Int8GemmVNNI {
     /// constants: with the width as an argument the loop divided by it for every row).
     static func run<W: CodeWidth>(_: W.Type, _ op: Operands, _ tiles: Range<Int>) {
         let controls = Int8DotVNNI.controls
-        // Tiles in chunks whose outputs for every token stay in L1 (`chunkTiles`); in a chunk, group
+        // Tiles in chunks whose outputs for every token stay in L1 (`op.chunkTiles`); in a chunk, group
         // by group across its tiles: the tiles' words of a row are adjacent, so the reads run along
         // each row instead of striding a whole row per tile. (Group by group across all tiles sent
         // every group's sums through L2.)
-        let chunk = chunkTiles(tokens: op.tokens)
+        let chunk = max(1, op.chunkTiles)
         var chunkStart = tiles.lowerBound
         while chunkStart < tiles.upperBound {
             let chunkTiles = chunkStart..<min(chunkStart &+ chunk, tiles.upperBound)
@@ -111,9 +114,6 @@ public enum Int8GemmVNNI {
             run(W.self, op, tiles, chunk: chunkTiles, controls)
         }
     }
-
-    /// Tiles per chunk: about 24 KiB of outputs (`16·tokens` floats a tile), at least one tile.
-    static func chunkTiles(tokens: Int) -> Int { max(1, (24 << 10) / (64 &* max(1, tokens))) }
 
     @inline(__always)
     static func run<W: CodeWidth>(

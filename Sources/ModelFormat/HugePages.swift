@@ -49,9 +49,4 @@ public enum HugePages {
     public static func copy<T>(_ values: [T]) -> [T] {
         array(count: values.count) { _ = $0.initialize(fromContentsOf: values) }
     }
-
-    /// `count` zeros on advised storage.
-    public static func zeros<T: FixedWidthInteger>(count: Int, of _: T.Type = T.self) -> [T] {
-        array(count: count) { $0.initialize(repeating: 0) }
-    }
 }

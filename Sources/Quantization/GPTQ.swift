@@ -241,7 +241,7 @@ public struct GPTQ: Sendable {
         }
         var start = ContinuousClock.now
 
-        var codes = HugePages.zeros(count: rows * columns, of: UInt8.self)
+        var codes = HugePages.filled(UInt8(0), count: rows * columns)
         var scales = [Float](repeating: 0, count: rows * groups)
         var zeros = [Float](repeating: 0, count: rows * groups)
         var parameters = [GroupQuantizer.Parameters](repeating: .init(scale: 1, zero: 0), count: rows)

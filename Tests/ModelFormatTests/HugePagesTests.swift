@@ -12,7 +12,7 @@ import Testing
         }
         #expect(values.count == count)
         #expect(values.indices.allSatisfy { values[$0] == UInt32(truncatingIfNeeded: $0 &* 2_654_435_761) })
-        #expect(HugePages.zeros(count: count, of: UInt16.self) == [UInt16](repeating: 0, count: count))
+        #expect(HugePages.filled(UInt16(0), count: count) == [UInt16](repeating: 0, count: count))
     }
 
     /// Small buffers are left alone; a large one, at any alignment, gets advice the kernel accepts

@@ -22,6 +22,7 @@ tools/fixtures/make_synthetic_mixtral.py have the example model's vocabulary: co
 examples/model/tokenizer.json into it). Not run by CI: llama.cpp's build alone takes minutes.
 """
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -51,10 +52,18 @@ def llama_sources(work: Path, given: str | None) -> Path:
     source = work / "llama.cpp"
     if (source / "CMakeLists.txt").exists():
         return source
-    meta = json.load(urllib.request.urlopen(f"https://pypi.org/pypi/llama-cpp-python/{LLAMA_VERSION}/json"))
-    url = next(f["url"] for f in meta["urls"] if f["packagetype"] == "sdist")
+    # The simple index (PEP 503), which pip itself reads: some networks reach it and not the JSON API.
+    page = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/").read().decode()
+    name = f"llama_cpp_python-{LLAMA_VERSION}.tar.gz"
+    match = re.search(r'href="([^"]*/' + re.escape(name) + r')#sha256=([0-9a-f]{64})"', page)
+    if not match:
+        sys.exit(f"bench_vs_llama: {name} not listed on https://pypi.org/simple/llama-cpp-python/")
+    url, digest = match.group(1), match.group(2)
     print(f"downloading {url}", file=sys.stderr)
-    archive = tarfile.open(fileobj=io.BytesIO(urllib.request.urlopen(url).read()))
+    data = urllib.request.urlopen(url).read()
+    if hashlib.sha256(data).hexdigest() != digest:
+        sys.exit(f"bench_vs_llama: {url}: sha256 does not match the index's")
+    archive = tarfile.open(fileobj=io.BytesIO(data))
     prefix = archive.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
     members = [m for m in archive.getmembers() if m.name.startswith(prefix)]
     for member in members:

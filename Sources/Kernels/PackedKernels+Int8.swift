@@ -5,7 +5,7 @@ import KernelsVNNI
 
 extension Kernels {
     /// Decode matvecs of packed linears quantize the activations to int8 per quantization group and
-    /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2 and 4 on
+    /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2, 3 and 4 on
     /// AVX2, and 1, 2, 3, 4 and 8 on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from
     /// the float kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127`
     /// the group's activation step (tested against `referenceLinear`). Prefill takes int8 activations
@@ -43,7 +43,7 @@ extension PackedKernel {
             switch operands.bits {
             case 1, 2, 4: return true
             // 3 bits: whole 3-word blocks only (`in` a multiple of 32, as in every real model).
-            case 3: return operands.vnni && operands.inFeatures % 32 == 0
+            case 3: return operands.inFeatures % 32 == 0
             case 8: return operands.vnni
             default: return false
             }
@@ -84,7 +84,9 @@ extension PackedKernel {
             defer { destination.deallocate() }
             for p in 0..<planeCount {
                 for j in 0..<4 {
-                    let k = bits == 3 ? input3(plane: p, byte: j) : j * planeCount + p
+                    let k =
+                        bits != 3 ? j * planeCount + p
+                        : operands.vnni ? input3(plane: p, byte: j) : code3(plane: p, byte: j)
                     if k >= 0 { destination[k] = 4 * p + j }
                 }
             }
@@ -166,6 +168,7 @@ extension PackedKernel {
             switch operands.bits {
             case 1: run(Width1.self, operands, prepared, groups, tiles)
             case 2: run(Width2.self, operands, prepared, groups, tiles)
+            case 3: run3AVX2(operands, prepared, groups, tiles)
             case 4: run(Width4.self, operands, prepared, groups, tiles)
             default: preconditionFailure("no int8 decode kernel for width \(operands.bits)")
             }

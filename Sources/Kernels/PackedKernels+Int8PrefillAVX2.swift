@@ -3,19 +3,19 @@ import _Builtin_intrinsics.intel
 #endif
 
 extension PackedKernel {
-    /// Prefill (4 or more tokens) with int8 activations on AVX2, where the CPU has no VNNI: widths 1,
-    /// 2 and 4, the activations rounded per group as in `Int8Decode`. Per 16-output tile, group and
-    /// block of four tokens, each plane's codes are unpacked once and meet the four tokens' inputs:
-    /// `vpmaddubsw` (unsigned code bytes × int8 inputs, pairs summed to int16, at most 2·15·127) then
-    /// `vpmaddwd` with ones (pairs to int32), added into int32 sums exact over the group, then
-    /// `y += s·(d_g·Σ) + (−s·z)·(d_g·Σ x̂)` as in `Int8GemmVNNI`. The same integers as the decode
+    /// Prefill (4 or more tokens) with int8 activations on AVX2, where the CPU has no VNNI: widths
+    /// 1, 2, 3 and 4 (3 bits: `block3`), the activations rounded per group as in `Int8Decode`. Per
+    /// 16-output tile, group and block of four tokens, each plane's codes are unpacked once and meet the
+    /// four tokens' inputs: `vpmaddubsw` (unsigned code bytes × int8 inputs, pairs summed to int16, at
+    /// most 2·15·127) then `vpmaddwd` with ones (pairs to int32), added into int32 sums exact over the
+    /// group, then `y += s·(d_g·Σ) + (−s·z)·(d_g·Σ x̂)` as in `Int8GemmVNNI`. The same integers as the decode
     /// kernel, so the same error bound (tested against the scalar reference).
     enum Int8PrefillAVX2 {
         static let blockTokens = 4
 
         static func applies(_ operands: PackedOperands) -> Bool {
             #if arch(x86_64)
-            return !operands.vnni && [1, 2, 4].contains(operands.bits) && Int8Decode.applies(operands)
+            return !operands.vnni && [1, 2, 3, 4].contains(operands.bits) && Int8Decode.applies(operands)
             #else
             return false
             #endif
@@ -26,7 +26,7 @@ extension PackedKernel {
             let out = operands.outFeatures, groups = operands.groups, tokens = operands.tokens
             let prepared = Int8Decode.prepare(operands)
             defer { prepared.deallocate() }
-            let planeStride = operands.wordRows * Int8Decode.planeCount(bits: operands.bits)
+            let planeStride = operands.int8Rows * Int8Decode.planeCount(bits: operands.bits)
             // Blocks of four tokens, each plane word's four tokens side by side; the last block
             // repeats its last token (only real tokens are added to y).
             let blocks = (tokens + blockTokens - 1) / blockTokens
@@ -51,6 +51,7 @@ extension PackedKernel {
                 switch operands.bits {
                 case 1: run(Width1.self, inputs, tiles: range)
                 case 2: run(Width2.self, inputs, tiles: range)
+                case 3: run3(inputs, tiles: range)
                 default: run(Width4.self, inputs, tiles: range)
                 }
             }
@@ -92,6 +93,28 @@ extension PackedKernel {
                         var t0 = 0
                         while t0 < op.tokens {
                             block(W.self, inputs, rows: rows, group: g, tile: tile, first: t0)
+                            t0 += blockTokens
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `run` at 3 bits: the same chunks, groups and token blocks over 32-code blocks (`block3`).
+        static func run3(_ inputs: Inputs, tiles: Range<Int>) {
+            let op = inputs.operands
+            let chunk = Int8Prefill.chunkTiles(tokens: op.tokens)
+            let blocksPerGroup = op.int8RowsPerGroup
+            var start = tiles.lowerBound
+            while start < tiles.upperBound {
+                let chunkTiles = start..<min(start + chunk, tiles.upperBound)
+                start = chunkTiles.upperBound
+                for g in 0..<op.groups {
+                    let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, op.int8Rows)
+                    for tile in chunkTiles {
+                        var t0 = 0
+                        while t0 < op.tokens {
+                            block3(inputs, blocks: blocks, group: g, tile: tile, first: t0)
                             t0 += blockTokens
                         }
                     }

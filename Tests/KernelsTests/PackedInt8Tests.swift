@@ -13,12 +13,11 @@ import Testing
         (16, 128, 128), (48, 96, 32), (37, 200, 64), (24, 320, 128), (1032, 1056, 32),
     ]
 
-    /// Whether a call has an int8 kernel on this machine: decode (1–3 tokens) and prefill at 1, 2
-    /// and 4 bits, and with VNNI also 3 (whole 32-code blocks) and 8 bits.
+    /// Whether a call has an int8 kernel on this machine: decode (1–3 tokens) and prefill at 1, 2,
+    /// 3 (whole 32-code blocks) and 4 bits, and with VNNI also 8 bits.
     static func hasInt8Kernel(bits: Int, inputs: Int, tokens: Int = 1) -> Bool {
-        let vnniWidth = bits == 8 || bits == 3 && inputs % 32 == 0
-        if CPUFeatures.useVNNI { return [1, 2, 4].contains(bits) || vnniWidth }
-        return [1, 2, 4].contains(bits)
+        if bits == 3 { return inputs % 32 == 0 }
+        return [1, 2, 4].contains(bits) || bits == 8 && CPUFeatures.useVNNI
     }
 
     /// The kernels this CPU takes, then the AVX2 ones (forced; the same where the CPU has no AVX-512).
@@ -70,7 +69,7 @@ import Testing
         }
     }
 
-    /// Calls without an int8 kernel here (3 and 8 bits without VNNI, 3 bits with a partial block)
+    /// Calls without an int8 kernel here (8 bits without VNNI, 3 bits with a partial block)
     /// keep the float kernels, bit for bit.
     @Test(arguments: [false, true])
     func callsWithoutInt8KernelUnchanged(avx2: Bool) {

@@ -1,0 +1,178 @@
+#if arch(x86_64)
+import _Builtin_intrinsics.intel
+#endif
+
+/// 3-bit codes with int8 activations on AVX2 (no VBMI byte gather): decode (`Int8Decode.run3AVX2`) and
+/// prefill (`Int8PrefillAVX2.block3`).
+///
+/// A 32-code block is three words per output, code `k` at bits `3k…3k+2` of the 96 (GPTQ's packing);
+/// codes 2, 5, 10, 13, 18, 21, 26 and 29 straddle a byte or word boundary, the other 24 lie inside a
+/// byte at an offset `3k mod 8` in 0…5. The four codes of each offset sit in four different byte
+/// positions of the three words, so one byte blend of the words per offset pair (`unpack3`) puts them
+/// side by side: shifted by the offset and masked with `0x07070707`, that word holds four codes, one a
+/// byte, ready for `vpmaddubsw` as at 1, 2 and 4 bits. The straddling codes are assembled with shifts
+/// into two more planes. `code3(plane:byte:)` says which code each byte holds; `Int8Decode.prepare`
+/// places the int8 inputs to match.
+extension PackedKernel.Int8Decode {
+    /// 3 bits on AVX2: the code of a 32-code block that byte `byte` of plane `plane` of `unpack3` holds.
+    static func code3(plane: Int, byte: Int) -> Int {
+        [
+            0, 24, 16, 8, 1, 25, 17, 9, 11, 3, 27, 19, 12, 4, 28, 20,
+            22, 14, 6, 30, 23, 15, 7, 31, 2, 5, 13, 18, 10, 21, 26, 29,
+        ][4 * plane + byte]
+    }
+
+    #if arch(x86_64)
+    /// The eight code planes of one block (`code3`), one code per byte, from its three words.
+    @inline(__always)
+    static func unpack3(_ w0: Words, _ w1: Words, _ w2: Words) -> (
+        Words, Words, Words, Words, Words, Words, Words, Words
+    ) {
+        let mask = Words(repeating: 0x0707_0707)
+        let outer = Words(repeating: 0xFF00_00FF), second = Words(repeating: 0x0000_FF00)
+        let third = Words(repeating: 0x00FF_0000)
+        // Offsets 0 and 3: bytes 0 and 3 of w0, 2 of w1, 1 of w2; 1 and 4: 1 of w0, 0 and 3 of w1, 2 of w2;
+        // 2 and 5: 2 of w0, 1 of w1, 0 and 3 of w2.
+        let m0 = (w0 & outer) | (w1 & third) | (w2 & second)
+        let m1 = (w0 & second) | (w1 & outer) | (w2 & third)
+        let m2 = (w0 & third) | (w1 & second) | (w2 & outer)
+        // Codes 2 (w0 bits 6–8), 5 (15–17), 13 (w1 7–9), 18 (22–24) into bytes 0…3.
+        let s0 =
+            ((w0 &>> 6) & 0x7) | ((w0 &>> 7) & 0x700) | ((w1 &<< 9) & 0x7_0000) | ((w1 &<< 2) & 0x700_0000)
+        // Codes 10 (w0 bits 30–31, w1 bit 0), 21 (w1 bit 31, w2 bits 0–1), 26 (w2 14–16), 29 (23–25).
+        let s1 =
+            (w0 &>> 30) | ((w1 &<< 2) & 0x4) | ((w1 &>> 23) & 0x100) | ((w2 &<< 9) & 0x600)
+            | ((w2 &<< 2) & 0x7_0000) | ((w2 &<< 1) & 0x700_0000)
+        return (
+            m0 & mask, (m0 &>> 3) & mask, (m1 &>> 1) & mask, (m1 &>> 4) & mask, (m2 &>> 2) & mask,
+            (m2 &>> 5) & mask, s0, s1
+        )
+    }
+
+    /// `run` at 3 bits on AVX2: the same groups, sweeps (two blocks of three word rows) and flushes.
+    static func run3AVX2(
+        _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
+    ) {
+        let blocksPerGroup = operands.int8RowsPerGroup, blockCount = operands.int8Rows
+        let step = max(1, PackedKernel.Decode.rowsPerSweep / 3)
+        PackedKernel.Decode.withSums(tiles) { sums in
+            for g in groups {
+                let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, blockCount)
+                sums.initialize(repeating: 0, count: tiles.count * PackedKernel.Decode.tile)
+                for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
+                    sweep3(
+                        operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles,
+                        sums: sums)
+                }
+                PackedKernel.Decode.flush(
+                    Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],
+                    factor: prepared.steps[g])
+            }
+        }
+    }
+
+    @inline(never)
+    static func sweep3(
+        _ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, tiles: Range<Int>,
+        sums: UnsafeMutablePointer<Float>
+    ) {
+        for tileIndex in tiles {
+            let o = tileIndex &* PackedKernel.Decode.tile
+            var t0 = Ints(), t1 = Ints()
+            for block in blocks {
+                let x = prepared.planes + block &* 8
+                t0 &+= blockSum3(operands, block: block, output: o, x)
+                t1 &+= blockSum3(operands, block: block, output: o &+ 8, x)
+            }
+            PackedKernel.Decode.add(
+                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMD8<Float>(t0), SIMD8<Float>(t1))
+        }
+    }
+
+    /// `Σ x̂·q` of one block for outputs `o ..< o + 8`: the eight planes' byte products summed in int16
+    /// (at most 8 · 2 · 7 · 127 = 14224), then widened.
+    @inline(__always)
+    static func blockSum3(_ operands: PackedOperands, block: Int, output o: Int, _ x: UnsafePointer<UInt32>) -> Ints {
+        let out = operands.outFeatures
+        let p = operands.qweight + (3 &* block &* out &+ o)
+        let (c0, c1, c2, c3, c4, c5, c6, c7) = unpack3(
+            UnsafeRawPointer(p).loadUnaligned(as: Words.self),
+            UnsafeRawPointer(p + out).loadUnaligned(as: Words.self),
+            UnsafeRawPointer(p + 2 &* out).loadUnaligned(as: Words.self))
+        var s = maddubs(c0, Words(repeating: x[0]))
+        s &+= maddubs(c1, Words(repeating: x[1]))
+        s &+= maddubs(c2, Words(repeating: x[2]))
+        s &+= maddubs(c3, Words(repeating: x[3]))
+        s &+= maddubs(c4, Words(repeating: x[4]))
+        s &+= maddubs(c5, Words(repeating: x[5]))
+        s &+= maddubs(c6, Words(repeating: x[6]))
+        s &+= maddubs(c7, Words(repeating: x[7]))
+        return madd(s, Shorts(repeating: 1))
+    }
+    #endif
+}
+
+extension PackedKernel.Int8PrefillAVX2 {
+    #if arch(x86_64)
+    /// `block` at 3 bits: group `g`'s 32-code blocks of tile `tile` for the four tokens from `t0`. Each
+    /// block's planes (`Int8Decode.unpack3`) are unpacked once and meet the four tokens' inputs; per token
+    /// the eight planes' int16 pair sums are added in int16 (at most 14224) and widened once a block.
+    @inline(__always)
+    static func block3(_ inputs: Inputs, blocks: Range<Int>, group g: Int, tile: Int, first t0: Int) {
+        typealias Decode8 = PackedKernel.Int8Decode
+        let op = inputs.operands, o = tile &* PackedKernel.Decode.tile, out = op.outFeatures
+        let x = inputs.planes + (t0 / blockTokens) &* blockTokens &* inputs.planeStride
+        let ones = Decode8.Shorts(repeating: 1)
+        var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+        var b0 = Ints(), b1 = Ints(), b2 = Ints(), b3 = Ints()
+        for block in blocks {
+            let p = op.qweight + (3 &* block &* out &+ o)
+            func load(_ q: UnsafePointer<UInt32>) -> Words { UnsafeRawPointer(q).loadUnaligned(as: Words.self) }
+            let (l0, l1, l2, l3, l4, l5, l6, l7) = Decode8.unpack3(load(p), load(p + out), load(p + 2 &* out))
+            let (h0, h1, h2, h3, h4, h5, h6, h7) = Decode8.unpack3(
+                load(p + 8), load(p + (out &+ 8)), load(p + (2 &* out &+ 8)))
+            let xb = x + block &* 8 &* blockTokens
+            // Token k's inputs for plane q are at xb[q · 4 + k].
+            @inline(__always) func sums(_ k: Int) -> (Ints, Ints) {
+                func input(_ q: Int) -> Words { Words(repeating: xb[q &* blockTokens &+ k]) }
+                var low = Decode8.maddubs(l0, input(0)), high = Decode8.maddubs(h0, input(0))
+                low &+= Decode8.maddubs(l1, input(1))
+                high &+= Decode8.maddubs(h1, input(1))
+                low &+= Decode8.maddubs(l2, input(2))
+                high &+= Decode8.maddubs(h2, input(2))
+                low &+= Decode8.maddubs(l3, input(3))
+                high &+= Decode8.maddubs(h3, input(3))
+                low &+= Decode8.maddubs(l4, input(4))
+                high &+= Decode8.maddubs(h4, input(4))
+                low &+= Decode8.maddubs(l5, input(5))
+                high &+= Decode8.maddubs(h5, input(5))
+                low &+= Decode8.maddubs(l6, input(6))
+                high &+= Decode8.maddubs(h6, input(6))
+                low &+= Decode8.maddubs(l7, input(7))
+                high &+= Decode8.maddubs(h7, input(7))
+                return (Decode8.madd(low, ones), Decode8.madd(high, ones))
+            }
+            var (l, h) = sums(0)
+            a0 &+= l
+            b0 &+= h
+            (l, h) = sums(1)
+            a1 &+= l
+            b1 &+= h
+            (l, h) = sums(2)
+            a2 &+= l
+            b2 &+= h
+            (l, h) = sums(3)
+            a3 &+= l
+            b3 &+= h
+        }
+        let table = inputs.tables + tile &* inputs.tableFloats
+        let scales = table + g &* PackedKernel.Decode.tile
+        let offsets = table + (op.groups &+ g) &* PackedKernel.Decode.tile
+        let count = min(blockTokens, op.tokens &- t0)
+        add(inputs, token: t0, group: g, output: o, a0, b0, scales, offsets)
+        if count > 1 { add(inputs, token: t0 &+ 1, group: g, output: o, a1, b1, scales, offsets) }
+        if count > 2 { add(inputs, token: t0 &+ 2, group: g, output: o, a2, b2, scales, offsets) }
+        if count > 3 { add(inputs, token: t0 &+ 3, group: g, output: o, a3, b3, scales, offsets) }
+    }
+    #endif
+}

@@ -85,7 +85,8 @@ extension PackedKernel {
             for p in 0..<planeCount {
                 for j in 0..<4 {
                     let k =
-                        bits != 3 ? j * planeCount + p
+                        bits != 3
+                        ? j * planeCount + p
                         : operands.vnni ? input3(plane: p, byte: j) : code3(plane: p, byte: j)
                     if k >= 0 { destination[k] = 4 * p + j }
                 }

@@ -140,7 +140,7 @@ public struct PackedBenchmark {
                         name: "\(bits)-bit" + (actOrder ? " act-order" : ""), bytes: bytes,
                         run: { Kernels.linear($0, tokens: $1, packed: layers[$2], naturalOrder: natural) },
                         copies: count))
-                let int8Widths = CPUFeatures.vnni ? [1, 2, 3, 4, 8] : [1, 2, 3, 4]
+                let int8Widths = [1, 2, 3, 4, 8]
                 if int8Activations && !actOrder && int8Widths.contains(bits) {
                     formats.append(
                         Format(
@@ -151,7 +151,7 @@ public struct PackedBenchmark {
                                 )
                             }, copies: count))
                 }
-                if int8Activations && !actOrder && CPUFeatures.vnni && [1, 2, 3, 4].contains(bits) {
+                if int8Activations && !actOrder && CPUFeatures.vnni && int8Widths.contains(bits) {
                     // The AVX2 int8 kernel beside the VNNI one, in the same run.
                     formats.append(
                         Format(

@@ -5,11 +5,11 @@ import KernelsVNNI
 
 extension Kernels {
     /// Decode matvecs of packed linears quantize the activations to int8 per quantization group and
-    /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2, 3 and 4 on
-    /// AVX2, and 1, 2, 3, 4 and 8 on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from
-    /// the float kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127`
-    /// the group's activation step (tested against `referenceLinear`). Prefill takes int8 activations
-    /// too, at the same widths (`PackedKernel.Int8Prefill` on VNNI, `Int8PrefillAVX2` elsewhere). Off
+    /// take integer dot products (`PackedKernel.Int8Decode`), as llama.cpp does: widths 1, 2, 3, 4 and
+    /// 8 on AVX2 and on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from the float
+    /// kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127` the
+    /// group's activation step (tested against `referenceLinear`). Prefill takes int8 activations too,
+    /// at the same widths (`PackedKernel.Int8Prefill` on VNNI, `Int8PrefillAVX2` elsewhere, not 8 bits). Off
     /// here (the library's kernels stay exact unless asked); `pmq generate` and `pmq bench runtime`
     /// turn it on unless `--exact-activations` is given. Other widths and architectures keep the
     /// float kernels.
@@ -44,7 +44,7 @@ extension PackedKernel {
             case 1, 2, 4: return true
             // 3 bits: whole 3-word blocks only (`in` a multiple of 32, as in every real model).
             case 3: return operands.inFeatures % 32 == 0
-            case 8: return operands.vnni
+            case 8: return true
             default: return false
             }
             #else
@@ -171,6 +171,7 @@ extension PackedKernel {
             case 2: run(Width2.self, operands, prepared, groups, tiles)
             case 3: run3AVX2(operands, prepared, groups, tiles)
             case 4: run(Width4.self, operands, prepared, groups, tiles)
+            case 8: run8AVX2(operands, prepared, groups, tiles)
             default: preconditionFailure("no int8 decode kernel for width \(operands.bits)")
             }
             #else

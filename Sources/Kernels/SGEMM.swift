@@ -167,15 +167,15 @@ public enum SGEMM {
             var firstPanel = 0
             while firstPanel < columnPanels {
                 let lastPanel = min(columnPanels, firstPanel + ncPanels)
-                for panel in firstPanel..<lastPanel {
-                    let j0 = panel * nr
-                    let bPanel = packed.data + panel * packed.panelStride + p0 * nr
-                    for rp in 0..<rowPanels {
-                        let i0 = rp * mr
-                        let aPanel = packedA + rp * mr * depth, cRow = c + (rows.lowerBound + i0) * ldc
+                for rp in 0..<rowPanels {
+                    let i0 = rp * mr
+                    let height = min(mr, m - i0)
+                    let aPanel = packedA + rp * mr * depth, cRow = c + (rows.lowerBound + i0) * ldc
+                    for panel in firstPanel..<lastPanel {
+                        let j0 = panel * nr
                         kernel(
-                            depth, aPanel, bPanel, cRow + j0, ldc, alpha, height: min(mr, m - i0),
-                            width: min(nr, columns - j0))
+                            depth, aPanel, packed.data + panel * packed.panelStride + p0 * nr, cRow + j0, ldc, alpha,
+                            height: height, width: min(nr, columns - j0))
                     }
                 }
                 firstPanel = lastPanel

@@ -215,15 +215,25 @@ extension PackedKernel {
         static func run<W: PackedWidth>(
             _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
         ) {
-            let rowsPerGroup = operands.groupSize / (32 / W.bits)
+            runGroups(W.self, operands, prepared, groups, tiles, step: Decode.rowsPerSweep) { rows, sums in
+                sweep(W.self, operands, prepared, rows: rows, tiles: tiles, sums: sums)
+            }
+        }
+
+        /// Group by group: `sweep(rows, sums)` over the group's rows (word rows, or 32-code blocks at 3
+        /// bits) `step` at a time, adding each tile's `Σ x̂·q` to `sums`, then the group's flush.
+        @inline(__always)
+        static func runGroups<W: PackedWidth>(
+            _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>,
+            step: Int, _ sweep: (Range<Int>, UnsafeMutablePointer<Float>) -> Void
+        ) {
+            let rowsPerGroup = operands.int8RowsPerGroup, rowCount = operands.int8Rows
             Decode.withSums(tiles) { sums in
                 for g in groups {
-                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
+                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, rowCount)
                     sums.initialize(repeating: 0, count: tiles.count * Decode.tile)
-                    for start in stride(from: rows.lowerBound, to: rows.upperBound, by: Decode.rowsPerSweep) {
-                        sweep(
-                            W.self, operands, prepared, rows: start..<min(start + Decode.rowsPerSweep, rows.upperBound),
-                            tiles: tiles, sums: sums)
+                    for start in stride(from: rows.lowerBound, to: rows.upperBound, by: step) {
+                        sweep(start..<min(start + step, rows.upperBound), sums)
                     }
                     Decode.flush(
                         W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],

@@ -49,10 +49,10 @@ extension PackedKernel {
                     steps: prepared.steps, groupSums: prepared.groupSums, tables: shared.tables.pointer,
                     tableFloats: tableFloats)
                 switch operands.bits {
-                case 1: run(Width1.self, inputs, tiles: range)
-                case 2: run(Width2.self, inputs, tiles: range)
-                case 3: run3(inputs, tiles: range)
-                default: run(Width4.self, inputs, tiles: range)
+                case 1: run(inputs, tiles: range) { block(Width1.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
+                case 2: run(inputs, tiles: range) { block(Width2.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
+                case 3: run(inputs, tiles: range) { block3(inputs, blocks: $0, group: $1, tile: $2, t0: $3) }
+                default: run(inputs, tiles: range) { block(Width4.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 }
             }
             if tiles * Decode.tile < out { Tile.run(operands, outputs: (tiles * Decode.tile)..<out) }
@@ -78,43 +78,23 @@ extension PackedKernel {
         }
 
         /// Tiles in chunks whose outputs for every token stay in L1 (`Int8Prefill.chunkTiles`); in a
-        /// chunk, group by group across its tiles.
-        static func run<W: PackedWidth>(_: W.Type, _ inputs: Inputs, tiles: Range<Int>) {
+        /// chunk, group by group across its tiles, `block(rows, group, tile, first token)` for each block
+        /// of four tokens (rows: word rows, or 32-code blocks at 3 bits).
+        @inline(__always)
+        static func run(_ inputs: Inputs, tiles: Range<Int>, _ block: (Range<Int>, Int, Int, Int) -> Void) {
             let op = inputs.operands
             let chunk = Int8Prefill.chunkTiles(tokens: op.tokens)
-            let rowsPerGroup = op.groupSize / (32 / W.bits)
+            let rowsPerGroup = op.int8RowsPerGroup
             var start = tiles.lowerBound
             while start < tiles.upperBound {
                 let chunkTiles = start..<min(start + chunk, tiles.upperBound)
                 start = chunkTiles.upperBound
                 for g in 0..<op.groups {
-                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, op.wordRows)
+                    let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, op.int8Rows)
                     for tile in chunkTiles {
                         var t0 = 0
                         while t0 < op.tokens {
-                            block(W.self, inputs, rows: rows, group: g, tile: tile, first: t0)
-                            t0 += blockTokens
-                        }
-                    }
-                }
-            }
-        }
-
-        /// `run` at 3 bits: the same chunks, groups and token blocks over 32-code blocks (`block3`).
-        static func run3(_ inputs: Inputs, tiles: Range<Int>) {
-            let op = inputs.operands
-            let chunk = Int8Prefill.chunkTiles(tokens: op.tokens)
-            let blocksPerGroup = op.int8RowsPerGroup
-            var start = tiles.lowerBound
-            while start < tiles.upperBound {
-                let chunkTiles = start..<min(start + chunk, tiles.upperBound)
-                start = chunkTiles.upperBound
-                for g in 0..<op.groups {
-                    let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, op.int8Rows)
-                    for tile in chunkTiles {
-                        var t0 = 0
-                        while t0 < op.tokens {
-                            block3(inputs, blocks: blocks, group: g, tile: tile, first: t0)
+                            block(rows, g, tile, t0)
                             t0 += blockTokens
                         }
                     }
@@ -126,7 +106,7 @@ extension PackedKernel {
         /// from `t0`, added to `y`.
         @inline(__always)
         static func block<W: PackedWidth>(
-            _: W.Type, _ inputs: Inputs, rows: Range<Int>, group g: Int, tile: Int, first t0: Int
+            _: W.Type, _ inputs: Inputs, rows: Range<Int>, group g: Int, tile: Int, t0: Int
         ) {
             let op = inputs.operands, bits = W.bits, planeCount = 8 / W.bits
             let mask = Words(repeating: UInt32((1 << bits) - 1) * 0x0101_0101)

@@ -53,21 +53,8 @@ extension PackedKernel.Int8Decode {
     static func run3AVX2(
         _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
     ) {
-        let blocksPerGroup = operands.int8RowsPerGroup, blockCount = operands.int8Rows
-        let step = max(1, PackedKernel.Decode.rowsPerSweep / 3)
-        PackedKernel.Decode.withSums(tiles) { sums in
-            for g in groups {
-                let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, blockCount)
-                sums.initialize(repeating: 0, count: tiles.count * PackedKernel.Decode.tile)
-                for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
-                    sweep3(
-                        operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles,
-                        sums: sums)
-                }
-                PackedKernel.Decode.flush(
-                    Width3.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],
-                    factor: prepared.steps[g])
-            }
+        runGroups(Width3.self, operands, prepared, groups, tiles, step: max(1, PackedKernel.Decode.rowsPerSweep / 3)) {
+            sweep3(operands, prepared, blocks: $0, tiles: tiles, sums: $1)
         }
     }
 
@@ -118,7 +105,7 @@ extension PackedKernel.Int8PrefillAVX2 {
     /// block's planes (`Int8Decode.unpack3`) are unpacked once and meet the four tokens' inputs; per token
     /// the eight planes' int16 pair sums are added in int16 (at most 14224) and widened once a block.
     @inline(__always)
-    static func block3(_ inputs: Inputs, blocks: Range<Int>, group g: Int, tile: Int, first t0: Int) {
+    static func block3(_ inputs: Inputs, blocks: Range<Int>, group g: Int, tile: Int, t0: Int) {
         typealias Decode8 = PackedKernel.Int8Decode
         let op = inputs.operands, o = tile &* PackedKernel.Decode.tile, out = op.outFeatures
         let x = inputs.planes + (t0 / blockTokens) &* blockTokens &* inputs.planeStride

@@ -14,20 +14,8 @@ extension PackedKernel.Int8Decode {
     static func run8AVX2(
         _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
     ) {
-        let rowsPerGroup = operands.groupSize / 4
-        PackedKernel.Decode.withSums(tiles) { sums in
-            for g in groups {
-                let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, operands.wordRows)
-                sums.initialize(repeating: 0, count: tiles.count * PackedKernel.Decode.tile)
-                let step = PackedKernel.Decode.rowsPerSweep
-                for start in stride(from: rows.lowerBound, to: rows.upperBound, by: step) {
-                    sweep8(
-                        operands, prepared, rows: start..<min(start + step, rows.upperBound), tiles: tiles, sums: sums)
-                }
-                PackedKernel.Decode.flush(
-                    Width8.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],
-                    factor: prepared.steps[g])
-            }
+        runGroups(Width8.self, operands, prepared, groups, tiles, step: PackedKernel.Decode.rowsPerSweep) {
+            sweep8(operands, prepared, rows: $0, tiles: tiles, sums: $1)
         }
     }
 

@@ -121,6 +121,8 @@ extension PackedKernel {
         /// up to 32 pages at once: 8 bits ran at half the speed of 4. Measured here (best of 41,
         /// [14336, 4096]): 8 rows beat 2, 4, 16 and 32.
         static let rowsPerSweep = 8
+        /// 3-bit blocks (three word rows each) per sweep: about `rowsPerSweep` word rows.
+        static let blocksPerSweep = max(1, rowsPerSweep / 3)
 
         /// Group by group; within a group, a few rows at a time across all tiles of the chunk, each
         /// tile's `Σ x q` kept in scratch until the group ends.
@@ -148,7 +150,7 @@ extension PackedKernel {
                 for g in groups {
                     let blocks = (g * blocksPerGroup)..<min((g + 1) * blocksPerGroup, prepared.blocks)
                     sums.initialize(repeating: 0, count: tiles.count * tile)
-                    let step = max(1, rowsPerSweep / 3)
+                    let step = blocksPerSweep
                     for start in stride(from: blocks.lowerBound, to: blocks.upperBound, by: step) {
                         sweep3(
                             operands, prepared, blocks: start..<min(start + step, blocks.upperBound), tiles: tiles,

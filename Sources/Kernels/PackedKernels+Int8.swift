@@ -84,10 +84,7 @@ extension PackedKernel {
             defer { destination.deallocate() }
             for p in 0..<planeCount {
                 for j in 0..<4 {
-                    let k =
-                        bits != 3
-                        ? j * planeCount + p
-                        : operands.vnni ? input3(plane: p, byte: j) : code3(plane: p, byte: j)
+                    let k = bits == 3 ? input3(plane: p, byte: j, vnni: operands.vnni) : j * planeCount + p
                     if k >= 0 { destination[k] = 4 * p + j }
                 }
             }
@@ -152,11 +149,11 @@ extension PackedKernel {
             return peak
         }
 
-        /// 3 bits: the code of a 32-code block that byte `byte` of plane `plane` meets
-        /// (`Int8DotVNNI.sources3`; every byte meets one).
-        static func input3(plane: Int, byte: Int) -> Int {
+        /// 3 bits: the code of a 32-code block that byte `byte` of plane `plane` meets, in the VNNI
+        /// kernel's order (`Int8DotVNNI.sources3`) or the AVX2 one's (`code3`); every byte meets one.
+        static func input3(plane: Int, byte: Int, vnni: Bool) -> Int {
             #if arch(x86_64)
-            return Int8DotVNNI.code3(plane: plane, byte: byte)
+            return vnni ? Int8DotVNNI.code3(plane: plane, byte: byte) : code3(plane: plane, byte: byte)
             #else
             return -1
             #endif
@@ -186,7 +183,7 @@ extension PackedKernel {
         {
             let bits = operands.bits
             let rowsPerGroup = operands.int8RowsPerGroup, rowCount = operands.int8Rows
-            let step = bits == 3 ? max(1, Decode.rowsPerSweep / 3) : Decode.rowsPerSweep
+            let step = bits == 3 ? Decode.blocksPerSweep : Decode.rowsPerSweep
             Decode.withSums(tiles) { sums in
                 for g in groups {
                     let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, rowCount)

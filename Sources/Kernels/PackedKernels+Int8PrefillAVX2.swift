@@ -136,13 +136,24 @@ extension PackedKernel {
                     b3 &+= dot(c1, x3)
                 }
             }
+            add(inputs, group: g, tile: tile, t0: t0, (a0, a1, a2, a3), (b0, b1, b2, b3))
+        }
+
+        /// A block's sums into `y`: token `t0 + k`'s from `low.k` (outputs `16·tile ..< +8`) and `high.k`
+        /// (the next 8), for the block's real tokens only.
+        @inline(__always)
+        static func add(
+            _ inputs: Inputs, group g: Int, tile: Int, t0: Int, _ low: (Ints, Ints, Ints, Ints),
+            _ high: (Ints, Ints, Ints, Ints)
+        ) {
+            let op = inputs.operands, o = tile &* Decode.tile
             let table = inputs.tables + tile &* inputs.tableFloats
             let scales = table + g &* Decode.tile, offsets = table + (op.groups &+ g) &* Decode.tile
             let count = min(blockTokens, op.tokens &- t0)
-            add(inputs, token: t0, group: g, output: o, a0, b0, scales, offsets)
-            if count > 1 { add(inputs, token: t0 &+ 1, group: g, output: o, a1, b1, scales, offsets) }
-            if count > 2 { add(inputs, token: t0 &+ 2, group: g, output: o, a2, b2, scales, offsets) }
-            if count > 3 { add(inputs, token: t0 &+ 3, group: g, output: o, a3, b3, scales, offsets) }
+            add(inputs, token: t0, group: g, output: o, low.0, high.0, scales, offsets)
+            if count > 1 { add(inputs, token: t0 &+ 1, group: g, output: o, low.1, high.1, scales, offsets) }
+            if count > 2 { add(inputs, token: t0 &+ 2, group: g, output: o, low.2, high.2, scales, offsets) }
+            if count > 3 { add(inputs, token: t0 &+ 3, group: g, output: o, low.3, high.3, scales, offsets) }
         }
 
         /// Per 32-bit lane, the four products of unsigned code bytes `codes` and int8 inputs `x`,

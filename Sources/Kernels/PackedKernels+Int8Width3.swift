@@ -53,7 +53,7 @@ extension PackedKernel.Int8Decode {
     static func run3AVX2(
         _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
     ) {
-        runGroups(Width3.self, operands, prepared, groups, tiles, step: max(1, PackedKernel.Decode.rowsPerSweep / 3)) {
+        runGroups(Width3.self, operands, prepared, groups, tiles, step: PackedKernel.Decode.blocksPerSweep) {
             sweep3(operands, prepared, blocks: $0, tiles: tiles, sums: $1)
         }
     }
@@ -152,14 +152,7 @@ extension PackedKernel.Int8PrefillAVX2 {
             a3 &+= l
             b3 &+= h
         }
-        let table = inputs.tables + tile &* inputs.tableFloats
-        let scales = table + g &* PackedKernel.Decode.tile
-        let offsets = table + (op.groups &+ g) &* PackedKernel.Decode.tile
-        let count = min(blockTokens, op.tokens &- t0)
-        add(inputs, token: t0, group: g, output: o, a0, b0, scales, offsets)
-        if count > 1 { add(inputs, token: t0 &+ 1, group: g, output: o, a1, b1, scales, offsets) }
-        if count > 2 { add(inputs, token: t0 &+ 2, group: g, output: o, a2, b2, scales, offsets) }
-        if count > 3 { add(inputs, token: t0 &+ 3, group: g, output: o, a3, b3, scales, offsets) }
+        add(inputs, group: g, tile: tile, t0: t0, (a0, a1, a2, a3), (b0, b1, b2, b3))
     }
     #endif
 }

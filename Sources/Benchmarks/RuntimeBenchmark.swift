@@ -94,7 +94,8 @@ public struct RuntimeBenchmark {
             "packed linears' activations: "
                 + (int8Activations
                     ? "int8 ("
-                        + (CPUFeatures.vnni ? "AVX-512 VNNI, decode and prefill" : "AVX2, decode at 1, 2, 4 bits")
+                        + (CPUFeatures.vnni
+                            ? "AVX-512 VNNI, decode and prefill" : "AVX2: decode at 1, 2, 3, 4, 8 bits, prefill at 1–4")
                         + "; --exact-activations for float)" : "float (exact)"))
         emit(
             String(

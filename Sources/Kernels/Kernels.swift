@@ -222,23 +222,36 @@ public enum Kernels {
         _ x: [Float], tokens: Int, gate: Matrix, up: Matrix, down: Matrix,
         activations: ([Float]) -> Void = { _ in }
     ) -> [Float] {
-        let g = linear(x, tokens: tokens, matrix: gate)
-        let u = linear(x, tokens: tokens, matrix: up)
-        let h: [Float]
-        if useReferenceKernels {
-            h = g.indices.map { silu(g[$0]) * u[$0] }
-        } else {
-            h = [Float](unsafeUninitializedCapacity: g.count) { buffer, count in
-                g.withUnsafeBufferPointer { g in
-                    u.withUnsafeBufferPointer { u in
-                        gatedSiLU(g.baseAddress!, u.baseAddress!, into: buffer.baseAddress!, count: g.count)
-                    }
-                }
-                count = g.count
-            }
+        let expert = swiglus(x, tokens: tokens, experts: [(gate, up, down)])[0]
+        activations(expert.activations)
+        return expert.output
+    }
+
+    /// `swiglu` of several experts over the same rows of `x` (a decode step's selected experts): their
+    /// gates and ups go through one `linears` call, their downs through another, so that a decode
+    /// step shares its parallel regions (each result as `swiglu` alone gives it, bit for bit).
+    public static func swiglus(_ x: [Float], tokens: Int, experts: [(gate: Matrix, up: Matrix, down: Matrix)]) -> [(
+        activations: [Float], output: [Float]
+    )] {
+        let gatesAndUps = linears(x, tokens: tokens, matrices: experts.flatMap { [$0.gate, $0.up] })
+        let activations = experts.indices.map { e in
+            gatedSiLU(gatesAndUps[2 * e], gatesAndUps[2 * e + 1])
         }
-        activations(h)
-        return linear(h, tokens: tokens, matrix: down)
+        let outputs = linears(activations, tokens: tokens, matrices: experts.map(\.down))
+        return Array(zip(activations, outputs))
+    }
+
+    /// `silu(g) ⊙ u`.
+    static func gatedSiLU(_ g: [Float], _ u: [Float]) -> [Float] {
+        if useReferenceKernels { return g.indices.map { silu(g[$0]) * u[$0] } }
+        return [Float](unsafeUninitializedCapacity: g.count) { buffer, count in
+            g.withUnsafeBufferPointer { g in
+                u.withUnsafeBufferPointer { u in
+                    gatedSiLU(g.baseAddress!, u.baseAddress!, into: buffer.baseAddress!, count: g.count)
+                }
+            }
+            count = g.count
+        }
     }
 
     /// Softmax in place over `values`.

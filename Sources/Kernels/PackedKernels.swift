@@ -339,25 +339,37 @@ enum PackedKernel {
     /// outputs, so that it streams whole word rows (`qweight` is `[wordRows, out]`) from one place
     /// in memory instead of short pieces of every row (splitting the outputs read 256 bytes of each
     /// 4 KB row of a [1024, 3584] matrix per worker). Workers add into their own zeroed copy of `y`,
-    /// summed into `y` in order at the end. Small calls run in one piece, straight into `y`.
+    /// summed into `y` in order at the end (`addParts`). Small calls run in one piece, straight into `y`.
     static func splitGroups(
         _ operands: PackedOperands, _ body: @escaping @Sendable (PackedOperands, Range<Int>) -> Void
     ) {
         let groups = operands.groups, out = operands.outFeatures
-        guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, groups > 1 else {
-            return body(operands, 0..<groups)
-        }
-        let parts = min(groups, 4 * cores)
+        let parts = groupParts(operands)
+        guard parts > 1 else { return body(operands, 0..<groups) }
         let partial = UnsafeMutablePointer<Float>.allocate(capacity: parts * out)
         defer { partial.deallocate() }
-        partial.initialize(repeating: 0, count: parts * out)
         let shared = UnsafeSendable(partial)
         Parallel.perform(iterations: parts) { c in
             var part = operands
             part.y = shared.pointer + c * out
-            body(part, (c * groups / parts)..<((c + 1) * groups / parts))
+            part.y.initialize(repeating: 0, count: out) // zeroed by the core that fills it
+            body(part, Self.groups(part: c, of: parts, operands))
         }
-        for c in 0..<parts { Kernels.addScaled(operands.y, partial + c * out, 1, out) }
+        addParts(operands.y, partial, parts: parts, count: out)
+    }
+
+    /// How many contiguous group ranges `splitGroups` cuts a decode call into: 1 (straight into
+    /// `y`, on the calling thread) for small calls, else up to four per core.
+    static func groupParts(_ operands: PackedOperands) -> Int {
+        guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, operands.groups > 1 else {
+            return 1
+        }
+        return min(operands.groups, 4 * cores)
+    }
+
+    /// Groups of part `part` of `parts`.
+    static func groups(part: Int, of parts: Int, _ operands: PackedOperands) -> Range<Int> {
+        (part * operands.groups / parts)..<((part + 1) * operands.groups / parts)
     }
 
     /// Runs `body` over `count` items in contiguous ranges: on all cores when `work` is large enough,

@@ -30,15 +30,18 @@ extension ForwardPass {
         let config = model.config
         let heads = config.attentionHeads, kvHeads = config.keyValueHeads, dim = config.headDim
         let eps = Float(config.rmsNormEps)
-        var q = Kernels.linear(
-            x, tokens: count, matrix: model.matrix(.query(layer: layer)),
-            bias: model.optionalWeight(.queryBias(layer: layer)))
-        var k = Kernels.linear(
-            x, tokens: count, matrix: model.matrix(.key(layer: layer)),
-            bias: model.optionalWeight(.keyBias(layer: layer)))
-        var v = Kernels.linear(
-            x, tokens: count, matrix: model.matrix(.value(layer: layer)),
-            bias: model.optionalWeight(.valueBias(layer: layer)))
+        // One call: a decode step quantizes x once for the three (`Kernels.linears`).
+        let qkv = Kernels.linears(
+            x, tokens: count,
+            matrices: [
+                model.matrix(.query(layer: layer)), model.matrix(.key(layer: layer)),
+                model.matrix(.value(layer: layer)),
+            ],
+            biases: [
+                model.optionalWeight(.queryBias(layer: layer)), model.optionalWeight(.keyBias(layer: layer)),
+                model.optionalWeight(.valueBias(layer: layer)),
+            ])
+        var q = qkv[0], k = qkv[1], v = qkv[2]
         switch config.qkNorm {
         case .none: break
         case .perHead:

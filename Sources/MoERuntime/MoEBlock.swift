@@ -44,20 +44,32 @@ extension ForwardPass {
         }
         tokensRouted[layer] += count
         var output = [Float](repeating: 0, count: count * hidden)
-        for expert in 0..<experts where !assigned[expert].isEmpty {
+        let chosen = (0..<experts).filter { !assigned[$0].isEmpty }
+        let matrices = chosen.map {
+            (
+                gate: model.matrix(.expertGate(layer: layer, expert: $0)),
+                up: model.matrix(.expertUp(layer: layer, expert: $0)),
+                down: model.matrix(.expertDown(layer: layer, expert: $0))
+            )
+        }
+        // A decode step: every chosen expert sees the one token, so they run together (one
+        // parallel region for their gates and ups, one for their downs).
+        let together = count == 1 ? Kernels.swiglus(x, tokens: 1, experts: matrices) : nil
+        for (index, expert) in chosen.enumerated() {
             let tokens = assigned[expert]
-            var rows = [Float](repeating: 0, count: tokens.count * hidden)
-            for (row, entry) in tokens.enumerated() {
-                for i in 0..<hidden { rows[row * hidden + i] = x[entry.token * hidden + i] }
+            let result: (activations: [Float], output: [Float])
+            if let together {
+                result = together[index]
+            } else {
+                var rows = [Float](repeating: 0, count: tokens.count * hidden)
+                for (row, entry) in tokens.enumerated() {
+                    for i in 0..<hidden { rows[row * hidden + i] = x[entry.token * hidden + i] }
+                }
+                result = Kernels.swiglus(rows, tokens: tokens.count, experts: [matrices[index]])[0]
             }
-            let y = swiglu(
-                rows, count: tokens.count, gate: .expertGate(layer: layer, expert: expert),
-                up: .expertUp(layer: layer, expert: expert),
-                down: .expertDown(layer: layer, expert: expert), width: config.expertIntermediateSize
-            ) { activations in
-                observer?.expertActivations(
-                    layer: layer, expert: expert, tokens: tokens.map(\.token), activations: activations)
-            }
+            observer?.expertActivations(
+                layer: layer, expert: expert, tokens: tokens.map(\.token), activations: result.activations)
+            let y = result.output
             observer?.expertOutputs(layer: layer, expert: expert, tokens: tokens.map(\.token), outputs: y)
             for (row, entry) in tokens.enumerated() {
                 for i in 0..<hidden { output[entry.token * hidden + i] += entry.weight * y[row * hidden + i] }

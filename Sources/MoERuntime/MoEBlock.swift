@@ -52,9 +52,16 @@ extension ForwardPass {
                 down: model.matrix(.expertDown(layer: layer, expert: $0))
             )
         }
-        // A decode step: every chosen expert sees the one token, so they run together (one
-        // parallel region for their gates and ups, one for their downs).
-        let together = count == 1 ? Kernels.swiglus(x, tokens: 1, experts: matrices) : nil
+        let sharedExpert =
+            config.sharedExpertIntermediateSize > 0
+            ? (
+                gate: model.matrix(.sharedExpertGate(layer: layer)), up: model.matrix(.sharedExpertUp(layer: layer)),
+                down: model.matrix(.sharedExpertDown(layer: layer))
+            ) : nil
+        // A decode step: every chosen expert (and the shared one) sees the one token, so they run
+        // together (one parallel region for their gates and ups, one for their downs).
+        let together =
+            count == 1 ? Kernels.swiglus(x, tokens: 1, experts: matrices + (sharedExpert.map { [$0] } ?? [])) : nil
         for (index, expert) in chosen.enumerated() {
             let tokens = assigned[expert]
             let result: (activations: [Float], output: [Float])
@@ -75,10 +82,9 @@ extension ForwardPass {
                 for i in 0..<hidden { output[entry.token * hidden + i] += entry.weight * y[row * hidden + i] }
             }
         }
-        if config.sharedExpertIntermediateSize > 0 {
-            let shared = swiglu(
-                x, count: count, gate: .sharedExpertGate(layer: layer), up: .sharedExpertUp(layer: layer),
-                down: .sharedExpertDown(layer: layer), width: config.sharedExpertIntermediateSize)
+        if let sharedExpert {
+            let shared =
+                together?.last?.output ?? Kernels.swiglus(x, tokens: count, experts: [sharedExpert])[0].output
             if config.sharedExpertGated {
                 let gates = Kernels.linear(x, tokens: count, matrix: model.matrix(.sharedExpertScale(layer: layer)))
                 for t in 0..<count {

@@ -75,11 +75,7 @@ public enum Attention {
                                                 scores[s] = score
                                                 peak = max(peak, score)
                                             }
-                                            var total: Float = 0
-                                            for s in 0...last {
-                                                scores[s] = Foundation.exp(scores[s] - peak)
-                                                total += scores[s]
-                                            }
+                                            let total = exponentiate(scores.baseAddress!, count: last + 1, peak: peak)
                                             let out = buffers.context + (t * heads + h) * vDim
                                             for s in 0...last {
                                                 let value =
@@ -90,7 +86,7 @@ public enum Attention {
                                     }
                                 }
                                 Parallel.perform(
-                                    iterations: heads, work: count * (position + count) * dim * heads, body)
+                                    iterations: heads, work: count * (position + count) * (dim + vDim) * heads, body)
                             }
                         }
                     }
@@ -98,6 +94,26 @@ public enum Attention {
             }
         }
         return context
+    }
+
+    /// `scores[s] = exp(scores[s] − peak)` for `s < count` with the eight-lane `Kernels.exp`;
+    /// returns their sum (eight partial sums, then the tail).
+    @inline(__always)
+    static func exponentiate(_ scores: UnsafeMutablePointer<Float>, count: Int, peak: Float) -> Float {
+        var sums = SIMD8<Float>(), s = 0
+        while s + 8 <= count {
+            let weights = Kernels.exp(Kernels.load8(scores + s) - peak)
+            UnsafeMutableRawPointer(scores + s).storeBytes(of: weights, as: SIMD8<Float>.self)
+            sums += weights
+            s += 8
+        }
+        var total = sums.sum()
+        while s < count {
+            scores[s] = Kernels.exp(scores[s] - peak)
+            total += scores[s]
+            s += 1
+        }
+        return total
     }
 
     /// The plain scalar attention loop: the reference for `attention`.

@@ -230,9 +230,15 @@ extension PackedKernel {
             }
         }
 
+        /// `sums[0..<16] += (a0, a1)`, or `= (a0, a1)` on a group's `first` sweep.
         @inline(__always)
-        static func add(_ sums: UnsafeMutablePointer<Float>, _ a0: Vector, _ a1: Vector) {
+        static func add(_ sums: UnsafeMutablePointer<Float>, _ a0: Vector, _ a1: Vector, first: Bool = false) {
             let raw = UnsafeMutableRawPointer(sums)
+            if first {
+                raw.storeBytes(of: a0, as: Vector.self)
+                raw.storeBytes(of: a1, toByteOffset: 32, as: Vector.self)
+                return
+            }
             raw.storeBytes(of: raw.load(as: Vector.self) + a0, as: Vector.self)
             raw.storeBytes(of: raw.load(fromByteOffset: 32, as: Vector.self) + a1, toByteOffset: 32, as: Vector.self)
         }

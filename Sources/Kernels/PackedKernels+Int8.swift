@@ -59,11 +59,15 @@ extension PackedKernel {
             /// Per group: the activation step `d_g` and `d_g·Σ x̂`.
             let steps: UnsafeMutablePointer<Float>
             let groupSums: UnsafeMutablePointer<Float>
+            /// 8 bits on AVX2: `[wordRows, 2]`, a word row's inputs as int16 pairs, (x0, x2) then (x1, x3),
+            /// the operands of `sweep8`'s `vpmaddwd` (made once here instead of once per tile).
+            var pairs: UnsafeMutablePointer<UInt32>? = nil
 
             func deallocate() {
                 planes.deallocate()
                 steps.deallocate()
                 groupSums.deallocate()
+                pairs?.deallocate()
             }
         }
 
@@ -118,7 +122,22 @@ extension PackedKernel {
                     groupSums[t * groups + g] = peak / 127 * Float(sum)
                 }
             }
-            return Prepared(planes: planes, steps: steps, groupSums: groupSums)
+            var prepared = Prepared(planes: planes, steps: steps, groupSums: groupSums)
+            if bits == 8 && !operands.vnni {
+                let count = tokens * rowCount
+                let pairs = UnsafeMutablePointer<UInt32>.allocate(capacity: 2 * count)
+                for row in 0..<count {
+                    let word = planes[row]
+                    // Byte k sign-extended to an int16 lane: bits 8k…8k+7 of `word`.
+                    let lane = { (k: UInt32) in
+                        UInt32(UInt16(bitPattern: Int16(Int8(truncatingIfNeeded: word >> (8 * k)))))
+                    }
+                    pairs[2 * row] = lane(0) | lane(2) << 16
+                    pairs[2 * row + 1] = lane(1) | lane(3) << 16
+                }
+                prepared.pairs = pairs
+            }
+            return prepared
         }
 
         /// Planes per word row (per 3-word block at 3 bits): `Int8DotVNNI.planeCount`'s.
@@ -212,25 +231,25 @@ extension PackedKernel {
         static func run<W: PackedWidth>(
             _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
         ) {
-            runGroups(W.self, operands, prepared, groups, tiles, step: Decode.rowsPerSweep) { rows, sums in
-                sweep(W.self, operands, prepared, rows: rows, tiles: tiles, sums: sums)
+            runGroups(W.self, operands, prepared, groups, tiles, step: Decode.rowsPerSweep) { rows, sums, first in
+                sweep(W.self, operands, prepared, rows: rows, tiles: tiles, sums: sums, first: first)
             }
         }
 
-        /// Group by group: `sweep(rows, sums)` over the group's rows (word rows, or 32-code blocks at 3
-        /// bits) `step` at a time, adding each tile's `Σ x̂·q` to `sums`, then the group's flush.
+        /// Group by group: `sweep(rows, sums, first)` over the group's rows (word rows, or 32-code blocks
+        /// at 3 bits) `step` at a time, adding each tile's `Σ x̂·q` to `sums` (storing it on the group's
+        /// first sweep, so `sums` needs no zeroing), then the group's flush.
         @inline(__always)
         static func runGroups<W: PackedWidth>(
             _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>,
-            step: Int, _ sweep: (Range<Int>, UnsafeMutablePointer<Float>) -> Void
+            step: Int, _ sweep: (Range<Int>, UnsafeMutablePointer<Float>, Bool) -> Void
         ) {
             let rowsPerGroup = operands.int8RowsPerGroup, rowCount = operands.int8Rows
             Decode.withSums(tiles) { sums in
                 for g in groups {
                     let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, rowCount)
-                    sums.initialize(repeating: 0, count: tiles.count * Decode.tile)
                     for start in stride(from: rows.lowerBound, to: rows.upperBound, by: step) {
-                        sweep(start..<min(start + step, rows.upperBound), sums)
+                        sweep(start..<min(start + step, rows.upperBound), sums, start == rows.lowerBound)
                     }
                     Decode.flush(
                         W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],
@@ -242,11 +261,13 @@ extension PackedKernel {
         @inline(never)
         static func sweep<W: PackedWidth>(
             _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, rows: Range<Int>,
-            tiles: Range<Int>, sums: UnsafeMutablePointer<Float>
+            tiles: Range<Int>, sums: UnsafeMutablePointer<Float>, first: Bool
         ) {
             for tileIndex in tiles {
                 let (a0, a1) = integerSums(W.self, operands, prepared, rows: rows, output: tileIndex * Decode.tile)
-                Decode.add(sums + (tileIndex - tiles.lowerBound) * Decode.tile, SIMD8<Float>(a0), SIMD8<Float>(a1))
+                Decode.add(
+                    sums + (tileIndex - tiles.lowerBound) * Decode.tile, SIMD8<Float>(a0), SIMD8<Float>(a1),
+                    first: first)
             }
         }
 

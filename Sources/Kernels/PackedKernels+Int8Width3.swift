@@ -54,14 +54,14 @@ extension PackedKernel.Int8Decode {
         _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>
     ) {
         runGroups(Width3.self, operands, prepared, groups, tiles, step: PackedKernel.Decode.blocksPerSweep) {
-            sweep3(operands, prepared, blocks: $0, tiles: tiles, sums: $1)
+            sweep3(operands, prepared, blocks: $0, tiles: tiles, sums: $1, first: $2)
         }
     }
 
     @inline(never)
     static func sweep3(
         _ operands: PackedOperands, _ prepared: Prepared, blocks: Range<Int>, tiles: Range<Int>,
-        sums: UnsafeMutablePointer<Float>
+        sums: UnsafeMutablePointer<Float>, first: Bool
     ) {
         for tileIndex in tiles {
             let o = tileIndex &* PackedKernel.Decode.tile
@@ -72,7 +72,8 @@ extension PackedKernel.Int8Decode {
                 t1 &+= blockSum3(operands, block: block, output: o &+ 8, x)
             }
             PackedKernel.Decode.add(
-                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMD8<Float>(t0), SIMD8<Float>(t1))
+                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMD8<Float>(t0), SIMD8<Float>(t1),
+                first: first)
         }
     }
 

@@ -169,18 +169,23 @@ extension PackedKernel {
         }
 
         /// Adds group `g`'s `s·(f·Σ x q − z·Σ x)` to `y` for every tile, `Σ x q` from `sums` and
-        /// `Σ x` = `groupSum` (`f` = `factor`: 1 here, the group's activation scale for int8 sums).
+        /// `Σ x` = `groupSum` (`f` = `factor`: 1 here, the group's activation scale for int8 sums); with
+        /// `overwrite`, `y = s·(…)` (from zero, as if `y` had been zeroed).
         @inline(__always)
         static func flush<W: PackedWidth>(
             _: W.Type, _ operands: PackedOperands, group g: Int, tiles: Range<Int>, sums: UnsafeMutablePointer<Float>,
-            groupSum: Float, factor: Float? = nil
+            groupSum: Float, factor: Float? = nil, overwrite: Bool = false
         ) {
             let sum = Vector(repeating: groupSum)
             for tileIndex in tiles {
                 let o = tileIndex * tile
                 let a = UnsafeRawPointer(sums + (tileIndex - tiles.lowerBound) * tile)
                 let y = UnsafeMutableRawPointer(operands.y + o)
-                var r0 = y.loadUnaligned(as: Vector.self), r1 = y.loadUnaligned(fromByteOffset: 32, as: Vector.self)
+                var r0 = Vector(), r1 = Vector()
+                if !overwrite {
+                    r0 = y.loadUnaligned(as: Vector.self)
+                    r1 = y.loadUnaligned(fromByteOffset: 32, as: Vector.self)
+                }
                 var s0 = a.load(as: Vector.self), s1 = a.load(fromByteOffset: 32, as: Vector.self)
                 if let factor { s0 *= factor; s1 *= factor }
                 let (z0, z1) = zeros16(W.self, operands, group: g, output: o)

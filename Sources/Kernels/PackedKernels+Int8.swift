@@ -238,7 +238,8 @@ extension PackedKernel {
 
         /// Group by group: `sweep(rows, sums, first)` over the group's rows (word rows, or 32-code blocks
         /// at 3 bits) `step` at a time, adding each tile's `Σ x̂·q` to `sums` (storing it on the group's
-        /// first sweep, so `sums` needs no zeroing), then the group's flush.
+        /// first sweep, so `sums` needs no zeroing), then the group's flush (which stores into `y` on the
+        /// first group with `operands.overwrite`).
         @inline(__always)
         static func runGroups<W: PackedWidth>(
             _: W.Type, _ operands: PackedOperands, _ prepared: Prepared, _ groups: Range<Int>, _ tiles: Range<Int>,
@@ -253,7 +254,7 @@ extension PackedKernel {
                     }
                     Decode.flush(
                         W.self, operands, group: g, tiles: tiles, sums: sums, groupSum: prepared.groupSums[g],
-                        factor: prepared.steps[g])
+                        factor: prepared.steps[g], overwrite: operands.overwrite && g == groups.lowerBound)
                 }
             }
         }

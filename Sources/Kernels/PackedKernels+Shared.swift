@@ -166,9 +166,16 @@ extension PackedKernel {
             let job = context.jobs[j]
             var part = context.singles[job.matrix]
             if job.parts > 1 {
-                // Zeroed here, by the core that fills it.
                 part.y = context.partial.pointer + context.offsets[job.matrix] + job.part * part.outFeatures
-                part.y.initialize(repeating: 0, count: part.outFeatures)
+                if part.vnni {
+                    part.y.initialize(repeating: 0, count: part.outFeatures) // by the core that fills it
+                } else {
+                    // The flush of the part's first group (a part has one at least) stores every tile's
+                    // outputs; the outputs past the last tile are zeroed for `addParts`.
+                    part.overwrite = true
+                    let tiled = part.outFeatures / Decode.tile * Decode.tile
+                    (part.y + tiled).initialize(repeating: 0, count: part.outFeatures - tiled)
+                }
             }
             Int8Decode.run(
                 part, prepared: context.prepared[context.uses[job.matrix]],

@@ -174,6 +174,9 @@ struct PackedOperands: @unchecked Sendable {
     var int8Activations = false
     /// The int8 kernels may use `KernelsVNNI` (`CPUFeatures.useVNNI`, read once per call).
     var vnni = false
+    /// The AVX2 int8 decode (`Int8Decode.runGroups`) stores its first group's terms into `y` instead of
+    /// adding them: `y` is a part's uninitialized partial buffer, not zeroed first.
+    var overwrite = false
 
     init(
         packed: PackedLinear, x: UnsafePointer<Float>, tokens: Int, qweight: UnsafePointer<UInt32>,

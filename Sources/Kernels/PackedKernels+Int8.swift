@@ -267,7 +267,7 @@ extension PackedKernel {
             for tileIndex in tiles {
                 let (a0, a1) = integerSums(W.self, operands, prepared, rows: rows, output: tileIndex * Decode.tile)
                 Decode.add(
-                    sums + (tileIndex - tiles.lowerBound) * Decode.tile, SIMD8<Float>(a0), SIMD8<Float>(a1),
+                    sums + (tileIndex - tiles.lowerBound) * Decode.tile, SIMDConvert.float(a0), SIMDConvert.float(a1),
                     first: first)
             }
         }

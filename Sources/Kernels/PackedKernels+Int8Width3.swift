@@ -72,7 +72,8 @@ extension PackedKernel.Int8Decode {
                 t1 &+= blockSum3(operands, block: block, output: o &+ 8, x)
             }
             PackedKernel.Decode.add(
-                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMD8<Float>(t0), SIMD8<Float>(t1),
+                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMDConvert.float(t0),
+                SIMDConvert.float(t1),
                 first: first)
         }
     }

@@ -41,7 +41,8 @@ extension PackedKernel.Int8Decode {
                 t1 &+= madd(unsafeBitCast((w1 &>> 8) & bytes, to: Shorts.self), odd)
             }
             PackedKernel.Decode.add(
-                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMD8<Float>(t0), SIMD8<Float>(t1),
+                sums + (tileIndex - tiles.lowerBound) * PackedKernel.Decode.tile, SIMDConvert.float(t0),
+                SIMDConvert.float(t1),
                 first: first)
         }
     }

@@ -95,7 +95,7 @@ public struct RuntimeBenchmark {
                 + (int8Activations
                     ? "int8 ("
                         + (CPUFeatures.vnni
-                            ? "AVX-512 VNNI, decode and prefill" : "AVX2: decode at 1, 2, 3, 4, 8 bits, prefill at 1–4")
+                            ? "AVX-512 VNNI, decode and prefill" : "AVX2, decode and prefill")
                         + "; --exact-activations for float)" : "float (exact)"))
         emit(
             String(

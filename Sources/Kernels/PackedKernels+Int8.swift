@@ -9,7 +9,7 @@ extension Kernels {
     /// 8 on AVX2 and on AVX-512 VNNI + VBMI (`CPUFeatures.vnni`). The result differs from the float
     /// kernels by at most `Σ_i (d_g/2)·|ŵ_i|` plus float rounding, `d_g = max_{i∈g}|x_i|/127` the
     /// group's activation step (tested against `referenceLinear`). Prefill takes int8 activations too,
-    /// at the same widths (`PackedKernel.Int8Prefill` on VNNI, `Int8PrefillAVX2` elsewhere, not 8 bits). Off
+    /// at the same widths (`PackedKernel.Int8Prefill` on VNNI, `Int8PrefillAVX2` elsewhere). Off
     /// here (the library's kernels stay exact unless asked); `pmq generate` and `pmq bench runtime`
     /// turn it on unless `--exact-activations` is given. Other widths and architectures keep the
     /// float kernels.

@@ -4,7 +4,8 @@ import _Builtin_intrinsics.intel
 
 extension PackedKernel {
     /// Prefill (4 or more tokens) with int8 activations on AVX2, where the CPU has no VNNI: widths
-    /// 1, 2, 3 and 4 (3 bits: `block3`), the activations rounded per group as in `Int8Decode`. Per
+    /// 1, 2, 3, 4 and 8 (3 bits: `block3`, 8 bits: `block8`), the activations rounded per group as in
+    /// `Int8Decode`. Per
     /// 16-output tile, group and block of four tokens, each plane's codes are unpacked once and meet the
     /// four tokens' inputs: `vpmaddubsw` (unsigned code bytes × int8 inputs, pairs summed to int16, at
     /// most 2·15·127) then `vpmaddwd` with ones (pairs to int32), added into int32 sums exact over the
@@ -15,7 +16,7 @@ extension PackedKernel {
 
         static func applies(_ operands: PackedOperands) -> Bool {
             #if arch(x86_64)
-            return !operands.vnni && [1, 2, 3, 4].contains(operands.bits) && Int8Decode.applies(operands)
+            return !operands.vnni && [1, 2, 3, 4, 8].contains(operands.bits) && Int8Decode.applies(operands)
             #else
             return false
             #endif
@@ -52,6 +53,7 @@ extension PackedKernel {
                 case 1: run(inputs, tiles: range) { block(Width1.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 case 2: run(inputs, tiles: range) { block(Width2.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 case 3: run(inputs, tiles: range) { block3(inputs, blocks: $0, group: $1, tile: $2, t0: $3) }
+                case 8: run(inputs, tiles: range) { block8(inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 default: run(inputs, tiles: range) { block(Width4.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 }
             }
@@ -138,6 +140,41 @@ extension PackedKernel {
             }
             add(inputs, group: g, tile: tile, t0: t0, (a0, a1, a2, a3), (b0, b1, b2, b3))
         }
+
+        /// 8 bits: `vpmaddubsw` would overflow (2·255·127), so as in the decode (`sweep8`) a word's even
+        /// and odd code bytes are int16 lanes and meet each token's inputs, sign-extended to int16 in the
+        /// same pairs, in `vpmaddwd` (at most 2·255·127 a lane, exact in int32 over the group).
+        @inline(__always)
+        static func block8(_ inputs: Inputs, rows: Range<Int>, group g: Int, tile: Int, t0: Int) {
+            let op = inputs.operands, o = tile &* Decode.tile, out = op.outFeatures
+            let bytes = Words(repeating: 0x00FF_00FF)
+            let x = inputs.planes + (t0 / blockTokens) &* blockTokens &* inputs.planeStride
+            var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
+            var b0 = Ints(), b1 = Ints(), b2 = Ints(), b3 = Ints()
+            for row in rows {
+                let p = op.qweight + (row &* out &+ o)
+                let w0 = UnsafeRawPointer(p).loadUnaligned(as: Words.self)
+                let w1 = UnsafeRawPointer(p + 8).loadUnaligned(as: Words.self)
+                let even0 = shorts(w0 & bytes), odd0 = shorts((w0 &>> 8) & bytes)
+                let even1 = shorts(w1 & bytes), odd1 = shorts((w1 &>> 8) & bytes)
+                let xr = x + row &* blockTokens
+                @inline(__always) func add(_ k: Int, _ a: inout Ints, _ b: inout Ints) {
+                    // Token k's inputs x0…x3 as int16 pairs (x0, x2) and (x1, x3).
+                    let word = shorts(Words(repeating: xr[k]))
+                    let xEven = (word &<< 8) &>> 8, xOdd = word &>> 8
+                    a &+= Int8Decode.madd(even0, xEven) &+ Int8Decode.madd(odd0, xOdd)
+                    b &+= Int8Decode.madd(even1, xEven) &+ Int8Decode.madd(odd1, xOdd)
+                }
+                add(0, &a0, &b0)
+                add(1, &a1, &b1)
+                add(2, &a2, &b2)
+                add(3, &a3, &b3)
+            }
+            add(inputs, group: g, tile: tile, t0: t0, (a0, a1, a2, a3), (b0, b1, b2, b3))
+        }
+
+        @inline(__always)
+        static func shorts(_ words: Words) -> SIMD16<Int16> { unsafeBitCast(words, to: SIMD16<Int16>.self) }
 
         /// A block's sums into `y`: token `t0 + k`'s from `low.k` (outputs `16·tile ..< +8`) and `high.k`
         /// (the next 8), for the block's real tokens only.

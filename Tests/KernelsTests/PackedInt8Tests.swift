@@ -14,10 +14,10 @@ import Testing
     ]
 
     /// Whether a call has an int8 kernel on this machine: decode (1–3 tokens) and prefill at 1, 2,
-    /// 3 (whole 32-code blocks) and 4 bits; 8 bits in decode, and with VNNI in prefill too.
+    /// 3 (whole 32-code blocks), 4 and 8 bits.
     static func hasInt8Kernel(bits: Int, inputs: Int, tokens: Int = 1) -> Bool {
         if bits == 3 { return inputs % 32 == 0 }
-        return [1, 2, 4].contains(bits) || bits == 8 && (CPUFeatures.useVNNI || tokens < 4)
+        return [1, 2, 4, 8].contains(bits)
     }
 
     /// The kernels this CPU takes, then the AVX2 ones (forced; the same where the CPU has no AVX-512).
@@ -69,8 +69,7 @@ import Testing
         }
     }
 
-    /// Calls without an int8 kernel here (8-bit prefill without VNNI, 3 bits with a partial block)
-    /// keep the float kernels, bit for bit.
+    /// Calls without an int8 kernel (3 bits with a partial block) keep the float kernels, bit for bit.
     @Test(arguments: [false, true])
     func callsWithoutInt8KernelUnchanged(avx2: Bool) {
         CPUFeatures.$forceAVX2.withValue(avx2) { checkCallsWithoutInt8KernelUnchanged() }

@@ -107,7 +107,7 @@ extension PackedKernel {
 
         @inline(__always)
         static func float(_ codes: Words) -> Vector {
-            Vector(unsafeBitCast(codes, to: SIMD8<Int32>.self))
+            SIMDConvert.float(unsafeBitCast(codes, to: SIMD8<Int32>.self))
         }
 
         @inline(__always)

@@ -138,7 +138,7 @@ extension PackedKernel {
                     let first = block &* perBlock, count = min(first + perBlock, inputs.upperBound) &- first
                     let destination = UnsafeMutableRawPointer(scratch + (first - inputs.lowerBound) * width + 8 * v)
                     @inline(__always) func store(_ k: Int, _ codes: Words, _ s: Vector, _ offset: Vector) {
-                        let q = Vector(unsafeBitCast(codes, to: SIMD8<Int32>.self))
+                        let q = SIMDConvert.float(unsafeBitCast(codes, to: SIMD8<Int32>.self))
                         destination.storeBytes(
                             of: offset.addingProduct(q, s), toByteOffset: 4 &* width &* k, as: Vector.self)
                     }

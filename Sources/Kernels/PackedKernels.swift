@@ -24,11 +24,10 @@ import _Builtin_intrinsics.intel
 /// - Act-order layers can be rewritten at load so that their groups are contiguous
 ///   (`groupContiguous`, `PackedKernels+Order.swift`) and then take the decode kernel.
 ///
-/// Int→float conversion: `SIMD8<Float>(SIMD8<Int32>)` compiles to one `vcvtdq2ps` inside the
-/// width-specialised (generic) functions here, but Swift 6.3 left it an out-of-line call in a
-/// large non-generic function (the 3-bit decode, which uses the mantissa trick instead) and always
-/// for `SIMD16` — checked with objdump; keep conversions on `SIMD8` and check the disassembly after
-/// changes. fp16 scales are widened with `SIMD8<Float>(SIMD8<Float16>)` (`vcvtph2ps`).
+/// Int→float and fp16→float conversions go through `SIMDConvert` (one `vcvtdq2ps`, `vcvtph2ps`):
+/// Swift 6.3 inlines the generic `SIMD8<Float>` initialisers or calls them out of line depending on
+/// the size of the caller, and that decision changed with unrelated edits (the float decode sweep
+/// once became 3.5× slower that way). Check the disassembly for calls after changes.
 ///
 /// Measured (`pmq bench packed`, [14336, 4096], group 128, 2 Zen 3 cores, noisy shared host):
 /// the decode kernel is compute-bound at ~3 vector instructions per 8 multiply-adds, so every

@@ -2,7 +2,8 @@
 """pmq against llama.cpp on the same checkpoint, same threads, same machine: decode and prefill tokens/s.
 
     tools/.venv/bin/python tools/bench_vs_llama.py --model DIR --calib TOKENS.u32 [--work DIR]
-        [--threads 2] [--rounds 4] [--prompt 128] [--generate 128] [--widths 4,3,2] [--llama-src DIR]
+        [--threads 2] [--rounds 4] [--prompt 128] [--generate 128] [--decode-prompt 16] [--widths 4,3,2]
+        [--llama-src DIR]
 
 What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped when its output exists):
 1. llama.cpp: the sources vendored in llama-cpp-python 0.3.36 (downloaded from PyPI unless --llama-src),
@@ -14,8 +15,11 @@ What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped
    "default", and without a tokenizer.model the BPE tokenizer.json is used: tokenization does not enter a
    speed test), then llama-quantize makes F16, Q4_0, Q3_K_S, Q2_K.
 3. pmq: `pmq quantize --uniform W` at each width (GPTQ, group 128; --samples 16 windows of 512 tokens).
-4. Rounds alternate pmq and llama.cpp in one time window: `pmq bench runtime --prefill P --decode G` and
-   `llama-bench -p P -n G -t T`. Medians of the rounds are printed as a Markdown table with the ratios.
+4. Rounds alternate pmq and llama.cpp in one time window: `llama-bench -p P -n G -t T` (its decode, tg G,
+   starts from an empty context), and pmq twice: `pmq bench runtime --prefill P --decode 1` for prefill,
+   `--prefill D --decode G` for decode (G tokens after a D-token prompt, D = 16: the issue's definition;
+   decoding after the P-token prompt would attend over up to P + G positions where llama-bench's tg
+   attends over at most G). Medians of the rounds are printed as a Markdown table with the ratios.
 
 The checkpoint directory needs a tokenizer.json for the conversion (random checkpoints from
 tools/fixtures/make_synthetic_mixtral.py have the example model's vocabulary: copy
@@ -144,7 +148,8 @@ def pmq_models(model: Path, calib: str, widths, work: Path) -> dict:
     return paths
 
 
-def pmq_speed(model: Path, prompt: int, generate: int, options: list):
+def pmq_run(model: Path, prompt: int, generate: int, options: list):
+    """(decode, prefill) tokens/s of one `pmq bench runtime` run."""
     command = [PMQ, "bench", "runtime", "--model", model, "--prefill", prompt, "--decode", generate,
                "--repeats", "1", "--skip-reference"] + options
     text = run(command, capture_output=True, text=True).stdout
@@ -152,6 +157,13 @@ def pmq_speed(model: Path, prompt: int, generate: int, options: list):
     if not found:
         raise SystemExit(f"no figures in pmq's output:\n{text}")
     return float(found.group(2)), float(found.group(1))
+
+
+def pmq_speed(model: Path, prompt: int, generate: int, decode_prompt: int, options: list):
+    """(decode of `generate` tokens after a `decode_prompt`-token prompt, prefill of `prompt` tokens)."""
+    decode = pmq_run(model, decode_prompt, generate, options)[0]
+    prefill = pmq_run(model, prompt, 1, options)[1]
+    return decode, prefill
 
 
 def llama_speed(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int):
@@ -182,6 +194,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--generate", type=int, default=128)
+    parser.add_argument("--decode-prompt", type=int, default=16)
     parser.add_argument("--widths", default="4,3,2")
     args = parser.parse_args()
     if not PMQ.exists():
@@ -210,7 +223,7 @@ def main():
         print(f"round {round_index + 1} of {args.rounds}", file=sys.stderr)
         for label, key, options, formats in plan:
             figures.setdefault(("pmq", label), []).append(
-                pmq_speed(pmqs[key], args.prompt, args.generate, options))
+                pmq_speed(pmqs[key], args.prompt, args.generate, args.decode_prompt, options))
             for name in formats:
                 if ("llama", name) not in figures or len(figures[("llama", name)]) <= round_index:
                     figures.setdefault(("llama", name), []).append(
@@ -220,7 +233,8 @@ def main():
         values = [value[index] for value in figures[key] if value is not None]
         return statistics.median(values) if values else None
 
-    print(f"{args.threads} threads; decode = {args.generate} tokens, prefill = {args.prompt} tokens; medians of "
+    print(f"{args.threads} threads; decode = {args.generate} tokens (pmq: after a {args.decode_prompt}-token prompt; "
+          f"llama-bench: from an empty context), prefill = {args.prompt} tokens; medians of "
           f"{args.rounds} rounds, pmq and llama.cpp alternating")
     print()
     print("| pmq format | pmq decode tok/s | pmq prefill tok/s | llama.cpp format | llama.cpp decode | "

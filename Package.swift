@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "KernelsAVX512", dependencies: ["CPrefetch"], swiftSettings: avx512Settings),
         .target(name: "KernelsVNNI", swiftSettings: vnniSettings),
         .target(
-            name: "Kernels", dependencies: ["KernelsAVX512", "KernelsVNNI", "ModelFormat"],
+            name: "Kernels", dependencies: ["CPrefetch", "KernelsAVX512", "KernelsVNNI", "ModelFormat"],
             swiftSettings: kernelSettings),
         .target(name: "Quantization", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),
         .target(name: "MoERuntime", dependencies: ["Kernels", "ModelFormat"], swiftSettings: kernelSettings),

@@ -112,15 +112,13 @@ extension PackedKernel {
         ) {
             let op = inputs.operands, bits = W.bits, planeCount = 8 / W.bits
             let mask = Words(repeating: UInt32((1 << bits) - 1) * 0x0101_0101)
-            let o = tile &* Decode.tile, out = op.outFeatures
+            let o = tile &* Decode.tile
             let x = inputs.planes + (t0 / blockTokens) &* blockTokens &* inputs.planeStride
             // Token k, outputs o..<o+8 (a) and o+8..<o+16 (b).
             var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
             var b0 = Ints(), b1 = Ints(), b2 = Ints(), b3 = Ints()
             for row in rows {
-                let p = op.qweight + (row &* out &+ o)
-                let w0 = UnsafeRawPointer(p).loadUnaligned(as: Words.self)
-                let w1 = UnsafeRawPointer(p + 8).loadUnaligned(as: Words.self)
+                let (w0, w1) = words(op, row: row, output: o)
                 let xr = x + row &* planeCount &* blockTokens
                 for plane in 0..<planeCount {
                     let shift = Words(repeating: UInt32(bits &* plane))
@@ -146,15 +144,13 @@ extension PackedKernel {
         /// same pairs, in `vpmaddwd` (at most 2·255·127 a lane, exact in int32 over the group).
         @inline(__always)
         static func block8(_ inputs: Inputs, rows: Range<Int>, group g: Int, tile: Int, t0: Int) {
-            let op = inputs.operands, o = tile &* Decode.tile, out = op.outFeatures
+            let op = inputs.operands, o = tile &* Decode.tile
             let bytes = Words(repeating: 0x00FF_00FF)
             let x = inputs.planes + (t0 / blockTokens) &* blockTokens &* inputs.planeStride
             var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
             var b0 = Ints(), b1 = Ints(), b2 = Ints(), b3 = Ints()
             for row in rows {
-                let p = op.qweight + (row &* out &+ o)
-                let w0 = UnsafeRawPointer(p).loadUnaligned(as: Words.self)
-                let w1 = UnsafeRawPointer(p + 8).loadUnaligned(as: Words.self)
+                let (w0, w1) = words(op, row: row, output: o)
                 let even0 = shorts(w0 & bytes), odd0 = shorts((w0 &>> 8) & bytes)
                 let even1 = shorts(w1 & bytes), odd1 = shorts((w1 &>> 8) & bytes)
                 let xr = x + row &* blockTokens
@@ -175,6 +171,13 @@ extension PackedKernel {
 
         @inline(__always)
         static func shorts(_ words: Words) -> SIMD16<Int16> { unsafeBitCast(words, to: SIMD16<Int16>.self) }
+
+        /// Word row `row`'s words for outputs `o ..< o + 8` and `o + 8 ..< o + 16`.
+        @inline(__always)
+        static func words(_ op: PackedOperands, row: Int, output o: Int) -> (Words, Words) {
+            let p = UnsafeRawPointer(op.qweight + (row &* op.outFeatures &+ o))
+            return (p.loadUnaligned(as: Words.self), p.loadUnaligned(fromByteOffset: 32, as: Words.self))
+        }
 
         /// A block's sums into `y`: token `t0 + k`'s from `low.k` (outputs `16·tile ..< +8`) and `high.k`
         /// (the next 8), for the block's real tokens only.

@@ -48,7 +48,7 @@ extension PMQ {
 
         @Flag(
             name: .customLong("int8-activations"),
-            help: "Also time 1- to 4-bit (and with VNNI 8-bit) decode with int8 activations (`N-bit int8`).")
+            help: "Also time every width's decode and prefill with int8 activations (`N-bit int8`).")
         var int8Activations = false
 
         @Option(name: .customLong("stream-bytes"), help: "Bytes of distinct copies per format, to defeat the caches.")

@@ -28,21 +28,7 @@ extension Attention {
                 let row = scores + t * count
                 var peak = -Float.infinity
                 for s in 0...t { peak = max(peak, row[s]) }
-                var sums = SIMD8<Float>(repeating: 0)
-                var s = 0
-                while s + 8 <= t + 1 {
-                    let weights = Kernels.exp(Kernels.load8(row + s) - peak)
-                    UnsafeMutableRawPointer(row + s).storeBytes(of: weights, as: SIMD8<Float>.self)
-                    sums += weights
-                    s += 8
-                }
-                var total = sums.sum()
-                while s <= t {
-                    row[s] = Kernels.exp(row[s] - peak)
-                    total += row[s]
-                    s += 1
-                }
-                let inverse = 1 / total
+                let inverse = 1 / exponentiate(row, count: t + 1, peak: peak)
                 for s in 0...t { row[s] *= inverse }
                 for s in (t + 1)..<count { row[s] = 0 }
             }

@@ -97,7 +97,7 @@ public enum Attention {
     }
 
     /// `scores[s] = exp(scores[s] − peak)` for `s < count` with the eight-lane `Kernels.exp`;
-    /// returns their sum (eight partial sums, then the tail).
+    /// returns their sum (eight partial sums, then the tail). Decode and prefill softmax share it.
     @inline(__always)
     static func exponentiate(_ scores: UnsafeMutablePointer<Float>, count: Int, peak: Float) -> Float {
         var sums = SIMD8<Float>(), s = 0

@@ -56,16 +56,14 @@ extension Kernels {
         defer { y.deallocate() }
         y.initialize(repeating: 0, count: sizes.reduce(0, +))
         let x = slot.map { UnsafePointer(xs + starts[$0]) }
-        withOperands(linears, x: x, tokens: tokens, y: y) { PackedKernel.runSharedDecode($0) }
+        withOperands(linears, x: x, tokens: tokens, y: y, naturalOrder: true, int8Activations: true) {
+            PackedKernel.runSharedDecode($0)
+        }
         var offset = 0
         return zip(linears, biases).map { linear, bias in
             var result = Array(UnsafeBufferPointer(start: y + offset, count: tokens * linear.outFeatures))
             offset += tokens * linear.outFeatures
-            if let bias {
-                for t in 0..<tokens {
-                    for o in 0..<linear.outFeatures { result[t * linear.outFeatures + o] += bias[o] }
-                }
-            }
+            if let bias { addBias(&result, bias, tokens: tokens) }
             return result
         }
     }
@@ -85,11 +83,19 @@ extension Kernels {
         return linears
     }
 
+    /// `y[t, o] += bias[o]` for every token of `y` (`[tokens, bias.count]`).
+    static func addBias(_ y: inout [Float], _ bias: [Float], tokens: Int) {
+        for t in 0..<tokens {
+            for o in bias.indices { y[t * bias.count + o] += bias[o] }
+        }
+    }
+
     /// The operands of `linears[index...]` (appended to `collected`) over inputs `x`, their outputs
     /// packed one after the other from `y`, with every buffer pinned while `body` runs.
     static func withOperands(
         _ linears: [PackedLinear], x: [UnsafePointer<Float>], tokens: Int, y: UnsafeMutablePointer<Float>,
-        index: Int = 0, collected: [PackedOperands] = [], _ body: ([PackedOperands]) -> Void
+        naturalOrder: Bool, int8Activations: Bool, index: Int = 0, collected: [PackedOperands] = [],
+        _ body: ([PackedOperands]) -> Void
     ) {
         guard index < linears.count else { return body(collected) }
         let packed = linears[index]
@@ -100,11 +106,12 @@ extension Kernels {
                         var operands = PackedOperands(
                             packed: packed, x: x[index], tokens: tokens, qweight: qweight.baseAddress!,
                             qzeros: qzeros.baseAddress, scales: scales.baseAddress!, gIdx: gIdx.baseAddress!, y: y,
-                            naturalOrder: true)
-                        operands.int8Activations = true
+                            naturalOrder: naturalOrder)
+                        operands.int8Activations = int8Activations
                         operands.vnni = CPUFeatures.useVNNI
                         withOperands(
-                            linears, x: x, tokens: tokens, y: y + tokens * packed.outFeatures, index: index + 1,
+                            linears, x: x, tokens: tokens, y: y + tokens * packed.outFeatures,
+                            naturalOrder: naturalOrder, int8Activations: int8Activations, index: index + 1,
                             collected: collected + [operands], body)
                     }
                 }
@@ -121,10 +128,9 @@ extension PackedKernel {
     /// output equals `run`'s. Operands the int8 decode kernel does not take, or with four tokens or
     /// more, go through `run`.
     static func runSharedDecode(_ all: [PackedOperands]) {
-        let shared = all.filter { $0.tokens < Decode.maxTokens && Int8Decode.applies($0) }
-        for operands in all where !(operands.tokens < Decode.maxTokens && Int8Decode.applies(operands)) {
-            run(operands)
-        }
+        let takes = { (operands: PackedOperands) in operands.tokens < Decode.maxTokens && Int8Decode.applies(operands) }
+        let shared = all.filter(takes)
+        for operands in all where !takes(operands) { run(operands) }
         guard let tokens = shared.first?.tokens else { return }
         precondition(shared.allSatisfy { $0.tokens == tokens }, "one token count for all")
         for t in 0..<tokens { runSharedDecodeToken(shared.map { $0.token(t) }) }
@@ -148,10 +154,11 @@ extension PackedKernel {
         }
         defer { for p in prepared { p.deallocate() } }
         // Jobs: (matrix, part, parts); a matrix cut into several parts sums them from `partial`.
+        let partCounts = singles.map(groupParts)
         var jobs: [(matrix: Int, part: Int, parts: Int)] = []
         var offsets: [Int] = [], partialCount = 0
         for (m, operands) in singles.enumerated() {
-            let parts = groupParts(operands)
+            let parts = partCounts[m]
             offsets.append(partialCount)
             if parts > 1 { partialCount += parts * operands.outFeatures }
             for c in 0..<parts { jobs.append((m, c, parts)) }
@@ -182,7 +189,7 @@ extension PackedKernel {
                 groups: groups(part: job.part, of: job.parts, part), tiles: 0..<(part.outFeatures / Decode.tile))
         }
         for (m, operands) in singles.enumerated() {
-            let out = operands.outFeatures, parts = groupParts(operands)
+            let out = operands.outFeatures, parts = partCounts[m]
             if parts > 1 { addParts(operands.y, partial + offsets[m], parts: parts, count: out) }
             let tiled = out / Decode.tile * Decode.tile
             if tiled < out { Tile.run(operands, outputs: tiled..<out) }

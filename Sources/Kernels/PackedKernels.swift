@@ -49,30 +49,14 @@ extension Kernels {
         var y = [Float](repeating: 0, count: tokens * packed.outFeatures)
         if tokens == 0 { return y }
         x.withUnsafeBufferPointer { x in
-            packed.qweight.withUnsafeBufferPointer { qweight in
-                packed.qzeros.withUnsafeBufferPointer { qzeros in
-                    packed.scales.withUnsafeBufferPointer { scales in
-                        packed.gIdx.withUnsafeBufferPointer { gIdx in
-                            y.withUnsafeMutableBufferPointer { y in
-                                var operands = PackedOperands(
-                                    packed: packed, x: x.baseAddress!, tokens: tokens,
-                                    qweight: qweight.baseAddress!, qzeros: qzeros.baseAddress,
-                                    scales: scales.baseAddress!, gIdx: gIdx.baseAddress!,
-                                    y: y.baseAddress!, naturalOrder: natural)
-                                operands.int8Activations = int8Activations
-                                operands.vnni = CPUFeatures.useVNNI
-                                PackedKernel.run(operands)
-                            }
-                        }
-                    }
-                }
+            y.withUnsafeMutableBufferPointer { y in
+                withOperands(
+                    [packed], x: [x.baseAddress!], tokens: tokens, y: y.baseAddress!, naturalOrder: natural,
+                    int8Activations: int8Activations
+                ) { PackedKernel.run($0[0]) }
             }
         }
-        if let bias {
-            for t in 0..<tokens {
-                for o in 0..<packed.outFeatures { y[t * packed.outFeatures + o] += bias[o] }
-            }
-        }
+        if let bias { addBias(&y, bias, tokens: tokens) }
         return y
     }
 

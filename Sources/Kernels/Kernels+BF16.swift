@@ -1,4 +1,3 @@
-import CPrefetch
 #if arch(x86_64)
 import KernelsAVX512
 #endif
@@ -66,9 +65,11 @@ extension Kernels {
     }
 
     /// `y[o] = Σ_j even[j]·w[o, 2j] + odd[j]·w[o, 2j+1]` for the bf16 rows `rows` of `w` (`inFeatures`
-    /// wide, even): four rows at a time, so that each load of x serves four weight rows. `wide`: the
-    /// AVX-512 kernel (`BF16Dot512`, 32 weights a vector), else AVX2 (16). The two sum in different
-    /// orders; both are tested against the scalar reference.
+    /// wide, even). `wide`: the AVX-512 kernel (`BF16Dot512`, 32 weights a vector, four rows a pass so
+    /// that each load of x serves four rows), else AVX2: one row at a time (16 weights a vector), which
+    /// reads the rows as one sequential stream (the bf16 synthetic Mixtral's decode 26.8 → 31.5 tokens/s
+    /// on the Zen 3 against four rows a pass; docs/KERNELS.md). The two sum in different orders; both are
+    /// tested against the scalar reference.
     @inline(__always)
     static func dotsBF16(
         _ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, _ w: UnsafePointer<UInt16>, inFeatures: Int,
@@ -81,16 +82,7 @@ extension Kernels {
         }
         #endif
         let pairs = inFeatures / 2
-        var o = rows.lowerBound
-        while o + 4 <= rows.upperBound {
-            let sums = dotBF16x4(even, odd, w + o * inFeatures, stride: inFeatures, pairs: pairs)
-            for r in 0..<4 { y[o + r] = sums[r] }
-            o += 4
-        }
-        while o < rows.upperBound {
-            y[o] = dotBF16(even, odd, w + o * inFeatures, pairs: pairs)
-            o += 1
-        }
+        for o in rows { y[o] = dotBF16(even, odd, w + o * inFeatures, pairs: pairs) }
     }
 
     /// `y[t, o] = x[t] · scratch[o − rows.lowerBound] (+ bias[o])` for the weight rows `rows`, already
@@ -152,63 +144,6 @@ extension Kernels {
             j += 1
         }
         return sum
-    }
-
-    /// `dotBF16` of four weight rows (`stride` apart) with the same x: each load of x serves four rows.
-    @inline(__always)
-    static func dotBF16x4(
-        _ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, _ w: UnsafePointer<UInt16>, stride: Int,
-        pairs: Int
-    ) -> SIMD4<Float> {
-        var e0 = SIMD8<Float>(), e1 = SIMD8<Float>(), e2 = SIMD8<Float>(), e3 = SIMD8<Float>()
-        var o0 = SIMD8<Float>(), o1 = SIMD8<Float>(), o2 = SIMD8<Float>(), o3 = SIMD8<Float>()
-        let re = UnsafeRawPointer(even), ro = UnsafeRawPointer(odd)
-        let r0 = UnsafeRawPointer(w), r1 = UnsafeRawPointer(w + stride)
-        let r2 = UnsafeRawPointer(w + 2 * stride), r3 = UnsafeRawPointer(w + 3 * stride)
-        let low = SIMD8<UInt32>(repeating: 0xFFFF_0000)
-        @inline(__always) func high(_ v: SIMD8<UInt32>) -> SIMD8<Float> {
-            unsafeBitCast(v &<< 16, to: SIMD8<Float>.self)
-        }
-        @inline(__always) func masked(_ v: SIMD8<UInt32>) -> SIMD8<Float> {
-            unsafeBitCast(v & low, to: SIMD8<Float>.self)
-        }
-        var j = 0
-        while j + 8 <= pairs {
-            if j & 8 == 0 {
-                // Each row's line 2 KiB ahead, once per 64 bytes (as `BF16Dot512`): the bf16 model's
-                // decode 30.1 → 31.9 and 29.6 → 29.7 tokens/s in two sets of three alternations on the
-                // Zen 3 (docs/KERNELS.md).
-                let ahead = 4 &* j &+ 2048
-                pmq_prefetch(r0 + ahead)
-                pmq_prefetch(r1 + ahead)
-                pmq_prefetch(r2 + ahead)
-                pmq_prefetch(r3 + ahead)
-            }
-            let xe = re.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
-            let xo = ro.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<Float>.self)
-            let w0 = r0.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<UInt32>.self)
-            let w1 = r1.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<UInt32>.self)
-            let w2 = r2.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<UInt32>.self)
-            let w3 = r3.loadUnaligned(fromByteOffset: 4 * j, as: SIMD8<UInt32>.self)
-            e0.addProduct(high(w0), xe)
-            o0.addProduct(masked(w0), xo)
-            e1.addProduct(high(w1), xe)
-            o1.addProduct(masked(w1), xo)
-            e2.addProduct(high(w2), xe)
-            o2.addProduct(masked(w2), xo)
-            e3.addProduct(high(w3), xe)
-            o3.addProduct(masked(w3), xo)
-            j += 8
-        }
-        var sums = SIMD4<Float>((e0 + o0).sum(), (e1 + o1).sum(), (e2 + o2).sum(), (e3 + o3).sum())
-        while j < pairs {
-            for r in 0..<4 {
-                let row = w + r * stride
-                sums[r] += even[j] * widen(row[2 * j]) + odd[j] * widen(row[2 * j + 1])
-            }
-            j += 1
-        }
-        return sums
     }
 
     /// A bf16 value as f32 (exact: bf16 is f32's upper half).

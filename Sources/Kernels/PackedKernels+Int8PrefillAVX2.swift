@@ -1,3 +1,5 @@
+import CPrefetch
+
 #if arch(x86_64)
 import _Builtin_intrinsics.intel
 #endif
@@ -52,7 +54,14 @@ extension PackedKernel {
                 switch operands.bits {
                 case 1: run(inputs, tiles: range) { block(Width1.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 case 2: run(inputs, tiles: range) { block(Width2.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
-                case 3: run(inputs, tiles: range) { block3(inputs, blocks: $0, group: $1, tile: $2, t0: $3) }
+                case 3:
+                    // Each 16-output tile's group of 32-code blocks is unpacked once into `planes`, then
+                    // meets every block of four tokens.
+                    let planes = UnsafeMutablePointer<Words>.allocate(capacity: 16 * operands.int8RowsPerGroup)
+                    defer { planes.deallocate() }
+                    run(inputs, tiles: range, unpack: { unpack3(op: operands, blocks: $0, tile: $1, into: planes) }) {
+                        block3(inputs, planes: planes, blocks: $0, group: $1, tile: $2, t0: $3)
+                    }
                 case 8: run(inputs, tiles: range) { block8(inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 default: run(inputs, tiles: range) { block(Width4.self, inputs, rows: $0, group: $1, tile: $2, t0: $3) }
                 }
@@ -84,6 +93,15 @@ extension PackedKernel {
         /// of four tokens (rows: word rows, or 32-code blocks at 3 bits).
         @inline(__always)
         static func run(_ inputs: Inputs, tiles: Range<Int>, _ block: (Range<Int>, Int, Int, Int) -> Void) {
+            run(inputs, tiles: tiles, unpack: { _, _ in }, block)
+        }
+
+        /// `run`, calling `unpack(rows, tile)` for each group's rows of a tile before its blocks of tokens.
+        @inline(__always)
+        static func run(
+            _ inputs: Inputs, tiles: Range<Int>, unpack: (Range<Int>, Int) -> Void,
+            _ block: (Range<Int>, Int, Int, Int) -> Void
+        ) {
             let op = inputs.operands
             let chunk = Int8Prefill.chunkTiles(tokens: op.tokens)
             let rowsPerGroup = op.int8RowsPerGroup
@@ -94,6 +112,8 @@ extension PackedKernel {
                 for g in 0..<op.groups {
                     let rows = (g * rowsPerGroup)..<min((g + 1) * rowsPerGroup, op.int8Rows)
                     for tile in chunkTiles {
+                        if g + 1 < op.groups { prefetch(op, group: g + 1, tile: tile) }
+                        unpack(rows, tile)
                         var t0 = 0
                         while t0 < op.tokens {
                             block(rows, g, tile, t0)
@@ -101,6 +121,20 @@ extension PackedKernel {
                         }
                     }
                 }
+            }
+        }
+
+        /// Group `g`'s weight words of tile `tile` into L2: the walk across a chunk's tiles, group by group,
+        /// reads each word row in runs of a few lines, too short for the hardware prefetcher.
+        @inline(__always)
+        static func prefetch(_ op: PackedOperands, group g: Int, tile: Int) {
+            let rowsPerGroup = op.groupSize &* op.bits / 32
+            let start = g &* rowsPerGroup, end = min(start &+ rowsPerGroup, op.wordRows)
+            var p = op.qweight + (start &* op.outFeatures &+ tile &* Decode.tile)
+            for _ in start..<end {
+                pmq_prefetch_l2(p)
+                pmq_prefetch_l2(p + (Decode.tile &- 1))
+                p += op.outFeatures
             }
         }
 

@@ -103,42 +103,64 @@ extension PackedKernel.Int8Decode {
 
 extension PackedKernel.Int8PrefillAVX2 {
     #if arch(x86_64)
-    /// `block` at 3 bits: group `g`'s 32-code blocks of tile `tile` for the four tokens from `t0`. Each
-    /// block's planes (`Int8Decode.unpack3`) are unpacked once and meet the four tokens' inputs; per token
-    /// the eight planes' int16 pair sums are added in int16 (at most 14224) and widened once a block.
+    /// The eight code planes (`Int8Decode.unpack3`) of outputs `16·tile ..< +8` then `+8 ..< +16` for each
+    /// 32-code block of `blocks`, 16 plane vectors a block from `planes`.
     @inline(__always)
-    static func block3(_ inputs: Inputs, blocks: Range<Int>, group g: Int, tile: Int, t0: Int) {
+    static func unpack3(op: PackedOperands, blocks: Range<Int>, tile: Int, into planes: UnsafeMutablePointer<Words>) {
+        let o = tile &* PackedKernel.Decode.tile, out = op.outFeatures
+        func load(_ q: UnsafePointer<UInt32>) -> Words { UnsafeRawPointer(q).loadUnaligned(as: Words.self) }
+        var destination = planes
+        for block in blocks {
+            let p = op.qweight + (3 &* block &* out &+ o)
+            for half in 0..<2 {
+                let q = p + half &* 8
+                let c = PackedKernel.Int8Decode.unpack3(load(q), load(q + out), load(q + 2 &* out))
+                destination[0] = c.0
+                destination[1] = c.1
+                destination[2] = c.2
+                destination[3] = c.3
+                destination[4] = c.4
+                destination[5] = c.5
+                destination[6] = c.6
+                destination[7] = c.7
+                destination += 8
+            }
+        }
+    }
+
+    /// `block` at 3 bits: group `g`'s 32-code blocks of tile `tile` for the four tokens from `t0`, their
+    /// planes unpacked by `unpack3` into `planes`. Per token the eight planes' int16 pair sums are added in
+    /// int16 (at most 8 · 2 · 7 · 127 = 14224) and widened once a block.
+    @inline(__always)
+    static func block3(
+        _ inputs: Inputs, planes: UnsafePointer<Words>, blocks: Range<Int>, group g: Int, tile: Int, t0: Int
+    ) {
         typealias Decode8 = PackedKernel.Int8Decode
-        let op = inputs.operands, o = tile &* PackedKernel.Decode.tile, out = op.outFeatures
         let x = inputs.planes + (t0 / blockTokens) &* blockTokens &* inputs.planeStride
         let ones = Decode8.Shorts(repeating: 1)
         var a0 = Ints(), a1 = Ints(), a2 = Ints(), a3 = Ints()
         var b0 = Ints(), b1 = Ints(), b2 = Ints(), b3 = Ints()
+        var c = planes
         for block in blocks {
-            let p = op.qweight + (3 &* block &* out &+ o)
-            func load(_ q: UnsafePointer<UInt32>) -> Words { UnsafeRawPointer(q).loadUnaligned(as: Words.self) }
-            let (l0, l1, l2, l3, l4, l5, l6, l7) = Decode8.unpack3(load(p), load(p + out), load(p + 2 &* out))
-            let (h0, h1, h2, h3, h4, h5, h6, h7) = Decode8.unpack3(
-                load(p + 8), load(p + (out &+ 8)), load(p + (2 &* out &+ 8)))
             let xb = x + block &* 8 &* blockTokens
             // Token k's inputs for plane q are at xb[q · 4 + k].
             @inline(__always) func sums(_ k: Int) -> (Ints, Ints) {
                 func input(_ q: Int) -> Words { Words(repeating: xb[q &* blockTokens &+ k]) }
-                var low = Decode8.maddubs(l0, input(0)), high = Decode8.maddubs(h0, input(0))
-                low &+= Decode8.maddubs(l1, input(1))
-                high &+= Decode8.maddubs(h1, input(1))
-                low &+= Decode8.maddubs(l2, input(2))
-                high &+= Decode8.maddubs(h2, input(2))
-                low &+= Decode8.maddubs(l3, input(3))
-                high &+= Decode8.maddubs(h3, input(3))
-                low &+= Decode8.maddubs(l4, input(4))
-                high &+= Decode8.maddubs(h4, input(4))
-                low &+= Decode8.maddubs(l5, input(5))
-                high &+= Decode8.maddubs(h5, input(5))
-                low &+= Decode8.maddubs(l6, input(6))
-                high &+= Decode8.maddubs(h6, input(6))
-                low &+= Decode8.maddubs(l7, input(7))
-                high &+= Decode8.maddubs(h7, input(7))
+                var low = Decode8.maddubs(c[0], input(0)), high = Decode8.maddubs(c[8], input(0))
+                low &+= Decode8.maddubs(c[1], input(1))
+                high &+= Decode8.maddubs(c[9], input(1))
+                low &+= Decode8.maddubs(c[2], input(2))
+                high &+= Decode8.maddubs(c[10], input(2))
+                low &+= Decode8.maddubs(c[3], input(3))
+                high &+= Decode8.maddubs(c[11], input(3))
+                low &+= Decode8.maddubs(c[4], input(4))
+                high &+= Decode8.maddubs(c[12], input(4))
+                low &+= Decode8.maddubs(c[5], input(5))
+                high &+= Decode8.maddubs(c[13], input(5))
+                low &+= Decode8.maddubs(c[6], input(6))
+                high &+= Decode8.maddubs(c[14], input(6))
+                low &+= Decode8.maddubs(c[7], input(7))
+                high &+= Decode8.maddubs(c[15], input(7))
                 return (Decode8.madd(low, ones), Decode8.madd(high, ones))
             }
             var (l, h) = sums(0)
@@ -153,6 +175,7 @@ extension PackedKernel.Int8PrefillAVX2 {
             (l, h) = sums(3)
             a3 &+= l
             b3 &+= h
+            c += 16
         }
         add(inputs, group: g, tile: tile, t0: t0, (a0, a1, a2, a3), (b0, b1, b2, b3))
     }

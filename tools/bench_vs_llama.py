@@ -3,6 +3,7 @@
 
     tools/.venv/bin/python tools/bench_vs_llama.py --model DIR --calib TOKENS.u32 [--work DIR]
         [--threads 2] [--rounds 4] [--prompt 128] [--generate 128] [--decode-prompt 16] [--widths 4,3,2]
+        [--default-only]
         [--llama-src DIR]
 
 What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped when its output exists):
@@ -19,7 +20,9 @@ What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped
    starts from an empty context), and pmq twice: `pmq bench runtime --prefill P --decode 1` for prefill,
    `--prefill D --decode G` for decode (G tokens after a D-token prompt, D = 16: the issue's definition;
    decoding after the P-token prompt would attend over up to P + G positions where llama-bench's tg
-   attends over at most G). Medians of the rounds are printed as a Markdown table with the ratios.
+   attends over at most G). Medians of the rounds are printed as a Markdown table with the ratios of the
+   medians, and beside them the median and range of the per-round ratios (a round's two runs are close in
+   time, so they share the host's speed of the moment). --default-only skips pmq's non-default rows.
 
 The checkpoint directory needs a tokenizer.json for the conversion (random checkpoints from
 tools/fixtures/make_synthetic_mixtral.py have the example model's vocabulary: copy
@@ -196,6 +199,8 @@ def main():
     parser.add_argument("--generate", type=int, default=128)
     parser.add_argument("--decode-prompt", type=int, default=16)
     parser.add_argument("--widths", default="4,3,2")
+    parser.add_argument("--default-only", action="store_true",
+                        help="only pmq's default path (no --attention-bits 16 / --exact-activations rows)")
     args = parser.parse_args()
     if not PMQ.exists():
         raise SystemExit(f"{PMQ}: build pmq first (swift build -c release --product pmq)")
@@ -215,6 +220,8 @@ def main():
     for bits in widths:
         formats = names.get(bits, [])
         plan.append((f"pmq {bits}-bit g128 (default)", f"{bits}-bit", [], formats))
+        if args.default_only:
+            continue
         plan.append((f"pmq {bits}-bit g128, --attention-bits 16", f"{bits}-bit", ["--attention-bits", "16"], formats))
         plan.append((f"pmq {bits}-bit g128, --exact-activations --attention-bits 16", f"{bits}-bit",
                      ["--exact-activations", "--attention-bits", "16"], formats))
@@ -233,25 +240,33 @@ def main():
         values = [value[index] for value in figures[key] if value is not None]
         return statistics.median(values) if values else None
 
+    def paired(label, name, index):
+        """Median and range of the per-round ratios pmq ÷ llama.cpp (both runs of a round are minutes apart
+        at most, so a ratio within a round is steadier than the ratio of medians on a host whose speed drifts)."""
+        ratios = [mine[index] / theirs[index] for mine, theirs in zip(figures[("pmq", label)], figures[("llama", name)])
+                  if mine is not None and theirs is not None]
+        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
     print(f"{args.threads} threads; decode = {args.generate} tokens (pmq: after a {args.decode_prompt}-token prompt; "
           f"llama-bench: from an empty context), prefill = {args.prompt} tokens; medians of "
           f"{args.rounds} rounds, pmq and llama.cpp alternating")
     print()
     print("| pmq format | pmq decode tok/s | pmq prefill tok/s | llama.cpp format | llama.cpp decode | "
-          "llama.cpp prefill | pmq ÷ llama.cpp (decode, prefill) |")
-    print("|---|---:|---:|---|---:|---:|---|")
+          "llama.cpp prefill | pmq ÷ llama.cpp (decode, prefill) | per round: decode, prefill |")
+    print("|---|---:|---:|---|---:|---:|---|---|")
     for label, _, _, formats in plan:
         decode, prefill = median(("pmq", label), 0), median(("pmq", label), 1)
         for name in formats or ["-"]:
             if name == "-":
-                print(f"| {label} | {decode:.1f} | {prefill:.1f} | - | | | |")
+                print(f"| {label} | {decode:.1f} | {prefill:.1f} | - | | | | |")
                 continue
             other_decode, other_prefill = median(("llama", name), 0), median(("llama", name), 1)
             if other_decode is None:
-                print(f"| {label} | {decode:.1f} | {prefill:.1f} | {name} | llama-bench failed | | |")
+                print(f"| {label} | {decode:.1f} | {prefill:.1f} | {name} | llama-bench failed | | | |")
                 continue
             print(f"| {label} | {decode:.1f} | {prefill:.1f} | {name} | {other_decode:.1f} | {other_prefill:.1f} | "
-                  f"{decode / other_decode:.2f}, {prefill / other_prefill:.2f} |")
+                  f"{decode / other_decode:.2f}, {prefill / other_prefill:.2f} | "
+                  f"{paired(label, name, 0)}, {paired(label, name, 1)} |")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ import _Builtin_intrinsics.intel
 extension PackedKernel {
     /// Prefill (4 or more tokens) with int8 activations on AVX2, where the CPU has no VNNI: widths
     /// 1, 2, 3, 4 and 8 (3 bits: `block3`, 8 bits: `block8`), the activations rounded per group as in
-    /// `Int8Decode`. Per
-    /// 16-output tile, group and block of four tokens, each plane's codes are unpacked once and meet the
-    /// four tokens' inputs: `vpmaddubsw` (unsigned code bytes × int8 inputs, pairs summed to int16, at
-    /// most 2·15·127) then `vpmaddwd` with ones (pairs to int32), added into int32 sums exact over the
-    /// group, then `y += s·(d_g·Σ) + (−s·z)·(d_g·Σ x̂)` as in `Int8GemmVNNI`. The same integers as the decode
-    /// kernel, so the same error bound (tested against the scalar reference).
+    /// `Int8Decode`. Per 16-output tile, group and block of four tokens, each plane's codes are unpacked
+    /// once and meet the four tokens' inputs (3 bits: unpacked once per tile and group,
+    /// `unpack3(op:blocks:tile:into:)`): `vpmaddubsw` (unsigned code bytes × int8 inputs, pairs summed to
+    /// int16, at most 2·15·127) then `vpmaddwd` with ones (pairs to int32), added into int32 sums exact
+    /// over the group, then `y += s·(d_g·Σ) + (−s·z)·(d_g·Σ x̂)` as in `Int8GemmVNNI`. The same integers as
+    /// the decode kernel, so the same error bound (tested against the scalar reference).
     enum Int8PrefillAVX2 {
         static let blockTokens = 4
 

@@ -24,7 +24,8 @@ public enum PrettyJSONEncoder {
             case empty
             case scalar(String)
             case array([Node])
-            /// Members in encoding order; a key encoded again replaces its value, as in `JSONEncoder`.
+            /// Members sorted by key (`.sortedKeys`), kept so as they are added; a key encoded again
+            /// replaces its value, as in `JSONEncoder`.
             case object([(key: String, node: Node)])
         }
         var storage = Storage.empty
@@ -38,7 +39,10 @@ public enum PrettyJSONEncoder {
             out.append(UInt8(ascii: "["))
             out.append(0x0A)
             for (position, item) in items.enumerated() {
-                if position > 0 { out.append(contentsOf: [UInt8(ascii: ","), 0x0A]) }
+                if position > 0 {
+                    out.append(UInt8(ascii: ","))
+                    out.append(0x0A)
+                }
                 out.append(contentsOf: repeatElement(0x20, count: indent + 2))
                 try write(item, indent: indent + 2, to: &out)
             }
@@ -48,8 +52,11 @@ public enum PrettyJSONEncoder {
         case let .object(members):
             out.append(UInt8(ascii: "{"))
             out.append(0x0A)
-            for (position, member) in members.sorted(by: { $0.key < $1.key }).enumerated() {
-                if position > 0 { out.append(contentsOf: [UInt8(ascii: ","), 0x0A]) }
+            for (position, member) in members.enumerated() {
+                if position > 0 {
+                    out.append(UInt8(ascii: ","))
+                    out.append(0x0A)
+                }
                 out.append(contentsOf: repeatElement(0x20, count: indent + 2))
                 quote(member.key, to: &out)
                 out.append(contentsOf: " : ".utf8)
@@ -136,7 +143,12 @@ public enum PrettyJSONEncoder {
         var userInfo: [CodingUserInfoKey: Any] { [:] }
 
         func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
-            if case .object = node.storage {} else { node.storage = .object([]) }
+            if case .object = node.storage {
+            } else {
+                var members: [(key: String, node: Node)] = []
+                members.reserveCapacity(8)
+                node.storage = .object(members)
+            }
             return KeyedEncodingContainer(Keyed<Key>(node: node, codingPath: codingPath))
         }
 
@@ -158,11 +170,19 @@ public enum PrettyJSONEncoder {
             let child = Node()
             guard case var .object(members) = node.storage else { return child }
             node.storage = .empty
-            if let existing = members.firstIndex(where: { $0.key == name }) {
-                members[existing].node = child
-            } else {
-                members.append((name, child))
+            var position = members.endIndex
+            for (index, member) in members.enumerated() {
+                if member.key == name {
+                    members[index].node = child
+                    node.storage = .object(members)
+                    return child
+                }
+                if member.key > name {
+                    position = index
+                    break
+                }
             }
+            members.insert((name, child), at: position)
             node.storage = .object(members)
             return child
         }

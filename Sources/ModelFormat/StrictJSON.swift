@@ -320,9 +320,29 @@ public enum StrictJSON {
                 guard digits() > 0 else { throw fail("invalid number", at: start) }
             }
             if integral, let value = integer(start..<index) { return .integer(value) }
+            if let value = double(start..<index) { return .number(value) }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             guard let value = Double(text) else { throw fail("invalid number", at: start) }
             return .number(value)
+        }
+
+        /// The number written in `range` (checked JSON syntax) by `strtod` on a NUL-terminated copy on the
+        /// stack: no `String` per number (most doubles are longer than a small string's 15 bytes, so each
+        /// was a heap allocation). Nil, for `Double(String)` to decide, when the copy would not fit or
+        /// `strtod` stops early (a locale whose decimal point is not "."). Correctly rounded, as
+        /// `Double(String)` is (`StrictJSONTests` compares the two).
+        func double(_ range: Range<Int>) -> Double? {
+            let count = range.count
+            guard count < 64 else { return nil }
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> Double? in
+                guard let base = buffer.baseAddress else { return nil }
+                for i in 0..<count { base[i] = CChar(bitPattern: bytes[range.lowerBound &+ i]) }
+                base[count] = 0
+                var end: UnsafeMutablePointer<CChar>? = nil
+                let value = strtod(base, &end)
+                guard let end, end == base + count else { return nil }
+                return value
+            }
         }
 
         /// The integer written in `range` (checked syntax: `-?digits`), nil when it does not fit 64 bits.

@@ -18,6 +18,33 @@ import Testing
         }
     }
 
+    /// Non-integral numbers are read by `strtod` on a stack copy (`Parser.double`): every one the same
+    /// Double, bit for bit, as `Double(String)` reads from the same text. Random bit patterns (subnormals
+    /// and extremes included) written as Swift writes them and in exponent forms, a few long ones (past
+    /// the stack copy: `Double(String)` itself), and a number that ends the document.
+    @Test func fractionsReadAsDoubleStringReadsThem() throws {
+        var generator = SplitMix64(seed: 17)
+        var texts = [
+            "1.5", "-0.0", "4.9e-324", "2.2250738585072014e-308", "1.7976931348623157e308", "1e-400",
+            "0." + String(repeating: "3", count: 80), "123456789012345678901234567890.5e-10",
+        ]
+        for _ in 0..<3000 {
+            let value = Double(bitPattern: generator.next())
+            guard value.isFinite else { continue }
+            texts.append("\(value)")
+            texts.append(String(format: "%.17e", value))
+            texts.append(String(format: "%.3E", value))
+        }
+        for text in texts {
+            guard case let .number(ours) = try StrictJSON.parse(Data(text.utf8), file: "t.json") else {
+                Issue.record("\(text) not read as a fraction")
+                continue
+            }
+            let expected = try #require(Double(text))
+            #expect(ours.bitPattern == expected.bitPattern, "\(text): \(ours) against \(expected)")
+        }
+    }
+
     @Test(arguments: [
         #"{"a": [1, -2, 3.5, -0.25e-3, 1E+2, 1e300], "b": {"c": null, "d": true, "e": false}}"#,
         #"["\u00e9\ud83d\ude00 \"quoted\" \\ \/ \b\f\n\r\t", "é😀", ""]"#,

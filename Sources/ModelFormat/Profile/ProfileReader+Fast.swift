@@ -31,6 +31,9 @@ extension ProfileReader {
 
     struct FastReader {
         var parser: StrictJSON.Parser
+        /// The keys of the objects being read, innermost last (one array for the whole document instead
+        /// of one per object).
+        var keys: [String] = []
         var file: String { parser.file }
 
         mutating func document() throws -> Result {
@@ -228,8 +231,11 @@ extension ProfileReader {
         mutating func members(_ body: (inout Self, String) throws -> Void) throws {
             try expect(UInt8(ascii: "{"))
             try parser.enter()
-            defer { parser.depth -= 1 }
-            var keys: [String] = []
+            let base = keys.count
+            defer {
+                parser.depth -= 1
+                keys.removeSubrange(base...)
+            }
             parser.skipWhitespace()
             if parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "}") {
                 parser.index += 1
@@ -241,7 +247,7 @@ extension ProfileReader {
                     throw GiveUp()
                 }
                 let key = try parser.parseString()
-                guard !keys.contains(key) else { throw GiveUp() }
+                guard !keys[base...].contains(key) else { throw GiveUp() }
                 keys.append(key)
                 try expect(UInt8(ascii: ":"))
                 try body(&self, key)

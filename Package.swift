@@ -7,7 +7,7 @@
 //   Kernels         core: the one parallel-for, BLAS-like float kernels, SGEMM, Cholesky, dequantizing kernels
 //   KernelsAVX512   core: AVX-512 twins of Kernels' hottest loops, chosen at run time (CPUFeatures)
 //   KernelsVNNI     core: int8 dot products on AVX-512 VNNI/VBMI, chosen at run time (CPUFeatures)
-//   CPrefetch       core: one C header, a software prefetch (Swift cannot emit one), for the bf16 decode kernel
+//   CPrefetch       core: one C header, software prefetches (Swift cannot emit one): AVX-512 bf16 decode, int8 prefill
 //   Quantization    GPTQ and the group quantizers, Hessian accumulation: the numerics profile and pack share
 //   MoERuntime      run: model weights, one file per architecture, forward pass, evaluation, pruning policies
 //   Calibration     calibration windows through the model layer by layer; per-expert routing statistics, Hessians

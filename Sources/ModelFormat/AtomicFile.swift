@@ -16,7 +16,7 @@ public enum AtomicFile {
     public static func write(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
+            .appendingPathComponent(".\(url.lastPathComponent).\(OutputPaths.ownerTag).tmp")
         do {
             try data.write(to: temporary, options: [])
         } catch {
@@ -30,12 +30,52 @@ public enum AtomicFile {
         }
     }
 
+    /// Writes `data` at `path` whole unless a file is there already, even one another process
+    /// publishes at the same moment: the temporary is hard-linked to `path` (link(2) refuses an
+    /// existing name), so the first writer's file stays. Returns false when another was first.
+    /// Where the file system has no hard links, falls back to `write` (last writer wins). Threads of
+    /// one process take turns, as they share the temporary's name.
+    @discardableResult
+    public static func create(_ data: Data, at path: String) throws -> Bool {
+        try creating.withLock { try createAlone(data, at: path) }
+    }
+
+    private static let creating = NSLock()
+
+    private static func createAlone(_ data: Data, at path: String) throws -> Bool {
+        let url = URL(fileURLWithPath: path)
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).\(OutputPaths.ownerTag).tmp")
+        defer { unlink(temporary.path) }
+        do {
+            try data.write(to: temporary, options: [])
+        } catch {
+            throw FileWriteError(file: path, reason: (error as NSError).localizedDescription)
+        }
+        if link(temporary.path, url.path) == 0 { return true }
+        switch errno {
+        case EEXIST: return false
+        case EPERM, EOPNOTSUPP, EXDEV, EMLINK:
+            if FileManager.default.fileExists(atPath: url.path) { return false }
+            guard rename(temporary.path, url.path) == 0 else {
+                throw FileWriteError(file: path, reason: String(cString: strerror(errno)))
+            }
+            return true
+        default: throw FileWriteError(file: path, reason: String(cString: strerror(errno)))
+        }
+    }
+
     public static func write(_ text: String, to path: String) throws {
         try write(Data(text.utf8), to: path)
     }
 
     /// Pretty-printed JSON (keys sorted, `/` not escaped) with a trailing newline.
     public static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+        try write(try jsonData(value), to: path)
+    }
+
+    /// The bytes `writeJSON` writes.
+    public static func jsonData<T: Encodable>(_ value: T) throws -> Data {
         var data: Data
         do {
             data = try PrettyJSONEncoder.encode(value)
@@ -45,6 +85,6 @@ public enum AtomicFile {
             data = try encoder.encode(value)
         }
         data.append(0x0A)
-        try write(data, to: path)
+        return data
     }
 }

@@ -83,7 +83,7 @@ public enum OutputPaths {
 
     /// A new hidden folder beside `path` to build a folder output in (`.NAME.partial-PID-N`).
     public static func stagingFolder(for path: String) throws -> String {
-        let staging = sibling(path, ".\(baseName(path)).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let staging = sibling(path, ".\(baseName(path)).partial-\(ownerTag)-\(UInt32.random(in: 0...UInt32.max))")
         do {
             try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
         } catch {
@@ -122,34 +122,66 @@ public enum OutputPaths {
         removeStaleTemporaries(in: parent, named: baseName(path))
     }
 
-    /// Removes every dead run's temporary in `folder` (of any name, or of `name` only).
+    /// Removes every dead run's temporary in `folder` (of any name, or of `name` only). Temporaries
+    /// of runs on other machines (a cluster's tasks sharing the folder) are left: their PIDs mean
+    /// nothing here.
     public static func removeStaleTemporaries(in folder: String, named name: String? = nil) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
         for entry in entries {
-            guard let pid = temporaryOwner(entry, named: name), pid != getpid() else { continue }
-            if kill(pid, 0) != 0, errno == ESRCH {
+            guard let owner = temporaryOwner(entry, named: name) else { continue }
+            if let host = owner.host, host != Self.host { continue }
+            guard owner.pid != getpid() else { continue }
+            if kill(owner.pid, 0) != 0, errno == ESRCH {
                 try? FileManager.default.removeItem(atPath: (folder as NSString).appendingPathComponent(entry))
             }
         }
     }
 
-    /// The PID in a temporary's name: `.NAME.partial-PID-N` or `.NAME.PID.tmp` (NAME being `name`
-    /// when given); nil for any other entry.
-    static func temporaryOwner(_ entry: String, named name: String?) -> Int32? {
+    /// This machine's short host name as temporaries' names carry it: letters, digits and `-` (any
+    /// other character becomes `_`), at most 40 characters; empty when it cannot be read.
+    static let host: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "" }
+        let name = String(cString: buffer).split(separator: ".").first ?? ""
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-".unicodeScalars)
+        return String(String.UnicodeScalarView(name.unicodeScalars.prefix(40).map { allowed.contains($0) ? $0 : "_" }))
+    }()
+
+    /// The owner part of this run's temporaries' names: `PID@HOST` (`PID` when the host name is
+    /// unknown), so that runs on several machines writing one shared folder tell theirs apart.
+    public static var ownerTag: String { host.isEmpty ? "\(getpid())" : "\(getpid())@\(host)" }
+
+    /// Who wrote a temporary: its PID and, for names with `@HOST`, its machine.
+    struct Owner: Equatable {
+        var pid: Int32
+        var host: String?
+    }
+
+    /// The owner in a temporary's name: `.NAME.partial-TAG-N` or `.NAME.TAG.tmp` (NAME being `name`
+    /// when given), TAG being `PID` or `PID@HOST`; nil for any other entry.
+    static func temporaryOwner(_ entry: String, named name: String?) -> Owner? {
         guard entry.hasPrefix(".") else { return nil }
-        var pidText: Substring?
+        var tag: Substring?
+        /// `TAG-N` → `TAG` (a host may hold `-`; the random N does not).
+        func partialTag(_ rest: Substring) -> Substring? { rest.lastIndex(of: "-").map { rest[..<$0] } }
         if let name {
             if entry.hasPrefix(".\(name).partial-") {
-                pidText = entry.dropFirst(".\(name).partial-".count).split(separator: "-").first
+                tag = partialTag(entry.dropFirst(".\(name).partial-".count))
             } else if entry.hasPrefix(".\(name)."), entry.hasSuffix(".tmp") {
-                pidText = entry.dropFirst(".\(name).".count).dropLast(".tmp".count)[...]
+                tag = entry.dropFirst(".\(name).".count).dropLast(".tmp".count)[...]
             }
         } else if let range = entry.range(of: ".partial-", options: .backwards) {
-            pidText = entry[range.upperBound...].split(separator: "-").first
+            tag = partialTag(entry[range.upperBound...])
         } else if entry.hasSuffix(".tmp") {
-            pidText = entry.dropLast(".tmp".count).split(separator: ".").last
+            tag = entry.dropLast(".tmp".count).split(separator: ".").last
         }
-        guard let pidText, let pid = Int32(pidText), pid > 0 else { return nil }
-        return pid
+        guard let tag else { return nil }
+        let parts = tag.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let pid = Int32(parts[0]), pid > 0 else { return nil }
+        if parts.count == 2 {
+            guard !parts[1].isEmpty, !parts[1].contains(".") else { return nil }
+            return Owner(pid: pid, host: String(parts[1]))
+        }
+        return Owner(pid: pid, host: nil)
     }
 }

@@ -65,17 +65,29 @@ public struct QuantizationCache: Sendable {
     var manifestPath: String { (directory as NSString).appendingPathComponent(Self.manifestName) }
 
     /// Opens the cache in `directory`, creating it for `fingerprint` when it does not exist;
-    /// an existing cache made for other inputs is refused.
+    /// an existing cache made for other inputs is refused. Safe for concurrent runs on one folder
+    /// (a cluster's array tasks sharing a cache): the first manifest published stays, and every
+    /// run, the others included, opens it and checks its fingerprint.
     public static func openOrCreate(directory: String, fingerprint: Fingerprint, modelDirectory: String) throws
         -> QuantizationCache
     {
         let manifest = (directory as NSString).appendingPathComponent(manifestName)
-        if FileManager.default.fileExists(atPath: manifest) {
-            let cache = try open(directory: directory)
-            try cache.check(fingerprint)
-            cache.removeStaleTemporaries()
-            return cache
+        if !FileManager.default.fileExists(atPath: manifest) {
+            try create(
+                directory: directory,
+                manifest: Manifest(
+                    format: formatName, version: 1, fingerprint: fingerprint, modelDirectory: modelDirectory))
         }
+        let cache = try open(directory: directory)
+        try cache.check(fingerprint)
+        cache.removeStaleTemporaries()
+        return cache
+    }
+
+    /// Makes `directory` a cache by publishing `manifest` unless another run did first. An existing
+    /// folder must hold nothing but hidden entries, or the manifest another run has published since.
+    static func create(directory: String, manifest: Manifest) throws {
+        let path = (directory as NSString).appendingPathComponent(manifestName)
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else {
@@ -83,6 +95,8 @@ public struct QuantizationCache: Sendable {
             }
             OutputPaths.removeStaleTemporaries(in: directory)
             let contents = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            // Another run's manifest, published after our first look: open that cache.
+            if contents.contains(manifestName) { return }
             guard contents.allSatisfy({ $0.hasPrefix(".") }) else {
                 throw ModelFormatError(file: directory, "exists without \(manifestName): not a quantization cache")
             }
@@ -92,10 +106,7 @@ public struct QuantizationCache: Sendable {
         } catch {
             throw FileWriteError(file: directory, reason: (error as NSError).localizedDescription)
         }
-        try AtomicFile.writeJSON(
-            Manifest(format: formatName, version: 1, fingerprint: fingerprint, modelDirectory: modelDirectory),
-            to: manifest)
-        return QuantizationCache(directory: directory, fingerprint: fingerprint, modelDirectory: modelDirectory)
+        try AtomicFile.create(try AtomicFile.jsonData(manifest), at: path)
     }
 
     init(directory: String, fingerprint: Fingerprint, modelDirectory: String) {

@@ -23,7 +23,7 @@ public struct GPTQBenchmark {
             (0..<5).map { _ in SGEMM.measureFMAPeak(threads: threads, duration: 0.2) }.max()!
         }
         let peak1 = best(1), peak2 = best(2)
-        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let cores = Parallel.cores
         let peakCores = cores > 2 ? best(cores) : peak2
         // When the second vCPU gives little, two threads can measure below one: take the best.
         let peakAll = max(peak1, peak2, peakCores)

@@ -184,7 +184,7 @@ public struct PackedBenchmark {
         emit(
             String(
                 format: "linear [%d, %d], group size %d; memory read bandwidth (all %d cores): %.1f GB/s",
-                rows, columns, groupSize, ProcessInfo.processInfo.activeProcessorCount, bandwidth / 1e9))
+                rows, columns, groupSize, Parallel.cores, bandwidth / 1e9))
         emit(
             "decode: median of \(repeats) matvecs; prefill: \(prefill) tokens, median of \(prefillRepeats); each "
                 + "format cycles through distinct copies (≥ \(streamBytes >> 20) MB)"

@@ -179,7 +179,7 @@ public final class HeldOutScorer {
         defer { results.deallocate() }
         results.initialize(repeating: (0, 0), count: windows.count)
         let queue = WindowQueue(windows.count, results: UnsafeSendable(results))
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, windows.count))
+        let workers = max(1, min(Parallel.cores, windows.count))
         let tokens = tokens
         try withoutActuallyEscaping(progress) { progress in
             let report = ProgressBox(progress, total: predicted)

@@ -9,7 +9,7 @@ public enum MemoryBandwidth {
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
         buffer.initialize(repeating: 1, count: count)
-        let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let threads = Parallel.cores
         let slice = count / threads
         struct Shared: @unchecked Sendable { let base: UnsafePointer<Float> }
         let shared = Shared(base: buffer)

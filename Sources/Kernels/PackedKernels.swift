@@ -310,8 +310,9 @@ enum SIMDConvert {
 enum PackedKernel {
     /// Work (multiply-adds) above which a call is split across cores: ~100 µs here.
     static let parallelWork = 1 << 20
-    /// Read once: `activeProcessorCount` costs ~20 µs a call on Linux, more than a small matvec.
-    static let cores = ProcessInfo.processInfo.activeProcessorCount
+    /// Read once (`Parallel.cores`): `activeProcessorCount` costs ~20 µs a call on Linux, more than a
+    /// small matvec.
+    static let cores = Parallel.cores
 
     static func run(_ operands: PackedOperands) {
         let out = operands.outFeatures

@@ -16,6 +16,38 @@ public enum Parallel {
     /// Read by the caller when a region starts.
     @TaskLocal public static var serial = false
 
+    /// The cores this process may run on, read once: on Linux the affinity mask (`Cpus_allowed` in
+    /// `/proc/self/status`: `taskset`, cpusets of Slurm jobs and containers), at most
+    /// `activeProcessorCount`, which counts every online core (under `taskset -c 0` on a 2-core machine
+    /// it said 2, and the kernels' helper thread spun on the caller's only core).
+    public static let cores: Int = {
+        let online = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        #if os(Linux)
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let allowed = allowedCores(status: status)
+        {
+            return max(1, min(online, allowed))
+        }
+        #endif
+        return online
+    }()
+
+    /// The number of cores in the `Cpus_allowed:` line of a `/proc/PID/status` text (a hexadecimal mask
+    /// in comma-separated 32-bit words); nil without a well-formed line.
+    static func allowedCores(status: String) -> Int? {
+        for line in status.split(separator: "\n") where line.hasPrefix("Cpus_allowed:") {
+            let mask = line.dropFirst("Cpus_allowed:".count).filter { $0 != "," && $0 != " " && $0 != "\t" }
+            guard !mask.isEmpty else { return nil }
+            var count = 0
+            for digit in mask {
+                guard let value = digit.hexDigitValue else { return nil }
+                count += value.nonzeroBitCount
+            }
+            return count
+        }
+        return nil
+    }
+
     /// `body(i)` for `i` in `0..<iterations`, on all cores unless `serial` (or a single iteration);
     /// returns when every iteration has run.
     /// `perform`, or a plain loop on this thread when `work` (multiply-adds, roughly) is below

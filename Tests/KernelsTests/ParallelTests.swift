@@ -7,6 +7,23 @@ import Testing
 /// region, back-to-back regions do not mix, and concurrent callers (which fall back to
 /// `concurrentPerform`) get their own iterations.
 @Suite struct ParallelTests {
+    /// The affinity mask's cores from `/proc/PID/status` texts: one word, several words, none allowed,
+    /// and malformed or missing lines.
+    @Test func allowedCoresCountsTheMask() {
+        #expect(Parallel.allowedCores(status: "Name:\tpmq\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\n") == 2)
+        #expect(Parallel.allowedCores(status: "Cpus_allowed:\tff,00000001\n") == 9)
+        #expect(Parallel.allowedCores(status: "Cpus_allowed:\t00000000\n") == 0)
+        #expect(Parallel.allowedCores(status: "Cpus_allowed:\t3g\n") == nil)
+        #expect(Parallel.allowedCores(status: "Cpus_allowed:\n") == nil)
+        #expect(Parallel.allowedCores(status: "Name:\tpmq\n") == nil)
+    }
+
+    /// The cores the kernels use: at least one, at most the online cores.
+    @Test func coresWithinOnlineCores() {
+        #expect(Parallel.cores >= 1)
+        #expect(Parallel.cores <= max(1, ProcessInfo.processInfo.activeProcessorCount))
+    }
+
     final class Counts: @unchecked Sendable {
         let values: UnsafeMutablePointer<Int>
         let count: Int

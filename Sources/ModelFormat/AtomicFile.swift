@@ -74,11 +74,18 @@ public enum AtomicFile {
         try write(try jsonData(value), to: path)
     }
 
-    /// The bytes `writeJSON` writes.
+    /// The bytes `writeJSON` writes: through the value's own `PrettyJSONWritable` writer where it has
+    /// one, else through `PrettyJSONEncoder`, else (for what that does not handle) `JSONEncoder`.
     public static func jsonData<T: Encodable>(_ value: T) throws -> Data {
         var data: Data
         do {
-            data = try PrettyJSONEncoder.encode(value)
+            if let writable = value as? any PrettyJSONWritable {
+                var writer = PrettyJSONWriter()
+                try writable.write(to: &writer)
+                data = Data(writer.bytes)
+            } else {
+                data = try PrettyJSONEncoder.encode(value)
+            }
         } catch is PrettyJSONEncoder.Unsupported {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

@@ -140,9 +140,10 @@ public enum OutputPaths {
     /// This machine's short host name as temporaries' names carry it: letters, digits and `-` (any
     /// other character becomes `_`), at most 40 characters; empty when it cannot be read.
     static let host: String = {
-        var buffer = [CChar](repeating: 0, count: 256)
+        var buffer = [UInt8](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "" }
-        let name = String(cString: buffer).split(separator: ".").first ?? ""
+        let full = String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
+        let name = full.split(separator: ".").first ?? ""
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-".unicodeScalars)
         return String(String.UnicodeScalarView(name.unicodeScalars.prefix(40).map { allowed.contains($0) ? $0 : "_" }))
     }()

@@ -164,3 +164,94 @@ public struct AllocationReport: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 }
+
+/// The report written member by member (`AtomicFile.writeJSON` uses this): the same bytes as through
+/// `Encodable`, which `AllocationReportJSONTests` checks, without a tree of 75,000 values first.
+extension AllocationReport: PrettyJSONWritable {
+    public func write(to json: inout PrettyJSONWriter) throws {
+        try json.object { json in
+            try json.member("averageBits", averageBits)
+            try json.member("bound", bound)
+            json.member("bytes", bytes)
+            json.member("cbcColumns", cbcColumns)
+            try json.member("effectiveBits", effectiveBits)
+            json.member("fixedExperts", fixedExperts)
+            json.member("format", format)
+            try json.member("gap", gap)
+            json.member("incumbent", incumbent)
+            json.key("layers")
+            try json.array { json in
+                for layer in layers {
+                    json.element()
+                    try layer.write(to: &json)
+                }
+            }
+            json.member("nodes", nodes)
+            try json.member("objective", objective)
+            json.key("parameters")
+            try parameters.write(to: &json)
+            json.member("params", params)
+            try json.member("seconds", seconds)
+            json.member("solver", solver)
+            json.member("start", start)
+            json.member("status", status.rawValue)
+            json.member("version", version)
+            json.key("widthCounts")
+            json.object { json in
+                for (width, count) in widthCounts.sorted(by: { $0.key < $1.key }) { json.member(width, count) }
+            }
+        }
+    }
+}
+
+extension AllocationReport.Layer {
+    func write(to json: inout PrettyJSONWriter) throws {
+        try json.object { json in
+            try json.member("averageBits", averageBits)
+            json.member("bytes", bytes)
+            json.key("experts")
+            try json.array { json in
+                for expert in experts {
+                    json.element()
+                    try json.object { json in
+                        json.member("bits", expert.bits)
+                        json.member("bytes", expert.bytes)
+                        try json.member("cost", expert.cost)
+                        json.member("index", expert.index)
+                    }
+                }
+            }
+            json.member("index", index)
+        }
+    }
+}
+
+extension AllocationReport.Parameters {
+    func write(to json: inout PrettyJSONWriter) throws {
+        try json.object { json in
+            try json.member("alpha", alpha)
+            json.member("architecture", architecture)
+            try json.member("beta", beta)
+            try json.member("budget", budget)
+            json.member("budgetKind", budgetKind)
+            json.member("calibration", calibration)
+            json.member("diversity", diversity)
+            try json.member("gapTolerance", gapTolerance)
+            json.member("groupSize", groupSize)
+            json.member("importance", importance)
+            json.member("layerSensitivity", layerSensitivity)
+            json.member("model", model)
+            json.member("profile", profile)
+            json.member("scope", scope)
+            try json.member("timeLimit", timeLimit)
+            json.member("uniformLayers", uniformLayers)
+            json.key("widths")
+            json.array { json in
+                for width in widths {
+                    json.element()
+                    json.value(width)
+                }
+            }
+        }
+    }
+}

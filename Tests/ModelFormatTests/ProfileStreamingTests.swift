@@ -42,6 +42,17 @@ import Testing
             """
         let (agreed, streamed) = Self.agree(Data(text.utf8))
         #expect(streamed && agreed)
+        // Keys with escapes or other than ASCII (the streaming reader leaves them to the tree reader): an
+        // unknown member, a known key spelled with an escape, and that key twice in two spellings.
+        for (from, to) in [
+            ("\"note\"", "\"n\\u00f6te\""), ("\"note\"", "\"nöte\""), ("\"freq\"", "\"fr\\u0065q\""),
+            ("\"note\": \"x\"", "\"m\\u0061ss\": 1"), ("\"3\": 2.0", "\"\\u0033\": 2.0"), ("\"3\": 2.0", "\"+3\": 2.0"),
+            ("\"3\": 2.0", "\"03\": 2.0"), ("\"3\": 2.0", "\"00003\": 2.0"),
+        ] {
+            let edited = text.replacingOccurrences(of: from, with: to)
+            #expect(edited != text)
+            #expect(Self.agree(Data(edited.utf8)).agreed, "\(to)")
+        }
     }
 
     /// Seeded random edits of valid profiles (a byte replaced by a JSON-significant one, a byte removed, a span

@@ -228,7 +228,9 @@ public struct WidthMap<Value: Codable & Sendable & Equatable>: Codable, Sendable
     public var entries: [(width: Int, value: Value)]
 
     public init(_ entries: [(width: Int, value: Value)]) {
-        self.entries = entries.sorted { $0.width < $1.width }
+        // Maps read from a profile come in order: kept as they are, without a sorted copy.
+        let ordered = entries.indices.dropFirst().allSatisfy { entries[$0 - 1].width <= entries[$0].width }
+        self.entries = ordered ? entries : entries.sorted { $0.width < $1.width }
     }
 
     public init(_ values: [Int: Value]) {

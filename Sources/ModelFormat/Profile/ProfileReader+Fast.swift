@@ -32,8 +32,10 @@ extension ProfileReader {
     struct FastReader {
         var parser: StrictJSON.Parser
         /// The keys of the objects being read, innermost last (one array for the whole document instead
-        /// of one per object).
-        var keys: [String] = []
+        /// of one per object), as places in the text.
+        var keys: [Key] = []
+        /// The most widths a width map has had so far (each new map reserves that many).
+        var widthCapacity = 0
         var file: String { parser.file }
 
         mutating func document() throws -> Result {
@@ -41,10 +43,10 @@ extension ProfileReader {
             var raw: [RawLayer]? = nil
             // Keys in any order: the layers are read before the widths are known and checked after.
             try members { reader, key in
-                if key == "layers" {
+                if reader.matches(key, "layers") {
                     raw = try reader.readLayers()
                 } else {
-                    header.append(.init(key: key, value: try reader.value()))
+                    header.append(.init(key: reader.string(key), value: try reader.value()))
                 }
             }
             parser.skipWhitespace()
@@ -107,9 +109,9 @@ extension ProfileReader {
                 var index: Int?, experts: [RawExpert]?, sensitivity: JSONValue?
                 var seenExperts = Set<Int>()
                 try reader.members { reader, key in
-                    switch key {
-                    case "index": index = try reader.integer()
-                    case "experts":
+                    if reader.matches(key, "index") {
+                        index = try reader.integer()
+                    } else if reader.matches(key, "experts") {
                         var list: [RawExpert] = []
                         try reader.elements { reader in
                             let expert = try reader.readExpert()
@@ -117,10 +119,11 @@ extension ProfileReader {
                             list.append(expert)
                         }
                         experts = list
-                    case "sensitivity":
+                    } else if reader.matches(key, "sensitivity") {
                         let value = try reader.value()
                         if case .null = value { sensitivity = nil } else { sensitivity = value }
-                    default: _ = try reader.value()
+                    } else {
+                        _ = try reader.value()
                     }
                 }
                 guard let index, index >= 0, let experts, !experts.isEmpty, seen.insert(index).inserted else {
@@ -137,21 +140,27 @@ extension ProfileReader {
             var error: [(width: Int, value: Double)]?, bytes: [(width: Int, value: Int64)]?
             var outputError: [(width: Int, value: Double)]?
             try members { reader, key in
-                switch key {
-                case "index": index = try reader.integer()
-                case "params": params = try reader.integer64()
-                case "freq": freq = try reader.nonNegative()
-                case "mass": mass = try reader.nonNegative()
-                case "error": error = try reader.widthMap { try $0.nonNegative() }
-                case "bytes": bytes = try reader.widthMap { try $0.integer64() }
-                case "outputError":
+                if reader.matches(key, "index") {
+                    index = try reader.integer()
+                } else if reader.matches(key, "params") {
+                    params = try reader.integer64()
+                } else if reader.matches(key, "freq") {
+                    freq = try reader.nonNegative()
+                } else if reader.matches(key, "mass") {
+                    mass = try reader.nonNegative()
+                } else if reader.matches(key, "error") {
+                    error = try reader.widthMap { try $0.nonNegative() }
+                } else if reader.matches(key, "bytes") {
+                    bytes = try reader.widthMap { try $0.integer64() }
+                } else if reader.matches(key, "outputError") {
                     if reader.nextIs(UInt8(ascii: "n")) {
                         guard case .null = try reader.value() else { throw GiveUp() }
                         outputError = nil
                     } else {
                         outputError = try reader.widthMap { try $0.nonNegative() }
                     }
-                default: _ = try reader.value()
+                } else {
+                    _ = try reader.value()
                 }
             }
             guard let index, index >= 0, let params, params > 0, params <= Profile.maximumExpertParameters,
@@ -203,13 +212,17 @@ extension ProfileReader {
         }
 
         /// An object of width keys (`Int(key)`), in document order. Two spellings of one width ("3", "03")
-        /// are for the tree reader to judge.
+        /// are for the tree reader to judge. Each map is allocated for as many widths as the largest so far.
         mutating func widthMap<Value>(_ value: (inout Self) throws -> Value) throws -> [(width: Int, value: Value)] {
             var map: [(width: Int, value: Value)] = []
+            map.reserveCapacity(widthCapacity)
             try members { reader, key in
-                guard let width = Int(key), !map.contains(where: { $0.width == width }) else { throw GiveUp() }
+                guard let width = reader.width(key), !map.contains(where: { $0.width == width }) else {
+                    throw GiveUp()
+                }
                 map.append((width, try value(&reader)))
             }
+            widthCapacity = max(widthCapacity, map.count)
             return map
         }
 
@@ -227,14 +240,67 @@ extension ProfileReader {
             parser.index += 1
         }
 
+        /// A key as it stands in the text, between its quotes: plain printable ASCII, so its bytes are its
+        /// characters. Keys with escapes or other characters are for the tree reader.
+        struct Key {
+            var start: Int
+            var count: Int
+        }
+
+        /// The key at the parser (its opening quote), read without making a string.
+        mutating func key() throws -> Key {
+            let start = parser.index + 1
+            var end = start
+            let bytes = parser.bytes
+            while end < bytes.count {
+                let byte = bytes[end]
+                if byte == UInt8(ascii: "\"") {
+                    parser.index = end + 1
+                    return Key(start: start, count: end - start)
+                }
+                guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\\") else { throw GiveUp() }
+                end += 1
+            }
+            throw GiveUp()
+        }
+
+        @inline(__always)
+        func matches(_ key: Key, _ name: StaticString) -> Bool {
+            key.count == name.utf8CodeUnitCount
+                && memcmp(parser.bytes.baseAddress! + key.start, name.utf8Start, key.count) == 0
+        }
+
+        func same(_ a: Key, _ b: Key) -> Bool {
+            a.count == b.count
+                && memcmp(parser.bytes.baseAddress! + a.start, parser.bytes.baseAddress! + b.start, a.count) == 0
+        }
+
+        func string(_ key: Key) -> String {
+            String(
+                decoding: UnsafeBufferPointer(rebasing: parser.bytes[key.start..<(key.start + key.count)]),
+                as: UTF8.self)
+        }
+
+        /// A width key: one to four decimal digits (what `Int` reads them as); nil for any other key.
+        func width(_ key: Key) -> Int? {
+            guard (1...4).contains(key.count) else { return nil }
+            var value = 0
+            for position in key.start..<(key.start + key.count) {
+                let digit = parser.bytes[position] &- UInt8(ascii: "0")
+                guard digit < 10 else { return nil }
+                value = value * 10 + Int(digit)
+            }
+            return value
+        }
+
         /// The members of an object, in order; `body` reads each value. Keys must be unique.
-        mutating func members(_ body: (inout Self, String) throws -> Void) throws {
+        mutating func members(_ body: (inout Self, Key) throws -> Void) throws {
             try expect(UInt8(ascii: "{"))
             try parser.enter()
             let base = keys.count
             defer {
                 parser.depth -= 1
-                keys.removeSubrange(base...)
+                keys.removeLast(keys.count - base)
             }
             parser.skipWhitespace()
             if parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "}") {
@@ -246,8 +312,8 @@ extension ProfileReader {
                 guard parser.index < parser.bytes.count, parser.bytes[parser.index] == UInt8(ascii: "\"") else {
                     throw GiveUp()
                 }
-                let key = try parser.parseString()
-                guard !keys[base...].contains(key) else { throw GiveUp() }
+                let key = try key()
+                for earlier in keys[base...] where same(earlier, key) { throw GiveUp() }
                 keys.append(key)
                 try expect(UInt8(ascii: ":"))
                 try body(&self, key)

@@ -326,12 +326,13 @@ public enum StrictJSON {
             return .number(value)
         }
 
-        /// The number written in `range` (checked JSON syntax) by `strtod` on a NUL-terminated copy on the
-        /// stack: no `String` per number (most doubles are longer than a small string's 15 bytes, so each
-        /// was a heap allocation). Nil, for `Double(String)` to decide, when the copy would not fit or
+        /// The number written in `range` (checked JSON syntax): `FastDecimal` where it can tell, else
+        /// `strtod` on a NUL-terminated copy on the stack: no `String` per number (most doubles are longer
+        /// than a small string's 15 bytes, so each was a heap allocation). Nil, for `Double(String)` to decide, when the copy would not fit or
         /// `strtod` stops early (a locale whose decimal point is not "."). Correctly rounded, as
         /// `Double(String)` is (`StrictJSONTests` compares the two).
         func double(_ range: Range<Int>) -> Double? {
+            if let value = FastDecimal.parse(UnsafeBufferPointer(rebasing: bytes[range])) { return value }
             let count = range.count
             guard count < 64 else { return nil }
             return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> Double? in

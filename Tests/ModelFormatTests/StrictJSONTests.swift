@@ -136,3 +136,87 @@ import Testing
         }
     }
 }
+
+/// `FastDecimal` against `strtod`, bit for bit, wherever it gives an answer; and it must give one
+/// for nearly every number Swift writes (else it would be no faster).
+@Suite struct FastDecimalTests {
+    static func strtodValue(_ text: String) -> Double {
+        text.withCString { strtod($0, nil) }
+    }
+
+    static func fast(_ text: String) -> Double? {
+        Array(text.utf8).withUnsafeBufferPointer { FastDecimal.parse($0) }
+    }
+
+    @Test func agreesWithStrtodBitForBit() {
+        var generator = SplitMix64(seed: 2026)
+        var answered = 0, total = 0, written = 0, writtenAnswered = 0
+        func check(_ text: String) {
+            total += 1
+            guard let ours = Self.fast(text) else { return }
+            answered += 1
+            let expected = Self.strtodValue(text)
+            #expect(ours.bitPattern == expected.bitPattern, "\(text): \(ours) against \(expected)")
+        }
+        for _ in 0..<60_000 {
+            // Numbers as Swift writes them (the profile writer's form), over the range profiles hold
+            // (errors, masses, frequencies: 10⁻⁴ to 10⁶).
+            let value =
+                Double(generator.next() >> 11) / 9_007_199_254_740_992 * pow(10, Double(generator.next() % 10) - 3)
+            written += 1
+            total += 1
+            if let ours = Self.fast("\(value)") {
+                writtenAnswered += 1
+                answered += 1
+                #expect(ours.bitPattern == value.bitPattern, "\(value)")
+            }
+            // Random bit patterns: extremes and subnormals, mostly left to strtod.
+            check("\(Double(bitPattern: generator.next()).magnitude)")
+            // Random digit strings of 1 to 19 significant digits with the point anywhere and an exponent.
+            let count = Int(generator.next() % 19) + 1
+            var digits = String(generator.next() % 9 + 1)
+            for _ in 1..<count { digits.append(String(generator.next() % 10)) }
+            let point = Int(generator.next() % UInt64(count + 1))
+            let shifted = point == count ? digits : String(digits.prefix(point)) + "." + String(digits.dropFirst(point))
+            let body = shifted.hasPrefix(".") ? "0" + shifted : shifted
+            check(body)
+            check("-" + body + "e" + String(Int(generator.next() % 50) - 25))
+            check("0.000" + digits)
+            // Near halfway: the digits of a double's value extended by a 5 (or 49999, 50001) in the 18th place.
+            let near = Double(bitPattern: (generator.next() >> 12) | 0x3FF0_0000_0000_0000)
+            let printed = String(format: "%.16e", near)
+            for tail in ["5", "4", "6", "49", "51"] {
+                let mantissa = printed.prefix { $0 != "e" }
+                check(String((mantissa + tail).prefix(20)) + printed.drop { $0 != "e" })
+            }
+        }
+        // Exactly halfway between two doubles (ties, which round to even), and one unit of the last digit
+        // either side: N · 2^s for odd 54-bit N, written with s < 0 as N · 5^-s with -s decimals.
+        for _ in 0..<20_000 {
+            let odd = (generator.next() >> 10) | (1 << 53) | 1
+            let shift = Int(generator.next() % 14) - 4
+            var digits = odd.multipliedReportingOverflow(by: 1 << UInt64(max(0, shift)))
+            if shift < 0 {
+                var power: UInt64 = 1
+                for _ in 0..<(-shift) { power *= 5 }
+                digits = odd.multipliedReportingOverflow(by: power)
+            }
+            guard !digits.overflow, digits.partialValue < 10_000_000_000_000_000_000 else { continue }
+            for delta in [0, 1, -1] as [Int64] {
+                let text = String(Int64(bitPattern: digits.partialValue) + delta)
+                let decimals = max(0, -shift)
+                check(decimals == 0 ? text : text + "e-\(decimals)")
+                check(String(text.dropLast(decimals)) + "." + String(text.suffix(decimals)) + "0")
+            }
+        }
+        #expect(answered > total / 2, "answered \(answered) of \(total)")
+        #expect(writtenAnswered >= written * 99 / 100, "answered \(writtenAnswered) of \(written) written numbers")
+        // Syntax forms and signs.
+        for text in ["0", "-0", "0.0", "-0.0", "1e22", "1e23", "9999999999999999999", "1E+5", "5e-324", "123.456e-7"] {
+            if let ours = Self.fast(text) { #expect(ours.bitPattern == Self.strtodValue(text).bitPattern, "\(text)") }
+        }
+        #expect(Self.fast("-0.0")?.sign == .minus)
+        #expect(Self.fast("12345678901234567890") == nil)
+        #expect(Self.fast("1e23") == nil)
+    }
+}

@@ -71,6 +71,17 @@ public enum PrettyJSONEncoder {
     static let hex = Array("0123456789abcdef".utf8)
 
     static func quote(_ text: String, to out: inout [UInt8]) {
+        // Most text needs no escape: copied whole.
+        let copied = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            for byte in bytes where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                return false
+            }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: bytes)
+            out.append(UInt8(ascii: "\""))
+            return true
+        }
+        if copied == true { return }
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {

@@ -50,7 +50,16 @@ public struct PrettyJSONWriter {
         empty = outer
     }
 
-    mutating func indentation() { bytes.append(contentsOf: repeatElement(0x20, count: 2 * depth)) }
+    mutating func indentation() {
+        let count = 2 * depth
+        if count <= Self.spaces.count {
+            bytes.append(contentsOf: Self.spaces[..<count])
+        } else {
+            bytes.append(contentsOf: repeatElement(0x20, count: count))
+        }
+    }
+
+    static let spaces = [UInt8](repeating: 0x20, count: 64)
 
     /// What comes before a member or an element: a comma after the previous one, a new line, the indent.
     mutating func separator() {

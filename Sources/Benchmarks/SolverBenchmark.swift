@@ -4,7 +4,8 @@ import ModelFormat
 import PMQSolver
 
 /// `pmq bench solver`: solve and sweep on Mixtral-8x7B- and DeepSeek-V3-shaped synthetic profiles,
-/// timed with pmq's full pipeline and, side by side, with CBC on the whole program (medians).
+/// timed with pmq's full pipeline and, side by side, with CBC on the whole program (medians); and the
+/// profile read and report write `pmq solve` does, against the tree reader and `JSONEncoder`.
 public struct SolverBenchmark {
     public var repeats: Int = 5
     public var sweepRepeats: Int = 3
@@ -50,7 +51,8 @@ public struct SolverBenchmark {
         var figures: [Figure] = []
         emit(
             "CBC \(Allocator.cbcVersion); medians of \(repeats) solves / \(sweepRepeats) sweeps; time limit "
-                + "\(timeLimit) s per solve; baseline = CBC on the whole program (no reduced-cost fixing), 1 sweep"
+                + "\(timeLimit) s per solve; baseline = CBC on the whole program (no reduced-cost fixing), 1 sweep; "
+                + "reading and writing against the tree reader and JSONEncoder"
         )
         emit(
             "shape         experts widths  task                                  pmq s      status     gap      "
@@ -63,7 +65,11 @@ public struct SolverBenchmark {
             let path = directory + "/synthetic-\(name).json"
             try SyntheticProfile(shape: shape, seed: 1).document().write(to: path)
             let profile = try ProfileReader.read(path: path).profile
-            if writeProfiles == nil { try? FileManager.default.removeItem(atPath: path) }
+            let reportPath = directory + "/.bench-report-\(getpid()).json"
+            defer {
+                if writeProfiles == nil { try? FileManager.default.removeItem(atPath: path) }
+                try? FileManager.default.removeItem(atPath: reportPath)
+            }
 
             // A byte budget equal to the all-2.5-bit average size: the realistic "fit in N GB" case.
             let bytesAtTwoAndHalf = profile.layers.flatMap(\.experts).reduce(Int64(0)) {
@@ -90,6 +96,49 @@ public struct SolverBenchmark {
                     return (status, result.points.compactMap(\.gap).max() ?? 0)
                 }
             }
+            // Reading the profile and writing a report as `pmq solve` does; the baselines: the tree reader
+            // (the streaming reader's fallback) and Foundation's `JSONEncoder`.
+            let budget = try Budget.parseBits("2.5")
+            let problem = try CostModel().makeProblem(profile, budget: budget)
+            let report = AllocationReport(
+                profile: profile, profilePath: path, problem: problem, allocation: try Allocator.solve(problem),
+                budget: budget, model: CostModel(), options: SolveOptions())
+            let read: (Bool) -> Task = { streaming in
+                { _ in
+                    if streaming {
+                        _ = try ProfileReader.read(path: path)
+                    } else {
+                        _ = try ProfileReader.treeParse(try Data(contentsOf: URL(fileURLWithPath: path)), file: path)
+                    }
+                    return ("ok", 0)
+                }
+            }
+            let write: (Bool) -> Task = { own in
+                { _ in
+                    if own {
+                        try AtomicFile.writeJSON(report, to: reportPath)
+                    } else {
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                        try AtomicFile.write(try encoder.encode(report), to: reportPath)
+                    }
+                    return ("ok", 0)
+                }
+            }
+            let size = { (file: String) in
+                let bytes = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
+                return String(format: "%.1f", Double(bytes) / 1e6)
+            }
+            try AtomicFile.writeJSON(report, to: reportPath)
+            let jsonTasks: [(String, Task, Task)] = [
+                ("read profile (\(size(path)) MB), tree reader", read(true), read(false)),
+                ("write report (\(size(reportPath)) MB), JSONEncoder", write(true), write(false)),
+            ]
+            for (label, task, baselineTask) in jsonTasks {
+                let ours = try measure(repeats, task, SolveOptions())
+                let baseline = try measure(repeats, baselineTask, SolveOptions())
+                record(label, ours, baseline)
+            }
             let tasks: [(String, Bool, Task)] = [
                 ("solve global 2.5 bits", false, single(CostModel(), try Budget.parseBits("2.5"))),
                 ("solve layer 2.5 bits", false, single(CostModel(scope: .layer), try Budget.parseBits("2.5"))),
@@ -112,6 +161,12 @@ public struct SolverBenchmark {
                 let baseline = try measure(
                     isSweep ? 1 : min(runs, 3), task,
                     SolveOptions(timeLimit: timeLimit, reducedCostFixing: false))
+                record(label, ours, baseline)
+            }
+            func record(
+                _ label: String, _ ours: (median: Double, runs: [Double], status: String, gap: Double),
+                _ baseline: (median: Double, runs: [Double], status: String, gap: Double)
+            ) {
                 figures.append(
                     Figure(
                         shape: name, experts: profile.expertCount, widths: profile.widths, task: label,

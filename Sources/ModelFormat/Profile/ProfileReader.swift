@@ -34,7 +34,7 @@ public enum ProfileReader {
     }
 
     /// The reader over the whole document tree: the reference of `fastParse`, and its fallback.
-    static func treeParse(_ data: Data, file: String) throws -> Result {
+    public static func treeParse(_ data: Data, file: String) throws -> Result {
         let root = JSONField(root: try JSONValue.parse(data, file: file), file: file)
         guard case .object = root.value else { throw root.fail("expected a JSON object at the top level") }
         let header = try readHeader(root, file: file)

@@ -13,7 +13,7 @@ extension PMQ {
     struct SolverBench: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "solver",
-            abstract: "Time profile reading, solve, sweep and report writing on synthetic Mixtral-8x7B and DeepSeek-V3 shapes.",
+            abstract: "Time profile reading, solve, sweep and report writing on Mixtral-8x7B and DeepSeek-V3 shapes.",
             discussion: """
                 Each task runs with pmq's full pipeline (exact capacity strengthening, greedy LP start, \
                 reduced-cost fixing, CBC) and, as the baseline side by side, with CBC on the whole program \

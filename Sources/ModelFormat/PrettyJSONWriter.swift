@@ -33,6 +33,18 @@ public struct PrettyJSONWriter {
         try container(open: UInt8(ascii: "["), close: UInt8(ascii: "]"), isObject: false, body)
     }
 
+    /// An array of `items`, each written by `write`.
+    public mutating func array<Items: Sequence>(_ items: Items, _ write: (inout Self, Items.Element) throws -> Void)
+        rethrows
+    {
+        try array { json in
+            for item in items {
+                json.element()
+                try write(&json, item)
+            }
+        }
+    }
+
     mutating func container(open: UInt8, close: UInt8, isObject: Bool, _ body: (inout Self) throws -> Void) rethrows {
         bytes.append(open)
         let outer = empty

@@ -180,12 +180,7 @@ extension AllocationReport: PrettyJSONWritable {
             try json.member("gap", gap)
             json.member("incumbent", incumbent)
             json.key("layers")
-            try json.array { json in
-                for layer in layers {
-                    json.element()
-                    try layer.write(to: &json)
-                }
-            }
+            try json.array(layers) { json, layer in try layer.write(to: &json) }
             json.member("nodes", nodes)
             try json.member("objective", objective)
             json.key("parameters")
@@ -210,15 +205,12 @@ extension AllocationReport.Layer {
             try json.member("averageBits", averageBits)
             json.member("bytes", bytes)
             json.key("experts")
-            try json.array { json in
-                for expert in experts {
-                    json.element()
-                    try json.object { json in
-                        json.member("bits", expert.bits)
-                        json.member("bytes", expert.bytes)
-                        try json.member("cost", expert.cost)
-                        json.member("index", expert.index)
-                    }
+            try json.array(experts) { json, expert in
+                try json.object { json in
+                    json.member("bits", expert.bits)
+                    json.member("bytes", expert.bytes)
+                    try json.member("cost", expert.cost)
+                    json.member("index", expert.index)
                 }
             }
             json.member("index", index)
@@ -246,12 +238,7 @@ extension AllocationReport.Parameters {
             try json.member("timeLimit", timeLimit)
             json.member("uniformLayers", uniformLayers)
             json.key("widths")
-            json.array { json in
-                for width in widths {
-                    json.element()
-                    json.value(width)
-                }
-            }
+            json.array(widths) { json, width in json.value(width) }
         }
     }
 }

@@ -158,13 +158,16 @@ public enum OutputPaths {
         var host: String?
     }
 
-    /// The owner in a temporary's name: `.NAME.partial-TAG-N` or `.NAME.TAG.tmp` (NAME being `name`
+    /// The owner in a temporary's name: `.NAME.partial-TAG-N[-old]` or `.NAME.TAG.tmp` (NAME being `name`
     /// when given), TAG being `PID` or `PID@HOST`; nil for any other entry.
     static func temporaryOwner(_ entry: String, named name: String?) -> Owner? {
         guard entry.hasPrefix(".") else { return nil }
         var tag: Substring?
-        /// `TAG-N` → `TAG` (a host may hold `-`; the random N does not).
-        func partialTag(_ rest: Substring) -> Substring? { rest.lastIndex(of: "-").map { rest[..<$0] } }
+        /// `TAG-N` or `TAG-N-old` (the folder `replace` moved aside) → `TAG`; a host may hold `-`, N does not.
+        func partialTag(_ rest: Substring) -> Substring? {
+            let body = rest.hasSuffix("-old") ? rest.dropLast("-old".count) : rest
+            return body.lastIndex(of: "-").map { body[..<$0] }
+        }
         if let name {
             if entry.hasPrefix(".\(name).partial-") {
                 tag = partialTag(entry.dropFirst(".\(name).partial-".count))

@@ -17,6 +17,9 @@ import Testing
         #expect(OutputPaths.temporaryOwner(".front.partial-12@gpu-a-3456", named: nil) == owner(12, "gpu-a"))
         #expect(OutputPaths.temporaryOwner(".front.partial-12@n1-3456", named: "front") == owner(12, "n1"))
         #expect(OutputPaths.temporaryOwner(".cache.json.8@n1.tmp", named: "cache.json") == owner(8, "n1"))
+        // A folder `replace` moved aside (`-old`), in both forms.
+        #expect(OutputPaths.temporaryOwner(".front.partial-12-3456-old", named: nil) == owner(12, nil))
+        #expect(OutputPaths.temporaryOwner(".front.partial-12@n-1-3456-old", named: "front") == owner(12, "n-1"))
         for kept in [
             "layer-0", "2-bit.safetensors", ".foo.tmp", ".a.partial-x", "a.5.tmp", ".a.-5.tmp", ".a.5@.tmp",
             ".a.partial-5@-1", ".a.@n1.tmp",
@@ -58,7 +61,9 @@ import Testing
         let dead: Int32 = 4_194_304 - 1
         #expect(kill(dead, 0) != 0)
         let names = [
-            ".1-bit.safetensors.\(dead).tmp", ".out.partial-\(dead)-1", ".1-bit.safetensors.\(getpid()).tmp",
+            ".1-bit.safetensors.\(dead).tmp", ".out.partial-\(dead)-1",
+            ".out.partial-\(dead)\(OutputPaths.host.isEmpty ? "" : "@" + OutputPaths.host)-2-old",
+            ".1-bit.safetensors.\(getpid()).tmp",
             "1-bit.safetensors",
         ]
         for name in names { _ = FileManager.default.createFile(atPath: folder + "/" + name, contents: Data()) }

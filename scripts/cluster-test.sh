@@ -19,7 +19,7 @@ if ! command -v sbatch >/dev/null || ! command -v munged >/dev/null || ! command
     apt-get update -qq
     apt-get install -y -qq slurm-wlm munge jq >/dev/null
 fi
-swift build -c release --product pmq 2>&1 | tail -1
+swift build -c release --product pmq --static-swift-stdlib 2>&1 | tail -1
 pmq=$root/.build/release/pmq
 
 cluster=$(mktemp -d /tmp/pmq-slurm.XXXXXX)

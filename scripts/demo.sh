@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-swift build -c release --product pmq
+swift build -c release --product pmq --static-swift-stdlib
 pmq=.build/release/pmq
 eval_tokens=${EVAL_TOKENS:-32768}
 rm -rf out

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-swift build -c release --product pmq
+swift build -c release --product pmq --static-swift-stdlib
 pmq=.build/release/pmq
 for model in examples/model examples/model-fine; do
     dir=out/fronts/$(basename "$model")

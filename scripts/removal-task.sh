@@ -6,7 +6,7 @@
 # out/removal/model-fine/profile.json from scripts/removal.sh. Table: out/removal/task/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .build/release/pmq ] || swift build -c release --product pmq
+[ -x .build/release/pmq ] || swift build -c release --product pmq --static-swift-stdlib
 pmq=.build/release/pmq
 model=examples/model-fine
 out=out/removal/task

@@ -7,7 +7,7 @@
 #   EVAL_TOKENS=32768 bash scripts/removal.sh  # the first 32,768
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .build/release/pmq ] || swift build -c release --product pmq
+[ -x .build/release/pmq ] || swift build -c release --product pmq --static-swift-stdlib
 pmq=.build/release/pmq
 eval_tokens=${EVAL_TOKENS:-0}
 limit=()

@@ -203,7 +203,7 @@ def main():
                         help="only pmq's default path (no --attention-bits 16 / --exact-activations rows)")
     args = parser.parse_args()
     if not PMQ.exists():
-        raise SystemExit(f"{PMQ}: build pmq first (swift build -c release --product pmq)")
+        raise SystemExit(f"{PMQ}: build pmq first (swift build -c release --product pmq --static-swift-stdlib)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model).resolve()

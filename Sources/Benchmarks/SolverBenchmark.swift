@@ -118,9 +118,7 @@ public struct SolverBenchmark {
                     if own {
                         try AtomicFile.writeJSON(report, to: reportPath)
                     } else {
-                        let encoder = JSONEncoder()
-                        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                        try AtomicFile.write(try encoder.encode(report), to: reportPath)
+                        try AtomicFile.write(try AtomicFile.foundationEncoder().encode(report), to: reportPath)
                     }
                     return ("ok", 0)
                 }

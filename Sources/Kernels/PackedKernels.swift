@@ -310,9 +310,6 @@ enum SIMDConvert {
 enum PackedKernel {
     /// Work (multiply-adds) above which a call is split across cores: ~100 µs here.
     static let parallelWork = 1 << 20
-    /// Read once (`Parallel.cores`): `activeProcessorCount` costs ~20 µs a call on Linux, more than a
-    /// small matvec.
-    static let cores = Parallel.cores
 
     static func run(_ operands: PackedOperands) {
         let out = operands.outFeatures
@@ -376,10 +373,10 @@ enum PackedKernel {
     /// How many contiguous group ranges `splitGroups` cuts a decode call into: 1 (straight into
     /// `y`, on the calling thread) for small calls, else up to four per core.
     static func groupParts(_ operands: PackedOperands) -> Int {
-        guard operands.outFeatures * operands.inFeatures >= parallelWork, cores > 1, operands.groups > 1 else {
+        guard operands.outFeatures * operands.inFeatures >= parallelWork, Parallel.cores > 1, operands.groups > 1 else {
             return 1
         }
-        return min(operands.groups, 4 * cores)
+        return min(operands.groups, 4 * Parallel.cores)
     }
 
     /// Groups of part `part` of `parts`.
@@ -391,8 +388,8 @@ enum PackedKernel {
     /// with several ranges per core so that a busy core does not hold the others up.
     static func parallelFor(_ count: Int, work: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) {
         guard count > 0 else { return }
-        guard work >= parallelWork, cores > 1, count > 1 else { return body(0..<count) }
-        let chunks = min(count, 8 * cores)
+        guard work >= parallelWork, Parallel.cores > 1, count > 1 else { return body(0..<count) }
+        let chunks = min(count, 8 * Parallel.cores)
         Parallel.perform(iterations: chunks) { c in
             body((c * count / chunks)..<((c + 1) * count / chunks))
         }

@@ -16,7 +16,8 @@ public enum Parallel {
     /// Read by the caller when a region starts.
     @TaskLocal public static var serial = false
 
-    /// The cores this process may run on, read once: on Linux the affinity mask (`Cpus_allowed` in
+    /// The cores this process may run on, read once (`activeProcessorCount` costs ~20 µs a call on
+    /// Linux, more than a small matvec): on Linux the affinity mask (`Cpus_allowed` in
     /// `/proc/self/status`: `taskset`, cpusets of Slurm jobs and containers), at most
     /// `activeProcessorCount`, which counts every online core (under `taskset -c 0` on a 2-core machine
     /// it said 2, and the kernels' helper thread spun on the caller's only core).
@@ -87,7 +88,7 @@ public struct UnsafeSendable<T>: @unchecked Sendable {
 #if os(Linux)
 final class WorkerPool: @unchecked Sendable {
     /// One helper per further core; nil on one core.
-    static let shared: WorkerPool? = PackedKernel.cores > 1 ? WorkerPool(helpers: PackedKernel.cores - 1) : nil
+    static let shared: WorkerPool? = Parallel.cores > 1 ? WorkerPool(helpers: Parallel.cores - 1) : nil
     /// How long a helper spins for the next region before it parks (a decode step's regions
     /// come every 50–500 µs).
     static let spin: Duration = .microseconds(300)

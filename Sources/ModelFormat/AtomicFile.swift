@@ -13,10 +13,16 @@ public struct FileWriteError: Error, LocalizedError, Equatable {
 
 /// Writes a file whole or not at all: a temporary file beside the target, then a rename.
 public enum AtomicFile {
+    /// The temporary a writer of `path` uses beside it: `.NAME.PID@HOST.tmp` (docs/FORMATS.md, "Outputs").
+    public static func temporaryURL(for path: String) -> URL {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).\(OutputPaths.ownerTag).tmp")
+    }
+
     public static func write(_ data: Data, to path: String) throws {
         let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(OutputPaths.ownerTag).tmp")
+        let temporary = temporaryURL(for: path)
         do {
             try data.write(to: temporary, options: [])
         } catch {
@@ -44,8 +50,7 @@ public enum AtomicFile {
 
     private static func createAlone(_ data: Data, at path: String) throws -> Bool {
         let url = URL(fileURLWithPath: path)
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).\(OutputPaths.ownerTag).tmp")
+        let temporary = temporaryURL(for: path)
         defer { unlink(temporary.path) }
         do {
             try data.write(to: temporary, options: [])
@@ -87,11 +92,16 @@ public enum AtomicFile {
                 data = try PrettyJSONEncoder.encode(value)
             }
         } catch is PrettyJSONEncoder.Unsupported {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            data = try encoder.encode(value)
+            data = try foundationEncoder().encode(value)
         }
         data.append(0x0A)
         return data
+    }
+
+    /// Foundation's encoder set up as `writeJSON` writes (what `PrettyJSONEncoder` matches).
+    public static func foundationEncoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return encoder
     }
 }

@@ -43,11 +43,11 @@ public enum PrettyJSONEncoder {
                     out.append(UInt8(ascii: ","))
                     out.append(0x0A)
                 }
-                out.append(contentsOf: repeatElement(0x20, count: indent + 2))
+                PrettyJSONEncoder.indent(indent + 2, to: &out)
                 try write(item, indent: indent + 2, to: &out)
             }
             out.append(0x0A)
-            out.append(contentsOf: repeatElement(0x20, count: indent))
+            PrettyJSONEncoder.indent(indent, to: &out)
             out.append(UInt8(ascii: "]"))
         case let .object(members):
             out.append(UInt8(ascii: "{"))
@@ -57,18 +57,29 @@ public enum PrettyJSONEncoder {
                     out.append(UInt8(ascii: ","))
                     out.append(0x0A)
                 }
-                out.append(contentsOf: repeatElement(0x20, count: indent + 2))
+                PrettyJSONEncoder.indent(indent + 2, to: &out)
                 quote(member.key, to: &out)
                 out.append(contentsOf: " : ".utf8)
                 try write(member.node, indent: indent + 2, to: &out)
             }
             out.append(0x0A)
-            out.append(contentsOf: repeatElement(0x20, count: indent))
+            PrettyJSONEncoder.indent(indent, to: &out)
             out.append(UInt8(ascii: "}"))
         }
     }
 
     static let hex = Array("0123456789abcdef".utf8)
+
+    /// `count` spaces, copied from a row of them.
+    static func indent(_ count: Int, to out: inout [UInt8]) {
+        if count <= spaces.count {
+            out.append(contentsOf: spaces[..<count])
+        } else {
+            out.append(contentsOf: repeatElement(0x20, count: count))
+        }
+    }
+
+    static let spaces = [UInt8](repeating: 0x20, count: 64)
 
     static func quote(_ text: String, to out: inout [UInt8]) {
         // Most text needs no escape: copied whole.

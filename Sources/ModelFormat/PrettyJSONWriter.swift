@@ -57,27 +57,16 @@ public struct PrettyJSONWriter {
         // `PrettyJSONEncoder` writes an empty container as its brackets around a blank line.
         if empty { bytes.append(0x0A) }
         bytes.append(0x0A)
-        indentation()
+        PrettyJSONEncoder.indent(2 * depth, to: &bytes)
         bytes.append(close)
         empty = outer
     }
-
-    mutating func indentation() {
-        let count = 2 * depth
-        if count <= Self.spaces.count {
-            bytes.append(contentsOf: Self.spaces[..<count])
-        } else {
-            bytes.append(contentsOf: repeatElement(0x20, count: count))
-        }
-    }
-
-    static let spaces = [UInt8](repeating: 0x20, count: 64)
 
     /// What comes before a member or an element: a comma after the previous one, a new line, the indent.
     mutating func separator() {
         if !empty { bytes.append(UInt8(ascii: ",")) }
         bytes.append(0x0A)
-        indentation()
+        PrettyJSONEncoder.indent(2 * depth, to: &bytes)
         empty = false
     }
 
@@ -96,30 +85,10 @@ public struct PrettyJSONWriter {
     // MARK: Values
 
     public mutating func value(_ number: Double) throws {
-        guard number.isFinite else { throw PrettyJSONEncoder.Unsupported() }
-        var text = number.description
-        if text.hasSuffix(".0") { text.removeLast(2) }
-        bytes.append(contentsOf: text.utf8)
+        bytes.append(contentsOf: try PrettyJSONEncoder.number(number).utf8)
     }
 
-    public mutating func value(_ number: Int64) {
-        var magnitude = number.magnitude
-        // 24 bytes: room for 20 digits and a sign, written from the end.
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var position = buffer.count
-            repeat {
-                position -= 1
-                buffer[position] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            if number < 0 {
-                position -= 1
-                buffer[position] = UInt8(ascii: "-")
-            }
-            bytes.append(contentsOf: buffer[position...])
-        }
-    }
+    public mutating func value(_ number: Int64) { bytes.append(contentsOf: String(number).utf8) }
 
     public mutating func value(_ number: Int) { value(Int64(number)) }
     public mutating func value(_ text: String) { PrettyJSONEncoder.quote(text, to: &bytes) }

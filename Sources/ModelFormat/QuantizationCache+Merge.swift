@@ -34,8 +34,7 @@ extension QuantizationCache {
                 }
                 let folder = (destination as NSString).deletingLastPathComponent
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-                let staging = (folder as NSString).appendingPathComponent(
-                    ".\((destination as NSString).lastPathComponent).\(OutputPaths.ownerTag).tmp")
+                let staging = AtomicFile.temporaryURL(for: destination).path
                 try? FileManager.default.removeItem(atPath: staging)
                 if link(source, staging) != 0 {
                     do { try FileManager.default.copyItem(atPath: source, toPath: staging) } catch {

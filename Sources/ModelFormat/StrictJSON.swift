@@ -178,20 +178,27 @@ public enum StrictJSON {
         }
 
         /// A string from its opening quote; raw bytes must be valid UTF-8, control characters escaped.
-        mutating func parseString() throws -> String {
-            index += 1
-            // Fast path: printable ASCII up to the closing quote.
-            var end = index
+        /// With `index` at a string's opening quote: the index of its closing quote when the text between
+        /// is printable ASCII without escapes (its bytes are its characters); nil otherwise.
+        func plainStringEnd() -> Int? {
+            var end = index + 1
             while end < bytes.count {
                 let byte = bytes[end]
-                guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\\") else { break }
-                if byte == UInt8(ascii: "\"") {
-                    let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[index..<end]), as: UTF8.self)
-                    index = end + 1
-                    return text
-                }
+                if byte == UInt8(ascii: "\"") { return end }
+                guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\\") else { return nil }
                 end += 1
             }
+            return nil
+        }
+
+        mutating func parseString() throws -> String {
+            // Fast path: printable ASCII up to the closing quote.
+            if let end = plainStringEnd() {
+                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[(index + 1)..<end]), as: UTF8.self)
+                index = end + 1
+                return text
+            }
+            index += 1
             var scalars = String.UnicodeScalarView()
             while true {
                 guard index < bytes.count else { throw fail("unterminated string") }
@@ -328,9 +335,9 @@ public enum StrictJSON {
 
         /// The number written in `range` (checked JSON syntax): `FastDecimal` where it can tell, else
         /// `strtod` on a NUL-terminated copy on the stack: no `String` per number (most doubles are longer
-        /// than a small string's 15 bytes, so each was a heap allocation). Nil, for `Double(String)` to decide, when the copy would not fit or
-        /// `strtod` stops early (a locale whose decimal point is not "."). Correctly rounded, as
-        /// `Double(String)` is (`StrictJSONTests` compares the two).
+        /// than a small string's 15 bytes, so each was a heap allocation). Nil, for `Double(String)` to
+        /// decide, when the copy would not fit or `strtod` stops early (a locale whose decimal point is
+        /// not "."). Correctly rounded, as `Double(String)` is (`StrictJSONTests` compares the two).
         func double(_ range: Range<Int>) -> Double? {
             if let value = FastDecimal.parse(UnsafeBufferPointer(rebasing: bytes[range])) { return value }
             let count = range.count

@@ -249,19 +249,10 @@ extension ProfileReader {
 
         /// The key at the parser (its opening quote), read without making a string.
         mutating func key() throws -> Key {
-            let start = parser.index + 1
-            var end = start
-            let bytes = parser.bytes
-            while end < bytes.count {
-                let byte = bytes[end]
-                if byte == UInt8(ascii: "\"") {
-                    parser.index = end + 1
-                    return Key(start: start, count: end - start)
-                }
-                guard byte >= 0x20, byte < 0x80, byte != UInt8(ascii: "\\") else { throw GiveUp() }
-                end += 1
-            }
-            throw GiveUp()
+            guard let end = parser.plainStringEnd() else { throw GiveUp() }
+            let key = Key(start: parser.index + 1, count: end - parser.index - 1)
+            parser.index = end + 1
+            return key
         }
 
         @inline(__always)

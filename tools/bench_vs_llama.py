@@ -3,7 +3,7 @@
 
     tools/.venv/bin/python tools/bench_vs_llama.py --model DIR --calib TOKENS.u32 [--work DIR]
         [--threads 2] [--rounds 4] [--prompt 128] [--generate 128] [--decode-prompt 16] [--widths 4,3,2]
-        [--default-only]
+        [--default-only] [--depth N]
         [--llama-src DIR]
 
 What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped when its output exists):
@@ -23,6 +23,8 @@ What it does, all under --work (default /tmp/pmq-vs-llama; every step is skipped
    attends over at most G). Medians of the rounds are printed as a Markdown table with the ratios of the
    medians, and beside them the median and range of the per-round ratios (a round's two runs are close in
    time, so they share the host's speed of the moment). --default-only skips pmq's non-default rows.
+   --depth N measures decode after an N-token context on both sides instead (pmq `--prefill N --decode G`,
+   `llama-bench -p 0 -n G -d N`), where attention over the cache weighs; prefill is measured as above.
 
 The checkpoint directory needs a tokenizer.json for the conversion (random checkpoints from
 tools/fixtures/make_synthetic_mixtral.py have the example model's vocabulary: copy
@@ -169,21 +171,28 @@ def pmq_speed(model: Path, prompt: int, generate: int, decode_prompt: int, optio
     return decode, prefill
 
 
-def llama_speed(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int):
+def llama_speed(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int, depth: int = 0):
     """(decode, prefill) tokens/s, or None when llama-bench fails (it is reported in the table)."""
     try:
-        return llama_speed_or_fail(binaries, gguf, prompt, generate, threads)
+        return llama_speed_or_fail(binaries, gguf, prompt, generate, threads, depth)
     except subprocess.CalledProcessError as error:
         print(f"llama-bench failed on {gguf.name}: {error}", file=sys.stderr)
         return None
 
 
-def llama_speed_or_fail(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int):
-    text = run([binaries / "llama-bench", "-m", gguf, "-p", prompt, "-n", generate, "-t", threads, "-r", "1",
-                "-o", "json"], capture_output=True, text=True).stdout
-    rows = json.loads(text)
+def llama_bench_rows(binaries: Path, gguf: Path, options: list, threads: int):
+    text = run([binaries / "llama-bench", "-m", gguf] + options + ["-t", threads, "-r", "1", "-o", "json"],
+               capture_output=True, text=True).stdout
+    return json.loads(text)
+
+
+def llama_speed_or_fail(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int, depth: int = 0):
+    rows = llama_bench_rows(binaries, gguf, ["-p", prompt, "-n", generate], threads)
     decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
     prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
+    if depth > 0:
+        rows = llama_bench_rows(binaries, gguf, ["-p", 0, "-n", generate, "-d", depth], threads)
+        decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
     return decode, prefill
 
 
@@ -201,6 +210,8 @@ def main():
     parser.add_argument("--widths", default="4,3,2")
     parser.add_argument("--default-only", action="store_true",
                         help="only pmq's default path (no --attention-bits 16 / --exact-activations rows)")
+    parser.add_argument("--depth", type=int, default=0,
+                        help="decode after this many context tokens on both sides (llama-bench -d)")
     args = parser.parse_args()
     if not PMQ.exists():
         raise SystemExit(f"{PMQ}: build pmq first (swift build -c release --product pmq --static-swift-stdlib)")
@@ -230,11 +241,11 @@ def main():
         print(f"round {round_index + 1} of {args.rounds}", file=sys.stderr)
         for label, key, options, formats in plan:
             figures.setdefault(("pmq", label), []).append(
-                pmq_speed(pmqs[key], args.prompt, args.generate, args.decode_prompt, options))
+                pmq_speed(pmqs[key], args.prompt, args.generate, args.depth or args.decode_prompt, options))
             for name in formats:
                 if ("llama", name) not in figures or len(figures[("llama", name)]) <= round_index:
                     figures.setdefault(("llama", name), []).append(
-                        llama_speed(binaries, ggufs[name], args.prompt, args.generate, args.threads))
+                        llama_speed(binaries, ggufs[name], args.prompt, args.generate, args.threads, args.depth))
 
     def median(key, index):
         values = [value[index] for value in figures[key] if value is not None]
@@ -247,9 +258,10 @@ def main():
                   if mine is not None and theirs is not None]
         return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
 
-    print(f"{args.threads} threads; decode = {args.generate} tokens (pmq: after a {args.decode_prompt}-token prompt; "
-          f"llama-bench: from an empty context), prefill = {args.prompt} tokens; medians of "
-          f"{args.rounds} rounds, pmq and llama.cpp alternating")
+    context = (f"both after a {args.depth}-token context" if args.depth else
+               f"pmq: after a {args.decode_prompt}-token prompt; llama-bench: from an empty context")
+    print(f"{args.threads} threads; decode = {args.generate} tokens ({context}), prefill = {args.prompt} tokens; "
+          f"medians of {args.rounds} rounds, pmq and llama.cpp alternating")
     print()
     print("| pmq format | pmq decode tok/s | pmq prefill tok/s | llama.cpp format | llama.cpp decode | "
           "llama.cpp prefill | pmq ÷ llama.cpp (decode, prefill) | per round: decode, prefill |")

@@ -55,38 +55,9 @@ public enum Attention {
                                     // An empty array's buffer may still have an address.
                                     ownKeys: own == nil ? nil : ownKeys.baseAddress,
                                     ownValues: own == nil ? nil : ownValues.baseAddress)
-                                let body: @Sendable (Int) -> Void = { h in
-                                    let kv = h / group
-                                    var scores = [Float](repeating: 0, count: position + count)
-                                    scores.withUnsafeMutableBufferPointer { scores in
-                                        for t in 0..<count {
-                                            let last = position + t
-                                            let query = buffers.q + (t * heads + h) * dim
-                                            let lastKey =
-                                                buffers.ownKeys.map { $0 + (t * kvHeads + kv) * dim } ?? buffers.keys
-                                                + (last * kvHeads + kv) * dim
-                                            let lastValue =
-                                                buffers.ownValues.map { $0 + (t * kvHeads + kv) * vDim } ?? buffers
-                                                .values + (last * kvHeads + kv) * vDim
-                                            var peak = -Float.infinity
-                                            for s in 0...last {
-                                                let key = s == last ? lastKey : buffers.keys + (s * kvHeads + kv) * dim
-                                                let score = Kernels.dot(query, key, dim) * scale
-                                                scores[s] = score
-                                                peak = max(peak, score)
-                                            }
-                                            let total = exponentiate(scores.baseAddress!, count: last + 1, peak: peak)
-                                            let out = buffers.context + (t * heads + h) * vDim
-                                            for s in 0...last {
-                                                let value =
-                                                    s == last ? lastValue : buffers.values + (s * kvHeads + kv) * vDim
-                                                Kernels.addScaled(out, value, scores[s] / total, vDim)
-                                            }
-                                        }
-                                    }
-                                }
-                                Parallel.perform(
-                                    iterations: heads, work: count * (position + count) * (dim + vDim) * heads, body)
+                                decode(
+                                    buffers, count: count, position: position, heads: heads, kvHeads: kvHeads,
+                                    dim: dim, valueDim: vDim, scale: scale)
                             }
                         }
                     }

@@ -15,11 +15,12 @@ extension Attention {
         return ((group + size - 1) / size, size)
     }
 
-    /// `causal` for windows after a cache. Per part (a kv head and a block of its query heads), per
-    /// query: the scores of all the block's heads position by position (one key, read once, dotted
-    /// with each head's query by `Kernels.dot`), the softmax per head, then the context of up to
-    /// four heads eight lanes at a time in registers, each value row read once for the four. Per
-    /// head this is the arithmetic of a loop over heads (the same dot products; the context the same
+    /// `causal` for windows after a cache (and short ones from 0). Per part (a kv head and a block of
+    /// its query heads), per query: the scores of all the block's heads position by position (one key,
+    /// read once, dotted with four heads' queries at a time by `dots4`), the softmax per head, then the
+    /// context of up to four heads sixteen lanes at a time in registers (`weightedValues`), each value
+    /// row read once for the four; cached rows are prefetched `prefetchDistance` rows ahead. Per head
+    /// this is the arithmetic of a loop over heads (`Kernels.dot` per position; the context the same
     /// chain of multiply-adds over positions from zero), so the grouping changes no bit of the result.
     /// At 1,024 cached positions a layer's keys and values of the 4-kv-head synthetic Mixtral are
     /// 2 MiB, beyond the L2: a loop over query heads read them four times.
@@ -34,7 +35,7 @@ extension Attention {
             let kv = part / blocks
             let first = kv * group + (part % blocks) * size
             let n = min(size, (kv + 1) * group - first)
-            // Per head of the block: `stride` scores, then its peak.
+            // Per head of the block, `stride` scores, then (in place) the softmax's weights.
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: n * stride)
             defer { scores.deallocate() }
             for t in 0..<count {
@@ -117,8 +118,9 @@ extension Attention {
 
     /// `out[h] = Σ_s p[h][s] · value(s)` for `heads` (1–4) heads whose outputs follow each other
     /// (`valueDim` apart), over the cached rows `0..<positions` (`values + s · rowStride`) and then
-    /// `lastValue`; `p[h]` starts at `p + h · stride`. Eight lanes at a time, one accumulator per head,
-    /// each multiply-add in position order from zero (as `Kernels.addScaled` into a zeroed row).
+    /// `lastValue`; `p[h]` starts at `p + h · stride`. Sixteen lanes a pass (two accumulators per head),
+    /// then eight, then one; each multiply-add in position order from zero (as `Kernels.addScaled` into
+    /// a zeroed row). The first pass prefetches whole value rows `prefetchDistance` ahead.
     @inline(__always)
     static func weightedValues(
         _ p: UnsafePointer<Float>, stride: Int, heads: Int, positions: Int, values: UnsafePointer<Float>,
@@ -127,7 +129,6 @@ extension Attention {
         let p1 = p + min(1, heads - 1) * stride, p2 = p + min(2, heads - 1) * stride
         let p3 = p + min(3, heads - 1) * stride
         var d = 0
-        // Sixteen lanes a pass (each value row's 64-byte line read once), then eight.
         while d + 16 <= valueDim {
             var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
             var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()

@@ -45,13 +45,9 @@ import Testing
         (1, 30, 20, 2, 24),
     ])
     func groupedEqualsPerHead(count: Int, position: Int, heads: Int, kvHeads: Int, dim: Int) {
-        var generator = SplitMix64(seed: UInt64(count * 131 + position))
-        let q = (0..<(count * heads * dim)).map { _ in Float(generator.gaussian()) }
-        let cached = (position + count) * kvHeads * dim
-        let keys = (0..<cached).map { _ in Float(generator.gaussian()) }
-        let values = (0..<cached).map { _ in Float(generator.gaussian()) }
-        let ownKeys = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
-        let ownValues = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
+        let (q, keys, values, ownKeys, ownValues) = AttentionTests.inputs(
+            count: count, position: position, heads: heads, kvHeads: kvHeads, dim: dim,
+            seed: UInt64(count * 131 + position))
         for own in [nil, (ownKeys, ownValues)] as [([Float], [Float])?] {
             let grouped = Attention.causal(
                 q: q, keys: keys, values: values, count: count, position: position, heads: heads, kvHeads: kvHeads,

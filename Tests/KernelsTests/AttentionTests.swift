@@ -40,17 +40,25 @@ import Testing
         #expect(worst <= 1e-5, "max |Δ| = \(worst)")
     }
 
+    /// Gaussian queries `[count, heads · dim]`, a cache of keys and values `[position + count, kvHeads ·
+    /// dim]` and own rows `[count, kvHeads · dim]`, drawn in that order from `seed`.
+    static func inputs(count: Int, position: Int, heads: Int, kvHeads: Int, dim: Int, seed: UInt64) -> (
+        q: [Float], keys: [Float], values: [Float], ownKeys: [Float], ownValues: [Float]
+    ) {
+        var generator = SplitMix64(seed: seed)
+        func draw(_ n: Int) -> [Float] { (0..<n).map { _ in Float(generator.gaussian()) } }
+        let q = draw(count * heads * dim), cached = (position + count) * kvHeads * dim
+        let keys = draw(cached), values = draw(cached)
+        return (q, keys, values, draw(count * kvHeads * dim), draw(count * kvHeads * dim))
+    }
+
     /// With `own` rows, each query's own position reads them instead of the cache; positions
     /// before it still read the cache.
     @Test(arguments: [(1, 0, 4, 2, 8), (5, 3, 4, 4, 12), (33, 0, 8, 2, 64)])
     func ownRowsReplaceTheQuerysOwnPosition(count: Int, position: Int, heads: Int, kvHeads: Int, dim: Int) {
-        var generator = SplitMix64(seed: UInt64(count * 17 + position))
-        let q = (0..<(count * heads * dim)).map { _ in Float(generator.gaussian()) }
-        let cached = (position + count) * kvHeads * dim
-        let keys = (0..<cached).map { _ in Float(generator.gaussian()) }
-        let values = (0..<cached).map { _ in Float(generator.gaussian()) }
-        let ownKeys = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
-        let ownValues = (0..<(count * kvHeads * dim)).map { _ in Float(generator.gaussian()) }
+        let (q, keys, values, ownKeys, ownValues) = Self.inputs(
+            count: count, position: position, heads: heads, kvHeads: kvHeads, dim: dim,
+            seed: UInt64(count * 17 + position))
         let fast = Attention.causal(
             q: q, keys: keys, values: values, count: count, position: position, heads: heads,
             kvHeads: kvHeads, dim: dim, own: (ownKeys, ownValues))

@@ -1,8 +1,9 @@
 import Foundation
 
-/// Causal scaled dot-product attention with grouped-query heads over a KV cache: SIMD dot products
-/// and updates, heads split across cores when the work is large, beside the plain scalar loop it
-/// is tested against.
+/// Causal scaled dot-product attention with grouped-query heads over a KV cache: decode with a kv
+/// head's query heads together (`Attention+Decode`), whole windows from position 0 as GEMMs
+/// (`Attention+Prefill`), split across cores when the work is large, beside the plain scalar loop
+/// they are tested against.
 public enum Attention {
     /// Windows of at least this many tokens from position 0 take `prefill` (two GEMMs per head).
     public static let prefillMinimum = 32
@@ -11,8 +12,9 @@ public enum Attention {
     /// cached keys `[position + count, kvHeads · dim]` and values `[position + count, kvHeads ·
     /// valueDim]` (`valueDim` defaults to `dim`; MLA's differ); returns `[count, heads · valueDim]`.
     /// Scores are scaled by `scale`, `1/√dim` unless given.
-    /// SIMD dot products and updates, heads split across cores when the work is large; the scalar
-    /// loop (`reference`) runs instead under `Kernels.useReferenceKernels`.
+    /// Windows of `prefillMinimum` tokens or more from position 0 take `prefill`, the rest `decode`
+    /// (parts split across cores when the work is large); the scalar loop (`reference`) runs instead
+    /// under `Kernels.useReferenceKernels`.
     /// With `own` (`[count, kvHeads · dim]` each), query t's own position `position + t` uses its
     /// row of `own` instead of the cache: a per-token counterfactual (`ForwardPass.counterfactualLayer`).
     public static func causal(

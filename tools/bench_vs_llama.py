@@ -187,12 +187,12 @@ def llama_bench_rows(binaries: Path, gguf: Path, options: list, threads: int):
 
 
 def llama_speed_or_fail(binaries: Path, gguf: Path, prompt: int, generate: int, threads: int, depth: int = 0):
-    rows = llama_bench_rows(binaries, gguf, ["-p", prompt, "-n", generate], threads)
-    decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
+    """(decode, prefill) tokens/s; with a depth, decode in a second run after that many context tokens."""
+    rows = llama_bench_rows(binaries, gguf, ["-p", prompt, "-n", 0 if depth else generate], threads)
     prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
     if depth > 0:
         rows = llama_bench_rows(binaries, gguf, ["-p", 0, "-n", generate, "-d", depth], threads)
-        decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
+    decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
     return decode, prefill
 
 

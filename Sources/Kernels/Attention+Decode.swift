@@ -118,97 +118,79 @@ extension Attention {
 
     /// `out[h] = Σ_s p[h][s] · value(s)` for `heads` (1–4) heads whose outputs follow each other
     /// (`valueDim` apart), over the cached rows `0..<positions` (`values + s · rowStride`) and then
-    /// `lastValue`; `p[h]` starts at `p + h · stride`. Sixteen lanes a pass (two accumulators per head),
-    /// then eight, then one; each multiply-add in position order from zero (as `Kernels.addScaled` into
-    /// a zeroed row). The first pass prefetches whole value rows `prefetchDistance` ahead.
+    /// `lastValue`; `p[h]` starts at `p + h · stride`. Sixteen lanes a pass, then eight, then one;
+    /// each multiply-add in position order from zero (as `Kernels.addScaled` into a zeroed row).
     @inline(__always)
     static func weightedValues(
         _ p: UnsafePointer<Float>, stride: Int, heads: Int, positions: Int, values: UnsafePointer<Float>,
         rowStride: Int, lastValue: UnsafePointer<Float>, valueDim: Int, into out: UnsafeMutablePointer<Float>
     ) {
-        let p1 = p + min(1, heads - 1) * stride, p2 = p + min(2, heads - 1) * stride
-        let p3 = p + min(3, heads - 1) * stride
+        // Heads past `heads` repeat the last one's weights; their sums are not stored.
+        let weights = (
+            p, p + min(1, heads - 1) * stride, p + min(2, heads - 1) * stride, p + min(3, heads - 1) * stride
+        )
         var d = 0
         while d + 16 <= valueDim {
-            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
-            @inline(__always) func add(_ v: UnsafePointer<Float>, _ s: Int) {
-                let low = Kernels.load8(v), high = Kernels.load8(v + 8)
-                let w0 = SIMD8(repeating: p[s])
-                a0 = a0.addingProduct(w0, low)
-                b0 = b0.addingProduct(w0, high)
-                if heads > 1 {
-                    let w1 = SIMD8(repeating: p1[s])
-                    a1 = a1.addingProduct(w1, low)
-                    b1 = b1.addingProduct(w1, high)
-                }
-                if heads > 2 {
-                    let w2 = SIMD8(repeating: p2[s])
-                    a2 = a2.addingProduct(w2, low)
-                    b2 = b2.addingProduct(w2, high)
-                }
-                if heads > 3 {
-                    let w3 = SIMD8(repeating: p3[s])
-                    a3 = a3.addingProduct(w3, low)
-                    b3 = b3.addingProduct(w3, high)
-                }
-            }
-            var row = values + d
-            for s in 0..<positions {
-                if d == 0, s + prefetchDistance < positions {
-                    prefetch(row + prefetchDistance * rowStride, count: valueDim)
-                }
-                add(row, s)
-                row += rowStride
-            }
-            add(lastValue + d, positions)
-            store(a0, out + d)
-            store(b0, out + d + 8)
-            if heads > 1 {
-                store(a1, out + valueDim + d)
-                store(b1, out + valueDim + d + 8)
-            }
-            if heads > 2 {
-                store(a2, out + 2 * valueDim + d)
-                store(b2, out + 2 * valueDim + d + 8)
-            }
-            if heads > 3 {
-                store(a3, out + 3 * valueDim + d)
-                store(b3, out + 3 * valueDim + d + 8)
-            }
+            weightedLanes(
+                SIMD16<Float>.self, weights, heads: heads, positions: positions, values: values + d,
+                rowStride: rowStride, lastValue: lastValue + d, valueDim: valueDim, into: out + d,
+                prefetch: d == 0)
             d += 16
         }
         if d + 8 <= valueDim {
-            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
-            @inline(__always) func add(_ v: SIMD8<Float>, _ s: Int) {
-                a0 = a0.addingProduct(SIMD8(repeating: p[s]), v)
-                if heads > 1 { a1 = a1.addingProduct(SIMD8(repeating: p1[s]), v) }
-                if heads > 2 { a2 = a2.addingProduct(SIMD8(repeating: p2[s]), v) }
-                if heads > 3 { a3 = a3.addingProduct(SIMD8(repeating: p3[s]), v) }
-            }
-            var row = values + d
-            for s in 0..<positions {
-                add(Kernels.load8(row), s)
-                row += rowStride
-            }
-            add(Kernels.load8(lastValue + d), positions)
-            store(a0, out + d)
-            if heads > 1 { store(a1, out + valueDim + d) }
-            if heads > 2 { store(a2, out + 2 * valueDim + d) }
-            if heads > 3 { store(a3, out + 3 * valueDim + d) }
+            weightedLanes(
+                SIMD8<Float>.self, weights, heads: heads, positions: positions, values: values + d,
+                rowStride: rowStride, lastValue: lastValue + d, valueDim: valueDim, into: out + d,
+                prefetch: d == 0)
             d += 8
         }
         while d < valueDim {
             for h in 0..<heads {
-                let weights = p + h * stride
                 var sum: Float = 0
                 for s in 0...positions {
-                    sum = sum.addingProduct(weights[s], (s == positions ? lastValue : values + s * rowStride)[d])
+                    sum = sum.addingProduct(p[h * stride + s], (s == positions ? lastValue : values + s * rowStride)[d])
                 }
                 out[h * valueDim + d] = sum
             }
             d += 1
         }
+    }
+
+    /// One pass of `weightedValues` over the lanes of `V` starting at `values`, `lastValue` and `out`:
+    /// one accumulator per head in registers, each value row's lanes loaded once for the heads.
+    /// `prefetch`: the pass also prefetches whole value rows (`valueDim` floats) `prefetchDistance` ahead.
+    @inline(__always)
+    static func weightedLanes<V: SIMD>(
+        _: V.Type, _ p: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
+        heads: Int, positions: Int, values: UnsafePointer<Float>,
+        rowStride: Int, lastValue: UnsafePointer<Float>, valueDim: Int, into out: UnsafeMutablePointer<Float>,
+        prefetch prefetching: Bool
+    ) where V.Scalar == Float {
+        let (p0, p1, p2, p3) = p
+        var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+        @inline(__always) func add(_ row: UnsafePointer<Float>, _ s: Int) {
+            let v = UnsafeRawPointer(row).loadUnaligned(as: V.self)
+            a0 = a0.addingProduct(V(repeating: p0[s]), v)
+            if heads > 1 { a1 = a1.addingProduct(V(repeating: p1[s]), v) }
+            if heads > 2 { a2 = a2.addingProduct(V(repeating: p2[s]), v) }
+            if heads > 3 { a3 = a3.addingProduct(V(repeating: p3[s]), v) }
+        }
+        var row = values
+        for s in 0..<positions {
+            if prefetching, s + prefetchDistance < positions {
+                prefetch(row + prefetchDistance * rowStride, count: valueDim)
+            }
+            add(row, s)
+            row += rowStride
+        }
+        add(lastValue, positions)
+        @inline(__always) func put(_ sum: V, _ h: Int) {
+            UnsafeMutableRawPointer(out + h * valueDim).storeBytes(of: sum, as: V.self)
+        }
+        put(a0, 0)
+        if heads > 1 { put(a1, 1) }
+        if heads > 2 { put(a2, 2) }
+        if heads > 3 { put(a3, 3) }
     }
 
     /// Cached rows ahead that `decode` prefetches: a kv head's rows are `kvHeads · dim` floats apart,
@@ -224,10 +206,5 @@ extension Attention {
             pmq_prefetch(pointer + offset)
             offset += 16
         }
-    }
-
-    @inline(__always)
-    static func store(_ value: SIMD8<Float>, _ pointer: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: SIMD8<Float>.self)
     }
 }

@@ -21,7 +21,6 @@ public enum Attention {
         q: [Float], keys: [Float], values: [Float], count: Int, position: Int, heads: Int, kvHeads: Int,
         dim: Int, valueDim: Int? = nil, scale: Float? = nil, own: (keys: [Float], values: [Float])? = nil
     ) -> [Float] {
-        let group = heads / kvHeads
         let vDim = valueDim ?? dim
         let scale = scale ?? 1 / Float(dim).squareRoot()
         var context = [Float](repeating: 0, count: count * heads * vDim)

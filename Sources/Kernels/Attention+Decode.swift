@@ -83,29 +83,13 @@ extension Attention {
     }
 
     /// `Kernels.dot(q + h · dim, key, dim)` for the four heads `h` whose queries follow each other at
-    /// `q`, bit for bit: each head's four accumulators as `dot` fills them, and their sum's lanes
+    /// `q`, bit for bit: each head's lanes from `Kernels.dotLanes` (as `dot` has them), and their
     /// added in `SIMD8.sum()`'s order (lane 0 to 7, one after the other) for the four heads at once,
     /// lane i of the four in one `SIMD4`, instead of four horizontal sums.
     @inline(__always)
     static func dots4(_ q: UnsafePointer<Float>, _ key: UnsafePointer<Float>, _ dim: Int) -> SIMD4<Float> {
-        @inline(__always) func accumulate(_ a: UnsafePointer<Float>) -> SIMD8<Float> {
-            var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
-            var i = 0
-            while i + 32 <= dim {
-                s0.addProduct(Kernels.load8(a + i), Kernels.load8(key + i))
-                s1.addProduct(Kernels.load8(a + i + 8), Kernels.load8(key + i + 8))
-                s2.addProduct(Kernels.load8(a + i + 16), Kernels.load8(key + i + 16))
-                s3.addProduct(Kernels.load8(a + i + 24), Kernels.load8(key + i + 24))
-                i += 32
-            }
-            while i + 8 <= dim {
-                s0.addProduct(Kernels.load8(a + i), Kernels.load8(key + i))
-                i += 8
-            }
-            return (s0 + s1) + (s2 + s3)
-        }
-        let v0 = accumulate(q), v1 = accumulate(q + dim), v2 = accumulate(q + 2 * dim)
-        let v3 = accumulate(q + 3 * dim)
+        let v0 = Kernels.dotLanes(q, key, dim), v1 = Kernels.dotLanes(q + dim, key, dim)
+        let v2 = Kernels.dotLanes(q + 2 * dim, key, dim), v3 = Kernels.dotLanes(q + 3 * dim, key, dim)
         var sums = SIMD4(v0[0], v1[0], v2[0], v3[0])
         for i in 1..<8 { sums += SIMD4(v0[i], v1[i], v2[i], v3[i]) }
         var i = dim - dim % 8

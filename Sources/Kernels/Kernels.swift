@@ -117,9 +117,24 @@ public enum Kernels {
         }
     }
 
-    /// `Σ a[i]·b[i]` with four SIMD8 accumulators (FMA where the target CPU has it).
+    /// `Σ a[i]·b[i]` with four SIMD8 accumulators (FMA where the target CPU has it): `dotLanes`, its
+    /// lanes summed in order, then the last `count % 8` products one by one.
     @inlinable @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> Float {
+        var sum = dotLanes(a, b, count).sum()
+        var i = count - count % 8
+        while i < count {
+            sum += a[i] * b[i]
+            i += 1
+        }
+        return sum
+    }
+
+    /// The eight lanes `dot` sums: its four accumulators over the first `count − count % 8` products
+    /// (accumulator `k mod 4` takes the k-th eight), added as `(s0 + s1) + (s2 + s3)`. Decode attention
+    /// sums four heads' lanes at once from it (`Attention.dots4`), bit for bit as `dot`.
+    @inlinable @inline(__always)
+    public static func dotLanes(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ count: Int) -> SIMD8<Float> {
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
         var i = 0
         let rawA = UnsafeRawPointer(a), rawB = UnsafeRawPointer(b)
@@ -144,12 +159,7 @@ public enum Kernels {
                 rawB.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
             i += 8
         }
-        var sum = ((s0 + s1) + (s2 + s3)).sum()
-        while i < count {
-            sum += a[i] * b[i]
-            i += 1
-        }
-        return sum
+        return (s0 + s1) + (s2 + s3)
     }
 
     /// Dot products of one weight row with four consecutive rows of x (`stride` apart).
